@@ -1,0 +1,170 @@
+//! The connection supervisor.
+//!
+//! lapin's own auto-recovery is partial (no QoS re-apply, reported hangs across broker
+//! restarts), so we own recovery: one task keeps a connection open, publishing it on a watch
+//! channel, and every component (consumer, RPC client/server, relay) rebuilds its channel,
+//! QoS, topology and consumers each time a new connection appears.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use futures_util::StreamExt;
+use lapin::{Connection, ConnectionProperties, Event};
+use tokio::sync::watch;
+
+use crate::error::Result;
+
+/// A live connection and its generation (1 for the first, +1 per reconnect).
+#[derive(Clone)]
+pub struct Link {
+    pub conn: Arc<Connection>,
+    pub generation: u64,
+}
+
+#[derive(Clone)]
+pub struct Bus {
+    state: watch::Receiver<Option<Link>>,
+    shutdown: Arc<tokio::sync::Notify>,
+}
+
+impl Bus {
+    /// Starts the supervisor. It retries forever with capped back-off; the service runs
+    /// (serving from caches) while RabbitMQ is away.
+    pub fn start(url: &str, connection_name: String) -> Bus {
+        let (tx, rx) = watch::channel(None);
+        let shutdown = Arc::new(tokio::sync::Notify::new());
+        let url = with_heartbeat(url);
+        tokio::spawn(supervise(url, connection_name, tx, shutdown.clone()));
+        Bus { state: rx, shutdown }
+    }
+
+    pub fn current(&self) -> Option<Link> {
+        self.state.borrow().clone()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.current().is_some_and(|l| l.conn.status().connected())
+    }
+
+    /// Waits for a connection.
+    pub async fn connected(&self) -> Link {
+        let mut rx = self.state.clone();
+        loop {
+            if let Some(link) = rx.borrow_and_update().clone() {
+                return link;
+            }
+            if rx.changed().await.is_err() {
+                // The supervisor is gone (shutdown); wait forever rather than spin.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Waits until the connection of generation `generation` is gone (or replaced).
+    pub async fn lost(&self, generation: u64) {
+        let mut rx = self.state.clone();
+        loop {
+            match &*rx.borrow_and_update() {
+                Some(l) if l.generation == generation => {}
+                _ => return,
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Closes the connection for good (graceful shutdown): unacked deliveries go back to their queues.
+    pub async fn close(&self) {
+        self.shutdown.notify_one();
+        if let Some(link) = self.current() {
+            let _ = link.conn.close(200, "shutting down".into()).await;
+        }
+    }
+
+    /// Runs `component` on every connection: when it returns (its channel died, or the
+    /// connection was lost) it is started again on the next live connection.
+    pub fn run_on_each_connection<F, Fut>(&self, name: &'static str, component: F)
+    where
+        F: Fn(Link) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        let bus = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let link = bus.connected().await;
+                let generation = link.generation;
+                match component(link).await {
+                    Ok(()) => log::info!("{name}: stopped on connection {generation}"),
+                    Err(e) => log::warn!("{name}: {e}; restarting it on a live connection"),
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+    }
+}
+
+/// Adds a short heartbeat so a dead peer is noticed in seconds, unless the URL sets one.
+fn with_heartbeat(url: &str) -> String {
+    if url.contains("heartbeat=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&heartbeat=10")
+    } else {
+        format!("{url}?heartbeat=10")
+    }
+}
+
+async fn supervise(
+    url: String,
+    name: String,
+    tx: watch::Sender<Option<Link>>,
+    shutdown: Arc<tokio::sync::Notify>,
+) {
+    let mut generation = 0u64;
+    let mut delay = Duration::from_millis(200);
+    let mut failures = 0u32;
+    loop {
+        let props = ConnectionProperties::default().with_connection_name(name.clone().into());
+        let attempt = tokio::select! {
+            r = Connection::connect(&url, props) => r,
+            _ = shutdown.notified() => return,
+        };
+        match attempt {
+            Ok(conn) => {
+                generation += 1;
+                failures = 0;
+                delay = Duration::from_millis(200);
+                log::info!("rabbitmq connected (connection {generation})");
+                let conn = Arc::new(conn);
+                let mut events = conn.events_listener();
+                let _ = tx.send(Some(Link { conn: conn.clone(), generation }));
+                loop {
+                    tokio::select! {
+                        ev = events.next() => match ev {
+                            Some(Event::Error(e)) => { log::warn!("rabbitmq connection {generation} failed: {e}"); break; }
+                            None => break,
+                            Some(_) => {}
+                        },
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                            if !conn.status().connected() {
+                                log::warn!("rabbitmq connection {generation} is no longer connected");
+                                break;
+                            }
+                        }
+                        _ = shutdown.notified() => { let _ = tx.send(None); return; }
+                    }
+                }
+                let _ = tx.send(None);
+            }
+            Err(e) => {
+                failures += 1;
+                // Say it once, then every ~10 attempts: an outage should not flood the log.
+                if failures == 1 || failures % 10 == 0 {
+                    log::warn!("rabbitmq unreachable ({e}); retrying (attempt {failures})");
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}

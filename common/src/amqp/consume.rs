@@ -1,0 +1,107 @@
+//! A consumer that survives reconnects and never loses or loops on a message:
+//! ack after the effect is committed, dead-letter what cannot be processed, retry (after a
+//! pause) what failed for a passing reason.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::{future::BoxFuture, StreamExt};
+use lapin::{
+    message::Delivery,
+    options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions, QueueBindOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
+
+use crate::amqp::{topology, Bus};
+
+/// What to do with a delivery once handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done (or a harmless duplicate).
+    Ack,
+    /// Failed for a passing reason (database down): back to the queue after a pause.
+    Retry(String),
+    /// Can never succeed (malformed): to the dead-letter queue, visible in the dashboard.
+    DeadLetter(String),
+}
+
+pub trait Handler: Send + Sync + 'static {
+    fn handle<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Outcome>;
+    /// Called each time the consumer is (re)subscribed: replicas re-sync here, because a
+    /// per-instance queue misses whatever happened while it did not exist.
+    fn on_subscribed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// Where a consumer reads from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A shared durable queue declared by [`topology::declare_shared`].
+    Shared(&'static str),
+    /// This instance's own queue, removed when it disconnects, bound to these exchanges.
+    Instance { name: String, bind_to: Vec<&'static str> },
+}
+
+pub fn start<H: Handler>(bus: &Bus, name: &'static str, source: Source, prefetch: u16, handler: Arc<H>) {
+    let bus2 = bus.clone();
+    bus.run_on_each_connection(name, move |link| {
+        let handler = handler.clone();
+        let source = source.clone();
+        let bus = bus2.clone();
+        async move {
+            let ch = link.conn.create_channel().await?;
+            topology::declare_shared(&ch).await?;
+            // lapin does not re-apply QoS on recovery; we set it on every new channel.
+            ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+            let queue = match &source {
+                Source::Shared(q) => q.to_string(),
+                Source::Instance { name, bind_to } => {
+                    let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+                    ch.queue_declare(name.as_str().into(), opts, topology::dead_letter_args()).await?;
+                    for ex in bind_to {
+                        ch.queue_bind(name.as_str().into(), (*ex).into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+                            .await?;
+                    }
+                    name.clone()
+                }
+            };
+            let mut consumer = ch
+                .basic_consume(queue.as_str().into(), format!("{name}-{}", link.generation).into(), BasicConsumeOptions::default(), FieldTable::default())
+                .await?;
+            log::info!("{name}: consuming {queue} (connection {})", link.generation);
+            // Bound and consuming first, then re-sync: nothing that changes from here on is missed.
+            let h = handler.clone();
+            tokio::spawn(async move { h.on_subscribed().await });
+            loop {
+                tokio::select! {
+                    next = consumer.next() => {
+                        let Some(delivery) = next else { return Ok(()) };
+                        let delivery = delivery?;
+                        let outcome = handler.handle(&delivery).await;
+                        settle(name, &delivery, outcome).await;
+                    }
+                    _ = bus.lost(link.generation) => return Ok(()),
+                }
+            }
+        }
+    });
+}
+
+async fn settle(name: &str, delivery: &Delivery, outcome: Outcome) {
+    let result = match outcome {
+        Outcome::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
+        Outcome::Retry(why) => {
+            log::warn!("{name}: will retry a message: {why}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
+        }
+        Outcome::DeadLetter(why) => {
+            log::error!("{name}: dead-lettering a message: {why}");
+            delivery.acker.reject(BasicRejectOptions { requeue: false }).await
+        }
+    };
+    if let Err(e) = result {
+        // The channel is gone; the broker redelivers the message to the next consumer.
+        log::warn!("{name}: could not settle a delivery: {e}");
+    }
+}

@@ -1,0 +1,11 @@
+//! RabbitMQ plumbing: one supervised connection per process ([`bus::Bus`]), the topology
+//! ([`topology`]), change-data and view consumers ([`consume`]), request/reply ([`rpc`]) and
+//! the outbox relay ([`relay`]).
+
+pub mod bus;
+pub mod consume;
+pub mod relay;
+pub mod rpc;
+pub mod topology;
+
+pub use bus::{Bus, Link};

@@ -1,0 +1,246 @@
+//! Request/reply over RabbitMQ with Direct Reply-to: the fallback a service uses when its
+//! replica cannot answer (unknown token or item, cold cache) and the way it loads snapshots.
+//!
+//! Replies are at-most-once, so every call has a timeout and the caller turns a timeout into
+//! a 503 naming the owner; RPC is never the source of truth.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use actix::Addr;
+use futures_util::StreamExt;
+use lapin::{
+    options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions},
+    types::FieldTable,
+    BasicProperties, Channel,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::{
+    amqp::{topology, Bus},
+    entity::VersionedRow,
+    error::{Error, Result},
+    settings::Domain,
+    store::{Query, Store},
+    telemetry::Metrics,
+};
+
+const REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Reply {
+    ok: bool,
+    #[serde(default)]
+    rows: Vec<VersionedRow>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
+
+/// Sends [`Query`]s to the owning domain's RPC queue and waits (bounded) for the reply.
+#[derive(Clone)]
+pub struct RpcClient {
+    channel: Arc<Mutex<Option<Channel>>>,
+    pending: Pending,
+    next_id: Arc<AtomicU64>,
+    prefix: String,
+    metrics: Metrics,
+}
+
+impl RpcClient {
+    pub fn start(bus: &Bus, instance_id: &str, metrics: Metrics) -> RpcClient {
+        let client = RpcClient {
+            channel: Arc::new(Mutex::new(None)),
+            pending: Arc::new(Mutex::new(HashMap::new())),
+            next_id: Arc::new(AtomicU64::new(1)),
+            prefix: instance_id.to_string(),
+            metrics,
+        };
+        let c = client.clone();
+        let bus2 = bus.clone();
+        bus.run_on_each_connection("rpc client", move |link| {
+            let c = c.clone();
+            let bus = bus2.clone();
+            async move {
+                let ch = link.conn.create_channel().await?;
+                topology::declare_shared(&ch).await?;
+                // Direct Reply-to: consume the pseudo-queue, no-ack, on the publishing channel.
+                let mut replies = ch
+                    .basic_consume(REPLY_TO.into(), "rpc-replies".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+                    .await?;
+                c.set_channel(Some(ch));
+                let result = async {
+                    loop {
+                        tokio::select! {
+                            next = replies.next() => {
+                                let Some(delivery) = next else { return Ok(()) };
+                                let delivery = delivery?;
+                                if let Some(id) = delivery.properties.correlation_id() {
+                                    let waiter = c.lock_pending().remove(id.as_str());
+                                    if let Some(tx) = waiter {
+                                        let _ = tx.send(delivery.data);
+                                    }
+                                }
+                            }
+                            _ = bus.lost(link.generation) => return Ok(()),
+                        }
+                    }
+                }
+                .await;
+                c.set_channel(None);
+                result
+            }
+        });
+        client
+    }
+
+    /// A client that is never connected: every call fails with [`Error::BusDown`] (unit tests).
+    #[cfg(test)]
+    pub(crate) fn detached() -> RpcClient {
+        RpcClient {
+            channel: Arc::new(Mutex::new(None)),
+            pending: Arc::new(Mutex::new(HashMap::new())),
+            next_id: Arc::new(AtomicU64::new(1)),
+            prefix: "test".into(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    fn set_channel(&self, ch: Option<Channel>) {
+        if let Ok(mut g) = self.channel.lock() {
+            *g = ch;
+        }
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Vec<u8>>>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks `owner` and waits at most `timeout`. RabbitMQ down → [`Error::BusDown`] at once;
+    /// no answer in time → [`Error::RpcTimeout`].
+    pub async fn call(&self, owner: Domain, query: &Query, timeout: Duration) -> Result<Vec<VersionedRow>> {
+        let started = std::time::Instant::now();
+        let result = self.call_inner(owner, query, timeout).await;
+        self.metrics.rpc_call(owner.name(), &result, started.elapsed());
+        result
+    }
+
+    async fn call_inner(&self, owner: Domain, query: &Query, timeout: Duration) -> Result<Vec<VersionedRow>> {
+        let ch = self
+            .channel
+            .lock()
+            .ok()
+            .and_then(|g| g.clone())
+            .filter(|c| c.status().connected())
+            .ok_or(Error::BusDown)?;
+        let id = format!("{}-{}", self.prefix, self.next_id.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = oneshot::channel();
+        self.lock_pending().insert(id.clone(), tx);
+        let body = serde_json::to_vec(query)?;
+        let props = BasicProperties::default()
+            .with_reply_to(REPLY_TO.into())
+            .with_correlation_id(id.as_str().into())
+            .with_content_type("application/json".into())
+            // A request nobody picked up in time is dropped by the broker, not answered late.
+            .with_expiration(timeout.as_millis().to_string().into());
+        let publish = async {
+            ch.basic_publish("".into(), topology::rpc_queue(owner).into(), BasicPublishOptions::default(), &body, props)
+                .await
+        };
+        let outcome = tokio::time::timeout(timeout, async {
+            publish.await?;
+            rx.await.map_err(|_| Error::BusDown)
+        })
+        .await;
+        let raw = match outcome {
+            Ok(Ok(raw)) => raw,
+            Ok(Err(e)) => {
+                self.lock_pending().remove(&id);
+                return Err(e);
+            }
+            Err(_) => {
+                self.lock_pending().remove(&id);
+                return Err(Error::RpcTimeout(owner.name()));
+            }
+        };
+        let reply: Reply = serde_json::from_slice(&raw)?;
+        if reply.ok {
+            Ok(reply.rows)
+        } else {
+            Err(Error::RpcFailed(owner.name(), reply.error.unwrap_or_default()))
+        }
+    }
+}
+
+/// Answers [`Query`]s about `domain`'s entities from its store.
+pub fn serve(bus: &Bus, domain: Domain, store: Addr<Store>, prefetch: u16) {
+    let bus2 = bus.clone();
+    bus.run_on_each_connection("rpc server", move |link| {
+        let store = store.clone();
+        let bus = bus2.clone();
+        async move {
+            let ch = link.conn.create_channel().await?;
+            topology::declare_shared(&ch).await?;
+            ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+            let queue = topology::rpc_queue(domain);
+            let mut requests = ch
+                .basic_consume(queue.into(), format!("rpc-server-{}", link.generation).into(), BasicConsumeOptions::default(), FieldTable::default())
+                .await?;
+            log::info!("rpc server: answering on {queue}");
+            loop {
+                tokio::select! {
+                    next = requests.next() => {
+                        let Some(delivery) = next else { return Ok(()) };
+                        let delivery = delivery?;
+                        let ch = ch.clone();
+                        let store = store.clone();
+                        // Answer concurrently: a slow snapshot page does not hold up a token lookup.
+                        tokio::spawn(async move {
+                            let reply = answer(domain, &store, &delivery.data).await;
+                            if let (Some(to), Some(id)) = (delivery.properties.reply_to(), delivery.properties.correlation_id()) {
+                                let body = serde_json::to_vec(&reply).unwrap_or_default();
+                                let props = BasicProperties::default()
+                                    .with_correlation_id(id.clone())
+                                    .with_content_type("application/json".into());
+                                if let Err(e) = ch.basic_publish("".into(), to.clone(), BasicPublishOptions::default(), &body, props).await {
+                                    log::warn!("rpc server: could not reply: {e}");
+                                }
+                            }
+                            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                        });
+                    }
+                    _ = bus.lost(link.generation) => return Ok(()),
+                }
+            }
+        }
+    });
+}
+
+async fn answer(domain: Domain, store: &Addr<Store>, body: &[u8]) -> Reply {
+    let fail = |error: String| Reply { ok: false, rows: vec![], error: Some(error) };
+    let query: Query = match serde_json::from_slice(body) {
+        Ok(q) => q,
+        Err(e) => return fail(format!("bad request: {e}")),
+    };
+    let owned = match domain {
+        Domain::Item => ["item"].as_slice(),
+        Domain::Alarm => ["alarm"].as_slice(),
+        Domain::User => ["user"].as_slice(),
+    };
+    if !owned.contains(&query.entity()) {
+        return fail(format!("{} is not owned by the {} service", query.entity(), domain.name()));
+    }
+    match store.send(query).await {
+        Ok(Ok(rows)) => Reply { ok: true, rows, error: None },
+        Ok(Err(e)) => fail(e.to_string()),
+        Err(e) => fail(e.to_string()),
+    }
+}

@@ -1,0 +1,101 @@
+//! PostgreSQL: the bb8 pool (owned by the store actor) and the migration runner.
+
+use std::time::Duration;
+
+use bb8_postgres::PostgresConnectionManager;
+use tokio_postgres::NoTls;
+
+use crate::error::{Error, Result};
+
+pub type Pool = bb8::Pool<PostgresConnectionManager<NoTls>>;
+
+/// One schema change of a service's own database. Applied once, in order, in a transaction.
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// The change-capture objects every domain database gets (outbox, versions, trigger function).
+pub const CHANGE_CAPTURE: Migration = Migration {
+    version: 1,
+    name: "change capture",
+    sql: include_str!("../sql/0001_change_capture.sql"),
+};
+
+/// Builds the pool without connecting: a service starts (and reports not-ready) while its
+/// database is down, and the pool connects when it returns.
+pub fn pool(url: &str, size: u32, timeout: Duration) -> Result<Pool> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| Error::Config(format!("bad database URL: {e}")))?;
+    config.connect_timeout(timeout);
+    config.application_name("homeshopping-moa");
+    let manager = PostgresConnectionManager::new(config, NoTls);
+    Ok(bb8::Pool::builder()
+        .max_size(size)
+        .min_idle(Some(2.min(size)))
+        .connection_timeout(timeout)
+        .test_on_check_out(false)
+        .retry_connection(false)
+        .build_unchecked(manager))
+}
+
+/// Applies `migrations` not yet applied, under an advisory lock so that two instances
+/// starting together do not race. Returns how many were applied.
+pub async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<usize> {
+    let mut conn = pool.get().await?;
+    // The lock is per session; it is released with this connection's checkout below.
+    conn.batch_execute(
+        "SELECT pg_advisory_lock(4242001);
+         CREATE TABLE IF NOT EXISTS moa_migrations (
+             version int PRIMARY KEY, name text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await?;
+    let result = async {
+        let mut applied = 0;
+        for m in migrations {
+            let done = conn
+                .query_opt("SELECT 1 FROM moa_migrations WHERE version = $1", &[&m.version])
+                .await?
+                .is_some();
+            if done {
+                continue;
+            }
+            log::info!("applying migration {} ({})", m.version, m.name);
+            let tx = conn.transaction().await?;
+            tx.batch_execute(m.sql).await?;
+            tx.execute(
+                "INSERT INTO moa_migrations (version, name) VALUES ($1, $2)",
+                &[&m.version, &m.name],
+            )
+            .await?;
+            tx.commit().await?;
+            applied += 1;
+        }
+        Ok::<_, Error>(applied)
+    }
+    .await;
+    conn.batch_execute("SELECT pg_advisory_unlock(4242001)").await?;
+    result
+}
+
+/// Waits until the database answers and migrations are applied, retrying with a short pause.
+/// The service serves 503 for what needs its database meanwhile.
+pub async fn migrate_when_reachable(pool: &Pool, migrations: &'static [Migration]) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match migrate(pool, migrations).await {
+            Ok(n) => {
+                log::info!("database schema up to date ({n} migrations applied now)");
+                return;
+            }
+            Err(e) => {
+                log::warn!("database not ready for migrations yet: {e}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(3));
+            }
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The records each domain publishes, and the one wire shape every change, snapshot row
+//! and RPC answer shares: [`VersionedRow`].
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::settings::Domain;
+
+/// One entity's state at one version, as stored in `moa_entity_version`, sent in snapshot
+/// pages and RPC answers, and (with an event id) published as a change event. `data` is the
+/// row as `to_jsonb` wrote it; for a deletion it is the last state (so its key can be read).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VersionedRow {
+    pub key: String,
+    pub version: i64,
+    pub deleted: bool,
+    pub data: serde_json::Value,
+}
+
+/// A change event as published on `<domain>.events`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    pub event_id: String,
+    pub entity: String,
+    #[serde(flatten)]
+    pub row: VersionedRow,
+}
+
+/// A record type one domain owns and others replicate.
+pub trait Entity: DeserializeOwned + Clone + Send + Sync + 'static {
+    /// `entity` as written by the capture trigger.
+    const KIND: &'static str;
+    const OWNER: Domain;
+    type Key: Eq + std::hash::Hash + Clone + Ord + Send + Sync + std::fmt::Debug;
+    /// None for a row the replica cannot index (e.g. an alarm with a NULL user).
+    fn key(&self) -> Option<Self::Key>;
+}
+
+/// `item(id bigint pk, name varchar not null, broadcaster varchar not null, category varchar NULL, price integer not null)`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Item {
+    pub id: i64,
+    pub name: String,
+    pub broadcaster: String,
+    pub category: Option<String>,
+    pub price: i32,
+}
+
+impl Entity for Item {
+    const KIND: &'static str = "item";
+    const OWNER: Domain = Domain::Item;
+    type Key = i64;
+    fn key(&self) -> Option<i64> {
+        Some(self.id)
+    }
+}
+
+/// `"user"(id bigint pk, name varchar not null, access_token varchar not null)`
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub access_token: String,
+}
+
+impl std::fmt::Debug for User {
+    // Tokens never reach logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("access_token", &crate::auth::token_fingerprint(&self.access_token))
+            .finish()
+    }
+}
+
+impl Entity for User {
+    const KIND: &'static str = "user";
+    const OWNER: Domain = Domain::User;
+    type Key = i64;
+    fn key(&self) -> Option<i64> {
+        Some(self.id)
+    }
+}
+
+/// `alarm(id integer pk, item_id integer, user_id integer, created timestamp)`, keyed by
+/// (user, item): that pair is what "the user has an alarm on the item" means.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Alarm {
+    pub id: i64,
+    pub item_id: Option<i64>,
+    pub user_id: Option<i64>,
+}
+
+impl Entity for Alarm {
+    const KIND: &'static str = "alarm";
+    const OWNER: Domain = Domain::Alarm;
+    type Key = (i64, i64);
+    fn key(&self) -> Option<(i64, i64)> {
+        Some((self.user_id?, self.item_id?))
+    }
+}
+
+/// The key text the capture trigger writes for an alarm pair.
+pub fn alarm_key(user_id: i64, item_id: i64) -> String {
+    format!("{user_id}:{item_id}")
+}
+
+/// A view of an item by a user, recorded by the item service and stored by the user service.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ViewEvent {
+    pub event_id: String,
+    pub user_id: i64,
+    pub item_id: i64,
+    /// Microseconds since the Unix epoch, from the item database's clock.
+    pub viewed_at_us: i64,
+    /// The item outbox's sequence: orders views recorded in the same microsecond.
+    pub seq: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_event_reads_the_trigger_payload() {
+        let raw = r#"{"event_id":"e1","entity":"item","key":"5","version":9,"deleted":false,
+            "data":{"id":5,"name":"냄비","broadcaster":"gsshop","category":null,"price":0}}"#;
+        let ev: ChangeEvent = serde_json::from_str(raw).unwrap();
+        assert_eq!(ev.row.version, 9);
+        let item: Item = serde_json::from_value(ev.row.data).unwrap();
+        assert_eq!(item.category, None);
+        assert_eq!(item.key(), Some(5));
+    }
+
+    #[test]
+    fn an_alarm_without_user_or_item_has_no_key() {
+        let a = Alarm { id: 1, item_id: Some(3), user_id: None };
+        assert_eq!(a.key(), None);
+        assert_eq!(Alarm { id: 1, item_id: Some(3), user_id: Some(2) }.key(), Some((2, 3)));
+        assert_eq!(alarm_key(2, 3), "2:3");
+    }
+
+    #[test]
+    fn user_debug_output_hides_the_token() {
+        let u = User { id: 1, name: "a".into(), access_token: "secret-token-value".into() };
+        assert!(!format!("{u:?}").contains("secret-token-value"));
+    }
+}

@@ -1,0 +1,19 @@
+//! What the item, alarm and user services share: settings, the error body of the
+//! contract, the store actor that owns a database pool, the AMQP plumbing (connection
+//! supervisor, change-data fanout, RPC, outbox relay), the replica caches of other
+//! domains' data, and the `USER-TOKEN` check.
+
+pub mod amqp;
+pub mod auth;
+pub mod db;
+pub mod entity;
+pub mod error;
+pub mod http;
+pub mod input;
+pub mod replica;
+pub mod service;
+pub mod settings;
+pub mod store;
+pub mod telemetry;
+
+pub use error::{ApiError, Error, Result};

@@ -1,0 +1,102 @@
+//! Feeds replicas from this instance's own queue, bound to the fanout exchanges of the
+//! entities it replicates, and re-syncs them from snapshots each time it (re)subscribes.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use lapin::message::Delivery;
+
+use crate::{
+    amqp::{consume, topology, Bus},
+    entity::{Alarm, ChangeEvent, Entity, Item, User},
+    replica::{AlarmBook, ItemCatalog, UserDirectory},
+    settings::Settings,
+    telemetry::Metrics,
+};
+
+/// The replicas a service keeps: every service needs all three entity kinds (its own from
+/// its store, the others from their owners), each read from memory on the hot path.
+#[derive(Clone)]
+pub struct Replicas {
+    pub items: Arc<ItemCatalog>,
+    pub users: Arc<UserDirectory>,
+    pub alarms: Arc<AlarmBook>,
+}
+
+impl Replicas {
+    pub fn all_warm(&self) -> bool {
+        self.items.is_warm() && self.users.is_warm() && self.alarms.is_warm()
+    }
+
+    /// `(entity, warm, owner)` of each replica, for /ready.
+    pub fn status(&self) -> Vec<(&'static str, bool, &'static str)> {
+        vec![
+            ("item", self.items.is_warm(), self.items.owner_name()),
+            ("user", self.users.is_warm(), self.users.owner_name()),
+            ("alarm", self.alarms.is_warm(), self.alarms.owner_name()),
+        ]
+    }
+
+    fn exchanges(&self) -> Vec<&'static str> {
+        [Item::OWNER, User::OWNER, Alarm::OWNER].map(topology::events_exchange).to_vec()
+    }
+}
+
+struct Feed {
+    replicas: Replicas,
+    metrics: Metrics,
+}
+
+impl consume::Handler for Feed {
+    fn handle<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, consume::Outcome> {
+        Box::pin(async move {
+            let event: ChangeEvent = match serde_json::from_slice(&delivery.data) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.metrics.inc("moa_events_dead_lettered_total", String::new(), 1.0);
+                    return consume::Outcome::DeadLetter(format!("not a change event: {e}"));
+                }
+            };
+            let rows = std::slice::from_ref(&event.row);
+            let applied = match event.entity.as_str() {
+                "item" => Some(self.replicas.items.apply_rows(rows)),
+                "user" => Some(self.replicas.users.apply_rows(rows)),
+                "alarm" => Some(self.replicas.alarms.apply_rows(rows)),
+                _ => None,
+            };
+            let labels = format!("entity=\"{}\"", match event.entity.as_str() {
+                e @ ("item" | "user" | "alarm") => e,
+                _ => "unknown",
+            });
+            match applied {
+                Some((1, _)) => self.metrics.inc("moa_events_applied_total", labels, 1.0),
+                Some(_) => self.metrics.inc("moa_events_stale_total", labels, 1.0),
+                None => {
+                    self.metrics.inc("moa_events_dead_lettered_total", String::new(), 1.0);
+                    return consume::Outcome::DeadLetter(format!("event for an entity not replicated here: {}", event.entity));
+                }
+            }
+            consume::Outcome::Ack
+        })
+    }
+
+    fn on_subscribed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // Whatever changed while this queue did not exist arrives through the snapshots.
+            futures_util::join!(
+                self.replicas.items.sync_until_done(),
+                self.replicas.users.sync_until_done(),
+                self.replicas.alarms.sync_until_done(),
+            );
+        })
+    }
+}
+
+/// Starts this instance's replica feed.
+pub fn start(bus: &Bus, settings: &Settings, replicas: Replicas, metrics: Metrics) {
+    let source = consume::Source::Instance {
+        name: format!("{}.replica.{}", settings.domain.name(), settings.instance_id),
+        bind_to: replicas.exchanges(),
+    };
+    consume::start(bus, "replica feed", source, settings.prefetch, Arc::new(Feed { replicas, metrics }));
+}

@@ -1,0 +1,171 @@
+//! The item catalog: items by id, each kept with its JSON already serialized so a list
+//! response is a concatenation plus the caller's `is_alarm_set` flags.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{
+    entity::{Item, VersionedRow},
+    error::Result,
+    replica::{row_value, Index, Replica},
+    store::Query,
+};
+
+pub type ItemCatalog = Replica<Item, ItemIndex>;
+
+#[derive(Default)]
+pub struct ItemIndex {
+    /// id → `{"id":..,"name":..,"broadcaster":..,"category":..,"price":..,"is_alarm_set":`
+    fragments: BTreeMap<i64, Box<str>>,
+}
+
+/// The item object without its closing `true}` / `false}`.
+pub fn fragment(item: &Item) -> Box<str> {
+    let mut s = serde_json::to_string(item).unwrap_or_else(|_| "{".into());
+    s.pop(); // the closing brace
+    s.push_str(",\"is_alarm_set\":");
+    s.into_boxed_str()
+}
+
+impl Index<Item> for ItemIndex {
+    fn update(&mut self, key: &i64, _old: Option<&Item>, new: Option<&Item>) {
+        match new {
+            Some(item) => {
+                self.fragments.insert(*key, fragment(item));
+            }
+            None => {
+                self.fragments.remove(key);
+            }
+        }
+    }
+}
+
+fn push_item(out: &mut Vec<u8>, frag: &str, alarm_set: bool) {
+    out.extend_from_slice(frag.as_bytes());
+    out.extend_from_slice(if alarm_set { b"true}" } else { b"false}" });
+}
+
+/// What the catalog knows of an id.
+pub enum Known {
+    Live(Item),
+    Deleted,
+    Unknown,
+}
+
+impl ItemCatalog {
+    fn known(&self, id: i64) -> Known {
+        match self.read().rows.get(&id) {
+            Some(slot) => match &slot.value {
+                Some(item) => Known::Live(item.clone()),
+                None => Known::Deleted,
+            },
+            None => Known::Unknown,
+        }
+    }
+
+    /// The item, asking the owner on a miss. `Ok(None)`: it does not exist.
+    pub async fn get(&self, id: i64) -> Result<Option<Item>> {
+        match self.known(id) {
+            Known::Live(item) => {
+                self.hit();
+                Ok(Some(item))
+            }
+            Known::Deleted => Ok(None),
+            Known::Unknown => {
+                let rows = self.fetch(Query::Get { entity: "item".into(), keys: vec![id.to_string()] }).await?;
+                Ok(rows.iter().filter_map(row_value::<Item>).find(|i| i.id == id))
+            }
+        }
+    }
+
+    /// `{"count": n, "payload": [...]}` of every item, id descending.
+    pub fn render_all(&self, alarmed: &BTreeSet<i64>) -> Vec<u8> {
+        let state = self.read();
+        let frags = &state.index.fragments;
+        let mut out = Vec::with_capacity(frags.len() * 200 + 32);
+        out.extend_from_slice(format!("{{\"count\":{},\"payload\":[", frags.len()).as_bytes());
+        for (i, (id, frag)) in frags.iter().rev().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_item(&mut out, frag, alarmed.contains(id));
+        }
+        out.extend_from_slice(b"]}");
+        out
+    }
+
+    /// `{"payload": item}`.
+    pub fn render_one(&self, item: &Item, alarm_set: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"{\"payload\":");
+        push_item(&mut out, &fragment(item), alarm_set);
+        out.push(b'}');
+        out
+    }
+
+    /// A list envelope of the given ids in the given order. Ids the catalog has never seen are
+    /// asked of the owner in one request; ids of deleted items are left out.
+    pub async fn render_ids(&self, ids: &[i64], alarmed: &dyn Fn(i64) -> bool) -> Result<Vec<u8>> {
+        let missing: Vec<String> = {
+            let state = self.read();
+            ids.iter().filter(|id| !state.rows.contains_key(id)).map(|id| id.to_string()).collect()
+        };
+        if !missing.is_empty() {
+            let _: Vec<VersionedRow> = self.fetch(Query::Get { entity: "item".into(), keys: missing }).await?;
+        } else {
+            self.hit();
+        }
+        let state = self.read();
+        let live: Vec<(i64, &str)> = ids
+            .iter()
+            .filter_map(|id| state.index.fragments.get(id).map(|f| (*id, &**f)))
+            .collect();
+        let mut out = Vec::with_capacity(live.len() * 200 + 32);
+        out.extend_from_slice(format!("{{\"count\":{},\"payload\":[", live.len()).as_bytes());
+        for (i, (id, frag)) in live.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_item(&mut out, frag, alarmed(*id));
+        }
+        out.extend_from_slice(b"]}");
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn row(id: i64, v: i64, category: Option<&str>) -> VersionedRow {
+        VersionedRow {
+            key: id.to_string(),
+            version: v,
+            deleted: false,
+            data: json!({"id": id, "name": format!("상품 {id}"), "broadcaster": "cjmall", "category": category, "price": 1000 * id}),
+        }
+    }
+
+    #[test]
+    fn the_list_is_id_descending_with_the_callers_flags() {
+        let c = ItemCatalog::detached();
+        c.apply_rows(&[row(1, 1, Some("패션·잡화")), row(3, 2, None), row(2, 3, Some("식품"))]);
+        let body = c.render_all(&BTreeSet::from([2]));
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["count"], 3);
+        let ids: Vec<i64> = v["payload"].as_array().unwrap().iter().map(|i| i["id"].as_i64().unwrap()).collect();
+        assert_eq!(ids, vec![3, 2, 1]);
+        assert_eq!(v["payload"][1]["is_alarm_set"], true);
+        assert_eq!(v["payload"][0]["is_alarm_set"], false);
+        assert_eq!(v["payload"][0]["category"], Value::Null);
+        assert!(String::from_utf8(body).unwrap().contains("패션·잡화"), "Korean is written as is");
+    }
+
+    #[test]
+    fn one_item_has_the_single_envelope() {
+        let c = ItemCatalog::detached();
+        let item = Item { id: 7, name: "a\"b".into(), broadcaster: "x".into(), category: None, price: 0 };
+        let v: Value = serde_json::from_slice(&c.render_one(&item, true)).unwrap();
+        assert_eq!(v, json!({"payload": {"id": 7, "name": "a\"b", "broadcaster": "x", "category": null, "price": 0, "is_alarm_set": true}}));
+    }
+}

@@ -1,0 +1,282 @@
+//! What starting a service means, written once: the store actor, the supervised RabbitMQ
+//! connection, the RPC client and server, the outbox relay, the replica feed, and an HTTP
+//! server with `/health`, `/ready`, `/metrics`, request ids, access logs and JSON 404s.
+
+use std::{
+    net::TcpListener,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use actix::{Actor, Addr};
+use actix_web::{
+    dev::{Server, Service},
+    http::{header, StatusCode},
+    web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer,
+};
+use serde_json::json;
+
+use crate::{
+    amqp::{relay::OutboxRelay, rpc, rpc::RpcClient, Bus},
+    db::Migration,
+    error::{Error, Result},
+    http,
+    replica::{feed, feed::Replicas, AlarmBook, ItemCatalog, Source, UserDirectory},
+    settings::{Domain, Settings},
+    store::{OutboxBacklog, Ping, Store},
+    telemetry::Metrics,
+};
+
+/// The running parts of one service instance, shared with its handlers as `web::Data<Core>`.
+#[derive(Clone)]
+pub struct Core {
+    pub settings: Settings,
+    pub store: Addr<Store>,
+    pub bus: Bus,
+    pub rpc: RpcClient,
+    pub relay: OutboxRelay,
+    pub metrics: Metrics,
+    pub replicas: Replicas,
+}
+
+/// Builds the three replicas: this domain's own entities from its store, the others from
+/// their owners over RPC.
+fn replicas_for(settings: &Settings, store: &Addr<Store>, rpc: &RpcClient, metrics: &Metrics) -> Replicas {
+    let source = |owner: Domain| {
+        if owner == settings.domain {
+            Source::Local(store.clone())
+        } else {
+            Source::Remote { rpc: rpc.clone(), owner }
+        }
+    };
+    Replicas {
+        items: Arc::new(ItemCatalog::new(source(Domain::Item), settings, metrics.clone())),
+        users: Arc::new(UserDirectory::new(source(Domain::User), settings, metrics.clone())),
+        alarms: Arc::new(AlarmBook::new(source(Domain::Alarm), settings, metrics.clone())),
+    }
+}
+
+impl Core {
+    /// Starts the store actor and the AMQP components. Call inside the actix system.
+    pub fn start(settings: Settings, migrations: &'static [Migration]) -> Result<Core> {
+        let metrics = Metrics::default();
+        describe_metrics(&metrics);
+        let store = Store::new(&settings, migrations)?;
+        let wake = store.outbox_wake();
+        let store = store.start();
+        let bus = Bus::start(
+            &settings.amqp_url,
+            format!("{}-service {}", settings.domain.name(), settings.instance_id),
+        );
+        let rpc = RpcClient::start(&bus, &settings.instance_id, metrics.clone());
+        rpc::serve(&bus, settings.domain, store.clone(), settings.prefetch);
+        let relay = OutboxRelay::start(&bus, store.clone(), wake, settings.outbox_poll, metrics.clone());
+        let replicas = replicas_for(&settings, &store, &rpc, &metrics);
+        // Bind and consume first, then snapshot (see replica::feed).
+        feed::start(&bus, &settings, replicas.clone(), metrics.clone());
+        Ok(Core { settings, store, bus, rpc, relay, metrics, replicas })
+    }
+
+}
+
+fn describe_metrics(m: &Metrics) {
+    for (name, kind, help) in [
+        ("moa_http_requests_total", "counter", "HTTP requests by route, method and status"),
+        ("moa_http_request_seconds", "histogram", "HTTP request latency by route"),
+        ("moa_cache_hits_total", "counter", "replica lookups answered from memory"),
+        ("moa_cache_misses_total", "counter", "replica lookups that asked the owner"),
+        ("moa_rpc_calls_total", "counter", "RPC fallbacks by owner and outcome (ok, timeout, bus_down, error)"),
+        ("moa_rpc_call_seconds", "histogram", "RPC fallback latency"),
+        ("moa_outbox_published_total", "counter", "outbox events confirmed by the broker"),
+        ("moa_outbox_backlog", "gauge", "outbox events not yet confirmed"),
+        ("moa_events_applied_total", "counter", "change events applied to a replica"),
+        ("moa_events_stale_total", "counter", "change events dropped as stale or duplicate"),
+        ("moa_events_dead_lettered_total", "counter", "messages sent to the dead-letter queue"),
+        ("moa_replica_rows", "gauge", "live rows in each replica after its last snapshot"),
+        ("moa_replica_rows_applied_total", "counter", "rows applied to replicas (events, snapshots, RPC)"),
+        ("moa_replica_rows_stale_total", "counter", "rows dropped by replicas as not newer"),
+    ] {
+        m.describe(name, kind, help);
+    }
+}
+
+/// `GET /ready`: 200 when the database answers (and is migrated), RabbitMQ is connected and
+/// every replica has loaded its snapshot; otherwise 503 naming what is missing.
+pub async fn ready(core: web::Data<Core>) -> HttpResponse {
+    let db = match tokio::time::timeout(Duration::from_secs(1), core.store.send(Ping)).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(e.to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 1 s".to_string()),
+    };
+    let amqp = core.bus.is_connected();
+    let replicas = core.replicas.status();
+    let mut missing = Vec::new();
+    if let Err(e) = &db {
+        missing.push(format!("database unreachable ({e})"));
+    }
+    if !amqp {
+        missing.push("RabbitMQ not connected".to_string());
+    }
+    for (entity, warm, owner) in &replicas {
+        if !*warm {
+            missing.push(format!("{entity} replica not loaded yet (from {owner})"));
+        }
+    }
+    let checks = json!({
+        "database": if db.is_ok() { "ok" } else { "down" },
+        "rabbitmq": if amqp { "ok" } else { "down" },
+        "replicas": replicas.iter().map(|(e, w, _)| ((*e).to_string(), json!(if *w { "warm" } else { "cold" }))).collect::<serde_json::Map<_, _>>(),
+    });
+    if missing.is_empty() {
+        http::json(StatusCode::OK, &json!({"status": "ready", "checks": checks}))
+    } else {
+        http::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"result": "Service Unavailable", "hint": format!("not ready: {}", missing.join("; ")), "checks": checks}),
+        )
+    }
+}
+
+/// `GET /metrics` in the Prometheus text format.
+pub async fn metrics(core: web::Data<Core>) -> HttpResponse {
+    if let Ok(Ok(Ok(n))) = tokio::time::timeout(Duration::from_millis(500), core.store.send(OutboxBacklog)).await {
+        core.metrics.set("moa_outbox_backlog", String::new(), n as f64);
+    }
+    for (entity, warm, _) in core.replicas.status() {
+        core.metrics.set("moa_replica_warm", format!("entity=\"{entity}\""), if warm { 1.0 } else { 0.0 });
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(core.metrics.render())
+}
+
+/// The request id of this request (from `X-Request-Id`, or made here).
+#[derive(Clone, Debug)]
+pub struct RequestId(pub Arc<str>);
+
+static REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
+
+pub fn request_id(req: &HttpRequest) -> String {
+    req.extensions().get::<RequestId>().map(|r| r.0.to_string()).unwrap_or_default()
+}
+
+/// A bound HTTP server: tests bind port 0 and read [`Application::port`].
+pub struct Application {
+    port: u16,
+    server: Server,
+    core: Core,
+}
+
+impl Application {
+    /// Binds the listener and builds the server with the service's routes.
+    pub fn build<F>(core: Core, routes: F) -> Result<Application>
+    where
+        F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+    {
+        let s = &core.settings;
+        let listener = TcpListener::bind((s.http_host.as_str(), s.http_port))
+            .map_err(|e| Error::Config(format!("cannot listen on {}:{}: {e}", s.http_host, s.http_port)))?;
+        let port = listener.local_addr()?.port();
+        let data = web::Data::new(core.clone());
+        let domain = s.domain.name();
+        let instance: Arc<str> = Arc::from(s.instance_id.as_str());
+        let replicas = web::Data::new(core.replicas.clone());
+        let server = HttpServer::new(move || {
+            let instance = instance.clone();
+            App::new()
+                .app_data(data.clone())
+                .app_data(replicas.clone())
+                .app_data(web::QueryConfig::default().error_handler(http::query_error_handler))
+                .wrap_fn(move |req, srv| {
+                    let started = Instant::now();
+                    let rid = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("{instance}-{}", REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)));
+                    req.extensions_mut().insert(RequestId(Arc::from(rid.as_str())));
+                    let method = req.method().clone();
+                    let path = req.path().to_string();
+                    let fut = srv.call(req);
+                    async move {
+                        let mut res = fut.await?;
+                        let status = res.status();
+                        let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+                        if let Ok(v) = header::HeaderValue::from_str(&rid) {
+                            res.headers_mut().insert(header::HeaderName::from_static("x-request-id"), v);
+                        }
+                        let took = started.elapsed();
+                        if let Some(core) = res.request().app_data::<web::Data<Core>>() {
+                            core.metrics.inc(
+                                "moa_http_requests_total",
+                                format!("route=\"{route}\",method=\"{method}\",status=\"{}\"", status.as_u16()),
+                                1.0,
+                            );
+                            core.metrics.observe("moa_http_request_seconds", format!("route=\"{route}\""), took.as_secs_f64());
+                        }
+                        log::info!(target: "moa::access", "[{rid}] {method} {path} -> {} in {:.1} ms", status.as_u16(), took.as_secs_f64() * 1e3);
+                        Ok(res)
+                    }
+                })
+                .route("/health", web::get().to(http::health))
+                .route("/ready", web::get().to(ready))
+                .route("/metrics", web::get().to(metrics))
+                .configure(routes.clone())
+                .default_service(web::to(http::not_found))
+        })
+        .workers(s.http_workers)
+        .shutdown_timeout(10)
+        .listen(listener)?
+        .run();
+        log::info!("{domain} service listening on {}:{port} ({:?})", s.http_host, s.domain);
+        Ok(Application { port, server, core })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM / SIGINT, then shuts down gracefully: in-flight requests finish,
+    /// the outbox is flushed as far as the broker allows, and the AMQP connection is closed
+    /// (unacknowledged deliveries return to their queues).
+    pub async fn run_until_stopped(self) -> Result<()> {
+        self.server.await?;
+        log::info!("http server stopped; flushing the outbox");
+        self.core.relay.flush(Duration::from_secs(3)).await;
+        self.core.bus.close().await;
+        log::info!("bye");
+        Ok(())
+    }
+}
+
+/// The whole of a service's `main`: logging, settings from the environment (exit 2 when
+/// they are wrong), build, serve until a signal, exit 0 after a graceful shutdown.
+pub fn main<B>(domain: Domain, build: B) -> std::process::ExitCode
+where
+    B: FnOnce(Settings) -> Result<Application>,
+{
+    crate::telemetry::init_logging();
+    let settings = match Settings::from_env(domain) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    log::info!("starting with {settings:?}");
+    let system = actix_web::rt::System::new();
+    let result = system.block_on(async move { build(settings)?.run_until_stopped().await });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{} service failed: {e}", domain.name());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Typed settings read from environment variables, validated at start.
+//!
+//! Every service reads the same shape with its own prefix (`ITEM_`, `ALARM_`, `USER_`) for
+//! what is its own (HTTP port, database URL), so a service binary can only ever be given
+//! its own database: there is no variable through which it could learn another's.
+
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// The three domains. Each owns one database, one fanout exchange and one RPC queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Domain {
+    Item,
+    Alarm,
+    User,
+}
+
+impl Domain {
+    pub const ALL: [Domain; 3] = [Domain::Item, Domain::Alarm, Domain::User];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Domain::Item => "item",
+            Domain::Alarm => "alarm",
+            Domain::User => "user",
+        }
+    }
+
+    /// Prefix of this domain's own environment variables.
+    pub fn env_prefix(self) -> &'static str {
+        match self {
+            Domain::Item => "ITEM",
+            Domain::Alarm => "ALARM",
+            Domain::User => "USER",
+        }
+    }
+
+    pub fn default_http_port(self) -> u16 {
+        match self {
+            Domain::Item => 5001,
+            Domain::Alarm => 6001,
+            Domain::User => 7001,
+        }
+    }
+
+    pub fn default_database_url(self) -> &'static str {
+        match self {
+            Domain::Item => "postgres://postgres:postgres@127.0.0.1:5432/item_db",
+            Domain::Alarm => "postgres://postgres:postgres@127.0.0.1:5433/alarm_db",
+            Domain::User => "postgres://postgres:postgres@127.0.0.1:5434/user_db",
+        }
+    }
+}
+
+/// Everything a service needs to start. Built once by [`Settings::from_env`].
+#[derive(Clone)]
+pub struct Settings {
+    pub domain: Domain,
+    /// `HTTP_HOST`, default `127.0.0.1` (`0.0.0.0` in containers).
+    pub http_host: String,
+    /// `<PREFIX>_HTTP_PORT`, default 5001 / 6001 / 7001; 0 picks a free port (tests).
+    pub http_port: u16,
+    /// `HTTP_WORKERS`, default: number of CPUs.
+    pub http_workers: usize,
+    /// `<PREFIX>_DATABASE_URL`: the service's own database, and no other.
+    pub database_url: String,
+    /// `DB_POOL_SIZE`, default 16.
+    pub db_pool_size: u32,
+    /// `DB_TIMEOUT_MS`: how long a request waits for a database connection before 503, default 2000.
+    pub db_timeout: Duration,
+    /// `AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub amqp_url: String,
+    /// `RPC_TIMEOUT_MS`: how long a cache miss waits for the owning service, default 300.
+    pub rpc_timeout: Duration,
+    /// `SNAPSHOT_TIMEOUT_MS`: how long one snapshot page may take, default 10000.
+    pub snapshot_timeout: Duration,
+    /// `SNAPSHOT_PAGE_SIZE`: rows per snapshot page, default 20000.
+    pub snapshot_page_size: u32,
+    /// `PREFETCH`: unacknowledged deliveries per consumer, default 200.
+    pub prefetch: u16,
+    /// `OUTBOX_POLL_MS`: the outbox relay's poll interval; NOTIFY wakes it sooner. Default 500.
+    pub outbox_poll: Duration,
+    /// `BODY_LIMIT_BYTES`: largest accepted request body, default 16384.
+    pub body_limit: usize,
+    /// `INSTANCE_ID`: names this instance's cache queue, default `<domain>-<pid>-<random>`.
+    pub instance_id: String,
+}
+
+impl std::fmt::Debug for Settings {
+    // Credentials in URLs are never logged.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("domain", &self.domain)
+            .field("http", &format_args!("{}:{}", self.http_host, self.http_port))
+            .field("http_workers", &self.http_workers)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("amqp_url", &redact_url(&self.amqp_url))
+            .field("rpc_timeout", &self.rpc_timeout)
+            .field("instance_id", &self.instance_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `scheme://user:secret@host/db` → `scheme://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The names of every environment variable a service of `domain` reads.
+pub fn env_var_names(domain: Domain) -> Vec<String> {
+    let p = domain.env_prefix();
+    let mut names = vec![format!("{p}_HTTP_PORT"), format!("{p}_DATABASE_URL")];
+    names.extend(
+        [
+            "HTTP_HOST",
+            "HTTP_WORKERS",
+            "DB_POOL_SIZE",
+            "DB_TIMEOUT_MS",
+            "AMQP_URL",
+            "RPC_TIMEOUT_MS",
+            "SNAPSHOT_TIMEOUT_MS",
+            "SNAPSHOT_PAGE_SIZE",
+            "PREFETCH",
+            "OUTBOX_POLL_MS",
+            "BODY_LIMIT_BYTES",
+            "INSTANCE_ID",
+        ]
+        .map(String::from),
+    );
+    names
+}
+
+impl Settings {
+    pub fn from_env(domain: Domain) -> Result<Self, Error> {
+        Self::from_lookup(domain, |k| std::env::var(k).ok())
+    }
+
+    /// Builds settings from any key → value lookup (tests pass a map).
+    pub fn from_lookup(domain: Domain, get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let p = domain.env_prefix();
+        let var = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let num = |k: &str, default: u64| -> Result<u64, Error> {
+            match var(k) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| Error::Config(format!("{k} must be a non-negative integer, got {v:?}"))),
+            }
+        };
+        let http_port_key = format!("{p}_HTTP_PORT");
+        let http_port = num(&http_port_key, domain.default_http_port().into())?;
+        let http_port = u16::try_from(http_port)
+            .map_err(|_| Error::Config(format!("{http_port_key} must be a TCP port")))?;
+        let database_url =
+            var(&format!("{p}_DATABASE_URL")).unwrap_or_else(|| domain.default_database_url().to_string());
+        if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
+            return Err(Error::Config(format!("{p}_DATABASE_URL must be a postgres:// URL")));
+        }
+        let amqp_url = var("AMQP_URL").unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        if !amqp_url.starts_with("amqp://") && !amqp_url.starts_with("amqps://") {
+            return Err(Error::Config("AMQP_URL must be an amqp:// URL".into()));
+        }
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) as u64;
+        let positive = |k: &str, default: u64| -> Result<u64, Error> {
+            let v = num(k, default)?;
+            if v == 0 {
+                return Err(Error::Config(format!("{k} must be greater than 0")));
+            }
+            Ok(v)
+        };
+        let instance_id = var("INSTANCE_ID").unwrap_or_else(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            format!("{}-{}-{:x}", domain.name(), std::process::id(), nanos)
+        });
+        Ok(Settings {
+            domain,
+            http_host: var("HTTP_HOST").unwrap_or_else(|| "127.0.0.1".into()),
+            http_port,
+            http_workers: positive("HTTP_WORKERS", cpus)? as usize,
+            database_url,
+            db_pool_size: positive("DB_POOL_SIZE", 16)? as u32,
+            db_timeout: Duration::from_millis(positive("DB_TIMEOUT_MS", 2000)?),
+            amqp_url,
+            rpc_timeout: Duration::from_millis(positive("RPC_TIMEOUT_MS", 300)?),
+            snapshot_timeout: Duration::from_millis(positive("SNAPSHOT_TIMEOUT_MS", 10_000)?),
+            snapshot_page_size: positive("SNAPSHOT_PAGE_SIZE", 20_000)? as u32,
+            prefetch: u16::try_from(positive("PREFETCH", 200)?)
+                .map_err(|_| Error::Config("PREFETCH must fit in 16 bits".into()))?,
+            outbox_poll: Duration::from_millis(positive("OUTBOX_POLL_MS", 500)?),
+            body_limit: positive("BODY_LIMIT_BYTES", 16 * 1024)? as usize,
+            instance_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_point_each_domain_at_its_own_database() {
+        for d in Domain::ALL {
+            let s = Settings::from_lookup(d, lookup(&[])).unwrap();
+            assert!(s.database_url.ends_with(&format!("/{}_db", d.name())));
+            assert_eq!(s.http_port, d.default_http_port());
+            assert_eq!(s.rpc_timeout, Duration::from_millis(300));
+        }
+    }
+
+    #[test]
+    fn a_service_never_reads_another_domains_database_variable() {
+        for d in Domain::ALL {
+            let names = env_var_names(d);
+            for other in Domain::ALL.into_iter().filter(|o| *o != d) {
+                let foreign = format!("{}_DATABASE_URL", other.env_prefix());
+                assert!(!names.contains(&foreign), "{d:?} reads {foreign}");
+                // Even when the foreign variable is set, it is ignored.
+                let s = Settings::from_lookup(d, lookup(&[(&foreign, "postgres://x@h/other")])).unwrap();
+                assert_eq!(s.database_url, d.default_database_url());
+            }
+        }
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_the_variable_name() {
+        let err = Settings::from_lookup(Domain::Item, lookup(&[("ITEM_HTTP_PORT", "70000")])).unwrap_err();
+        assert!(err.to_string().contains("ITEM_HTTP_PORT"));
+        let err = Settings::from_lookup(Domain::Item, lookup(&[("RPC_TIMEOUT_MS", "abc")])).unwrap_err();
+        assert!(err.to_string().contains("RPC_TIMEOUT_MS"));
+        let err = Settings::from_lookup(Domain::User, lookup(&[("USER_DATABASE_URL", "mysql://x")])).unwrap_err();
+        assert!(err.to_string().contains("USER_DATABASE_URL"));
+    }
+
+    #[test]
+    fn debug_output_hides_passwords() {
+        let s = Settings::from_lookup(Domain::Alarm, lookup(&[])).unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("postgres:postgres@"), "{shown}");
+        assert!(!shown.contains("guest:guest@"), "{shown}");
+        assert_eq!(redact_url("amqp://u:p@h:1/v"), "amqp://u:***@h:1/v");
+    }
+}

@@ -1,0 +1,377 @@
+//! The store actor: the only code that runs SQL against a service's own database.
+//!
+//! It owns the bb8 pool. Handlers, the RPC server and the outbox relay send it messages;
+//! each message's work runs as its own future, so the actor never serializes requests.
+//! Domain crates add their own messages with `impl Handler<TheirMessage> for Store`.
+
+use std::{sync::Arc, time::Duration};
+
+use actix::prelude::*;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use crate::{
+    db::{self, Migration, Pool},
+    entity::VersionedRow,
+    error::{Error, Result},
+    settings::Settings,
+};
+
+pub struct Store {
+    pool: Pool,
+    database_url: String,
+    /// Woken by NOTIFY moa_outbox (a change was committed) so the relay need not wait for its poll.
+    outbox_wake: Arc<Notify>,
+    migrations: &'static [Migration],
+    migrated: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Store {
+    pub fn new(settings: &Settings, migrations: &'static [Migration]) -> Result<Self> {
+        Ok(Store {
+            pool: db::pool(&settings.database_url, settings.db_pool_size, settings.db_timeout)?,
+            database_url: settings.database_url.clone(),
+            outbox_wake: Arc::new(Notify::new()),
+            migrations,
+            migrated: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        })
+    }
+
+    /// The pool, for domain message handlers (which run inside this actor).
+    pub fn pool(&self) -> Pool {
+        self.pool.clone()
+    }
+
+    pub fn outbox_wake(&self) -> Arc<Notify> {
+        self.outbox_wake.clone()
+    }
+
+    pub fn migrated_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.migrated.clone()
+    }
+}
+
+impl Actor for Store {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(4096);
+        let pool = self.pool.clone();
+        let migrations = self.migrations;
+        let migrated = self.migrated.clone();
+        let wake = self.outbox_wake.clone();
+        ctx.spawn(
+            async move {
+                db::migrate_when_reachable(&pool, migrations).await;
+                migrated.store(true, std::sync::atomic::Ordering::SeqCst);
+                // Anything committed while nobody listened is picked up by the relay's poll too.
+                wake.notify_one();
+            }
+            .into_actor(self),
+        );
+        let url = self.database_url.clone();
+        let wake = self.outbox_wake.clone();
+        ctx.spawn(listen_for_outbox(url, wake).into_actor(self));
+    }
+}
+
+/// Keeps a LISTEN moa_outbox session open (reconnecting as needed) and turns every
+/// notification into a wake-up. NOTIFY is not stored, so this is a wake-up only: the
+/// outbox table is the truth and the relay also polls it.
+async fn listen_for_outbox(url: String, wake: Arc<Notify>) {
+    loop {
+        let session = async {
+            let (client, mut connection) = tokio_postgres::connect(&url, NoTls).await?;
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let driver = tokio::spawn(async move {
+                let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                while let Some(msg) = messages.next().await {
+                    match msg {
+                        Ok(AsyncMessage::Notification(_)) => {
+                            if tx.send(()).is_err() {
+                                break;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            log::debug!("outbox listener connection ended: {e}");
+                            break;
+                        }
+                    }
+                }
+            });
+            client.batch_execute("LISTEN moa_outbox").await?;
+            // A missed notification between reconnects is covered by this wake-up and the poll.
+            wake.notify_one();
+            while rx.recv().await.is_some() {
+                wake.notify_one();
+            }
+            driver.abort();
+            Ok::<_, Error>(())
+        };
+        if let Err(e) = session.await {
+            log::debug!("outbox listener: {e}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Liveness of the database: `SELECT 1` on a pooled connection.
+#[derive(Message)]
+#[rtype(result = "Result<()>")]
+pub struct Ping;
+
+impl Handler<Ping> for Store {
+    type Result = ResponseFuture<Result<()>>;
+
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool.clone();
+        let migrated = self.migrated.clone();
+        Box::pin(async move {
+            let conn = pool.get().await?;
+            conn.simple_query("SELECT 1").await?;
+            if !migrated.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(Error::DbUnavailable("migrations not applied yet".into()));
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A read of this domain's versioned entities: what snapshots and the RPC fallback ask for.
+/// The same enum is the RPC request body (`{"method": "get", "entity": "item", "keys": ["5"]}`).
+#[derive(Debug, Clone, Serialize, Deserialize, Message, PartialEq)]
+#[rtype(result = "Result<Vec<VersionedRow>>")]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum Query {
+    /// One page of every entity (tombstones included), keys ascending, after `after`.
+    Snapshot { entity: String, after: Option<String>, limit: u32 },
+    /// The given keys; keys never seen are simply absent.
+    Get { entity: String, keys: Vec<String> },
+    /// Every key starting with `prefix` (an alarm prefix `"<user_id>:"` is a user's alarms).
+    Prefix { entity: String, prefix: String },
+    /// The user whose access token this is.
+    UserByToken { token: String },
+}
+
+impl Query {
+    pub fn entity(&self) -> &str {
+        match self {
+            Query::Snapshot { entity, .. } | Query::Get { entity, .. } | Query::Prefix { entity, .. } => entity,
+            Query::UserByToken { .. } => "user",
+        }
+    }
+}
+
+const ROW_COLUMNS: &str = "key, version, deleted, data";
+
+fn to_rows(rows: Vec<tokio_postgres::Row>) -> Result<Vec<VersionedRow>> {
+    rows.into_iter()
+        .map(|r| {
+            Ok(VersionedRow {
+                key: r.try_get(0)?,
+                version: r.try_get(1)?,
+                deleted: r.try_get(2)?,
+                data: r.try_get(3)?,
+            })
+        })
+        .collect()
+}
+
+impl Handler<Query> for Store {
+    type Result = ResponseFuture<Result<Vec<VersionedRow>>>;
+
+    fn handle(&mut self, q: Query, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool.clone();
+        let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            if !migrated {
+                // Before the backfill migration a snapshot would look empty; say "not yet" instead.
+                return Err(Error::DbUnavailable("migrations not applied yet".into()));
+            }
+            let conn = pool.get().await?;
+            let rows = match &q {
+                Query::Snapshot { entity, after, limit } => {
+                    let limit = i64::from(*limit).clamp(1, 100_000);
+                    conn.query(
+                        &format!(
+                            "SELECT {ROW_COLUMNS} FROM moa_entity_version
+                             WHERE entity = $1 AND ($2::text IS NULL OR key > $2)
+                             ORDER BY key LIMIT $3"
+                        ),
+                        &[entity, after, &limit],
+                    )
+                    .await?
+                }
+                Query::Get { entity, keys } => {
+                    conn.query(
+                        &format!("SELECT {ROW_COLUMNS} FROM moa_entity_version WHERE entity = $1 AND key = ANY($2)"),
+                        &[entity, keys],
+                    )
+                    .await?
+                }
+                Query::Prefix { entity, prefix } => {
+                    // A range on the primary key: [prefix, prefix + U+FFFF).
+                    let upper = format!("{prefix}\u{ffff}");
+                    conn.query(
+                        &format!(
+                            "SELECT {ROW_COLUMNS} FROM moa_entity_version
+                             WHERE entity = $1 AND key >= $2 AND key < $3 ORDER BY key"
+                        ),
+                        &[entity, prefix, &upper],
+                    )
+                    .await?
+                }
+                Query::UserByToken { token } => {
+                    conn.query(
+                        &format!(
+                            "SELECT {ROW_COLUMNS} FROM moa_entity_version
+                             WHERE entity = 'user' AND data->>'access_token' = $1"
+                        ),
+                        &[token],
+                    )
+                    .await?
+                }
+            };
+            to_rows(rows)
+        })
+    }
+}
+
+/// An outbox row claimed for publishing.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub event_id: String,
+    pub exchange: String,
+    /// The payload with `event_id` (and for views `seq`) merged in, ready to publish.
+    pub body: Vec<u8>,
+}
+
+/// Claims up to `limit` unsent outbox rows for `lease` (another relay skips them meanwhile;
+/// if this one dies, they are claimed again after the lease, and consumers drop duplicates).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<OutboxRow>>")]
+pub struct ClaimOutbox {
+    pub limit: i64,
+    pub lease: Duration,
+}
+
+impl Handler<ClaimOutbox> for Store {
+    type Result = ResponseFuture<Result<Vec<OutboxRow>>>;
+
+    fn handle(&mut self, msg: ClaimOutbox, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let conn = pool.get().await?;
+            let lease_ms = msg.lease.as_millis() as f64;
+            let rows = conn
+                .query(
+                    "UPDATE moa_outbox o
+                     SET claimed_until = clock_timestamp() + make_interval(secs => $2::float8 / 1000.0)
+                     WHERE o.id IN (
+                         SELECT id FROM moa_outbox
+                         WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < clock_timestamp())
+                         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+                     RETURNING o.id, o.event_id::text, o.exchange,
+                               (o.payload || jsonb_build_object('event_id', o.event_id::text, 'seq', o.id))::text",
+                    &[&msg.limit, &lease_ms],
+                )
+                .await?;
+            let mut out = rows
+                .into_iter()
+                .map(|r| {
+                    Ok(OutboxRow {
+                        id: r.try_get(0)?,
+                        event_id: r.try_get(1)?,
+                        exchange: r.try_get(2)?,
+                        body: r.try_get::<_, String>(3)?.into_bytes(),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            out.sort_by_key(|r| r.id);
+            Ok(out)
+        })
+    }
+}
+
+/// Marks rows sent (after the broker confirmed them) and releases the claim of the others.
+#[derive(Message)]
+#[rtype(result = "Result<()>")]
+pub struct SettleOutbox {
+    pub sent: Vec<i64>,
+    pub failed: Vec<i64>,
+}
+
+impl Handler<SettleOutbox> for Store {
+    type Result = ResponseFuture<Result<()>>;
+
+    fn handle(&mut self, msg: SettleOutbox, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let conn = pool.get().await?;
+            if !msg.sent.is_empty() {
+                conn.execute(
+                    "UPDATE moa_outbox SET sent_at = clock_timestamp(), claimed_until = NULL WHERE id = ANY($1)",
+                    &[&msg.sent],
+                )
+                .await?;
+            }
+            if !msg.failed.is_empty() {
+                conn.execute(
+                    "UPDATE moa_outbox SET claimed_until = NULL WHERE id = ANY($1) AND sent_at IS NULL",
+                    &[&msg.failed],
+                )
+                .await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Deletes sent outbox rows older than `older_than` (they are kept a while for inspection).
+#[derive(Message)]
+#[rtype(result = "Result<u64>")]
+pub struct PurgeSentOutbox {
+    pub older_than: Duration,
+}
+
+impl Handler<PurgeSentOutbox> for Store {
+    type Result = ResponseFuture<Result<u64>>;
+
+    fn handle(&mut self, msg: PurgeSentOutbox, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let conn = pool.get().await?;
+            let secs = msg.older_than.as_secs_f64();
+            Ok(conn
+                .execute(
+                    "DELETE FROM moa_outbox WHERE sent_at IS NOT NULL AND sent_at < clock_timestamp() - make_interval(secs => $1::float8)",
+                    &[&secs],
+                )
+                .await?)
+        })
+    }
+}
+
+/// How many outbox rows wait to be published (for /metrics and /ready detail).
+#[derive(Message)]
+#[rtype(result = "Result<i64>")]
+pub struct OutboxBacklog;
+
+impl Handler<OutboxBacklog> for Store {
+    type Result = ResponseFuture<Result<i64>>;
+
+    fn handle(&mut self, _: OutboxBacklog, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let conn = pool.get().await?;
+            let row = conn
+                .query_one("SELECT count(*) FROM moa_outbox WHERE sent_at IS NULL", &[])
+                .await?;
+            Ok(row.try_get(0)?)
+        })
+    }
+}

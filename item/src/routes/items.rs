@@ -1,0 +1,45 @@
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use common::{auth, http, replica::feed::Replicas, input::ItemId, service::Core, ApiError};
+
+use crate::store::RecordView;
+
+/// `GET /`: every item, id descending, with the caller's `is_alarm_set`.
+pub async fn list(req: HttpRequest, state: web::Data<Replicas>) -> Result<HttpResponse, ApiError> {
+    let user = auth::authenticate(&req, &state.users).await?;
+    let alarmed = state
+        .alarms
+        .items_of(user.id)
+        .await
+        .map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
+    Ok(http::json_bytes(StatusCode::OK, state.items.render_all(&alarmed)))
+}
+
+/// `GET /{item_id}`: one item, and a view recorded for `/visit`.
+pub async fn detail(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<Replicas>,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, ApiError> {
+    let user = auth::authenticate(&req, &state.users).await?;
+    let ItemId(id) = ItemId::from_path(&path)?;
+    let item = state
+        .items
+        .get(id)
+        .await
+        .map_err(|e| ApiError::from_dependency(e, "this item"))?
+        .ok_or(ApiError::NotFoundEmpty)?;
+    let alarmed = state
+        .alarms
+        .items_of(user.id)
+        .await
+        .map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
+    // The view is committed before we answer: a 200 means it will show in /visit.
+    core.store
+        .send(RecordView { user_id: user.id, item_id: id })
+        .await
+        .map_err(common::Error::from)
+        .and_then(|r| r)
+        .map_err(|e| ApiError::from_dependency(e, "recording this view"))?;
+    Ok(http::json_bytes(StatusCode::OK, state.items.render_one(&item, alarmed.contains(&id))))
+}

@@ -1,0 +1,30 @@
+use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use common::{auth, http, replica::feed::Replicas, service::Core, ApiError};
+
+use crate::store::RecentVisits;
+
+/// How many recently viewed items `/visit` shows.
+pub const RECENT_LIMIT: i64 = 3;
+
+/// `GET /visit`: the caller's 3 most recently viewed items, newest first, each once.
+pub async fn recent(req: HttpRequest, state: web::Data<Replicas>, core: web::Data<Core>) -> Result<HttpResponse, ApiError> {
+    let user = auth::authenticate(&req, &state.users).await?;
+    let ids = core
+        .store
+        .send(RecentVisits { user_id: user.id, limit: RECENT_LIMIT })
+        .await
+        .map_err(common::Error::from)
+        .and_then(|r| r)
+        .map_err(|e| ApiError::from_dependency(e, "your recent views"))?;
+    let alarmed = state
+        .alarms
+        .items_of(user.id)
+        .await
+        .map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
+    let body = state
+        .items
+        .render_ids(&ids, &|id| alarmed.contains(&id))
+        .await
+        .map_err(|e| ApiError::from_dependency(e, "the viewed items"))?;
+    Ok(http::json_bytes(StatusCode::OK, body))
+}
