@@ -1,0 +1,432 @@
+//! The integration-test harness.
+//!
+//! `scripts/test` starts one throwaway PostgreSQL server and one RabbitMQ node on free ports
+//! and passes their addresses in `MOA_TEST_*` variables. Each test gets a [`System`] of its
+//! own: three fresh databases loaded from a seed, its own RabbitMQ virtual host (so exchanges
+//! and queues of concurrent tests never meet), and the three real service binaries.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        OnceLock,
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub use reqwest::Method;
+
+/// Where `scripts/test` put the throwaway servers.
+pub struct TestEnv {
+    pub pg_port: u16,
+    pub amqp_port: u16,
+    pub mgmt_port: u16,
+    pub bin_dir: PathBuf,
+    pub repo_dir: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: the integration tests run through `scripts/test`, which starts PostgreSQL and RabbitMQ for them")
+    })
+}
+
+pub fn env() -> &'static TestEnv {
+    static ENV: OnceLock<TestEnv> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let port = |n: &str| var(n).parse::<u16>().unwrap_or_else(|_| panic!("{n} must be a port"));
+        TestEnv {
+            pg_port: port("MOA_TEST_PG_PORT"),
+            amqp_port: port("MOA_TEST_AMQP_PORT"),
+            mgmt_port: port("MOA_TEST_RABBIT_MGMT_PORT"),
+            bin_dir: PathBuf::from(var("MOA_TEST_BIN_DIR")),
+            repo_dir: PathBuf::from(var("MOA_REPO_DIR")),
+            state_dir: PathBuf::from(var("MOA_TEST_STATE_DIR")),
+        }
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Svc {
+    Item,
+    Alarm,
+    User,
+}
+
+impl Svc {
+    pub const ALL: [Svc; 3] = [Svc::Item, Svc::Alarm, Svc::User];
+    pub fn name(self) -> &'static str {
+        match self {
+            Svc::Item => "item",
+            Svc::Alarm => "alarm",
+            Svc::User => "user",
+        }
+    }
+    fn prefix(self) -> &'static str {
+        match self {
+            Svc::Item => "ITEM",
+            Svc::Alarm => "ALARM",
+            Svc::User => "USER",
+        }
+    }
+}
+
+/// Which data the three databases start from.
+#[derive(Debug, Clone)]
+pub enum Seed {
+    /// The dumps the domains were provided with (`../shared/seed`); may be absent.
+    Provided,
+    /// The project's own generated demo seed (`seed/demo`).
+    Demo,
+}
+
+impl Seed {
+    pub fn dir(&self) -> Option<PathBuf> {
+        let dir = match self {
+            Seed::Provided => std::env::var("MOA_PROVIDED_SEED_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| env().repo_dir.join("../shared/seed")),
+            Seed::Demo => env().repo_dir.join("seed/demo"),
+        };
+        dir.join("item/init_database.sql").exists().then_some(dir)
+    }
+}
+
+/// A response, with the body parsed as JSON when it is JSON.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub content_type: String,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Resp {
+    pub fn ids(&self) -> Vec<i64> {
+        self.json["payload"].as_array().map(|a| a.iter().filter_map(|i| i["id"].as_i64()).collect()).unwrap_or_default()
+    }
+    pub fn alarmed_ids(&self) -> Vec<i64> {
+        self.json["payload"]
+            .as_array()
+            .map(|a| a.iter().filter(|i| i["is_alarm_set"] == true).filter_map(|i| i["id"].as_i64()).collect())
+            .unwrap_or_default()
+    }
+    /// Asserts the contract's error body: `{"result": <reason>, "hint": <non-empty>}`.
+    pub fn assert_error(&self, status: u16, result: &str) {
+        assert_eq!(self.status, status, "status of {self:?}");
+        assert_eq!(self.content_type, "application/json; charset=utf-8", "{self:?}");
+        assert_eq!(self.json["result"], result, "{self:?}");
+        assert!(self.json["hint"].as_str().is_some_and(|h| !h.is_empty()), "hint in {self:?}");
+        let obj = self.json.as_object().expect("error body is an object");
+        assert_eq!(obj.len(), 2, "only result and hint: {self:?}");
+    }
+    pub fn assert_empty(&self, status: u16) {
+        assert_eq!(self.status, status, "status of {self:?}");
+        assert_eq!(self.text, "{}", "{self:?}");
+        assert_eq!(self.content_type, "application/json; charset=utf-8");
+    }
+}
+
+struct Instance {
+    svc: Svc,
+    port: u16,
+    child: Child,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// One isolated HomeShopping Moa system.
+pub struct System {
+    pub name: String,
+    instances: Vec<Instance>,
+    stopped_ports: BTreeMap<Svc, u16>,
+    pub http: reqwest::Client,
+    extra_env: Vec<(String, String)>,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn psql_file(db: &str, file: &std::path::Path) {
+    let e = env();
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &e.pg_port.to_string(), "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-q", "-f"])
+        .arg(file)
+        .env("PGPASSWORD", "postgres")
+        .output()
+        .expect("psql runs");
+    assert!(out.status.success(), "loading {} into {db}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+}
+
+pub async fn pg(db: &str) -> tokio_postgres::Client {
+    let e = env();
+    let (client, conn) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={} user=postgres password=postgres dbname={db}", e.pg_port),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap_or_else(|err| panic!("connect to {db}: {err}"));
+    tokio::spawn(conn);
+    client
+}
+
+fn mgmt(method: &str, path: &str, body: Option<&str>) {
+    let e = env();
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sf", "-u", "guest:guest", "-X", method, "-H", "content-type: application/json"]);
+    if let Some(b) = body {
+        cmd.args(["-d", b]);
+    }
+    cmd.arg(format!("http://127.0.0.1:{}{path}", e.mgmt_port));
+    let out = cmd.output().expect("curl runs");
+    assert!(out.status.success() || method == "DELETE", "rabbitmq management {method} {path} failed");
+}
+
+impl System {
+    pub fn db_name(&self, svc: Svc) -> String {
+        format!("{}_{}", self.name, svc.name())
+    }
+
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/{}", env().amqp_port, self.name)
+    }
+
+    /// Starts a system on `seed`, or returns None (saying SKIP) when that seed is absent.
+    pub async fn start(seed: Seed) -> Option<System> {
+        Self::start_with(seed, &[]).await
+    }
+
+    pub async fn start_with(seed: Seed, extra_env: &[(&str, &str)]) -> Option<System> {
+        let Some(dir) = seed.dir() else {
+            eprintln!("SKIP: seed {seed:?} not found (the provided dumps live in ../shared/seed beside the clone)");
+            return None;
+        };
+        let name = format!("t{}_{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
+        let admin = pg("postgres").await;
+        for svc in Svc::ALL {
+            let db = format!("{name}_{}", svc.name());
+            admin.batch_execute(&format!("CREATE DATABASE \"{db}\"")).await.expect("create database");
+            psql_file(&db, &dir.join(svc.name()).join("init_database.sql"));
+        }
+        mgmt("PUT", &format!("/api/vhosts/{name}"), None);
+        mgmt("PUT", &format!("/api/permissions/{name}/guest"), Some(r#"{"configure":".*","write":".*","read":".*"}"#));
+        let mut system = System {
+            name,
+            instances: Vec::new(),
+            stopped_ports: BTreeMap::new(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client"),
+            extra_env: extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        for svc in Svc::ALL {
+            system.spawn(svc, None);
+        }
+        for svc in Svc::ALL {
+            system.wait_ready(svc).await;
+        }
+        Some(system)
+    }
+
+    /// The environment a service binary gets: its own database URL and nothing of the others'.
+    pub fn service_env(&self, svc: Svc, port: u16) -> Vec<(String, String)> {
+        let mut vars = vec![
+            (format!("{}_HTTP_PORT", svc.prefix()), port.to_string()),
+            (
+                format!("{}_DATABASE_URL", svc.prefix()),
+                format!("postgres://postgres:postgres@127.0.0.1:{}/{}", env().pg_port, self.db_name(svc)),
+            ),
+            ("AMQP_URL".into(), self.amqp_url()),
+            ("HTTP_WORKERS".into(), "2".into()),
+            ("DB_POOL_SIZE".into(), "4".into()),
+            ("RUST_LOG".into(), std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into())),
+        ];
+        vars.extend(self.extra_env.iter().cloned());
+        vars
+    }
+
+    /// Starts one more instance of `svc` (on `port`, or a free one). Returns its port.
+    pub fn spawn(&mut self, svc: Svc, port: Option<u16>) -> u16 {
+        let e = env();
+        let port = port.unwrap_or_else(free_port);
+        let logs = e.state_dir.join("logs");
+        std::fs::create_dir_all(&logs).expect("log dir");
+        let n = self.instances.iter().filter(|i| i.svc == svc).count();
+        let log_path = logs.join(format!("{}-{}-{n}.log", self.name, svc.name()));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
+        let (out, err): (Stdio, Stdio) = if std::env::var("TEST_LOG").is_ok() {
+            (Stdio::inherit(), Stdio::inherit())
+        } else {
+            (log.try_clone().expect("log").into(), log.into())
+        };
+        let mut cmd = Command::new(e.bin_dir.join(svc.name()));
+        // Only what we set: no stray *_DATABASE_URL from the caller's environment.
+        cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in self.service_env(svc, port) {
+            cmd.env(k, v);
+        }
+        let child = cmd.stdout(out).stderr(err).spawn().unwrap_or_else(|err| panic!("start {}: {err}", svc.name()));
+        self.instances.push(Instance { svc, port, child });
+        port
+    }
+
+    pub fn port(&self, svc: Svc) -> u16 {
+        self.instances
+            .iter()
+            .find(|i| i.svc == svc)
+            .map(|i| i.port)
+            .unwrap_or_else(|| panic!("{} is not running", svc.name()))
+    }
+
+    pub fn ports(&self, svc: Svc) -> Vec<u16> {
+        self.instances.iter().filter(|i| i.svc == svc).map(|i| i.port).collect()
+    }
+
+    pub async fn wait_ready(&self, svc: Svc) {
+        for port in self.ports(svc) {
+            self.wait_ready_port(svc, port).await;
+        }
+    }
+
+    pub async fn wait_ready_port(&self, svc: Svc, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(format!("http://127.0.0.1:{port}/ready")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "{} on :{port} not ready in 30 s; see {}", svc.name(), env().state_dir.join("logs").display());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops every instance of `svc` with SIGTERM (graceful) and waits for it to exit.
+    pub fn stop(&mut self, svc: Svc) {
+        let (stopping, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.instances).into_iter().partition(|i| i.svc == svc);
+        self.instances = keep;
+        for mut i in stopping {
+            self.stopped_ports.insert(svc, i.port);
+            let _ = Command::new("kill").args(["-TERM", &i.child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Ok(Some(_)) = i.child.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = i.child.kill();
+                    let _ = i.child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Starts `svc` again on the port it had, and waits until it is ready.
+    pub async fn restart(&mut self, svc: Svc) {
+        let port = self.stopped_ports.get(&svc).copied();
+        let port = self.spawn(svc, port);
+        self.wait_ready_port(svc, port).await;
+    }
+
+    pub async fn request(&self, method: Method, port: u16, path: &str, token: Option<&str>, body: Option<&str>) -> Resp {
+        let mut req = self.http.request(method, format!("http://127.0.0.1:{port}{path}"));
+        if let Some(t) = token {
+            req = req.header("USER-TOKEN", t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b.to_string());
+        }
+        let r = req.send().await.expect("request sent");
+        let status = r.status().as_u16();
+        let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let text = r.text().await.unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp { status, content_type, text, json }
+    }
+
+    pub async fn get(&self, svc: Svc, path: &str, token: &str) -> Resp {
+        self.request(Method::GET, self.port(svc), path, Some(token), None).await
+    }
+
+    pub async fn post(&self, svc: Svc, path: &str, token: &str, body: &str) -> Resp {
+        self.request(Method::POST, self.port(svc), path, Some(token), Some(body)).await
+    }
+
+    pub async fn delete(&self, svc: Svc, path: &str, token: &str, body: &str) -> Resp {
+        self.request(Method::DELETE, self.port(svc), path, Some(token), Some(body)).await
+    }
+
+    /// Runs SQL in `svc`'s database, as an operator with psql would.
+    pub async fn sql(&self, svc: Svc, sql: &str) -> Vec<tokio_postgres::Row> {
+        let client = pg(&self.db_name(svc)).await;
+        client.query(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// `(id, access_token)` of seed users, lowest ids first.
+    pub async fn users(&self, n: i64) -> Vec<(i64, String)> {
+        self.sql(Svc::User, &format!("SELECT id, access_token FROM \"user\" ORDER BY id LIMIT {n}"))
+            .await
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+
+    pub async fn token(&self) -> String {
+        self.users(1).await.remove(0).1
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        for i in &mut self.instances {
+            let _ = i.child.kill();
+            let _ = i.child.wait();
+        }
+        mgmt("DELETE", &format!("/api/vhosts/{}", self.name), None);
+        if std::env::var("KEEP_TEST_STATE").is_err() {
+            for svc in Svc::ALL {
+                let _ = Command::new("psql")
+                    .args(["-h", "127.0.0.1", "-p", &env().pg_port.to_string(), "-U", "postgres", "-d", "postgres", "-q", "-c"])
+                    .arg(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.db_name(svc)))
+                    .env("PGPASSWORD", "postgres")
+                    .output();
+            }
+        }
+    }
+}
+
+/// Polls `check` until it returns true or `within` passes; returns how long it took.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Starts a system or returns from the test (after printing SKIP) when its seed is absent.
+#[macro_export]
+macro_rules! system {
+    ($seed:expr) => {
+        match $crate::System::start($seed).await {
+            Some(s) => s,
+            None => return,
+        }
+    };
+}

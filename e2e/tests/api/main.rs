@@ -1,0 +1,24 @@
+//! Black-box tests of the HTTP contract (../shared/spec/api.md) and of cross-service
+//! behaviour, with the real binaries, PostgreSQL and RabbitMQ.
+
+mod contract;
+mod cross_service;
+mod instances;
+mod visits;
+
+/// Runs an async test body once on the provided seed and once on the demo seed.
+#[macro_export]
+macro_rules! on_both_seeds {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_the_provided_seed() {
+                super::$body(e2e::Seed::Provided).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_the_demo_seed() {
+                super::$body(e2e::Seed::Demo).await
+            }
+        }
+    };
+}

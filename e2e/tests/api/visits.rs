@@ -1,0 +1,72 @@
+//! `/visit`: the 3 most recent items, each once at its latest view, per user.
+
+use std::time::Duration;
+
+use e2e::{eventually, system, Seed, Svc, System};
+
+async fn view_all(sys: &System, token: &str, ids: &[i64]) {
+    for id in ids {
+        let r = sys.get(Svc::Item, &format!("/{id}"), token).await;
+        assert_eq!(r.status, 200, "view {id}: {r:?}");
+    }
+}
+
+async fn expect_visits(sys: &System, token: &str, expected: &[i64]) {
+    let expected = expected.to_vec();
+    eventually(Duration::from_secs(2), &format!("/visit = {expected:?}"), || async {
+        sys.get(Svc::User, "/visit", token).await.ids() == expected
+    })
+    .await;
+}
+
+async fn orderings(seed: Seed) {
+    let sys = system!(seed);
+    let users = sys.users(4).await;
+    let [a, b, c, d] = [&users[0].1, &users[1].1, &users[2].1, &users[3].1];
+    let empty = sys.get(Svc::User, "/visit", a).await;
+    assert_eq!(empty.status, 200);
+    assert_eq!(empty.json, serde_json::json!({"count": 0, "payload": []}));
+
+    view_all(&sys, a, &[1, 2, 3, 4, 5, 5]).await; // A, B, C, D, E, E → E, D, C
+    view_all(&sys, b, &[1, 2, 1]).await; // A, B, A → A, B
+    view_all(&sys, c, &[1, 2, 3, 1]).await; // A, B, C, A → A, C, B
+    view_all(&sys, d, &[9]).await;
+    expect_visits(&sys, a, &[5, 4, 3]).await;
+    expect_visits(&sys, b, &[1, 2]).await;
+    expect_visits(&sys, c, &[1, 3, 2]).await;
+    expect_visits(&sys, d, &[9]).await;
+
+    let v = sys.get(Svc::User, "/visit", a).await;
+    assert_eq!(v.json["count"], 3);
+    assert_eq!(v.content_type, "application/json; charset=utf-8");
+    let item = sys.get(Svc::Item, "/5", a).await;
+    assert_eq!(v.json["payload"][0], item.json["payload"], "an item looks the same everywhere");
+}
+crate::on_both_seeds!(visits_follow_the_contracts_orderings_per_user, orderings);
+
+async fn not_recorded(seed: Seed) {
+    let sys = system!(seed);
+    let token = sys.token().await;
+    for path in ["/1000", "/abc", "/-1", "/0", "/1.0"] {
+        let r = sys.get(Svc::Item, path, &token).await;
+        assert!(r.status == 404 || r.status == 400, "{path}: {r:?}");
+    }
+    view_all(&sys, &token, &[8]).await;
+    expect_visits(&sys, &token, &[8]).await;
+    let rows = sys.sql(Svc::User, "SELECT count(*) FROM visit").await;
+    assert_eq!(rows[0].get::<_, i64>(0), 1, "only the existing item's view is stored");
+}
+crate::on_both_seeds!(unknown_and_non_integer_ids_are_not_recorded, not_recorded);
+
+async fn many_views(seed: Seed) {
+    let sys = system!(seed);
+    let token = sys.token().await;
+    let ids: Vec<i64> = (1..=20).collect();
+    view_all(&sys, &token, &ids).await;
+    expect_visits(&sys, &token, &[20, 19, 18]).await;
+    eventually(Duration::from_secs(2), "all 20 views stored once", || async {
+        sys.sql(Svc::User, "SELECT count(*) FROM visit").await[0].get::<_, i64>(0) == 20
+    })
+    .await;
+}
+crate::on_both_seeds!(visits_show_at_most_three, many_views);
