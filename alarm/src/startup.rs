@@ -10,5 +10,5 @@ use crate::{routes, store::MIGRATIONS};
 
 pub fn build(settings: Settings) -> Result<Application> {
     let core = Core::start(settings, &MIGRATIONS)?;
-    Application::build(core, routes::configure)
+    Application::build(core, include_str!("../openapi.json"), routes::configure)
 }

@@ -1,11 +1,21 @@
 //! The alarm domain's messages to its store actor: setting and clearing alarms.
 
 use actix::prelude::*;
-use common::{db::Migration, entity::{alarm_key, VersionedRow}, store::Store, Result};
+use common::{
+    db::Migration,
+    entity::{alarm_key, VersionedRow},
+    store::Store,
+    Result,
+};
 
-pub static MIGRATIONS: [Migration; 2] = [
+pub static MIGRATIONS: [Migration; 3] = [
     common::db::CHANGE_CAPTURE,
-    Migration { version: 2, name: "alarm change capture", sql: include_str!("../migrations/0002_alarm_capture.sql") },
+    common::db::REPLICA_TABLE,
+    Migration {
+        version: 2,
+        name: "alarm change capture",
+        sql: include_str!("../migrations/0002_alarm_capture.sql"),
+    },
 ];
 
 /// Sets (`set: true`) or clears the alarm of `user_id` on `item_id`; both are idempotent.
@@ -35,8 +45,11 @@ impl Handler<WriteAlarm> for Store {
                 )
                 .await?;
             } else {
-                tx.execute("DELETE FROM alarm WHERE user_id = $1 AND item_id = $2", &[&msg.user_id, &msg.item_id])
-                    .await?;
+                tx.execute(
+                    "DELETE FROM alarm WHERE user_id = $1 AND item_id = $2",
+                    &[&msg.user_id, &msg.item_id],
+                )
+                .await?;
             }
             let key = alarm_key(msg.user_id.into(), msg.item_id.into());
             let rows = tx
@@ -48,7 +61,12 @@ impl Handler<WriteAlarm> for Store {
             tx.commit().await?;
             rows.into_iter()
                 .map(|r| {
-                    Ok(VersionedRow { key: r.try_get(0)?, version: r.try_get(1)?, deleted: r.try_get(2)?, data: r.try_get(3)? })
+                    Ok(VersionedRow {
+                        key: r.try_get(0)?,
+                        version: r.try_get(1)?,
+                        deleted: r.try_get(2)?,
+                        data: r.try_get(3)?,
+                    })
                 })
                 .collect()
         })

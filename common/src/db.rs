@@ -23,6 +23,13 @@ pub const CHANGE_CAPTURE: Migration = Migration {
     sql: include_str!("../sql/0001_change_capture.sql"),
 };
 
+/// The table other domains' replicas are persisted in (see `replica::persist`).
+pub const REPLICA_TABLE: Migration = Migration {
+    version: 100,
+    name: "persisted replicas",
+    sql: include_str!("../sql/0100_replica.sql"),
+};
+
 /// Builds the pool without connecting: a service starts (and reports not-ready) while its
 /// database is down, and the pool connects when it returns.
 pub fn pool(url: &str, size: u32, timeout: Duration) -> Result<Pool> {
@@ -57,7 +64,10 @@ pub async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<usize> {
         let mut applied = 0;
         for m in migrations {
             let done = conn
-                .query_opt("SELECT 1 FROM moa_migrations WHERE version = $1", &[&m.version])
+                .query_opt(
+                    "SELECT 1 FROM moa_migrations WHERE version = $1",
+                    &[&m.version],
+                )
                 .await?
                 .is_some();
             if done {
@@ -77,7 +87,8 @@ pub async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<usize> {
         Ok::<_, Error>(applied)
     }
     .await;
-    conn.batch_execute("SELECT pg_advisory_unlock(4242001)").await?;
+    conn.batch_execute("SELECT pg_advisory_unlock(4242001)")
+        .await?;
     result
 }
 

@@ -31,7 +31,11 @@ pub struct Store {
 impl Store {
     pub fn new(settings: &Settings, migrations: &'static [Migration]) -> Result<Self> {
         Ok(Store {
-            pool: db::pool(&settings.database_url, settings.db_pool_size, settings.db_timeout)?,
+            pool: db::pool(
+                &settings.database_url,
+                settings.db_pool_size,
+                settings.db_timeout,
+            )?,
             database_url: settings.database_url.clone(),
             outbox_wake: Arc::new(Notify::new()),
             migrations,
@@ -86,7 +90,8 @@ async fn listen_for_outbox(url: String, wake: Arc<Notify>) {
             let (client, mut connection) = tokio_postgres::connect(&url, NoTls).await?;
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             let driver = tokio::spawn(async move {
-                let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let mut messages =
+                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                 while let Some(msg) = messages.next().await {
                     match msg {
                         Ok(AsyncMessage::Notification(_)) => {
@@ -147,7 +152,11 @@ impl Handler<Ping> for Store {
 #[serde(tag = "method", rename_all = "snake_case")]
 pub enum Query {
     /// One page of every entity (tombstones included), keys ascending, after `after`.
-    Snapshot { entity: String, after: Option<String>, limit: u32 },
+    Snapshot {
+        entity: String,
+        after: Option<String>,
+        limit: u32,
+    },
     /// The given keys; keys never seen are simply absent.
     Get { entity: String, keys: Vec<String> },
     /// Every key starting with `prefix` (an alarm prefix `"<user_id>:"` is a user's alarms).
@@ -159,7 +168,9 @@ pub enum Query {
 impl Query {
     pub fn entity(&self) -> &str {
         match self {
-            Query::Snapshot { entity, .. } | Query::Get { entity, .. } | Query::Prefix { entity, .. } => entity,
+            Query::Snapshot { entity, .. }
+            | Query::Get { entity, .. }
+            | Query::Prefix { entity, .. } => entity,
             Query::UserByToken { .. } => "user",
         }
     }
@@ -372,6 +383,74 @@ impl Handler<OutboxBacklog> for Store {
                 .query_one("SELECT count(*) FROM moa_outbox WHERE sent_at IS NULL", &[])
                 .await?;
             Ok(row.try_get(0)?)
+        })
+    }
+}
+
+/// Upserts replica rows, keeping the newer version of each.
+#[derive(Message)]
+#[rtype(result = "Result<u64>")]
+pub struct PersistReplica {
+    pub entity: &'static str,
+    pub rows: Vec<VersionedRow>,
+}
+
+impl Handler<PersistReplica> for Store {
+    type Result = ResponseFuture<Result<u64>>;
+
+    fn handle(&mut self, msg: PersistReplica, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let conn = pool.get().await?;
+            let mut written = 0;
+            for chunk in msg.rows.chunks(5000) {
+                let keys: Vec<&str> = chunk.iter().map(|r| r.key.as_str()).collect();
+                let versions: Vec<i64> = chunk.iter().map(|r| r.version).collect();
+                let deleted: Vec<bool> = chunk.iter().map(|r| r.deleted).collect();
+                let data: Vec<&serde_json::Value> = chunk.iter().map(|r| &r.data).collect();
+                written += conn
+                    .execute(
+                        "INSERT INTO moa_replica (entity, key, version, deleted, data)
+                         SELECT DISTINCT ON (k) $1, k, v, d, j
+                         FROM unnest($2::text[], $3::int8[], $4::bool[], $5::jsonb[]) AS t(k, v, d, j)
+                         ORDER BY k, v DESC
+                         ON CONFLICT (entity, key) DO UPDATE
+                            SET version = EXCLUDED.version, deleted = EXCLUDED.deleted, data = EXCLUDED.data
+                            WHERE moa_replica.version < EXCLUDED.version",
+                        &[&msg.entity, &keys, &versions, &deleted, &data],
+                    )
+                    .await?;
+            }
+            Ok(written)
+        })
+    }
+}
+
+/// Every persisted replica row of `entity`.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<VersionedRow>>")]
+pub struct LoadReplica {
+    pub entity: &'static str,
+}
+
+impl Handler<LoadReplica> for Store {
+    type Result = ResponseFuture<Result<Vec<VersionedRow>>>;
+
+    fn handle(&mut self, msg: LoadReplica, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool.clone();
+        let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            if !migrated {
+                return Err(Error::DbUnavailable("migrations not applied yet".into()));
+            }
+            let conn = pool.get().await?;
+            let rows = conn
+                .query(
+                    &format!("SELECT {ROW_COLUMNS} FROM moa_replica WHERE entity = $1"),
+                    &[&msg.entity],
+                )
+                .await?;
+            to_rows(rows)
         })
     }
 }

@@ -3,9 +3,14 @@
 use actix::prelude::*;
 use common::{amqp::topology::VIEWS_EXCHANGE, db::Migration, store::Store, Result};
 
-pub static MIGRATIONS: [Migration; 2] = [
+pub static MIGRATIONS: [Migration; 3] = [
     common::db::CHANGE_CAPTURE,
-    Migration { version: 2, name: "item change capture", sql: include_str!("../migrations/0002_item_capture.sql") },
+    common::db::REPLICA_TABLE,
+    Migration {
+        version: 2,
+        name: "item change capture",
+        sql: include_str!("../migrations/0002_item_capture.sql"),
+    },
 ];
 
 /// Queues a view of `item_id` by `user_id` in the outbox. Committed here, so neither a down

@@ -4,18 +4,34 @@ use common::{auth, http, input::ItemId, replica::feed::Replicas, service::Core, 
 use crate::store::WriteAlarm;
 
 /// `POST /` `{"item_id": 50}` or `{"item_id": "50"}` → `201 {}`.
-pub async fn set(req: HttpRequest, body: web::Payload, state: web::Data<Replicas>, core: web::Data<Core>) -> Result<HttpResponse, ApiError> {
+pub async fn set(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<Replicas>,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, ApiError> {
     write(req, body, state, core, true).await?;
     Ok(http::empty(StatusCode::CREATED))
 }
 
 /// `DELETE /` with the same body → `200 {}`, whether or not the alarm was set.
-pub async fn clear(req: HttpRequest, body: web::Payload, state: web::Data<Replicas>, core: web::Data<Core>) -> Result<HttpResponse, ApiError> {
+pub async fn clear(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<Replicas>,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, ApiError> {
     write(req, body, state, core, false).await?;
     Ok(http::empty(StatusCode::OK))
 }
 
-async fn write(req: HttpRequest, body: web::Payload, state: web::Data<Replicas>, core: web::Data<Core>, set: bool) -> Result<(), ApiError> {
+async fn write(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<Replicas>,
+    core: web::Data<Core>,
+    set: bool,
+) -> Result<(), ApiError> {
     let user = auth::authenticate(&req, &state.users).await?;
     let raw = http::read_body(&req, body, core.settings.body_limit).await?;
     let ItemId(item_id) = ItemId::from_body(&http::parse_json_object(&req, &raw)?)?;
@@ -27,11 +43,17 @@ async fn write(req: HttpRequest, body: web::Payload, state: web::Data<Replicas>,
         .ok_or(ApiError::NotFoundEmpty)?;
     // alarm.user_id and alarm.item_id are `integer` in the provided schema.
     let (Ok(user_id), Ok(item_id)) = (i32::try_from(user.id), i32::try_from(item_id)) else {
-        return Err(ApiError::BadRequest("ids above 2147483647 cannot be stored in the alarm table".into()));
+        return Err(ApiError::BadRequest(
+            "ids above 2147483647 cannot be stored in the alarm table".into(),
+        ));
     };
     let rows = core
         .store
-        .send(WriteAlarm { user_id, item_id, set })
+        .send(WriteAlarm {
+            user_id,
+            item_id,
+            set,
+        })
         .await
         .map_err(common::Error::from)
         .and_then(|r| r)

@@ -34,7 +34,10 @@ impl Bus {
         let shutdown = Arc::new(tokio::sync::Notify::new());
         let url = with_heartbeat(url);
         tokio::spawn(supervise(url, connection_name, tx, shutdown.clone()));
-        Bus { state: rx, shutdown }
+        Bus {
+            state: rx,
+            shutdown,
+        }
     }
 
     pub fn current(&self) -> Option<Link> {
@@ -137,7 +140,10 @@ async fn supervise(
                 log::info!("rabbitmq connected (connection {generation})");
                 let conn = Arc::new(conn);
                 let mut events = conn.events_listener();
-                let _ = tx.send(Some(Link { conn: conn.clone(), generation }));
+                let _ = tx.send(Some(Link {
+                    conn: conn.clone(),
+                    generation,
+                }));
                 loop {
                     tokio::select! {
                         ev = events.next() => match ev {

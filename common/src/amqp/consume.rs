@@ -7,7 +7,10 @@ use std::{sync::Arc, time::Duration};
 use futures_util::{future::BoxFuture, StreamExt};
 use lapin::{
     message::Delivery,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions, QueueBindOptions, QueueDeclareOptions},
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+        BasicRejectOptions, QueueBindOptions, QueueDeclareOptions,
+    },
     types::FieldTable,
 };
 
@@ -39,10 +42,19 @@ pub enum Source {
     /// A shared durable queue declared by [`topology::declare_shared`].
     Shared(&'static str),
     /// This instance's own queue, removed when it disconnects, bound to these exchanges.
-    Instance { name: String, bind_to: Vec<&'static str> },
+    Instance {
+        name: String,
+        bind_to: Vec<&'static str>,
+    },
 }
 
-pub fn start<H: Handler>(bus: &Bus, name: &'static str, source: Source, prefetch: u16, handler: Arc<H>) {
+pub fn start<H: Handler>(
+    bus: &Bus,
+    name: &'static str,
+    source: Source,
+    prefetch: u16,
+    handler: Arc<H>,
+) {
     let bus2 = bus.clone();
     bus.run_on_each_connection(name, move |link| {
         let handler = handler.clone();
@@ -56,17 +68,33 @@ pub fn start<H: Handler>(bus: &Bus, name: &'static str, source: Source, prefetch
             let queue = match &source {
                 Source::Shared(q) => q.to_string(),
                 Source::Instance { name, bind_to } => {
-                    let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-                    ch.queue_declare(name.as_str().into(), opts, topology::dead_letter_args()).await?;
+                    let opts = QueueDeclareOptions {
+                        exclusive: true,
+                        auto_delete: true,
+                        ..Default::default()
+                    };
+                    ch.queue_declare(name.as_str().into(), opts, topology::dead_letter_args())
+                        .await?;
                     for ex in bind_to {
-                        ch.queue_bind(name.as_str().into(), (*ex).into(), "".into(), QueueBindOptions::default(), FieldTable::default())
-                            .await?;
+                        ch.queue_bind(
+                            name.as_str().into(),
+                            (*ex).into(),
+                            "".into(),
+                            QueueBindOptions::default(),
+                            FieldTable::default(),
+                        )
+                        .await?;
                     }
                     name.clone()
                 }
             };
             let mut consumer = ch
-                .basic_consume(queue.as_str().into(), format!("{name}-{}", link.generation).into(), BasicConsumeOptions::default(), FieldTable::default())
+                .basic_consume(
+                    queue.as_str().into(),
+                    format!("{name}-{}", link.generation).into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
                 .await?;
             log::info!("{name}: consuming {queue} (connection {})", link.generation);
             // Bound and consuming first, then re-sync: nothing that changes from here on is missed.
@@ -93,11 +121,20 @@ async fn settle(name: &str, delivery: &Delivery, outcome: Outcome) {
         Outcome::Retry(why) => {
             log::warn!("{name}: will retry a message: {why}");
             tokio::time::sleep(Duration::from_millis(500)).await;
-            delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
+            delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
         }
         Outcome::DeadLetter(why) => {
             log::error!("{name}: dead-lettering a message: {why}");
-            delivery.acker.reject(BasicRejectOptions { requeue: false }).await
+            delivery
+                .acker
+                .reject(BasicRejectOptions { requeue: false })
+                .await
         }
     };
     if let Err(e) = result {

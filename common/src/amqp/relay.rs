@@ -34,7 +34,13 @@ pub struct OutboxRelay {
 }
 
 impl OutboxRelay {
-    pub fn start(bus: &Bus, store: Addr<Store>, wake: Arc<Notify>, poll: Duration, metrics: Metrics) -> OutboxRelay {
+    pub fn start(
+        bus: &Bus,
+        store: Addr<Store>,
+        wake: Arc<Notify>,
+        poll: Duration,
+        metrics: Metrics,
+    ) -> OutboxRelay {
         let relay = OutboxRelay {
             store,
             channel: Arc::new(Mutex::new(None)),
@@ -58,7 +64,12 @@ impl OutboxRelay {
                         r.drain().await?;
                         if last_purge.elapsed() > Duration::from_secs(60) {
                             last_purge = Instant::now();
-                            let _ = r.store.send(PurgeSentOutbox { older_than: Duration::from_secs(3600) }).await;
+                            let _ = r
+                                .store
+                                .send(PurgeSentOutbox {
+                                    older_than: Duration::from_secs(3600),
+                                })
+                                .await;
                         }
                         tokio::select! {
                             _ = wake.notified() => {}
@@ -91,7 +102,14 @@ impl OutboxRelay {
             let Some(ch) = self.channel.lock().ok().and_then(|g| g.clone()) else {
                 return Err(Error::BusDown);
             };
-            let rows = match self.store.send(ClaimOutbox { limit: BATCH, lease: LEASE }).await {
+            let rows = match self
+                .store
+                .send(ClaimOutbox {
+                    limit: BATCH,
+                    lease: LEASE,
+                })
+                .await
+            {
                 Ok(Ok(rows)) => rows,
                 Ok(Err(e)) => {
                     log::debug!("outbox relay: cannot read the outbox: {e}");
@@ -105,7 +123,8 @@ impl OutboxRelay {
             let n = rows.len();
             let (sent, failed, broker_error) = publish_batch(&ch, &rows).await;
             let n_sent = sent.len();
-            self.metrics.outbox_published(n_sent as u64, rows.first().map(|r| r.id));
+            self.metrics
+                .outbox_published(n_sent as u64, rows.first().map(|r| r.id));
             if let Ok(Err(e)) = self.store.send(SettleOutbox { sent, failed }).await {
                 // Not marked sent: they are published again after the lease; consumers drop duplicates.
                 log::warn!("outbox relay: could not mark rows sent: {e}");
@@ -124,8 +143,12 @@ impl OutboxRelay {
     pub async fn flush(&self, budget: Duration) {
         match tokio::time::timeout(budget, self.drain()).await {
             Ok(Ok(n)) => log::info!("outbox relay: flushed {n} events before exit"),
-            Ok(Err(e)) => log::warn!("outbox relay: flush stopped: {e}; the rest is sent on next start"),
-            Err(_) => log::warn!("outbox relay: flush budget spent; the rest is sent on next start"),
+            Ok(Err(e)) => {
+                log::warn!("outbox relay: flush stopped: {e}; the rest is sent on next start")
+            }
+            Err(_) => {
+                log::warn!("outbox relay: flush budget spent; the rest is sent on next start")
+            }
         }
     }
 }
@@ -141,11 +164,27 @@ async fn publish_batch(ch: &Channel, rows: &[OutboxRow]) -> (Vec<i64>, Vec<i64>,
             .with_content_type("application/json".into())
             .with_message_id(row.event_id.as_str().into());
         // mandatory: a view with no queue bound comes back instead of vanishing.
-        let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
-        match ch.basic_publish(row.exchange.as_str().into(), "".into(), opts, &row.body, props).await {
+        let opts = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        match ch
+            .basic_publish(
+                row.exchange.as_str().into(),
+                "".into(),
+                opts,
+                &row.body,
+                props,
+            )
+            .await
+        {
             Ok(confirm) => confirms.push((row.id, row.exchange.as_str(), confirm)),
             Err(e) => {
-                failed.extend(rows.iter().map(|r| r.id).filter(|id| !confirms.iter().any(|(c, _, _)| c == id)));
+                failed.extend(
+                    rows.iter()
+                        .map(|r| r.id)
+                        .filter(|id| !confirms.iter().any(|(c, _, _)| c == id)),
+                );
                 return (sent, failed, Some(e.into()));
             }
         }

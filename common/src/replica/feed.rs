@@ -38,7 +38,9 @@ impl Replicas {
     }
 
     fn exchanges(&self) -> Vec<&'static str> {
-        [Item::OWNER, User::OWNER, Alarm::OWNER].map(topology::events_exchange).to_vec()
+        [Item::OWNER, User::OWNER, Alarm::OWNER]
+            .map(topology::events_exchange)
+            .to_vec()
     }
 }
 
@@ -53,7 +55,8 @@ impl consume::Handler for Feed {
             let event: ChangeEvent = match serde_json::from_slice(&delivery.data) {
                 Ok(e) => e,
                 Err(e) => {
-                    self.metrics.inc("moa_events_dead_lettered_total", String::new(), 1.0);
+                    self.metrics
+                        .inc("moa_events_dead_lettered_total", String::new(), 1.0);
                     return consume::Outcome::DeadLetter(format!("not a change event: {e}"));
                 }
             };
@@ -64,16 +67,23 @@ impl consume::Handler for Feed {
                 "alarm" => Some(self.replicas.alarms.apply_rows(rows)),
                 _ => None,
             };
-            let labels = format!("entity=\"{}\"", match event.entity.as_str() {
-                e @ ("item" | "user" | "alarm") => e,
-                _ => "unknown",
-            });
+            let labels = format!(
+                "entity=\"{}\"",
+                match event.entity.as_str() {
+                    e @ ("item" | "user" | "alarm") => e,
+                    _ => "unknown",
+                }
+            );
             match applied {
                 Some((1, _)) => self.metrics.inc("moa_events_applied_total", labels, 1.0),
                 Some(_) => self.metrics.inc("moa_events_stale_total", labels, 1.0),
                 None => {
-                    self.metrics.inc("moa_events_dead_lettered_total", String::new(), 1.0);
-                    return consume::Outcome::DeadLetter(format!("event for an entity not replicated here: {}", event.entity));
+                    self.metrics
+                        .inc("moa_events_dead_lettered_total", String::new(), 1.0);
+                    return consume::Outcome::DeadLetter(format!(
+                        "event for an entity not replicated here: {}",
+                        event.entity
+                    ));
                 }
             }
             consume::Outcome::Ack
@@ -95,8 +105,18 @@ impl consume::Handler for Feed {
 /// Starts this instance's replica feed.
 pub fn start(bus: &Bus, settings: &Settings, replicas: Replicas, metrics: Metrics) {
     let source = consume::Source::Instance {
-        name: format!("{}.replica.{}", settings.domain.name(), settings.instance_id),
+        name: format!(
+            "{}.replica.{}",
+            settings.domain.name(),
+            settings.instance_id
+        ),
         bind_to: replicas.exchanges(),
     };
-    consume::start(bus, "replica feed", source, settings.prefetch, Arc::new(Feed { replicas, metrics }));
+    consume::start(
+        bus,
+        "replica feed",
+        source,
+        settings.prefetch,
+        Arc::new(Feed { replicas, metrics }),
+    );
 }

@@ -9,6 +9,7 @@
 pub mod alarms;
 pub mod feed;
 pub mod items;
+pub mod persist;
 pub mod users;
 
 use std::{
@@ -54,7 +55,9 @@ impl Source {
         match self {
             Source::Local(store) => match tokio::time::timeout(timeout, store.send(q)).await {
                 Ok(r) => r?,
-                Err(_) => Err(Error::DbUnavailable("the database did not answer in time".into())),
+                Err(_) => Err(Error::DbUnavailable(
+                    "the database did not answer in time".into(),
+                )),
             },
             Source::Remote { rpc, owner } => rpc.call(*owner, &q, timeout).await,
         }
@@ -92,19 +95,49 @@ pub struct Replica<E: Entity, I: Index<E>> {
     snapshot_timeout: Duration,
     page_size: u32,
     metrics: Metrics,
+    /// Set for other domains' replicas: changes are also written to our own database.
+    persister: Option<persist::Persister>,
 }
 
 impl<E: Entity, I: Index<E>> Replica<E, I> {
     pub fn new(source: Source, settings: &Settings, metrics: Metrics) -> Self {
         Replica {
-            state: RwLock::new(State { rows: HashMap::new(), index: I::default() }),
+            state: RwLock::new(State {
+                rows: HashMap::new(),
+                index: I::default(),
+            }),
             warm: AtomicBool::new(false),
             source,
             lookup_timeout: settings.rpc_timeout,
             snapshot_timeout: settings.snapshot_timeout,
             page_size: settings.snapshot_page_size,
             metrics,
+            persister: None,
         }
+    }
+
+    /// Persists this replica in the service's own database (`moa_replica`).
+    pub fn with_persistence(mut self, store: Addr<Store>) -> Self {
+        self.persister = Some(persist::Persister::start(E::KIND, store));
+        self
+    }
+
+    /// Loads the persisted copy (if any) and, when it had rows, serves from it at once:
+    /// the owner may be down, and then its data cannot have changed. The snapshot from the
+    /// owner still follows and wins wherever it is newer.
+    pub async fn restore(&self) {
+        let Some(p) = &self.persister else { return };
+        let rows = p.load().await;
+        if rows.is_empty() {
+            return;
+        }
+        let n = rows.len();
+        self.apply_inner(&rows, false);
+        self.warm.store(true, Ordering::Release);
+        log::info!(
+            "{} replica restored from the own database: {n} rows",
+            E::KIND
+        );
     }
 
     /// A replica with no way to reach its owner (unit tests).
@@ -113,9 +146,17 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
     where
         I: Default,
     {
-        let settings = Settings::from_lookup(Domain::Item, |_| None).unwrap_or_else(|_| unreachable!());
+        let settings =
+            Settings::from_lookup(Domain::Item, |_| None).unwrap_or_else(|_| unreachable!());
         let rpc = RpcClient::detached();
-        Replica::new(Source::Remote { rpc, owner: E::OWNER }, &settings, Metrics::default())
+        Replica::new(
+            Source::Remote {
+                rpc,
+                owner: E::OWNER,
+            },
+            &settings,
+            Metrics::default(),
+        )
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, State<E, I>> {
@@ -131,7 +172,11 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
     }
 
     pub fn len(&self) -> usize {
-        self.read().rows.values().filter(|s| s.value.is_some()).count()
+        self.read()
+            .rows
+            .values()
+            .filter(|s| s.value.is_some())
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -140,24 +185,42 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
 
     /// Applies rows (events, snapshot pages, RPC answers): newer versions win, older are dropped.
     pub fn apply_rows(&self, rows: &[VersionedRow]) -> (usize, usize) {
+        self.apply_inner(rows, true)
+    }
+
+    fn apply_inner(&self, rows: &[VersionedRow], persist: bool) -> (usize, usize) {
         let mut changed = 0;
         let mut stale = 0;
+        let mut to_persist = Vec::new();
         {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             for row in rows {
                 match apply_locked(&mut state, row) {
-                    Applied::Changed => changed += 1,
+                    Applied::Changed => {
+                        changed += 1;
+                        if persist && self.persister.is_some() {
+                            to_persist.push(row.clone());
+                        }
+                    }
                     Applied::Stale => stale += 1,
                     Applied::Ignored => {}
                 }
             }
         }
+        if let Some(p) = &self.persister {
+            p.save(to_persist);
+        }
         let labels = format!("entity=\"{}\"", E::KIND);
         if changed > 0 {
-            self.metrics.inc("moa_replica_rows_applied_total", labels.clone(), changed as f64);
+            self.metrics.inc(
+                "moa_replica_rows_applied_total",
+                labels.clone(),
+                changed as f64,
+            );
         }
         if stale > 0 {
-            self.metrics.inc("moa_replica_rows_stale_total", labels, stale as f64);
+            self.metrics
+                .inc("moa_replica_rows_stale_total", labels, stale as f64);
         }
         (changed, stale)
     }
@@ -168,7 +231,11 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
         let mut after = None;
         let mut total = 0;
         loop {
-            let q = Query::Snapshot { entity: E::KIND.into(), after: after.clone(), limit: self.page_size };
+            let q = Query::Snapshot {
+                entity: E::KIND.into(),
+                after: after.clone(),
+                limit: self.page_size,
+            };
             let rows = self.source.query(q, self.snapshot_timeout).await?;
             total += rows.len();
             self.apply_rows(&rows);
@@ -184,7 +251,11 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
             self.source.owner_name(),
             started.elapsed()
         );
-        self.metrics.set("moa_replica_rows", format!("entity=\"{}\"", E::KIND), self.len() as f64);
+        self.metrics.set(
+            "moa_replica_rows",
+            format!("entity=\"{}\"", E::KIND),
+            self.len() as f64,
+        );
         Ok(total)
     }
 
@@ -195,7 +266,11 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
             match self.sync().await {
                 Ok(_) => return,
                 Err(e) => {
-                    log::warn!("{} replica: snapshot from {} failed: {e}; retrying", E::KIND, self.source.owner_name());
+                    log::warn!(
+                        "{} replica: snapshot from {} failed: {e}; retrying",
+                        E::KIND,
+                        self.source.owner_name()
+                    );
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(3));
                 }
@@ -205,23 +280,37 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
 
     /// Asks the owner (a cache miss), applies what it says, and returns its answer.
     pub async fn fetch(&self, q: Query) -> Result<Vec<VersionedRow>> {
-        self.metrics.inc("moa_cache_misses_total", format!("entity=\"{}\"", E::KIND), 1.0);
+        self.metrics.inc(
+            "moa_cache_misses_total",
+            format!("entity=\"{}\"", E::KIND),
+            1.0,
+        );
         let rows = self.source.query(q, self.lookup_timeout).await?;
         self.apply_rows(&rows);
         Ok(rows)
     }
 
     pub(crate) fn hit(&self) {
-        self.metrics.inc("moa_cache_hits_total", format!("entity=\"{}\"", E::KIND), 1.0);
+        self.metrics.inc(
+            "moa_cache_hits_total",
+            format!("entity=\"{}\"", E::KIND),
+            1.0,
+        );
     }
 }
 
 fn apply_locked<E: Entity, I: Index<E>>(state: &mut State<E, I>, row: &VersionedRow) -> Applied {
     let Ok(value) = E::deserialize(&row.data) else {
-        log::warn!("{} row {} has an unexpected shape; ignored", E::KIND, row.key);
+        log::warn!(
+            "{} row {} has an unexpected shape; ignored",
+            E::KIND,
+            row.key
+        );
         return Applied::Ignored;
     };
-    let Some(key) = value.key() else { return Applied::Ignored };
+    let Some(key) = value.key() else {
+        return Applied::Ignored;
+    };
     let new = if row.deleted { None } else { Some(value) };
     match state.rows.get_mut(&key) {
         Some(slot) if slot.version >= row.version => Applied::Stale,
@@ -233,7 +322,13 @@ fn apply_locked<E: Entity, I: Index<E>>(state: &mut State<E, I>, row: &Versioned
         }
         None => {
             state.index.update(&key, None, new.as_ref());
-            state.rows.insert(key, Slot { version: row.version, value: new });
+            state.rows.insert(
+                key,
+                Slot {
+                    version: row.version,
+                    value: new,
+                },
+            );
             Applied::Changed
         }
     }
@@ -263,18 +358,30 @@ mod tests {
     }
 
     fn price(c: &ItemCatalog, id: i64) -> Option<i32> {
-        c.read().rows.get(&id).and_then(|s| s.value.as_ref()).map(|i: &Item| i.price)
+        c.read()
+            .rows
+            .get(&id)
+            .and_then(|s| s.value.as_ref())
+            .map(|i: &Item| i.price)
     }
 
     #[test]
     fn newer_versions_win_whatever_the_arrival_order() {
         let c = ItemCatalog::detached();
         c.apply_rows(&[item_row(1, 5, 500, false)]);
-        assert_eq!(c.apply_rows(&[item_row(1, 3, 300, false)]), (0, 1), "older is dropped");
+        assert_eq!(
+            c.apply_rows(&[item_row(1, 3, 300, false)]),
+            (0, 1),
+            "older is dropped"
+        );
         assert_eq!(price(&c, 1), Some(500));
         c.apply_rows(&[item_row(1, 7, 700, false)]);
         assert_eq!(price(&c, 1), Some(700));
-        assert_eq!(c.apply_rows(&[item_row(1, 7, 700, false)]), (0, 1), "a duplicate changes nothing");
+        assert_eq!(
+            c.apply_rows(&[item_row(1, 7, 700, false)]),
+            (0, 1),
+            "a duplicate changes nothing"
+        );
     }
 
     #[test]
@@ -291,7 +398,12 @@ mod tests {
     #[test]
     fn rows_of_the_wrong_shape_are_ignored() {
         let c = ItemCatalog::detached();
-        let bad = VersionedRow { key: "x".into(), version: 1, deleted: false, data: json!({"id": "x"}) };
+        let bad = VersionedRow {
+            key: "x".into(),
+            version: 1,
+            deleted: false,
+            data: json!({"id": "x"}),
+        };
         assert_eq!(c.apply_rows(&[bad]), (0, 0));
         assert!(c.is_empty());
     }

@@ -43,8 +43,15 @@ impl UserDirectory {
             self.hit();
             return Ok(Some(user));
         }
-        let rows = self.fetch(Query::UserByToken { token: token.to_string() }).await?;
-        Ok(rows.iter().filter_map(row_value::<User>).find(|u| u.access_token == token))
+        let rows = self
+            .fetch(Query::UserByToken {
+                token: token.to_string(),
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(row_value::<User>)
+            .find(|u| u.access_token == token))
     }
 
     /// Every live user, id descending.
@@ -66,7 +73,12 @@ mod tests {
     use serde_json::json;
 
     fn row(id: i64, v: i64, token: &str, deleted: bool) -> VersionedRow {
-        VersionedRow { key: id.to_string(), version: v, deleted, data: json!({"id": id, "name": "이름", "access_token": token}) }
+        VersionedRow {
+            key: id.to_string(),
+            version: v,
+            deleted,
+            data: json!({"id": id, "name": "이름", "access_token": token}),
+        }
     }
 
     #[test]
@@ -78,13 +90,20 @@ mod tests {
         assert!(d.cached_by_token("old").is_none());
         assert_eq!(d.cached_by_token("new").map(|u| u.id), Some(1));
         d.apply_rows(&[row(1, 3, "new", true)]);
-        assert!(d.cached_by_token("new").is_none(), "a deleted user's token no longer works");
+        assert!(
+            d.cached_by_token("new").is_none(),
+            "a deleted user's token no longer works"
+        );
     }
 
     #[test]
     fn the_list_is_id_descending_without_deleted_users() {
         let d = UserDirectory::detached();
-        d.apply_rows(&[row(1, 1, "a", false), row(5, 2, "b", false), row(3, 3, "c", true)]);
+        d.apply_rows(&[
+            row(1, 1, "a", false),
+            row(5, 2, "b", false),
+            row(3, 3, "c", true),
+        ]);
         let ids: Vec<i64> = d.all_desc().iter().map(|u| u.id).collect();
         assert_eq!(ids, vec![5, 1]);
     }

@@ -3,6 +3,7 @@
 
 mod contract;
 mod cross_service;
+mod faults;
 mod instances;
 mod visits;
 

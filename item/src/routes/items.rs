@@ -1,5 +1,5 @@
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
-use common::{auth, http, replica::feed::Replicas, input::ItemId, service::Core, ApiError};
+use common::{auth, http, input::ItemId, replica::feed::Replicas, service::Core, ApiError};
 
 use crate::store::RecordView;
 
@@ -11,7 +11,10 @@ pub async fn list(req: HttpRequest, state: web::Data<Replicas>) -> Result<HttpRe
         .items_of(user.id)
         .await
         .map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
-    Ok(http::json_bytes(StatusCode::OK, state.items.render_all(&alarmed)))
+    Ok(http::json_bytes(
+        StatusCode::OK,
+        state.items.render_all(&alarmed),
+    ))
 }
 
 /// `GET /{item_id}`: one item, and a view recorded for `/visit`.
@@ -36,10 +39,16 @@ pub async fn detail(
         .map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
     // The view is committed before we answer: a 200 means it will show in /visit.
     core.store
-        .send(RecordView { user_id: user.id, item_id: id })
+        .send(RecordView {
+            user_id: user.id,
+            item_id: id,
+        })
         .await
         .map_err(common::Error::from)
         .and_then(|r| r)
         .map_err(|e| ApiError::from_dependency(e, "recording this view"))?;
-    Ok(http::json_bytes(StatusCode::OK, state.items.render_one(&item, alarmed.contains(&id))))
+    Ok(http::json_bytes(
+        StatusCode::OK,
+        state.items.render_one(&item, alarmed.contains(&id)),
+    ))
 }

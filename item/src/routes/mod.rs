@@ -5,7 +5,6 @@ use common::http;
 
 mod items;
 
-
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/")

@@ -6,7 +6,6 @@ use common::http;
 mod users;
 mod visits;
 
-
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/")

@@ -7,11 +7,18 @@ use crate::store::RecentVisits;
 pub const RECENT_LIMIT: i64 = 3;
 
 /// `GET /visit`: the caller's 3 most recently viewed items, newest first, each once.
-pub async fn recent(req: HttpRequest, state: web::Data<Replicas>, core: web::Data<Core>) -> Result<HttpResponse, ApiError> {
+pub async fn recent(
+    req: HttpRequest,
+    state: web::Data<Replicas>,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, ApiError> {
     let user = auth::authenticate(&req, &state.users).await?;
     let ids = core
         .store
-        .send(RecentVisits { user_id: user.id, limit: RECENT_LIMIT })
+        .send(RecentVisits {
+            user_id: user.id,
+            limit: RECENT_LIMIT,
+        })
         .await
         .map_err(common::Error::from)
         .and_then(|r| r)
