@@ -5,6 +5,7 @@ mod contract;
 mod cross_service;
 mod faults;
 mod instances;
+mod soak;
 mod visits;
 
 /// Runs an async test body once on the provided seed and once on the demo seed.
