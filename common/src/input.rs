@@ -59,6 +59,28 @@ impl ItemId {
     }
 }
 
+/// `?limit=&offset=` from a query string: non-negative integers; anything else is a 400.
+pub fn parse_page(query: &str) -> Result<crate::replica::Page, ApiError> {
+    let mut page = crate::replica::Page::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let number = || {
+            value.parse::<usize>().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "{key} must be a non-negative integer, got {:?}",
+                    shorten(value)
+                ))
+            })
+        };
+        match key {
+            "limit" => page.limit = Some(number()?),
+            "offset" => page.offset = number()?,
+            _ => {} // other parameters are ignored, as servers usually do
+        }
+    }
+    Ok(page)
+}
+
 fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -133,6 +155,38 @@ mod tests {
         ] {
             assert!(
                 matches!(body(bad.clone()), Err(ApiError::BadRequest(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn paging_parameters_are_checked() {
+        use crate::replica::Page;
+        assert_eq!(parse_page("").unwrap(), Page::default());
+        assert_eq!(
+            parse_page("limit=10&offset=20").unwrap(),
+            Page {
+                limit: Some(10),
+                offset: 20
+            }
+        );
+        assert_eq!(
+            parse_page("x=1&offset=3").unwrap(),
+            Page {
+                limit: None,
+                offset: 3
+            }
+        );
+        for bad in [
+            "limit=-1",
+            "limit=abc",
+            "offset=",
+            "limit=1.5",
+            "offset=99999999999999999999999",
+        ] {
+            assert!(
+                matches!(parse_page(bad), Err(ApiError::BadRequest(_))),
                 "{bad}"
             );
         }

@@ -44,6 +44,13 @@ fn push_item(out: &mut Vec<u8>, frag: &str, alarm_set: bool) {
     out.extend_from_slice(if alarm_set { b"true}" } else { b"false}" });
 }
 
+/// `?limit=&offset=` of a list; absent means the whole list, as the contract asks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Page {
+    pub limit: Option<usize>,
+    pub offset: usize,
+}
+
 /// What the catalog knows of an id.
 pub enum Known {
     Live(Item),
@@ -87,11 +94,20 @@ impl ItemCatalog {
 
     /// `{"count": n, "payload": [...]}` of every item, id descending.
     pub fn render_all(&self, alarmed: &BTreeSet<i64>) -> Vec<u8> {
+        self.render_page(alarmed, Page::default())
+    }
+
+    /// One page of the id-descending list; the default page is the whole list.
+    pub fn render_page(&self, alarmed: &BTreeSet<i64>, page: Page) -> Vec<u8> {
         let state = self.read();
         let frags = &state.index.fragments;
-        let mut out = Vec::with_capacity(frags.len() * 200 + 32);
-        out.extend_from_slice(format!("{{\"count\":{},\"payload\":[", frags.len()).as_bytes());
-        for (i, (id, frag)) in frags.iter().rev().enumerate() {
+        let total = frags.len();
+        let n = total
+            .saturating_sub(page.offset)
+            .min(page.limit.unwrap_or(usize::MAX));
+        let mut out = Vec::with_capacity(n * 200 + 32);
+        out.extend_from_slice(format!("{{\"count\":{n},\"payload\":[").as_bytes());
+        for (i, (id, frag)) in frags.iter().rev().skip(page.offset).take(n).enumerate() {
             if i > 0 {
                 out.push(b',');
             }
@@ -186,6 +202,61 @@ mod tests {
         assert!(
             String::from_utf8(body).unwrap().contains("패션·잡화"),
             "Korean is written as is"
+        );
+    }
+
+    #[test]
+    fn pages_slice_the_descending_list() {
+        let c = ItemCatalog::detached();
+        c.apply_rows(&(1..=5).map(|i| row(i, i, None)).collect::<Vec<_>>());
+        let ids = |page: Page| -> Vec<i64> {
+            let v: Value = serde_json::from_slice(&c.render_page(&BTreeSet::new(), page)).unwrap();
+            assert_eq!(
+                v["count"].as_u64().unwrap() as usize,
+                v["payload"].as_array().unwrap().len()
+            );
+            v["payload"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_i64().unwrap())
+                .collect()
+        };
+        assert_eq!(ids(Page::default()), vec![5, 4, 3, 2, 1]);
+        assert_eq!(
+            ids(Page {
+                limit: Some(2),
+                offset: 0
+            }),
+            vec![5, 4]
+        );
+        assert_eq!(
+            ids(Page {
+                limit: Some(2),
+                offset: 3
+            }),
+            vec![2, 1]
+        );
+        assert_eq!(
+            ids(Page {
+                limit: None,
+                offset: 4
+            }),
+            vec![1]
+        );
+        assert_eq!(
+            ids(Page {
+                limit: Some(3),
+                offset: 9
+            }),
+            Vec::<i64>::new()
+        );
+        assert_eq!(
+            ids(Page {
+                limit: Some(0),
+                offset: 0
+            }),
+            Vec::<i64>::new()
         );
     }
 

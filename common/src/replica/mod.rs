@@ -33,7 +33,7 @@ use crate::{
 };
 
 pub use alarms::{AlarmBook, AlarmIndex};
-pub use items::{ItemCatalog, ItemIndex};
+pub use items::{ItemCatalog, ItemIndex, Page};
 pub use users::{UserDirectory, UserIndex};
 
 /// Where a replica's truth lives: this service's own store, or another domain over RPC.

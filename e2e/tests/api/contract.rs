@@ -75,6 +75,16 @@ async fn item_list(seed: Seed) {
     assert_eq!(d.status, 200);
     assert_eq!(d.json["payload"], items[99]);
     assert_eq!(d.json.as_object().unwrap().len(), 1, "single envelope");
+    // Optional paging; without it the full list, as the contract asks.
+    let p = sys.get(Svc::Item, "/?limit=2&offset=1", &token).await;
+    assert_eq!(p.ids(), vec![99, 98]);
+    assert_eq!(p.json["count"], 2);
+    sys.get(Svc::Item, "/?limit=-1", &token)
+        .await
+        .assert_error(400, "Bad Request");
+    sys.get(Svc::Item, "/?offset=x", &token)
+        .await
+        .assert_error(400, "Bad Request");
 }
 crate::on_both_seeds!(item_list_is_every_item_id_descending_with_flags, item_list);
 

@@ -1,10 +1,12 @@
 //! Black-box tests of the HTTP contract (../shared/spec/api.md) and of cross-service
 //! behaviour, with the real binaries, PostgreSQL and RabbitMQ.
 
+mod compose;
 mod contract;
 mod cross_service;
 mod faults;
 mod instances;
+mod openapi;
 mod soak;
 mod visits;
 

@@ -1,11 +1,19 @@
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
-use common::{auth, http, input::ItemId, replica::feed::Replicas, service::Core, ApiError};
+use common::{
+    auth, http,
+    input::{self, ItemId},
+    replica::feed::Replicas,
+    service::Core,
+    ApiError,
+};
 
 use crate::store::RecordView;
 
-/// `GET /`: every item, id descending, with the caller's `is_alarm_set`.
+/// `GET /`: every item, id descending, with the caller's `is_alarm_set`
+/// (optionally one page: `?limit=&offset=`).
 pub async fn list(req: HttpRequest, state: web::Data<Replicas>) -> Result<HttpResponse, ApiError> {
     let user = auth::authenticate(&req, &state.users).await?;
+    let page = input::parse_page(req.query_string())?;
     let alarmed = state
         .alarms
         .items_of(user.id)
@@ -13,7 +21,7 @@ pub async fn list(req: HttpRequest, state: web::Data<Replicas>) -> Result<HttpRe
         .map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
     Ok(http::json_bytes(
         StatusCode::OK,
-        state.items.render_all(&alarmed),
+        state.items.render_page(&alarmed, page),
     ))
 }
 
