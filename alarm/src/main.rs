@@ -1,6 +1,3 @@
 fn main() -> std::process::ExitCode {
-    common::service::main(
-        common::settings::Domain::Alarm,
-        alarm_service::startup::build,
-    )
+    common::service::main(common::settings::Domain::Alarm, alarm_service::startup::build)
 }

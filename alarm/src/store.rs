@@ -11,11 +11,7 @@ use common::{
 pub static MIGRATIONS: [Migration; 3] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
-    Migration {
-        version: 2,
-        name: "alarm change capture",
-        sql: include_str!("../migrations/0002_alarm_capture.sql"),
-    },
+    Migration { version: 2, name: "alarm change capture", sql: include_str!("../migrations/0002_alarm_capture.sql") },
 ];
 
 /// Sets (`set: true`) or clears the alarm of `user_id` on `item_id`; both are idempotent.
@@ -27,6 +23,8 @@ pub struct WriteAlarm {
     pub user_id: i32,
     pub item_id: i32,
     pub set: bool,
+    /// Recorded with the change event (see moa_capture), for tracing across services.
+    pub request_id: String,
 }
 
 impl Handler<WriteAlarm> for Store {
@@ -37,6 +35,7 @@ impl Handler<WriteAlarm> for Store {
         Box::pin(async move {
             let mut conn = pool.get().await?;
             let tx = conn.transaction().await?;
+            tx.execute("SELECT set_config('moa.request_id', $1, true)", &[&msg.request_id]).await?;
             if msg.set {
                 tx.execute(
                     "INSERT INTO alarm (item_id, user_id, created) VALUES ($1, $2, now()::timestamp)
@@ -45,11 +44,8 @@ impl Handler<WriteAlarm> for Store {
                 )
                 .await?;
             } else {
-                tx.execute(
-                    "DELETE FROM alarm WHERE user_id = $1 AND item_id = $2",
-                    &[&msg.user_id, &msg.item_id],
-                )
-                .await?;
+                tx.execute("DELETE FROM alarm WHERE user_id = $1 AND item_id = $2", &[&msg.user_id, &msg.item_id])
+                    .await?;
             }
             let key = alarm_key(msg.user_id.into(), msg.item_id.into());
             let rows = tx

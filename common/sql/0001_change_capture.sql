@@ -24,7 +24,10 @@ CREATE TABLE IF NOT EXISTS moa_outbox (
     payload       jsonb       NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
     claimed_until timestamptz,
-    sent_at       timestamptz
+    sent_at       timestamptz,
+    -- The HTTP request that caused the change (set with set_config('moa.request_id', ..., true)),
+    -- carried as the x-request-id AMQP header so one user action can be followed across services.
+    request_id    text
 );
 CREATE INDEX IF NOT EXISTS moa_outbox_unsent ON moa_outbox (id) WHERE sent_at IS NULL;
 
@@ -65,9 +68,10 @@ BEGIN
         VALUES (v_entity, v_old_key, v_version, true, v_old)
         ON CONFLICT (entity, key) DO UPDATE
             SET version = EXCLUDED.version, deleted = true, data = EXCLUDED.data;
-        INSERT INTO moa_outbox (exchange, payload)
+        INSERT INTO moa_outbox (exchange, payload, request_id)
         VALUES (v_exchange, jsonb_build_object('entity', v_entity, 'key', v_old_key,
-                'version', v_version, 'deleted', true, 'data', v_old));
+                'version', v_version, 'deleted', true, 'data', v_old),
+                nullif(current_setting('moa.request_id', true), ''));
     END IF;
 
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
@@ -76,9 +80,10 @@ BEGIN
         VALUES (v_entity, v_new_key, v_version, false, v_new)
         ON CONFLICT (entity, key) DO UPDATE
             SET version = EXCLUDED.version, deleted = false, data = EXCLUDED.data;
-        INSERT INTO moa_outbox (exchange, payload)
+        INSERT INTO moa_outbox (exchange, payload, request_id)
         VALUES (v_exchange, jsonb_build_object('entity', v_entity, 'key', v_new_key,
-                'version', v_version, 'deleted', false, 'data', v_new));
+                'version', v_version, 'deleted', false, 'data', v_new),
+                nullif(current_setting('moa.request_id', true), ''));
     END IF;
 
     PERFORM pg_notify('moa_outbox', v_exchange);

@@ -16,28 +16,20 @@ impl UserToken {
     pub fn parse(req: &HttpRequest) -> Result<UserToken, ApiError> {
         let mut values = req.headers().get_all(HEADER);
         let Some(value) = values.next() else {
-            return Err(ApiError::Unauthorized(
-                "USER-TOKEN header is missing".into(),
-            ));
+            return Err(ApiError::Unauthorized("USER-TOKEN header is missing".into()));
         };
         if values.next().is_some() {
-            return Err(ApiError::Unauthorized(
-                "send exactly one USER-TOKEN header".into(),
-            ));
+            return Err(ApiError::Unauthorized("send exactly one USER-TOKEN header".into()));
         }
         let Ok(text) = value.to_str() else {
-            return Err(ApiError::Unauthorized(
-                "USER-TOKEN must be printable ASCII".into(),
-            ));
+            return Err(ApiError::Unauthorized("USER-TOKEN must be printable ASCII".into()));
         };
         let text = text.trim();
         if text.is_empty() {
             return Err(ApiError::Unauthorized("USER-TOKEN header is empty".into()));
         }
         if text.len() > MAX_TOKEN_LEN || !text.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(ApiError::Unauthorized(
-                "USER-TOKEN is not a valid access token".into(),
-            ));
+            return Err(ApiError::Unauthorized("USER-TOKEN is not a valid access token".into()));
         }
         Ok(UserToken(text.to_string()))
     }
@@ -69,9 +61,7 @@ pub async fn authenticate(req: &HttpRequest, users: &UserDirectory) -> Result<Us
     let token = UserToken::parse(req)?;
     match users.by_token(token.as_str()).await {
         Ok(Some(user)) => Ok(user),
-        Ok(None) => Err(ApiError::Unauthorized(
-            "USER-TOKEN does not belong to any user".into(),
-        )),
+        Ok(None) => Err(ApiError::Unauthorized("USER-TOKEN does not belong to any user".into())),
         Err(e) => Err(ApiError::from_dependency(e, "this USER-TOKEN")),
     }
 }
@@ -103,9 +93,6 @@ mod tests {
         let fp = token_fingerprint("ae0d863d-6963-41a2-919e-66e0695be7d7");
         assert!(fp.starts_with("tok#") && fp.len() == 12);
         assert!(!fp.contains("ae0d"));
-        assert_eq!(
-            fp,
-            token_fingerprint("ae0d863d-6963-41a2-919e-66e0695be7d7")
-        );
+        assert_eq!(fp, token_fingerprint("ae0d863d-6963-41a2-919e-66e0695be7d7"));
     }
 }

@@ -17,25 +17,18 @@ pub struct Migration {
 }
 
 /// The change-capture objects every domain database gets (outbox, versions, trigger function).
-pub const CHANGE_CAPTURE: Migration = Migration {
-    version: 1,
-    name: "change capture",
-    sql: include_str!("../sql/0001_change_capture.sql"),
-};
+pub const CHANGE_CAPTURE: Migration =
+    Migration { version: 1, name: "change capture", sql: include_str!("../sql/0001_change_capture.sql") };
 
 /// The table other domains' replicas are persisted in (see `replica::persist`).
-pub const REPLICA_TABLE: Migration = Migration {
-    version: 100,
-    name: "persisted replicas",
-    sql: include_str!("../sql/0100_replica.sql"),
-};
+pub const REPLICA_TABLE: Migration =
+    Migration { version: 100, name: "persisted replicas", sql: include_str!("../sql/0100_replica.sql") };
 
 /// Builds the pool without connecting: a service starts (and reports not-ready) while its
 /// database is down, and the pool connects when it returns.
 pub fn pool(url: &str, size: u32, timeout: Duration) -> Result<Pool> {
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| Error::Config(format!("bad database URL: {e}")))?;
+    let mut config: tokio_postgres::Config =
+        url.parse().map_err(|e| Error::Config(format!("bad database URL: {e}")))?;
     config.connect_timeout(timeout);
     config.application_name("homeshopping-moa");
     let manager = PostgresConnectionManager::new(config, NoTls);
@@ -63,32 +56,22 @@ pub async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<usize> {
     let result = async {
         let mut applied = 0;
         for m in migrations {
-            let done = conn
-                .query_opt(
-                    "SELECT 1 FROM moa_migrations WHERE version = $1",
-                    &[&m.version],
-                )
-                .await?
-                .is_some();
+            let done =
+                conn.query_opt("SELECT 1 FROM moa_migrations WHERE version = $1", &[&m.version]).await?.is_some();
             if done {
                 continue;
             }
             log::info!("applying migration {} ({})", m.version, m.name);
             let tx = conn.transaction().await?;
             tx.batch_execute(m.sql).await?;
-            tx.execute(
-                "INSERT INTO moa_migrations (version, name) VALUES ($1, $2)",
-                &[&m.version, &m.name],
-            )
-            .await?;
+            tx.execute("INSERT INTO moa_migrations (version, name) VALUES ($1, $2)", &[&m.version, &m.name]).await?;
             tx.commit().await?;
             applied += 1;
         }
         Ok::<_, Error>(applied)
     }
     .await;
-    conn.batch_execute("SELECT pg_advisory_unlock(4242001)")
-        .await?;
+    conn.batch_execute("SELECT pg_advisory_unlock(4242001)").await?;
     result
 }
 

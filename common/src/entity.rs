@@ -68,10 +68,7 @@ impl std::fmt::Debug for User {
         f.debug_struct("User")
             .field("id", &self.id)
             .field("name", &self.name)
-            .field(
-                "access_token",
-                &crate::auth::token_fingerprint(&self.access_token),
-            )
+            .field("access_token", &crate::auth::token_fingerprint(&self.access_token))
             .finish()
     }
 }
@@ -137,31 +134,15 @@ mod tests {
 
     #[test]
     fn an_alarm_without_user_or_item_has_no_key() {
-        let a = Alarm {
-            id: 1,
-            item_id: Some(3),
-            user_id: None,
-        };
+        let a = Alarm { id: 1, item_id: Some(3), user_id: None };
         assert_eq!(a.key(), None);
-        assert_eq!(
-            Alarm {
-                id: 1,
-                item_id: Some(3),
-                user_id: Some(2)
-            }
-            .key(),
-            Some((2, 3))
-        );
+        assert_eq!(Alarm { id: 1, item_id: Some(3), user_id: Some(2) }.key(), Some((2, 3)));
         assert_eq!(alarm_key(2, 3), "2:3");
     }
 
     #[test]
     fn user_debug_output_hides_the_token() {
-        let u = User {
-            id: 1,
-            name: "a".into(),
-            access_token: "secret-token-value".into(),
-        };
+        let u = User { id: 1, name: "a".into(), access_token: "secret-token-value".into() };
         assert!(!format!("{u:?}").contains("secret-token-value"));
     }
 }

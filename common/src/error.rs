@@ -33,9 +33,7 @@ impl From<bb8::RunError<tokio_postgres::Error>> for Error {
     fn from(e: bb8::RunError<tokio_postgres::Error>) -> Self {
         match e {
             bb8::RunError::User(e) => Error::Db(e),
-            bb8::RunError::TimedOut => {
-                Error::DbUnavailable("no connection within the timeout".into())
-            }
+            bb8::RunError::TimedOut => Error::DbUnavailable("no connection within the timeout".into()),
         }
     }
 }
@@ -97,9 +95,7 @@ impl ApiError {
     pub fn hint(&self) -> Option<String> {
         match self {
             ApiError::NotFoundEmpty => None,
-            ApiError::Internal(_) => {
-                Some("the server failed to handle this request; it has been logged".into())
-            }
+            ApiError::Internal(_) => Some("the server failed to handle this request; it has been logged".into()),
             other => Some(other.to_string()),
         }
     }
@@ -116,9 +112,7 @@ impl ApiError {
             )),
             Error::Db(_) | Error::DbUnavailable(_) | Error::StoreGone => {
                 log::warn!("database unavailable while reading {what}: {e}");
-                ApiError::Unavailable(
-                    "this service's database is unavailable; try again shortly".into(),
-                )
+                ApiError::Unavailable("this service's database is unavailable; try again shortly".into())
             }
             other => ApiError::Internal(format!("{what}: {other}")),
         }

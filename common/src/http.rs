@@ -14,19 +14,12 @@ pub const JSON_UTF8: &str = "application/json; charset=utf-8";
 
 /// `{}`: the contract's body for 201 / 200 on alarm writes and 404 on unknown items.
 pub fn empty(status: StatusCode) -> HttpResponse {
-    HttpResponse::build(status)
-        .content_type(JSON_UTF8)
-        .body("{}")
+    HttpResponse::build(status).content_type(JSON_UTF8).body("{}")
 }
 
 /// A JSON body from bytes that are already serialized.
-pub fn json_bytes(
-    status: StatusCode,
-    body: impl actix_web::body::MessageBody + 'static,
-) -> HttpResponse {
-    HttpResponse::build(status)
-        .content_type(JSON_UTF8)
-        .body(body)
+pub fn json_bytes(status: StatusCode, body: impl actix_web::body::MessageBody + 'static) -> HttpResponse {
+    HttpResponse::build(status).content_type(JSON_UTF8).body(body)
 }
 
 /// A JSON body (serde_json writes UTF-8 as is: Korean is not `\u`-escaped).
@@ -56,14 +49,10 @@ impl ResponseError for ApiError {
         match self.hint() {
             None => empty(status),
             Some(hint) => {
-                let body = ErrorBody {
-                    result: status.canonical_reason().unwrap_or("Error"),
-                    hint,
-                };
+                let body = ErrorBody { result: status.canonical_reason().unwrap_or("Error"), hint };
                 let mut resp = json(status, &body);
                 if status == StatusCode::SERVICE_UNAVAILABLE {
-                    resp.headers_mut()
-                        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                    resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
                 }
                 resp
             }
@@ -73,18 +62,10 @@ impl ResponseError for ApiError {
 
 /// Reads a request body of at most `limit` bytes. A larger one is refused with 413 as soon
 /// as the limit is crossed (the declared Content-Length is checked first), so nothing is buffered past it.
-pub async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<Vec<u8>, ApiError> {
-    let too_large =
-        || ApiError::PayloadTooLarge(format!("request body is larger than {limit} bytes"));
-    if let Some(len) = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
+pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || ApiError::PayloadTooLarge(format!("request body is larger than {limit} bytes"));
+    if let Some(len) =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
     {
         if len > limit {
             return Err(too_large());
@@ -92,8 +73,7 @@ pub async fn read_body(
     }
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk
-            .map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e}")))?;
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -121,17 +101,13 @@ pub fn parse_json_object(
         }
     }
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::BadRequest(
-            "the request body is missing; send a JSON object".into(),
-        ));
+        return Err(ApiError::BadRequest("the request body is missing; send a JSON object".into()));
     }
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
     match value {
         serde_json::Value::Object(map) => Ok(map),
-        _ => Err(ApiError::BadRequest(
-            "the request body must be a JSON object".into(),
-        )),
+        _ => Err(ApiError::BadRequest("the request body must be a JSON object".into())),
     }
 }
 
@@ -143,25 +119,14 @@ pub async fn health() -> HttpResponse {
 /// Unknown route → 404 with the error body (405 where the path exists with another method is
 /// handled per resource by [`method_not_allowed`]).
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!(
-        "no route for {} {}",
-        req.method(),
-        req.path()
-    )))
+    Err(ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())))
 }
 
 pub async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed(format!(
-        "{} is not allowed on {}",
-        req.method(),
-        req.path()
-    )))
+    Err(ApiError::MethodNotAllowed(format!("{} is not allowed on {}", req.method(), req.path())))
 }
 
 /// Turns actix's own extractor errors (bad query strings and the like) into the contract's body.
-pub fn query_error_handler(
-    err: actix_web::error::QueryPayloadError,
-    _req: &HttpRequest,
-) -> actix_web::Error {
+pub fn query_error_handler(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
     ApiError::BadRequest(format!("bad query string: {err}")).into()
 }

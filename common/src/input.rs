@@ -17,36 +17,27 @@ impl ItemId {
     /// From a path segment: `/50` → 50; anything but an integer is a 400.
     pub fn from_path(segment: &str) -> Result<ItemId, ApiError> {
         if !is_integer_text(segment) {
-            return Err(ApiError::BadRequest(format!(
-                "item id must be an integer, got {:?}",
-                shorten(segment)
-            )));
+            return Err(ApiError::BadRequest(format!("item id must be an integer, got {:?}", shorten(segment))));
         }
-        segment.parse::<i64>().map(ItemId).map_err(|_| {
-            ApiError::BadRequest("item id is out of range for a 64-bit integer".into())
-        })
+        segment
+            .parse::<i64>()
+            .map(ItemId)
+            .map_err(|_| ApiError::BadRequest("item id is out of range for a 64-bit integer".into()))
     }
 
     /// From the `item_id` field of a JSON body: a number (`50`) or a string of digits (`"50"`).
     pub fn from_body(body: &serde_json::Map<String, Value>) -> Result<ItemId, ApiError> {
         match body.get("item_id") {
-            None => Err(ApiError::BadRequest(
-                "item_id is missing from the request body".into(),
-            )),
+            None => Err(ApiError::BadRequest("item_id is missing from the request body".into())),
             Some(Value::Number(n)) => match n.as_i64() {
                 Some(id) => Ok(ItemId(id)),
-                None if n.is_f64() => Err(ApiError::BadRequest(format!(
-                    "item_id must be an integer, got {n}"
-                ))),
-                None => Err(ApiError::BadRequest(
-                    "item_id is out of range for a 64-bit integer".into(),
-                )),
+                None if n.is_f64() => Err(ApiError::BadRequest(format!("item_id must be an integer, got {n}"))),
+                None => Err(ApiError::BadRequest("item_id is out of range for a 64-bit integer".into())),
             },
-            Some(Value::String(s)) if is_integer_text(s) => {
-                s.parse::<i64>().map(ItemId).map_err(|_| {
-                    ApiError::BadRequest("item_id is out of range for a 64-bit integer".into())
-                })
-            }
+            Some(Value::String(s)) if is_integer_text(s) => s
+                .parse::<i64>()
+                .map(ItemId)
+                .map_err(|_| ApiError::BadRequest("item_id is out of range for a 64-bit integer".into())),
             Some(Value::String(s)) => Err(ApiError::BadRequest(format!(
                 "item_id must be a number or a string of digits, got {:?}",
                 shorten(s)
@@ -66,10 +57,7 @@ pub fn parse_page(query: &str) -> Result<crate::replica::Page, ApiError> {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let number = || {
             value.parse::<usize>().map_err(|_| {
-                ApiError::BadRequest(format!(
-                    "{key} must be a non-negative integer, got {:?}",
-                    shorten(value)
-                ))
+                ApiError::BadRequest(format!("{key} must be a non-negative integer, got {:?}", shorten(value)))
             })
         };
         match key {
@@ -117,21 +105,8 @@ mod tests {
     fn path_ids_must_be_integers() {
         assert_eq!(ItemId::from_path("50").unwrap(), ItemId(50));
         assert_eq!(ItemId::from_path("-3").unwrap(), ItemId(-3));
-        for bad in [
-            "abc",
-            "",
-            "1.5",
-            "+5",
-            " 5",
-            "5a",
-            "-",
-            "99999999999999999999",
-            "１",
-        ] {
-            assert!(
-                matches!(ItemId::from_path(bad), Err(ApiError::BadRequest(_))),
-                "{bad:?}"
-            );
+        for bad in ["abc", "", "1.5", "+5", " 5", "5a", "-", "99999999999999999999", "１"] {
+            assert!(matches!(ItemId::from_path(bad), Err(ApiError::BadRequest(_))), "{bad:?}");
         }
     }
 
@@ -153,10 +128,7 @@ mod tests {
             json!({"item_id": "99999999999999999999"}),
             json!({"item_id": "1; DROP TABLE alarm"}),
         ] {
-            assert!(
-                matches!(body(bad.clone()), Err(ApiError::BadRequest(_))),
-                "{bad}"
-            );
+            assert!(matches!(body(bad.clone()), Err(ApiError::BadRequest(_))), "{bad}");
         }
     }
 
@@ -164,31 +136,10 @@ mod tests {
     fn paging_parameters_are_checked() {
         use crate::replica::Page;
         assert_eq!(parse_page("").unwrap(), Page::default());
-        assert_eq!(
-            parse_page("limit=10&offset=20").unwrap(),
-            Page {
-                limit: Some(10),
-                offset: 20
-            }
-        );
-        assert_eq!(
-            parse_page("x=1&offset=3").unwrap(),
-            Page {
-                limit: None,
-                offset: 3
-            }
-        );
-        for bad in [
-            "limit=-1",
-            "limit=abc",
-            "offset=",
-            "limit=1.5",
-            "offset=99999999999999999999999",
-        ] {
-            assert!(
-                matches!(parse_page(bad), Err(ApiError::BadRequest(_))),
-                "{bad}"
-            );
+        assert_eq!(parse_page("limit=10&offset=20").unwrap(), Page { limit: Some(10), offset: 20 });
+        assert_eq!(parse_page("x=1&offset=3").unwrap(), Page { limit: None, offset: 3 });
+        for bad in ["limit=-1", "limit=abc", "offset=", "limit=1.5", "offset=99999999999999999999999"] {
+            assert!(matches!(parse_page(bad), Err(ApiError::BadRequest(_))), "{bad}");
         }
     }
 

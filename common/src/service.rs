@@ -45,12 +45,7 @@ pub struct Core {
 
 /// Builds the three replicas: this domain's own entities from its store, the others from
 /// their owners over RPC.
-fn replicas_for(
-    settings: &Settings,
-    store: &Addr<Store>,
-    rpc: &RpcClient,
-    metrics: &Metrics,
-) -> Replicas {
+fn replicas_for(settings: &Settings, store: &Addr<Store>, rpc: &RpcClient, metrics: &Metrics) -> Replicas {
     fn build<E: Entity, I: Index<E>>(
         settings: &Settings,
         store: &Addr<Store>,
@@ -61,15 +56,8 @@ fn replicas_for(
         Arc::new(if owner == settings.domain {
             Replica::new(Source::Local(store.clone()), settings, metrics.clone())
         } else {
-            Replica::new(
-                Source::Remote {
-                    rpc: rpc.clone(),
-                    owner,
-                },
-                settings,
-                metrics.clone(),
-            )
-            .with_persistence(store.clone())
+            Replica::new(Source::Remote { rpc: rpc.clone(), owner }, settings, metrics.clone())
+                .with_persistence(store.clone())
         })
     }
     let replicas = Replicas {
@@ -92,106 +80,38 @@ impl Core {
         let store = Store::new(&settings, migrations)?;
         let wake = store.outbox_wake();
         let store = store.start();
-        let bus = Bus::start(
-            &settings.amqp_url,
-            format!(
-                "{}-service {}",
-                settings.domain.name(),
-                settings.instance_id
-            ),
-        );
+        let bus =
+            Bus::start(&settings.amqp_url, format!("{}-service {}", settings.domain.name(), settings.instance_id));
         let rpc = RpcClient::start(&bus, &settings.instance_id, metrics.clone());
         rpc::serve(&bus, settings.domain, store.clone(), settings.prefetch);
-        let relay = OutboxRelay::start(
-            &bus,
-            store.clone(),
-            wake,
-            settings.outbox_poll,
-            metrics.clone(),
-        );
+        let relay = OutboxRelay::start(&bus, store.clone(), wake, settings.outbox_poll, metrics.clone());
         let replicas = replicas_for(&settings, &store, &rpc, &metrics);
         // Bind and consume first, then snapshot (see replica::feed).
         feed::start(&bus, &settings, replicas.clone(), metrics.clone());
-        Ok(Core {
-            settings,
-            store,
-            bus,
-            rpc,
-            relay,
-            metrics,
-            replicas,
-        })
+        Ok(Core { settings, store, bus, rpc, relay, metrics, replicas })
     }
 }
 
 fn describe_metrics(m: &Metrics) {
     for (name, kind, help) in [
-        (
-            "moa_http_requests_total",
-            "counter",
-            "HTTP requests by route, method and status",
-        ),
-        (
-            "moa_http_request_seconds",
-            "histogram",
-            "HTTP request latency by route",
-        ),
-        (
-            "moa_cache_hits_total",
-            "counter",
-            "replica lookups answered from memory",
-        ),
-        (
-            "moa_cache_misses_total",
-            "counter",
-            "replica lookups that asked the owner",
-        ),
-        (
-            "moa_rpc_calls_total",
-            "counter",
-            "RPC fallbacks by owner and outcome (ok, timeout, bus_down, error)",
-        ),
+        ("moa_http_requests_total", "counter", "HTTP requests by route, method and status"),
+        ("moa_http_request_seconds", "histogram", "HTTP request latency by route"),
+        ("moa_cache_hits_total", "counter", "replica lookups answered from memory"),
+        ("moa_cache_misses_total", "counter", "replica lookups that asked the owner"),
+        ("moa_rpc_calls_total", "counter", "RPC fallbacks by owner and outcome (ok, timeout, bus_down, error)"),
         ("moa_rpc_call_seconds", "histogram", "RPC fallback latency"),
-        (
-            "moa_outbox_published_total",
-            "counter",
-            "outbox events confirmed by the broker",
-        ),
-        (
-            "moa_outbox_backlog",
-            "gauge",
-            "outbox events not yet confirmed",
-        ),
-        (
-            "moa_events_applied_total",
-            "counter",
-            "change events applied to a replica",
-        ),
-        (
-            "moa_events_stale_total",
-            "counter",
-            "change events dropped as stale or duplicate",
-        ),
-        (
-            "moa_events_dead_lettered_total",
-            "counter",
-            "messages sent to the dead-letter queue",
-        ),
-        (
-            "moa_replica_rows",
-            "gauge",
-            "live rows in each replica after its last snapshot",
-        ),
-        (
-            "moa_replica_rows_applied_total",
-            "counter",
-            "rows applied to replicas (events, snapshots, RPC)",
-        ),
-        (
-            "moa_replica_rows_stale_total",
-            "counter",
-            "rows dropped by replicas as not newer",
-        ),
+        ("moa_outbox_published_total", "counter", "outbox events confirmed by the broker"),
+        ("moa_outbox_backlog", "gauge", "outbox events not yet confirmed"),
+        ("moa_events_applied_total", "counter", "change events applied to a replica"),
+        ("moa_events_stale_total", "counter", "change events dropped as stale or duplicate"),
+        ("moa_events_dead_lettered_total", "counter", "messages sent to the dead-letter queue"),
+        ("moa_replica_rows", "gauge", "live rows in each replica"),
+        ("moa_replica_version", "gauge", "newest owner version applied to each replica"),
+        ("moa_replica_warm", "gauge", "1 once a replica has loaded a snapshot or its persisted copy"),
+        ("moa_outbox_publish_seconds", "histogram", "from commit to broker confirm, per event"),
+        ("moa_views_total", "counter", "views consumed by the user service, stored or duplicate"),
+        ("moa_replica_rows_applied_total", "counter", "rows applied to replicas (events, snapshots, RPC)"),
+        ("moa_replica_rows_stale_total", "counter", "rows dropped by replicas as not newer"),
     ] {
         m.describe(name, kind, help);
     }
@@ -226,10 +146,7 @@ pub async fn ready(core: web::Data<Core>) -> HttpResponse {
         "replicas": replicas.iter().map(|(e, w, _)| ((*e).to_string(), json!(if *w { "warm" } else { "cold" }))).collect::<serde_json::Map<_, _>>(),
     });
     if missing.is_empty() {
-        http::json(
-            StatusCode::OK,
-            &json!({"status": "ready", "checks": checks}),
-        )
+        http::json(StatusCode::OK, &json!({"status": "ready", "checks": checks}))
     } else {
         http::json(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -240,22 +157,22 @@ pub async fn ready(core: web::Data<Core>) -> HttpResponse {
 
 /// `GET /metrics` in the Prometheus text format.
 pub async fn metrics(core: web::Data<Core>) -> HttpResponse {
-    if let Ok(Ok(Ok(n))) =
-        tokio::time::timeout(Duration::from_millis(500), core.store.send(OutboxBacklog)).await
-    {
-        core.metrics
-            .set("moa_outbox_backlog", String::new(), n as f64);
+    if let Ok(Ok(Ok(n))) = tokio::time::timeout(Duration::from_millis(500), core.store.send(OutboxBacklog)).await {
+        core.metrics.set("moa_outbox_backlog", String::new(), n as f64);
     }
     for (entity, warm, _) in core.replicas.status() {
-        core.metrics.set(
-            "moa_replica_warm",
-            format!("entity=\"{entity}\""),
-            if warm { 1.0 } else { 0.0 },
-        );
+        core.metrics.set("moa_replica_warm", format!("entity=\"{entity}\""), if warm { 1.0 } else { 0.0 });
     }
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(core.metrics.render())
+    let r = &core.replicas;
+    for (entity, version, rows) in [
+        ("item", r.items.max_version(), r.items.len()),
+        ("user", r.users.max_version(), r.users.len()),
+        ("alarm", r.alarms.max_version(), r.alarms.len()),
+    ] {
+        core.metrics.set("moa_replica_version", format!("entity=\"{entity}\""), version as f64);
+        core.metrics.set("moa_replica_rows", format!("entity=\"{entity}\""), rows as f64);
+    }
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(core.metrics.render())
 }
 
 /// The request id of this request (from `X-Request-Id`, or made here).
@@ -265,10 +182,7 @@ pub struct RequestId(pub Arc<str>);
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
 
 pub fn request_id(req: &HttpRequest) -> String {
-    req.extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.to_string())
-        .unwrap_or_default()
+    req.extensions().get::<RequestId>().map(|r| r.0.to_string()).unwrap_or_default()
 }
 
 /// A bound HTTP server: tests bind port 0 and read [`Application::port`].
@@ -285,12 +199,8 @@ impl Application {
         F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
     {
         let s = &core.settings;
-        let listener = TcpListener::bind((s.http_host.as_str(), s.http_port)).map_err(|e| {
-            Error::Config(format!(
-                "cannot listen on {}:{}: {e}",
-                s.http_host, s.http_port
-            ))
-        })?;
+        let listener = TcpListener::bind((s.http_host.as_str(), s.http_port))
+            .map_err(|e| Error::Config(format!("cannot listen on {}:{}: {e}", s.http_host, s.http_port)))?;
         let port = listener.local_addr()?.port();
         let data = web::Data::new(core.clone());
         let domain = s.domain.name();
@@ -346,11 +256,7 @@ impl Application {
         .shutdown_timeout(10)
         .listen(listener)?
         .run();
-        log::info!(
-            "{domain} service listening on {}:{port} ({:?})",
-            s.http_host,
-            s.domain
-        );
+        log::info!("{domain} service listening on {}:{port} ({:?})", s.http_host, s.domain);
         Ok(Application { port, server, core })
     }
 

@@ -92,10 +92,7 @@ impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
             .field("domain", &self.domain)
-            .field(
-                "http",
-                &format_args!("{}:{}", self.http_host, self.http_port),
-            )
+            .field("http", &format_args!("{}:{}", self.http_host, self.http_port))
             .field("http_workers", &self.http_workers)
             .field("database_url", &redact_url(&self.database_url))
             .field("amqp_url", &redact_url(&self.amqp_url))
@@ -147,39 +144,32 @@ impl Settings {
     }
 
     /// Builds settings from any key → value lookup (tests pass a map).
-    pub fn from_lookup(
-        domain: Domain,
-        get: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, Error> {
+    pub fn from_lookup(domain: Domain, get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let p = domain.env_prefix();
         let var = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         let num = |k: &str, default: u64| -> Result<u64, Error> {
             match var(k) {
                 None => Ok(default),
-                Some(v) => v.trim().parse::<u64>().map_err(|_| {
-                    Error::Config(format!("{k} must be a non-negative integer, got {v:?}"))
-                }),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| Error::Config(format!("{k} must be a non-negative integer, got {v:?}"))),
             }
         };
         let http_port_key = format!("{p}_HTTP_PORT");
         let http_port = num(&http_port_key, domain.default_http_port().into())?;
-        let http_port = u16::try_from(http_port)
-            .map_err(|_| Error::Config(format!("{http_port_key} must be a TCP port")))?;
-        let database_url = var(&format!("{p}_DATABASE_URL"))
-            .unwrap_or_else(|| domain.default_database_url().to_string());
+        let http_port =
+            u16::try_from(http_port).map_err(|_| Error::Config(format!("{http_port_key} must be a TCP port")))?;
+        let database_url =
+            var(&format!("{p}_DATABASE_URL")).unwrap_or_else(|| domain.default_database_url().to_string());
         if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
-            return Err(Error::Config(format!(
-                "{p}_DATABASE_URL must be a postgres:// URL"
-            )));
+            return Err(Error::Config(format!("{p}_DATABASE_URL must be a postgres:// URL")));
         }
-        let amqp_url =
-            var("AMQP_URL").unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        let amqp_url = var("AMQP_URL").unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
         if !amqp_url.starts_with("amqp://") && !amqp_url.starts_with("amqps://") {
             return Err(Error::Config("AMQP_URL must be an amqp:// URL".into()));
         }
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2) as u64;
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) as u64;
         let positive = |k: &str, default: u64| -> Result<u64, Error> {
             let v = num(k, default)?;
             if v == 0 {
@@ -221,10 +211,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
     }
 
@@ -246,8 +233,7 @@ mod tests {
                 let foreign = format!("{}_DATABASE_URL", other.env_prefix());
                 assert!(!names.contains(&foreign), "{d:?} reads {foreign}");
                 // Even when the foreign variable is set, it is ignored.
-                let s = Settings::from_lookup(d, lookup(&[(&foreign, "postgres://x@h/other")]))
-                    .unwrap();
+                let s = Settings::from_lookup(d, lookup(&[(&foreign, "postgres://x@h/other")])).unwrap();
                 assert_eq!(s.database_url, d.default_database_url());
             }
         }
@@ -255,15 +241,11 @@ mod tests {
 
     #[test]
     fn bad_values_are_rejected_with_the_variable_name() {
-        let err = Settings::from_lookup(Domain::Item, lookup(&[("ITEM_HTTP_PORT", "70000")]))
-            .unwrap_err();
+        let err = Settings::from_lookup(Domain::Item, lookup(&[("ITEM_HTTP_PORT", "70000")])).unwrap_err();
         assert!(err.to_string().contains("ITEM_HTTP_PORT"));
-        let err =
-            Settings::from_lookup(Domain::Item, lookup(&[("RPC_TIMEOUT_MS", "abc")])).unwrap_err();
+        let err = Settings::from_lookup(Domain::Item, lookup(&[("RPC_TIMEOUT_MS", "abc")])).unwrap_err();
         assert!(err.to_string().contains("RPC_TIMEOUT_MS"));
-        let err =
-            Settings::from_lookup(Domain::User, lookup(&[("USER_DATABASE_URL", "mysql://x")]))
-                .unwrap_err();
+        let err = Settings::from_lookup(Domain::User, lookup(&[("USER_DATABASE_URL", "mysql://x")])).unwrap_err();
         assert!(err.to_string().contains("USER_DATABASE_URL"));
     }
 

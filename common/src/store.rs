@@ -31,11 +31,7 @@ pub struct Store {
 impl Store {
     pub fn new(settings: &Settings, migrations: &'static [Migration]) -> Result<Self> {
         Ok(Store {
-            pool: db::pool(
-                &settings.database_url,
-                settings.db_pool_size,
-                settings.db_timeout,
-            )?,
+            pool: db::pool(&settings.database_url, settings.db_pool_size, settings.db_timeout)?,
             database_url: settings.database_url.clone(),
             outbox_wake: Arc::new(Notify::new()),
             migrations,
@@ -90,8 +86,7 @@ async fn listen_for_outbox(url: String, wake: Arc<Notify>) {
             let (client, mut connection) = tokio_postgres::connect(&url, NoTls).await?;
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             let driver = tokio::spawn(async move {
-                let mut messages =
-                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                 while let Some(msg) = messages.next().await {
                     match msg {
                         Ok(AsyncMessage::Notification(_)) => {
@@ -152,11 +147,7 @@ impl Handler<Ping> for Store {
 #[serde(tag = "method", rename_all = "snake_case")]
 pub enum Query {
     /// One page of every entity (tombstones included), keys ascending, after `after`.
-    Snapshot {
-        entity: String,
-        after: Option<String>,
-        limit: u32,
-    },
+    Snapshot { entity: String, after: Option<String>, limit: u32 },
     /// The given keys; keys never seen are simply absent.
     Get { entity: String, keys: Vec<String> },
     /// Every key starting with `prefix` (an alarm prefix `"<user_id>:"` is a user's alarms).
@@ -168,9 +159,7 @@ pub enum Query {
 impl Query {
     pub fn entity(&self) -> &str {
         match self {
-            Query::Snapshot { entity, .. }
-            | Query::Get { entity, .. }
-            | Query::Prefix { entity, .. } => entity,
+            Query::Snapshot { entity, .. } | Query::Get { entity, .. } | Query::Prefix { entity, .. } => entity,
             Query::UserByToken { .. } => "user",
         }
     }
@@ -181,12 +170,7 @@ const ROW_COLUMNS: &str = "key, version, deleted, data";
 fn to_rows(rows: Vec<tokio_postgres::Row>) -> Result<Vec<VersionedRow>> {
     rows.into_iter()
         .map(|r| {
-            Ok(VersionedRow {
-                key: r.try_get(0)?,
-                version: r.try_get(1)?,
-                deleted: r.try_get(2)?,
-                data: r.try_get(3)?,
-            })
+            Ok(VersionedRow { key: r.try_get(0)?, version: r.try_get(1)?, deleted: r.try_get(2)?, data: r.try_get(3)? })
         })
         .collect()
 }
@@ -259,6 +243,9 @@ pub struct OutboxRow {
     pub exchange: String,
     /// The payload with `event_id` (and for views `seq`) merged in, ready to publish.
     pub body: Vec<u8>,
+    pub request_id: Option<String>,
+    /// When the change was committed (ms since the epoch), for the publish-latency histogram.
+    pub created_ms: f64,
 }
 
 /// Claims up to `limit` unsent outbox rows for `lease` (another relay skips them meanwhile;
@@ -287,7 +274,8 @@ impl Handler<ClaimOutbox> for Store {
                          WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < clock_timestamp())
                          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
                      RETURNING o.id, o.event_id::text, o.exchange,
-                               (o.payload || jsonb_build_object('event_id', o.event_id::text, 'seq', o.id))::text",
+                               (o.payload || jsonb_build_object('event_id', o.event_id::text, 'seq', o.id))::text,
+                               o.request_id, (extract(epoch FROM o.created_at) * 1000)::float8",
                     &[&msg.limit, &lease_ms],
                 )
                 .await?;
@@ -299,6 +287,8 @@ impl Handler<ClaimOutbox> for Store {
                         event_id: r.try_get(1)?,
                         exchange: r.try_get(2)?,
                         body: r.try_get::<_, String>(3)?.into_bytes(),
+                        request_id: r.try_get(4)?,
+                        created_ms: r.try_get(5)?,
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -379,9 +369,7 @@ impl Handler<OutboxBacklog> for Store {
         let pool = self.pool.clone();
         Box::pin(async move {
             let conn = pool.get().await?;
-            let row = conn
-                .query_one("SELECT count(*) FROM moa_outbox WHERE sent_at IS NULL", &[])
-                .await?;
+            let row = conn.query_one("SELECT count(*) FROM moa_outbox WHERE sent_at IS NULL", &[]).await?;
             Ok(row.try_get(0)?)
         })
     }
@@ -444,12 +432,8 @@ impl Handler<LoadReplica> for Store {
                 return Err(Error::DbUnavailable("migrations not applied yet".into()));
             }
             let conn = pool.get().await?;
-            let rows = conn
-                .query(
-                    &format!("SELECT {ROW_COLUMNS} FROM moa_replica WHERE entity = $1"),
-                    &[&msg.entity],
-                )
-                .await?;
+            let rows =
+                conn.query(&format!("SELECT {ROW_COLUMNS} FROM moa_replica WHERE entity = $1"), &[&msg.entity]).await?;
             to_rows(rows)
         })
     }

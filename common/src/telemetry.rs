@@ -15,14 +15,10 @@ use crate::error::{Error, Result};
 /// `RUST_LOG` (default `info`), one line per record with time, level and target.
 pub fn init_logging() {
     let env = env_logger::Env::default().default_filter_or("info,lapin=warn,actix_server=warn");
-    let _ = env_logger::Builder::from_env(env)
-        .format_timestamp_millis()
-        .try_init();
+    let _ = env_logger::Builder::from_env(env).format_timestamp_millis().try_init();
 }
 
-const BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
+const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
 #[derive(Default)]
 struct Histogram {
@@ -74,12 +70,7 @@ impl Metrics {
     }
 
     pub fn counter_value(&self, name: &'static str, labels: &str) -> f64 {
-        self.with(|r| {
-            r.counters
-                .get(&(name, labels.to_string()))
-                .copied()
-                .unwrap_or(0.0)
-        })
+        self.with(|r| r.counters.get(&(name, labels.to_string())).copied().unwrap_or(0.0))
     }
 
     pub fn rpc_call<T>(&self, owner: &str, result: &Result<T>, took: Duration) {
@@ -89,19 +80,11 @@ impl Metrics {
             Err(Error::BusDown) => "bus_down",
             Err(_) => "error",
         };
-        self.inc(
-            "moa_rpc_calls_total",
-            format!("owner=\"{owner}\",outcome=\"{outcome}\""),
-            1.0,
-        );
-        self.observe(
-            "moa_rpc_call_seconds",
-            format!("owner=\"{owner}\""),
-            took.as_secs_f64(),
-        );
+        self.inc("moa_rpc_calls_total", format!("owner=\"{owner}\",outcome=\"{outcome}\""), 1.0);
+        self.observe("moa_rpc_call_seconds", format!("owner=\"{owner}\""), took.as_secs_f64());
     }
 
-    pub fn outbox_published(&self, n: u64, _first_id: Option<i64>) {
+    pub fn outbox_published(&self, n: u64) {
         self.inc("moa_outbox_published_total", String::new(), n as f64);
     }
 
@@ -136,11 +119,7 @@ impl Metrics {
                 head(&mut out, name, "histogram");
                 let sep = if labels.is_empty() { "" } else { "," };
                 for (i, b) in BUCKETS.iter().enumerate() {
-                    let _ = writeln!(
-                        out,
-                        "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}",
-                        h.counts[i]
-                    );
+                    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}", h.counts[i]);
                 }
                 let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.count);
                 let _ = writeln!(out, "{name}_sum{} {}", braces(labels), h.sum);

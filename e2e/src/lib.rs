@@ -39,11 +39,7 @@ fn var(name: &str) -> String {
 pub fn env() -> &'static TestEnv {
     static ENV: OnceLock<TestEnv> = OnceLock::new();
     ENV.get_or_init(|| {
-        let port = |n: &str| {
-            var(n)
-                .parse::<u16>()
-                .unwrap_or_else(|_| panic!("{n} must be a port"))
-        };
+        let port = |n: &str| var(n).parse::<u16>().unwrap_or_else(|_| panic!("{n} must be a port"));
         TestEnv {
             pg_port: port("MOA_TEST_PG_PORT"),
             amqp_port: port("MOA_TEST_AMQP_PORT"),
@@ -118,10 +114,7 @@ struct Dedicated {
 
 fn infra_cmd(args: &[&str]) {
     let script = env().repo_dir.join("scripts/infra");
-    let out = Command::new(&script)
-        .args(args)
-        .output()
-        .expect("scripts/infra runs");
+    let out = Command::new(&script).args(args).output().expect("scripts/infra runs");
     assert!(
         out.status.success(),
         "scripts/infra {args:?} failed:\n{}{}",
@@ -133,22 +126,13 @@ fn infra_cmd(args: &[&str]) {
 impl Infra {
     pub fn shared() -> Infra {
         let e = env();
-        Infra {
-            pg_port: e.pg_port,
-            amqp_port: e.amqp_port,
-            mgmt_port: e.mgmt_port,
-            dedicated: None,
-        }
+        Infra { pg_port: e.pg_port, amqp_port: e.amqp_port, mgmt_port: e.mgmt_port, dedicated: None }
     }
 
     /// A RabbitMQ node of this test's own (and, with `with_pg`, a PostgreSQL server too),
     /// so the test can stop and restart them without disturbing other tests.
     pub fn dedicated(with_pg: bool) -> Infra {
-        let dir = env().state_dir.join(format!(
-            "infra-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        ));
+        let dir = env().state_dir.join(format!("infra-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)));
         std::fs::create_dir_all(&dir).expect("infra dir");
         let _ = Command::new("chmod").arg("755").arg(&dir).status();
         // RabbitMQ's CLI uses DIST_PORT + 10000..10010, so keep the distribution port low.
@@ -162,11 +146,7 @@ impl Infra {
             pg_port: if with_pg { free_port() } else { env().pg_port },
             amqp_port: free_port(),
             mgmt_port: free_port(),
-            dedicated: Some(Dedicated {
-                dir,
-                dist_port,
-                with_pg,
-            }),
+            dedicated: Some(Dedicated { dir, dist_port, with_pg }),
         };
         infra.start_rabbit();
         if with_pg {
@@ -183,18 +163,11 @@ impl Infra {
     }
 
     pub fn stop_rabbit(&self) {
-        infra_cmd(&[
-            "rabbit-stop",
-            &self.dedicated_dir("rabbit").to_string_lossy(),
-        ]);
+        infra_cmd(&["rabbit-stop", &self.dedicated_dir("rabbit").to_string_lossy()]);
     }
 
     pub fn start_rabbit(&self) {
-        let dist = self
-            .dedicated
-            .as_ref()
-            .map(|d| d.dist_port)
-            .unwrap_or_default();
+        let dist = self.dedicated.as_ref().map(|d| d.dist_port).unwrap_or_default();
         infra_cmd(&[
             "rabbit-start",
             &self.dedicated_dir("rabbit").to_string_lossy(),
@@ -209,11 +182,7 @@ impl Infra {
     }
 
     pub fn start_pg(&self) {
-        infra_cmd(&[
-            "pg-start",
-            &self.dedicated_dir("pg").to_string_lossy(),
-            &self.pg_port.to_string(),
-        ]);
+        infra_cmd(&["pg-start", &self.dedicated_dir("pg").to_string_lossy(), &self.pg_port.to_string()]);
     }
 }
 
@@ -225,10 +194,8 @@ impl Drop for Infra {
                 .arg(d.dir.join("rabbit"))
                 .output();
             if d.with_pg {
-                let _ = Command::new(env().repo_dir.join("scripts/infra"))
-                    .arg("pg-stop")
-                    .arg(d.dir.join("pg"))
-                    .output();
+                let _ =
+                    Command::new(env().repo_dir.join("scripts/infra")).arg("pg-stop").arg(d.dir.join("pg")).output();
             }
             if std::env::var("KEEP_TEST_STATE").is_err() {
                 let _ = std::fs::remove_dir_all(&d.dir);
@@ -248,34 +215,20 @@ pub struct Resp {
 
 impl Resp {
     pub fn ids(&self) -> Vec<i64> {
-        self.json["payload"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|i| i["id"].as_i64()).collect())
-            .unwrap_or_default()
+        self.json["payload"].as_array().map(|a| a.iter().filter_map(|i| i["id"].as_i64()).collect()).unwrap_or_default()
     }
     pub fn alarmed_ids(&self) -> Vec<i64> {
         self.json["payload"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|i| i["is_alarm_set"] == true)
-                    .filter_map(|i| i["id"].as_i64())
-                    .collect()
-            })
+            .map(|a| a.iter().filter(|i| i["is_alarm_set"] == true).filter_map(|i| i["id"].as_i64()).collect())
             .unwrap_or_default()
     }
     /// Asserts the contract's error body: `{"result": <reason>, "hint": <non-empty>}`.
     pub fn assert_error(&self, status: u16, result: &str) {
         assert_eq!(self.status, status, "status of {self:?}");
-        assert_eq!(
-            self.content_type, "application/json; charset=utf-8",
-            "{self:?}"
-        );
+        assert_eq!(self.content_type, "application/json; charset=utf-8", "{self:?}");
         assert_eq!(self.json["result"], result, "{self:?}");
-        assert!(
-            self.json["hint"].as_str().is_some_and(|h| !h.is_empty()),
-            "hint in {self:?}"
-        );
+        assert!(self.json["hint"].as_str().is_some_and(|h| !h.is_empty()), "hint in {self:?}");
         let obj = self.json.as_object().expect("error body is an object");
         assert_eq!(obj.len(), 2, "only result and hint: {self:?}");
     }
@@ -305,10 +258,7 @@ pub struct System {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 fn psql_file(pg_port: u16, db: &str, file: &std::path::Path) {
@@ -331,12 +281,7 @@ fn psql_file(pg_port: u16, db: &str, file: &std::path::Path) {
         .env("PGPASSWORD", "postgres")
         .output()
         .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "loading {} into {db}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "loading {} into {db}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
 }
 
 pub async fn pg(pg_port: u16, db: &str) -> tokio_postgres::Client {
@@ -353,24 +298,13 @@ pub async fn pg(pg_port: u16, db: &str) -> tokio_postgres::Client {
 /// A call to the RabbitMQ management API; returns the body.
 pub fn mgmt(mgmt_port: u16, method: &str, path: &str, body: Option<&str>) -> String {
     let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sf",
-        "-u",
-        "guest:guest",
-        "-X",
-        method,
-        "-H",
-        "content-type: application/json",
-    ]);
+    cmd.args(["-sf", "-u", "guest:guest", "-X", method, "-H", "content-type: application/json"]);
     if let Some(b) = body {
         cmd.args(["-d", b]);
     }
     cmd.arg(format!("http://127.0.0.1:{mgmt_port}{path}"));
     let out = cmd.output().expect("curl runs");
-    assert!(
-        out.status.success() || method == "DELETE",
-        "rabbitmq management {method} {path} failed"
-    );
+    assert!(out.status.success() || method == "DELETE", "rabbitmq management {method} {path} failed");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -380,10 +314,7 @@ impl System {
     }
 
     pub fn amqp_url(&self) -> String {
-        format!(
-            "amqp://guest:guest@127.0.0.1:{}/{}",
-            self.infra.amqp_port, self.name
-        )
+        format!("amqp://guest:guest@127.0.0.1:{}/{}", self.infra.amqp_port, self.name)
     }
 
     /// Starts a system on `seed`, or returns None (saying SKIP) when that seed is absent.
@@ -400,45 +331,23 @@ impl System {
             eprintln!("SKIP: seed {seed:?} not found (the provided dumps live in ../shared/seed beside the clone)");
             return None;
         };
-        let name = format!(
-            "t{}_{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        );
+        let name = format!("t{}_{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
         let admin = pg(infra.pg_port, "postgres").await;
         for svc in Svc::ALL {
             let db = format!("{name}_{}", svc.name());
-            admin
-                .batch_execute(&format!("CREATE DATABASE \"{db}\""))
-                .await
-                .expect("create database");
-            psql_file(
-                infra.pg_port,
-                &db,
-                &dir.join(svc.name()).join("init_database.sql"),
-            );
+            admin.batch_execute(&format!("CREATE DATABASE \"{db}\"")).await.expect("create database");
+            psql_file(infra.pg_port, &db, &dir.join(svc.name()).join("init_database.sql"));
         }
         mgmt(infra.mgmt_port, "PUT", &format!("/api/vhosts/{name}"), None);
         let perms = r#"{"configure":".*","write":".*","read":".*"}"#;
-        mgmt(
-            infra.mgmt_port,
-            "PUT",
-            &format!("/api/permissions/{name}/guest"),
-            Some(perms),
-        );
+        mgmt(infra.mgmt_port, "PUT", &format!("/api/permissions/{name}/guest"), Some(perms));
         let mut system = System {
             name,
             infra,
             instances: Vec::new(),
             stopped_ports: BTreeMap::new(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("http client"),
-            extra_env: extra_env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client"),
+            extra_env: extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         for svc in Svc::ALL {
             system.spawn(svc, None);
@@ -455,19 +364,12 @@ impl System {
             (format!("{}_HTTP_PORT", svc.prefix()), port.to_string()),
             (
                 format!("{}_DATABASE_URL", svc.prefix()),
-                format!(
-                    "postgres://postgres:postgres@127.0.0.1:{}/{}",
-                    self.infra.pg_port,
-                    self.db_name(svc)
-                ),
+                format!("postgres://postgres:postgres@127.0.0.1:{}/{}", self.infra.pg_port, self.db_name(svc)),
             ),
             ("AMQP_URL".into(), self.amqp_url()),
             ("HTTP_WORKERS".into(), "2".into()),
             ("DB_POOL_SIZE".into(), "4".into()),
-            (
-                "RUST_LOG".into(),
-                std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
-            ),
+            ("RUST_LOG".into(), std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into())),
         ];
         vars.extend(self.extra_env.iter().cloned());
         vars
@@ -481,11 +383,7 @@ impl System {
         std::fs::create_dir_all(&logs).expect("log dir");
         let n = self.instances.iter().filter(|i| i.svc == svc).count();
         let log_path = logs.join(format!("{}-{}-{n}.log", self.name, svc.name()));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
         let (out, err): (Stdio, Stdio) = if std::env::var("TEST_LOG").is_ok() {
             (Stdio::inherit(), Stdio::inherit())
         } else {
@@ -493,16 +391,11 @@ impl System {
         };
         let mut cmd = Command::new(e.bin_dir.join(svc.name()));
         // Only what we set: no stray *_DATABASE_URL from the caller's environment.
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
         for (k, v) in self.service_env(svc, port) {
             cmd.env(k, v);
         }
-        let child = cmd
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|err| panic!("start {}: {err}", svc.name()));
+        let child = cmd.stdout(out).stderr(err).spawn().unwrap_or_else(|err| panic!("start {}: {err}", svc.name()));
         self.instances.push(Instance { svc, port, child });
         port
     }
@@ -516,11 +409,7 @@ impl System {
     }
 
     pub fn ports(&self, svc: Svc) -> Vec<u16> {
-        self.instances
-            .iter()
-            .filter(|i| i.svc == svc)
-            .map(|i| i.port)
-            .collect()
+        self.instances.iter().filter(|i| i.svc == svc).map(|i| i.port).collect()
     }
 
     pub async fn wait_ready(&self, svc: Svc) {
@@ -532,12 +421,7 @@ impl System {
     pub async fn wait_ready_port(&self, svc: Svc, port: u16) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = self
-                .http
-                .get(format!("http://127.0.0.1:{port}/ready"))
-                .send()
-                .await
-            {
+            if let Ok(r) = self.http.get(format!("http://127.0.0.1:{port}/ready")).send().await {
                 if r.status() == 200 {
                     return;
                 }
@@ -556,15 +440,12 @@ impl System {
     /// returns the exit codes (None: it had to be killed).
     pub fn stop(&mut self, svc: Svc) -> Vec<Option<i32>> {
         let mut codes = Vec::new();
-        let (stopping, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.instances)
-            .into_iter()
-            .partition(|i| i.svc == svc);
+        let (stopping, keep): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.instances).into_iter().partition(|i| i.svc == svc);
         self.instances = keep;
         for mut i in stopping {
             self.stopped_ports.insert(svc, i.port);
-            let _ = Command::new("kill")
-                .args(["-TERM", &i.child.id().to_string()])
-                .status();
+            let _ = Command::new("kill").args(["-TERM", &i.child.id().to_string()]).status();
             let deadline = Instant::now() + Duration::from_secs(15);
             loop {
                 if let Ok(Some(status)) = i.child.try_wait() {
@@ -585,10 +466,7 @@ impl System {
 
     /// The log file of the first instance of `svc`.
     pub fn log(&self, svc: Svc) -> String {
-        let path = env()
-            .state_dir
-            .join("logs")
-            .join(format!("{}-{}-0.log", self.name, svc.name()));
+        let path = env().state_dir.join("logs").join(format!("{}-{}-0.log", self.name, svc.name()));
         std::fs::read_to_string(path).unwrap_or_default()
     }
 
@@ -607,75 +485,46 @@ impl System {
         token: Option<&str>,
         body: Option<&str>,
     ) -> Resp {
-        let mut req = self
-            .http
-            .request(method, format!("http://127.0.0.1:{port}{path}"));
+        let mut req = self.http.request(method, format!("http://127.0.0.1:{port}{path}"));
         if let Some(t) = token {
             req = req.header("USER-TOKEN", t);
         }
         if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
+            req = req.header("content-type", "application/json").body(b.to_string());
         }
         let r = req.send().await.expect("request sent");
         let status = r.status().as_u16();
-        let content_type = r
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         let text = r.text().await.unwrap_or_default();
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp {
-            status,
-            content_type,
-            text,
-            json,
-        }
+        Resp { status, content_type, text, json }
     }
 
     pub async fn get(&self, svc: Svc, path: &str, token: &str) -> Resp {
-        self.request(Method::GET, self.port(svc), path, Some(token), None)
-            .await
+        self.request(Method::GET, self.port(svc), path, Some(token), None).await
     }
 
     pub async fn post(&self, svc: Svc, path: &str, token: &str, body: &str) -> Resp {
-        self.request(Method::POST, self.port(svc), path, Some(token), Some(body))
-            .await
+        self.request(Method::POST, self.port(svc), path, Some(token), Some(body)).await
     }
 
     pub async fn delete(&self, svc: Svc, path: &str, token: &str, body: &str) -> Resp {
-        self.request(
-            Method::DELETE,
-            self.port(svc),
-            path,
-            Some(token),
-            Some(body),
-        )
-        .await
+        self.request(Method::DELETE, self.port(svc), path, Some(token), Some(body)).await
     }
 
     /// Runs SQL in `svc`'s database, as an operator with psql would.
     pub async fn sql(&self, svc: Svc, sql: &str) -> Vec<tokio_postgres::Row> {
         let client = pg(self.infra.pg_port, &self.db_name(svc)).await;
-        client
-            .query(sql, &[])
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        client.query(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     /// `(id, access_token)` of seed users, lowest ids first.
     pub async fn users(&self, n: i64) -> Vec<(i64, String)> {
-        self.sql(
-            Svc::User,
-            &format!("SELECT id, access_token FROM \"user\" ORDER BY id LIMIT {n}"),
-        )
-        .await
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
+        self.sql(Svc::User, &format!("SELECT id, access_token FROM \"user\" ORDER BY id LIMIT {n}"))
+            .await
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
     }
 
     pub async fn token(&self) -> String {
@@ -692,12 +541,7 @@ impl Drop for System {
         if self.infra.dedicated.is_some() {
             return; // the Infra's own drop removes everything
         }
-        mgmt(
-            self.infra.mgmt_port,
-            "DELETE",
-            &format!("/api/vhosts/{}", self.name),
-            None,
-        );
+        mgmt(self.infra.mgmt_port, "DELETE", &format!("/api/vhosts/{}", self.name), None);
         if std::env::var("KEEP_TEST_STATE").is_err() {
             for svc in Svc::ALL {
                 let _ = Command::new("psql")
@@ -713,10 +557,7 @@ impl Drop for System {
                         "-q",
                         "-c",
                     ])
-                    .arg(format!(
-                        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                        self.db_name(svc)
-                    ))
+                    .arg(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.db_name(svc)))
                     .env("PGPASSWORD", "postgres")
                     .output();
             }

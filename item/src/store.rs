@@ -6,11 +6,7 @@ use common::{amqp::topology::VIEWS_EXCHANGE, db::Migration, store::Store, Result
 pub static MIGRATIONS: [Migration; 3] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
-    Migration {
-        version: 2,
-        name: "item change capture",
-        sql: include_str!("../migrations/0002_item_capture.sql"),
-    },
+    Migration { version: 2, name: "item change capture", sql: include_str!("../migrations/0002_item_capture.sql") },
 ];
 
 /// Queues a view of `item_id` by `user_id` in the outbox. Committed here, so neither a down
@@ -20,6 +16,7 @@ pub static MIGRATIONS: [Migration; 3] = [
 pub struct RecordView {
     pub user_id: i64,
     pub item_id: i64,
+    pub request_id: String,
 }
 
 impl Handler<RecordView> for Store {
@@ -31,12 +28,12 @@ impl Handler<RecordView> for Store {
             let conn = pool.get().await?;
             conn.execute(
                 "WITH queued AS (
-                     INSERT INTO moa_outbox (exchange, payload)
+                     INSERT INTO moa_outbox (exchange, payload, request_id)
                      VALUES ($1, jsonb_build_object('user_id', $2::bigint, 'item_id', $3::bigint,
-                             'viewed_at_us', (extract(epoch FROM clock_timestamp()) * 1000000)::bigint))
+                             'viewed_at_us', (extract(epoch FROM clock_timestamp()) * 1000000)::bigint), $4)
                      RETURNING id)
                  SELECT pg_notify('moa_outbox', $1) FROM queued",
-                &[&VIEWS_EXCHANGE, &msg.user_id, &msg.item_id],
+                &[&VIEWS_EXCHANGE, &msg.user_id, &msg.item_id, &msg.request_id],
             )
             .await?;
             Ok(())

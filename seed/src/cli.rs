@@ -62,9 +62,7 @@ pub enum Command {
 }
 
 fn parse_count(flag: &str, value: &str) -> Result<u64, String> {
-    let n: u64 = value
-        .parse()
-        .map_err(|_| format!("{flag}: expected a non-negative integer, got {value:?}"))?;
+    let n: u64 = value.parse().map_err(|_| format!("{flag}: expected a non-negative integer, got {value:?}"))?;
     if n > MAX_COUNT {
         return Err(format!("{flag}: {n} exceeds the maximum {MAX_COUNT}"));
     }
@@ -94,17 +92,12 @@ where
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
         };
-        if !matches!(
-            flag.as_str(),
-            "--out" | "--items" | "--users" | "--alarms" | "--seed"
-        ) {
+        if !matches!(flag.as_str(), "--out" | "--items" | "--users" | "--alarms" | "--seed") {
             return Err(format!("unknown argument {arg:?}"));
         }
         let value = match inline {
             Some(v) => v,
-            None => args
-                .next()
-                .ok_or_else(|| format!("{flag}: missing value"))?,
+            None => args.next().ok_or_else(|| format!("{flag}: missing value"))?,
         };
         let duplicate = match flag.as_str() {
             "--out" => {
@@ -117,9 +110,11 @@ where
             "--users" => users.replace(parse_count(&flag, &value)?).is_some(),
             "--alarms" => alarms.replace(parse_count(&flag, &value)?).is_some(),
             _ => seed
-                .replace(value.parse::<u64>().map_err(|_| {
-                    format!("{flag}: expected an unsigned 64-bit integer, got {value:?}")
-                })?)
+                .replace(
+                    value
+                        .parse::<u64>()
+                        .map_err(|_| format!("{flag}: expected an unsigned 64-bit integer, got {value:?}"))?,
+                )
                 .is_some(),
         };
         if duplicate {
@@ -136,10 +131,7 @@ where
     };
     let pairs = u128::from(cfg.items) * u128::from(cfg.users);
     if u128::from(cfg.alarms) > pairs {
-        return Err(format!(
-            "--alarms {} exceeds items*users = {pairs} distinct (user_id, item_id) pairs",
-            cfg.alarms
-        ));
+        return Err(format!("--alarms {} exceeds items*users = {pairs} distinct (user_id, item_id) pairs", cfg.alarms));
     }
     Ok(Command::Run(cfg))
 }
@@ -163,27 +155,8 @@ mod tests {
 
     #[test]
     fn all_flags() {
-        let c = run(&[
-            "--out=x",
-            "--items",
-            "7",
-            "--users=3",
-            "--alarms",
-            "21",
-            "--seed",
-            "9",
-        ])
-        .unwrap();
-        assert_eq!(
-            c,
-            Config {
-                out: "x".into(),
-                items: 7,
-                users: 3,
-                alarms: 21,
-                seed: 9
-            }
-        );
+        let c = run(&["--out=x", "--items", "7", "--users=3", "--alarms", "21", "--seed", "9"]).unwrap();
+        assert_eq!(c, Config { out: "x".into(), items: 7, users: 3, alarms: 21, seed: 9 });
     }
 
     #[test]

@@ -2,8 +2,7 @@
 
 use crate::rng::SplitMix64;
 use crate::words::{
-    Category, BROADCASTERS, CATEGORIES, FAMILY_NAMES, GIVEN_NAMES, MODIFIERS, PROMOS,
-    SHOW_TEMPLATES, SHOW_TOPICS, TAGS,
+    Category, BROADCASTERS, CATEGORIES, FAMILY_NAMES, GIVEN_NAMES, MODIFIERS, PROMOS, SHOW_TEMPLATES, SHOW_TOPICS, TAGS,
 };
 
 /// Stream tags, so every table uses its own independent random stream.
@@ -78,21 +77,13 @@ impl ItemGen {
         let topic = rng.word(SHOW_TOPICS);
         let host = person_name(rng);
         let name = template.replace("{t}", topic).replace("{n}", &host);
-        Item {
-            id,
-            name,
-            broadcaster: rng.word(BROADCASTERS),
-            category: None,
-            price: 0,
-        }
+        Item { id, name, broadcaster: rng.word(BROADCASTERS), category: None, price: 0 }
     }
 
     fn new_family(&mut self) -> Family {
         let weights = &self.weights;
         let rng = &mut self.rng;
-        let category = CATEGORIES
-            .get(rng.weighted(weights))
-            .unwrap_or(&CATEGORIES[0]);
+        let category = CATEGORIES.get(rng.weighted(weights)).unwrap_or(&CATEGORIES[0]);
         let mut stem = String::new();
         match rng.below(100) {
             0..=34 => {}
@@ -158,18 +149,8 @@ impl ItemGen {
         } else {
             family.base_k
         };
-        let price = if rng.chance(10) {
-            0
-        } else {
-            price_from_thousands(rng, k)
-        };
-        Item {
-            id,
-            name,
-            broadcaster: family.broadcaster,
-            category: Some(family.category.name),
-            price,
-        }
+        let price = if rng.chance(10) { 0 } else { price_from_thousands(rng, k) };
+        Item { id, name, broadcaster: family.broadcaster, category: Some(family.category.name), price }
     }
 }
 
@@ -236,9 +217,7 @@ fn person_name(rng: &mut SplitMix64) -> String {
         }
         w
     };
-    let family = FAMILY_NAMES
-        .get(rng.weighted(&weights))
-        .map_or("김", |f| f.0);
+    let family = FAMILY_NAMES.get(rng.weighted(&weights)).map_or("김", |f| f.0);
     let mut name = String::with_capacity(9);
     name.push_str(family);
     name.push_str(rng.word(GIVEN_NAMES));
@@ -288,11 +267,7 @@ impl Iterator for UserGen {
         // and all 64 bits are embedded in the token, so tokens are unique.
         let unique = self.token_id.next_u64();
         let random = self.token_rand.next_u64();
-        Some(User {
-            id,
-            name: person_name(&mut self.names),
-            access_token: uuid_v4(unique, random),
-        })
+        Some(User { id, name: person_name(&mut self.names), access_token: uuid_v4(unique, random) })
     }
 }
 
@@ -476,12 +451,7 @@ pub fn format_timestamp(us: u64) -> String {
     let in_day = us % DAY_US;
     let secs = in_day / 1_000_000;
     let frac = in_day % 1_000_000;
-    let mut s = format!(
-        "{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    );
+    let mut s = format!("{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
     if frac != 0 {
         let f = format!(".{frac:06}");
         s.push_str(f.trim_end_matches('0'));
@@ -498,18 +468,9 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(format_timestamp(ALARM_START_US), "2020-06-01 00:00:00");
-        assert_eq!(
-            format_timestamp(ALARM_START_US + 45_296_123_456),
-            "2020-06-01 12:34:56.123456"
-        );
-        assert_eq!(
-            format_timestamp(ALARM_START_US + 45_296_120_000),
-            "2020-06-01 12:34:56.12"
-        );
-        assert_eq!(
-            format_timestamp(ALARM_START_US + ALARM_SPAN_US - 1),
-            "2020-11-30 23:59:59.999999"
-        );
+        assert_eq!(format_timestamp(ALARM_START_US + 45_296_123_456), "2020-06-01 12:34:56.123456");
+        assert_eq!(format_timestamp(ALARM_START_US + 45_296_120_000), "2020-06-01 12:34:56.12");
+        assert_eq!(format_timestamp(ALARM_START_US + ALARM_SPAN_US - 1), "2020-11-30 23:59:59.999999");
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(18_321), (2020, 2, 29));
     }

@@ -62,13 +62,7 @@ pub fn setval_line(sequence: &str, rows: u64) -> String {
 }
 
 /// Writes everything after the COPY rows: terminator, `setval` and the tail.
-fn write_trailer<W: Write>(
-    w: &mut W,
-    seq_header: &str,
-    sequence: &str,
-    rows: u64,
-    tail: &str,
-) -> io::Result<()> {
+fn write_trailer<W: Write>(w: &mut W, seq_header: &str, sequence: &str, rows: u64, tail: &str) -> io::Result<()> {
     w.write_all(b"\\.\n")?;
     w.write_all(seq_header.as_bytes())?;
     w.write_all(setval_line(sequence, rows).as_bytes())?;
@@ -88,13 +82,7 @@ pub fn write_item_dump<W: Write>(w: &mut W, seed: u64, items: u64) -> io::Result
         write_field(w, item.category)?;
         writeln!(w, "\t{}", item.price)?;
     }
-    write_trailer(
-        w,
-        ddl::ITEM_SEQ_HEADER,
-        ddl::ITEM_SEQ,
-        items,
-        ddl::ITEM_TAIL,
-    )
+    write_trailer(w, ddl::ITEM_SEQ_HEADER, ddl::ITEM_SEQ, items, ddl::ITEM_TAIL)
 }
 
 /// Writes the complete `user` dump with `users` rows.
@@ -108,44 +96,19 @@ pub fn write_user_dump<W: Write>(w: &mut W, seed: u64, users: u64) -> io::Result
         write_field(w, Some(&user.access_token))?;
         w.write_all(b"\n")?;
     }
-    write_trailer(
-        w,
-        ddl::USER_SEQ_HEADER,
-        ddl::USER_SEQ,
-        users,
-        ddl::USER_TAIL,
-    )
+    write_trailer(w, ddl::USER_SEQ_HEADER, ddl::USER_SEQ, users, ddl::USER_TAIL)
 }
 
 /// Writes the complete `alarm` dump with `alarms` rows over `items` x `users`.
-pub fn write_alarm_dump<W: Write>(
-    w: &mut W,
-    seed: u64,
-    items: u64,
-    users: u64,
-    alarms: u64,
-) -> io::Result<()> {
+pub fn write_alarm_dump<W: Write>(w: &mut W, seed: u64, items: u64, users: u64, alarms: u64) -> io::Result<()> {
     w.write_all(ddl::PREAMBLE.as_bytes())?;
     w.write_all(ddl::ALARM_HEAD.as_bytes())?;
     let mut rows = 0;
     for a in gen::AlarmGen::new(seed, items, users, alarms) {
-        writeln!(
-            w,
-            "{}\t{}\t{}\t{}",
-            a.id,
-            a.item_id,
-            a.user_id,
-            gen::format_timestamp(a.created_us)
-        )?;
+        writeln!(w, "{}\t{}\t{}\t{}", a.id, a.item_id, a.user_id, gen::format_timestamp(a.created_us))?;
         rows += 1;
     }
-    write_trailer(
-        w,
-        ddl::ALARM_SEQ_HEADER,
-        ddl::ALARM_SEQ,
-        rows,
-        ddl::ALARM_TAIL,
-    )
+    write_trailer(w, ddl::ALARM_SEQ_HEADER, ddl::ALARM_SEQ, rows, ddl::ALARM_TAIL)
 }
 
 /// One written dump file.
@@ -181,15 +144,10 @@ fn write_file(
 
 /// Generates the three dump files described by `cfg`.
 pub fn generate(cfg: &Config) -> io::Result<Vec<Written>> {
-    let item = write_file(&cfg.out, "item", cfg.items, |w| {
-        write_item_dump(w, cfg.seed, cfg.items)
-    })?;
-    let user = write_file(&cfg.out, "user", cfg.users, |w| {
-        write_user_dump(w, cfg.seed, cfg.users)
-    })?;
-    let alarm = write_file(&cfg.out, "alarm", cfg.alarms, |w| {
-        write_alarm_dump(w, cfg.seed, cfg.items, cfg.users, cfg.alarms)
-    })?;
+    let item = write_file(&cfg.out, "item", cfg.items, |w| write_item_dump(w, cfg.seed, cfg.items))?;
+    let user = write_file(&cfg.out, "user", cfg.users, |w| write_user_dump(w, cfg.seed, cfg.users))?;
+    let alarm =
+        write_file(&cfg.out, "alarm", cfg.alarms, |w| write_alarm_dump(w, cfg.seed, cfg.items, cfg.users, cfg.alarms))?;
     Ok(vec![item, user, alarm])
 }
 

@@ -33,12 +33,7 @@ fn main() -> ExitCode {
     match generate(&cfg) {
         Ok(files) => {
             for f in &files {
-                eprintln!(
-                    "seedgen: wrote {} ({} rows, {} bytes)",
-                    f.path.display(),
-                    f.rows,
-                    f.bytes
-                );
+                eprintln!("seedgen: wrote {} ({} rows, {} bytes)", f.path.display(), f.rows, f.bytes);
             }
             eprintln!(
                 "seedgen: {} items, {} users, {} alarms (seed {}) in {:.2}s",

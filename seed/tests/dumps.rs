@@ -13,13 +13,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "seedgen-test-{name}-{}-{nanos}",
-            std::process::id()
-        ));
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("seedgen-test-{name}-{}-{nanos}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         Self(dir)
     }
@@ -32,10 +27,7 @@ impl Drop for TempDir {
 }
 
 fn seedgen(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_seedgen"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_seedgen")).args(args).output().unwrap()
 }
 
 fn manifest_dir() -> PathBuf {
@@ -89,10 +81,7 @@ fn copy_rows(text: &str) -> Vec<Vec<String>> {
 }
 
 fn setval(text: &str) -> String {
-    text.lines()
-        .find(|l| l.starts_with("SELECT pg_catalog.setval("))
-        .unwrap()
-        .to_string()
+    text.lines().find(|l| l.starts_with("SELECT pg_catalog.setval(")).unwrap().to_string()
 }
 
 /// (a) The committed demo seed is exactly what the default arguments produce.
@@ -100,16 +89,9 @@ fn setval(text: &str) -> String {
 fn committed_demo_matches_generator() {
     let tmp = TempDir::new("demo");
     let out = seedgen(&["--out", tmp.0.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for domain in DOMAINS {
-        let committed = manifest_dir()
-            .join("demo")
-            .join(domain)
-            .join("init_database.sql");
+        let committed = manifest_dir().join("demo").join(domain).join("init_database.sql");
         let generated = seed::dump_path(&tmp.0, domain);
         assert!(
             fs::read(&committed).unwrap() == fs::read(&generated).unwrap(),
@@ -125,10 +107,7 @@ fn committed_demo_matches_generator() {
 fn structure_matches_provided_dumps() {
     let mut references = Vec::new();
     for domain in DOMAINS {
-        let reference = manifest_dir()
-            .join("../../shared/seed")
-            .join(domain)
-            .join("init_database.sql");
+        let reference = manifest_dir().join("../../shared/seed").join(domain).join("init_database.sql");
         if reference.exists() {
             references.push((domain, structure(&read(&reference))));
         } else {
@@ -139,13 +118,7 @@ fn structure_matches_provided_dumps() {
         return;
     }
     let tmp = TempDir::new("structure");
-    for (i, args) in [
-        &["--alarms", "0"][..],
-        &["--alarms", "777", "--seed", "3"][..],
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (i, args) in [&["--alarms", "0"][..], &["--alarms", "777", "--seed", "3"][..]].iter().enumerate() {
         let dir = tmp.0.join(i.to_string());
         let mut full = vec!["--out", dir.to_str().unwrap()];
         full.extend_from_slice(args);
@@ -180,48 +153,29 @@ fn content_invariants() {
     let item_text = read(&seed::dump_path(&tmp.0, "item"));
     let item_rows = copy_rows(&item_text);
     assert_eq!(item_rows.len(), items);
-    assert_eq!(
-        setval(&item_text),
-        format!("SELECT pg_catalog.setval('public.item_id_seq', {items}, true);")
-    );
+    assert_eq!(setval(&item_text), format!("SELECT pg_catalog.setval('public.item_id_seq', {items}, true);"));
     for (i, r) in item_rows.iter().enumerate() {
         assert_eq!(r.len(), 5);
         assert_eq!(r[0], (i + 1).to_string());
         let price: u32 = r[4].parse().unwrap();
         assert!(price <= 2_000_000 && price.is_multiple_of(100));
-        assert!([
-            "cjmall",
-            "gsshop",
-            "hmall",
-            "lottemall",
-            "hnsmall",
-            "nsmall"
-        ]
-        .contains(&r[2].as_str()));
+        assert!(["cjmall", "gsshop", "hmall", "lottemall", "hnsmall", "nsmall"].contains(&r[2].as_str()));
     }
     let first30 = &item_rows[..30];
-    assert!(
-        first30.iter().any(|r| r[3] == "\\N"),
-        "NULL category in ids 1..=30"
-    );
+    assert!(first30.iter().any(|r| r[3] == "\\N"), "NULL category in ids 1..=30");
     assert!(first30.iter().any(|r| r[4] == "0"), "price 0 in ids 1..=30");
 
     let user_text = read(&seed::dump_path(&tmp.0, "user"));
     let user_rows = copy_rows(&user_text);
     assert_eq!(user_rows.len(), users);
-    assert_eq!(
-        setval(&user_text),
-        format!("SELECT pg_catalog.setval('public.user_id_seq', {users}, true);")
-    );
+    assert_eq!(setval(&user_text), format!("SELECT pg_catalog.setval('public.user_id_seq', {users}, true);"));
     let tokens: HashSet<&str> = user_rows.iter().map(|r| r[2].as_str()).collect();
     assert_eq!(tokens.len(), users, "tokens are unique");
     for t in &tokens {
         let parts: Vec<&str> = t.split('-').collect();
         let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
         assert_eq!(lens, [8, 4, 4, 4, 12], "{t}");
-        assert!(t
-            .chars()
-            .all(|c| c == '-' || c.is_ascii_digit() || ('a'..='f').contains(&c)));
+        assert!(t.chars().all(|c| c == '-' || c.is_ascii_digit() || ('a'..='f').contains(&c)));
         assert!(parts[2].starts_with('4'));
         assert!(parts[3].starts_with(['8', '9', 'a', 'b']));
     }
@@ -229,10 +183,7 @@ fn content_invariants() {
     let alarm_text = read(&seed::dump_path(&tmp.0, "alarm"));
     let alarm_rows = copy_rows(&alarm_text);
     assert_eq!(alarm_rows.len(), alarms);
-    assert_eq!(
-        setval(&alarm_text),
-        format!("SELECT pg_catalog.setval('public.alarm_id_seq', {alarms}, true);")
-    );
+    assert_eq!(setval(&alarm_text), format!("SELECT pg_catalog.setval('public.alarm_id_seq', {alarms}, true);"));
     let mut pairs = HashSet::new();
     for (i, r) in alarm_rows.iter().enumerate() {
         assert_eq!(r[0], (i + 1).to_string());
@@ -247,36 +198,19 @@ fn content_invariants() {
 #[test]
 fn default_run_has_empty_alarm_table() {
     let tmp = TempDir::new("empty");
-    assert!(seedgen(&["--out", tmp.0.to_str().unwrap()])
-        .status
-        .success());
+    assert!(seedgen(&["--out", tmp.0.to_str().unwrap()]).status.success());
     let text = read(&seed::dump_path(&tmp.0, "alarm"));
     assert!(copy_rows(&text).is_empty());
-    assert_eq!(
-        setval(&text),
-        "SELECT pg_catalog.setval('public.alarm_id_seq', 1, false);"
-    );
+    assert_eq!(setval(&text), "SELECT pg_catalog.setval('public.alarm_id_seq', 1, false);");
 }
 
 #[test]
 fn every_pair_can_be_used() {
     let tmp = TempDir::new("full");
-    let out = seedgen(&[
-        "--out",
-        tmp.0.to_str().unwrap(),
-        "--items",
-        "13",
-        "--users",
-        "11",
-        "--alarms",
-        "143",
-    ]);
+    let out = seedgen(&["--out", tmp.0.to_str().unwrap(), "--items", "13", "--users", "11", "--alarms", "143"]);
     assert!(out.status.success());
     let rows = copy_rows(&read(&seed::dump_path(&tmp.0, "alarm")));
-    let pairs: HashSet<(&str, &str)> = rows
-        .iter()
-        .map(|r| (r[1].as_str(), r[2].as_str()))
-        .collect();
+    let pairs: HashSet<(&str, &str)> = rows.iter().map(|r| (r[1].as_str(), r[2].as_str())).collect();
     assert_eq!(pairs.len(), 143);
 }
 
@@ -291,9 +225,7 @@ fn cli_help_and_errors() {
         &["--out"][..],
         &["--out", "x", "--items", "many"][..],
         &["--out", "x", "--what"][..],
-        &[
-            "--out", "x", "--items", "2", "--users", "2", "--alarms", "5",
-        ][..],
+        &["--out", "x", "--items", "2", "--users", "2", "--alarms", "5"][..],
     ] {
         let out = seedgen(bad);
         assert_eq!(out.status.code(), Some(2), "{bad:?}");

@@ -6,16 +6,8 @@ use common::{db::Migration, entity::ViewEvent, store::Store, Result};
 pub static MIGRATIONS: [Migration; 4] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
-    Migration {
-        version: 2,
-        name: "user change capture",
-        sql: include_str!("../migrations/0002_user_capture.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "visits",
-        sql: include_str!("../migrations/0003_visits.sql"),
-    },
+    Migration { version: 2, name: "user change capture", sql: include_str!("../migrations/0002_user_capture.sql") },
+    Migration { version: 3, name: "visits", sql: include_str!("../migrations/0003_visits.sql") },
 ];
 
 /// Stores one view, once: a duplicate event id changes nothing. Returns whether it was new.
@@ -36,13 +28,7 @@ impl Handler<RecordVisit> for Store {
                     "INSERT INTO visit (event_id, user_id, item_id, viewed_at, seq)
                      VALUES ($1::text::uuid, $2, $3, to_timestamp($4::float8 / 1000000.0), $5)
                      ON CONFLICT (event_id) DO NOTHING",
-                    &[
-                        &v.event_id,
-                        &v.user_id,
-                        &v.item_id,
-                        &(v.viewed_at_us as f64),
-                        &v.seq,
-                    ],
+                    &[&v.event_id, &v.user_id, &v.item_id, &(v.viewed_at_us as f64), &v.seq],
                 )
                 .await?;
             if inserted == 1 {

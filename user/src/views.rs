@@ -22,17 +22,18 @@ pub struct ViewRecorder {
 
 /// A view event the user service can store: well-formed, with a UUID event id.
 pub fn parse_view(data: &[u8]) -> Result<ViewEvent, String> {
-    let v: ViewEvent =
-        serde_json::from_slice(data).map_err(|e| format!("not a view event: {e}"))?;
+    let v: ViewEvent = serde_json::from_slice(data).map_err(|e| format!("not a view event: {e}"))?;
     let id = v.event_id.as_bytes();
     let uuid_shaped = id.len() == 36
-        && id.iter().enumerate().all(|(i, b)| {
-            if [8, 13, 18, 23].contains(&i) {
-                *b == b'-'
-            } else {
-                b.is_ascii_hexdigit()
-            }
-        });
+        && id.iter().enumerate().all(
+            |(i, b)| {
+                if [8, 13, 18, 23].contains(&i) {
+                    *b == b'-'
+                } else {
+                    b.is_ascii_hexdigit()
+                }
+            },
+        );
     if !uuid_shaped {
         return Err(format!("view event id is not a UUID: {:?}", v.event_id));
     }
@@ -45,16 +46,16 @@ impl consume::Handler for ViewRecorder {
             let view = match parse_view(&delivery.data) {
                 Ok(v) => v,
                 Err(why) => {
-                    self.metrics
-                        .inc("moa_events_dead_lettered_total", String::new(), 1.0);
+                    self.metrics.inc("moa_events_dead_lettered_total", String::new(), 1.0);
                     return consume::Outcome::DeadLetter(why);
                 }
             };
+            let (user, item) = (view.user_id, view.item_id);
             match self.store.send(RecordVisit(view)).await {
                 Ok(Ok(new)) => {
                     let outcome = if new { "stored" } else { "duplicate" };
-                    self.metrics
-                        .inc("moa_views_total", format!("outcome=\"{outcome}\""), 1.0);
+                    log::info!(target: "moa::access", "[{}] view of item {item} by user {user} {outcome}", consume::request_id_of(delivery));
+                    self.metrics.inc("moa_views_total", format!("outcome=\"{outcome}\""), 1.0);
                     consume::Outcome::Ack
                 }
                 Ok(Err(e)) => consume::Outcome::Retry(format!("cannot store a view yet: {e}")),
@@ -65,10 +66,7 @@ impl consume::Handler for ViewRecorder {
 }
 
 pub fn start(core: &Core) {
-    let recorder = ViewRecorder {
-        store: core.store.clone(),
-        metrics: core.metrics.clone(),
-    };
+    let recorder = ViewRecorder { store: core.store.clone(), metrics: core.metrics.clone() };
     consume::start(
         &core.bus,
         "view recorder",
@@ -85,12 +83,12 @@ mod tests {
     #[test]
     fn malformed_views_are_refused_before_reaching_the_database() {
         assert!(parse_view(b"not json").is_err());
-        assert!(parse_view(
-            br#"{"event_id":"x","user_id":1,"item_id":2,"viewed_at_us":1,"seq":1}"#
-        )
-        .is_err());
+        assert!(parse_view(br#"{"event_id":"x","user_id":1,"item_id":2,"viewed_at_us":1,"seq":1}"#).is_err());
         assert!(parse_view(br#"{"event_id":"0b6f6c1e-8a47-4f0e-9d1a-2f4c7f1e9a00","user_id":"1","item_id":2,"viewed_at_us":1,"seq":1}"#).is_err());
-        let ok = parse_view(br#"{"event_id":"0b6f6c1e-8a47-4f0e-9d1a-2f4c7f1e9a00","user_id":1,"item_id":2,"viewed_at_us":1,"seq":1}"#).unwrap();
+        let ok = parse_view(
+            br#"{"event_id":"0b6f6c1e-8a47-4f0e-9d1a-2f4c7f1e9a00","user_id":1,"item_id":2,"viewed_at_us":1,"seq":1}"#,
+        )
+        .unwrap();
         assert_eq!((ok.user_id, ok.item_id), (1, 2));
     }
 }

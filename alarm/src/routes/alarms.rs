@@ -43,17 +43,11 @@ async fn write(
         .ok_or(ApiError::NotFoundEmpty)?;
     // alarm.user_id and alarm.item_id are `integer` in the provided schema.
     let (Ok(user_id), Ok(item_id)) = (i32::try_from(user.id), i32::try_from(item_id)) else {
-        return Err(ApiError::BadRequest(
-            "ids above 2147483647 cannot be stored in the alarm table".into(),
-        ));
+        return Err(ApiError::BadRequest("ids above 2147483647 cannot be stored in the alarm table".into()));
     };
     let rows = core
         .store
-        .send(WriteAlarm {
-            user_id,
-            item_id,
-            set,
-        })
+        .send(WriteAlarm { user_id, item_id, set, request_id: common::service::request_id(&req) })
         .await
         .map_err(common::Error::from)
         .and_then(|r| r)
@@ -66,11 +60,7 @@ async fn write(
 /// `GET /`: the items the caller has alarms on, id descending, each with `is_alarm_set: true`.
 pub async fn list(req: HttpRequest, state: web::Data<Replicas>) -> Result<HttpResponse, ApiError> {
     let user = auth::authenticate(&req, &state.users).await?;
-    let alarmed = state
-        .alarms
-        .items_of(user.id)
-        .await
-        .map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
+    let alarmed = state.alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
     let ids: Vec<i64> = alarmed.iter().rev().copied().collect();
     let body = state
         .items

@@ -34,10 +34,7 @@ impl Bus {
         let shutdown = Arc::new(tokio::sync::Notify::new());
         let url = with_heartbeat(url);
         tokio::spawn(supervise(url, connection_name, tx, shutdown.clone()));
-        Bus {
-            state: rx,
-            shutdown,
-        }
+        Bus { state: rx, shutdown }
     }
 
     pub fn current(&self) -> Option<Link> {
@@ -117,12 +114,7 @@ fn with_heartbeat(url: &str) -> String {
     }
 }
 
-async fn supervise(
-    url: String,
-    name: String,
-    tx: watch::Sender<Option<Link>>,
-    shutdown: Arc<tokio::sync::Notify>,
-) {
+async fn supervise(url: String, name: String, tx: watch::Sender<Option<Link>>, shutdown: Arc<tokio::sync::Notify>) {
     let mut generation = 0u64;
     let mut delay = Duration::from_millis(200);
     let mut failures = 0u32;
@@ -140,10 +132,7 @@ async fn supervise(
                 log::info!("rabbitmq connected (connection {generation})");
                 let conn = Arc::new(conn);
                 let mut events = conn.events_listener();
-                let _ = tx.send(Some(Link {
-                    conn: conn.clone(),
-                    generation,
-                }));
+                let _ = tx.send(Some(Link { conn: conn.clone(), generation }));
                 loop {
                     tokio::select! {
                         ev = events.next() => match ev {

@@ -8,13 +8,35 @@ use futures_util::{future::BoxFuture, StreamExt};
 use lapin::{
     message::Delivery,
     options::{
-        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-        BasicRejectOptions, QueueBindOptions, QueueDeclareOptions,
+        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions, QueueBindOptions,
+        QueueDeclareOptions,
     },
     types::FieldTable,
 };
 
 use crate::amqp::{topology, Bus};
+
+/// AMQP headers carrying the request id of the HTTP request that caused a message.
+pub fn request_id_header(rid: &str) -> lapin::types::FieldTable {
+    let mut headers = FieldTable::default();
+    headers.insert("x-request-id".into(), lapin::types::AMQPValue::LongString(rid.into()));
+    headers
+}
+
+/// The request id a message carries, or "-".
+pub fn request_id_of(delivery: &Delivery) -> String {
+    delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-request-id").cloned())
+        .and_then(|v| match v {
+            lapin::types::AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            lapin::types::AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "-".into())
+}
 
 /// What to do with a delivery once handled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,19 +64,10 @@ pub enum Source {
     /// A shared durable queue declared by [`topology::declare_shared`].
     Shared(&'static str),
     /// This instance's own queue, removed when it disconnects, bound to these exchanges.
-    Instance {
-        name: String,
-        bind_to: Vec<&'static str>,
-    },
+    Instance { name: String, bind_to: Vec<&'static str> },
 }
 
-pub fn start<H: Handler>(
-    bus: &Bus,
-    name: &'static str,
-    source: Source,
-    prefetch: u16,
-    handler: Arc<H>,
-) {
+pub fn start<H: Handler>(bus: &Bus, name: &'static str, source: Source, prefetch: u16, handler: Arc<H>) {
     let bus2 = bus.clone();
     bus.run_on_each_connection(name, move |link| {
         let handler = handler.clone();
@@ -68,13 +81,8 @@ pub fn start<H: Handler>(
             let queue = match &source {
                 Source::Shared(q) => q.to_string(),
                 Source::Instance { name, bind_to } => {
-                    let opts = QueueDeclareOptions {
-                        exclusive: true,
-                        auto_delete: true,
-                        ..Default::default()
-                    };
-                    ch.queue_declare(name.as_str().into(), opts, topology::dead_letter_args())
-                        .await?;
+                    let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+                    ch.queue_declare(name.as_str().into(), opts, topology::dead_letter_args()).await?;
                     for ex in bind_to {
                         ch.queue_bind(
                             name.as_str().into(),
@@ -121,20 +129,11 @@ async fn settle(name: &str, delivery: &Delivery, outcome: Outcome) {
         Outcome::Retry(why) => {
             log::warn!("{name}: will retry a message: {why}");
             tokio::time::sleep(Duration::from_millis(500)).await;
-            delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await
+            delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
         }
         Outcome::DeadLetter(why) => {
             log::error!("{name}: dead-lettering a message: {why}");
-            delivery
-                .acker
-                .reject(BasicRejectOptions { requeue: false })
-                .await
+            delivery.acker.reject(BasicRejectOptions { requeue: false }).await
         }
     };
     if let Err(e) = result {

@@ -34,13 +34,7 @@ pub struct OutboxRelay {
 }
 
 impl OutboxRelay {
-    pub fn start(
-        bus: &Bus,
-        store: Addr<Store>,
-        wake: Arc<Notify>,
-        poll: Duration,
-        metrics: Metrics,
-    ) -> OutboxRelay {
+    pub fn start(bus: &Bus, store: Addr<Store>, wake: Arc<Notify>, poll: Duration, metrics: Metrics) -> OutboxRelay {
         let relay = OutboxRelay {
             store,
             channel: Arc::new(Mutex::new(None)),
@@ -64,12 +58,7 @@ impl OutboxRelay {
                         r.drain().await?;
                         if last_purge.elapsed() > Duration::from_secs(60) {
                             last_purge = Instant::now();
-                            let _ = r
-                                .store
-                                .send(PurgeSentOutbox {
-                                    older_than: Duration::from_secs(3600),
-                                })
-                                .await;
+                            let _ = r.store.send(PurgeSentOutbox { older_than: Duration::from_secs(3600) }).await;
                         }
                         tokio::select! {
                             _ = wake.notified() => {}
@@ -102,14 +91,7 @@ impl OutboxRelay {
             let Some(ch) = self.channel.lock().ok().and_then(|g| g.clone()) else {
                 return Err(Error::BusDown);
             };
-            let rows = match self
-                .store
-                .send(ClaimOutbox {
-                    limit: BATCH,
-                    lease: LEASE,
-                })
-                .await
-            {
+            let rows = match self.store.send(ClaimOutbox { limit: BATCH, lease: LEASE }).await {
                 Ok(Ok(rows)) => rows,
                 Ok(Err(e)) => {
                     log::debug!("outbox relay: cannot read the outbox: {e}");
@@ -123,8 +105,16 @@ impl OutboxRelay {
             let n = rows.len();
             let (sent, failed, broker_error) = publish_batch(&ch, &rows).await;
             let n_sent = sent.len();
-            self.metrics
-                .outbox_published(n_sent as u64, rows.first().map(|r| r.id));
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64() * 1000.0)
+                .unwrap_or(0.0);
+            for row in rows.iter().filter(|r| sent.contains(&r.id)) {
+                // Commit → broker confirm: how long a change waited to leave this service.
+                let secs = ((now_ms - row.created_ms) / 1000.0).max(0.0);
+                self.metrics.observe("moa_outbox_publish_seconds", String::new(), secs);
+            }
+            self.metrics.outbox_published(n_sent as u64);
             if let Ok(Err(e)) = self.store.send(SettleOutbox { sent, failed }).await {
                 // Not marked sent: they are published again after the lease; consumers drop duplicates.
                 log::warn!("outbox relay: could not mark rows sent: {e}");
@@ -159,32 +149,19 @@ async fn publish_batch(ch: &Channel, rows: &[OutboxRow]) -> (Vec<i64>, Vec<i64>,
     let mut failed = Vec::new();
     let mut confirms = Vec::with_capacity(rows.len());
     for row in rows {
-        let props = BasicProperties::default()
+        let mut props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_message_id(row.event_id.as_str().into());
+        if let Some(rid) = &row.request_id {
+            props = props.with_headers(crate::amqp::consume::request_id_header(rid));
+        }
         // mandatory: a view with no queue bound comes back instead of vanishing.
-        let opts = BasicPublishOptions {
-            mandatory: true,
-            ..Default::default()
-        };
-        match ch
-            .basic_publish(
-                row.exchange.as_str().into(),
-                "".into(),
-                opts,
-                &row.body,
-                props,
-            )
-            .await
-        {
+        let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
+        match ch.basic_publish(row.exchange.as_str().into(), "".into(), opts, &row.body, props).await {
             Ok(confirm) => confirms.push((row.id, row.exchange.as_str(), confirm)),
             Err(e) => {
-                failed.extend(
-                    rows.iter()
-                        .map(|r| r.id)
-                        .filter(|id| !confirms.iter().any(|(c, _, _)| c == id)),
-                );
+                failed.extend(rows.iter().map(|r| r.id).filter(|id| !confirms.iter().any(|(c, _, _)| c == id)));
                 return (sent, failed, Some(e.into()));
             }
         }

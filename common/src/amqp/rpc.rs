@@ -77,10 +77,7 @@ impl RpcClient {
                     .basic_consume(
                         REPLY_TO.into(),
                         "rpc-replies".into(),
-                        BasicConsumeOptions {
-                            no_ack: true,
-                            ..Default::default()
-                        },
+                        BasicConsumeOptions { no_ack: true, ..Default::default() },
                         FieldTable::default(),
                     )
                     .await?;
@@ -134,25 +131,14 @@ impl RpcClient {
 
     /// Asks `owner` and waits at most `timeout`. RabbitMQ down → [`Error::BusDown`] at once;
     /// no answer in time → [`Error::RpcTimeout`].
-    pub async fn call(
-        &self,
-        owner: Domain,
-        query: &Query,
-        timeout: Duration,
-    ) -> Result<Vec<VersionedRow>> {
+    pub async fn call(&self, owner: Domain, query: &Query, timeout: Duration) -> Result<Vec<VersionedRow>> {
         let started = std::time::Instant::now();
         let result = self.call_inner(owner, query, timeout).await;
-        self.metrics
-            .rpc_call(owner.name(), &result, started.elapsed());
+        self.metrics.rpc_call(owner.name(), &result, started.elapsed());
         result
     }
 
-    async fn call_inner(
-        &self,
-        owner: Domain,
-        query: &Query,
-        timeout: Duration,
-    ) -> Result<Vec<VersionedRow>> {
+    async fn call_inner(&self, owner: Domain, query: &Query, timeout: Duration) -> Result<Vec<VersionedRow>> {
         let ch = self
             .channel
             .lock()
@@ -160,11 +146,7 @@ impl RpcClient {
             .and_then(|g| g.clone())
             .filter(|c| c.status().connected())
             .ok_or(Error::BusDown)?;
-        let id = format!(
-            "{}-{}",
-            self.prefix,
-            self.next_id.fetch_add(1, Ordering::Relaxed)
-        );
+        let id = format!("{}-{}", self.prefix, self.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
         self.lock_pending().insert(id.clone(), tx);
         let body = serde_json::to_vec(query)?;
@@ -175,14 +157,8 @@ impl RpcClient {
             // A request nobody picked up in time is dropped by the broker, not answered late.
             .with_expiration(timeout.as_millis().to_string().into());
         let publish = async {
-            ch.basic_publish(
-                "".into(),
-                topology::rpc_queue(owner).into(),
-                BasicPublishOptions::default(),
-                &body,
-                props,
-            )
-            .await
+            ch.basic_publish("".into(), topology::rpc_queue(owner).into(), BasicPublishOptions::default(), &body, props)
+                .await
         };
         let outcome = tokio::time::timeout(timeout, async {
             publish.await?;
@@ -204,10 +180,7 @@ impl RpcClient {
         if reply.ok {
             Ok(reply.rows)
         } else {
-            Err(Error::RpcFailed(
-                owner.name(),
-                reply.error.unwrap_or_default(),
-            ))
+            Err(Error::RpcFailed(owner.name(), reply.error.unwrap_or_default()))
         }
     }
 }
@@ -257,11 +230,7 @@ pub fn serve(bus: &Bus, domain: Domain, store: Addr<Store>, prefetch: u16) {
 }
 
 async fn answer(domain: Domain, store: &Addr<Store>, body: &[u8]) -> Reply {
-    let fail = |error: String| Reply {
-        ok: false,
-        rows: vec![],
-        error: Some(error),
-    };
+    let fail = |error: String| Reply { ok: false, rows: vec![], error: Some(error) };
     let query: Query = match serde_json::from_slice(body) {
         Ok(q) => q,
         Err(e) => return fail(format!("bad request: {e}")),
@@ -272,18 +241,10 @@ async fn answer(domain: Domain, store: &Addr<Store>, body: &[u8]) -> Reply {
         Domain::User => ["user"].as_slice(),
     };
     if !owned.contains(&query.entity()) {
-        return fail(format!(
-            "{} is not owned by the {} service",
-            query.entity(),
-            domain.name()
-        ));
+        return fail(format!("{} is not owned by the {} service", query.entity(), domain.name()));
     }
     match store.send(query).await {
-        Ok(Ok(rows)) => Reply {
-            ok: true,
-            rows,
-            error: None,
-        },
+        Ok(Ok(rows)) => Reply { ok: true, rows, error: None },
         Ok(Err(e)) => fail(e.to_string()),
         Err(e) => fail(e.to_string()),
     }

@@ -36,19 +36,13 @@ pub const VIEWS_QUEUE: &str = "user.views";
 pub const DEAD_LETTERS: &str = "dead-letters";
 
 fn durable_fanout() -> ExchangeDeclareOptions {
-    ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    }
+    ExchangeDeclareOptions { durable: true, ..Default::default() }
 }
 
 /// Arguments that route rejected messages to the dead-letter exchange.
 pub fn dead_letter_args() -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(DEAD_LETTERS.into()),
-    );
+    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(DEAD_LETTERS.into()));
     args
 }
 
@@ -61,20 +55,10 @@ pub async fn declare_shared(ch: &Channel) -> Result<()> {
         VIEWS_EXCHANGE,
         DEAD_LETTERS,
     ] {
-        ch.exchange_declare(
-            ex.into(),
-            ExchangeKind::Fanout,
-            durable_fanout(),
-            FieldTable::default(),
-        )
-        .await?;
+        ch.exchange_declare(ex.into(), ExchangeKind::Fanout, durable_fanout(), FieldTable::default()).await?;
     }
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    ch.queue_declare(DEAD_LETTERS.into(), durable, FieldTable::default())
-        .await?;
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare(DEAD_LETTERS.into(), durable, FieldTable::default()).await?;
     ch.queue_bind(
         DEAD_LETTERS.into(),
         DEAD_LETTERS.into(),
@@ -84,16 +68,11 @@ pub async fn declare_shared(ch: &Channel) -> Result<()> {
     )
     .await?;
     for d in Domain::ALL {
-        ch.queue_declare(rpc_queue(d).into(), durable, FieldTable::default())
-            .await?;
+        ch.queue_declare(rpc_queue(d).into(), durable, FieldTable::default()).await?;
     }
     let mut views_args = dead_letter_args();
-    views_args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    ch.queue_declare(VIEWS_QUEUE.into(), durable, views_args)
-        .await?;
+    views_args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    ch.queue_declare(VIEWS_QUEUE.into(), durable, views_args).await?;
     ch.queue_bind(
         VIEWS_QUEUE.into(),
         VIEWS_EXCHANGE.into(),

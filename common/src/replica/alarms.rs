@@ -36,20 +36,9 @@ impl AlarmBook {
     pub async fn items_of(&self, user_id: i64) -> Result<BTreeSet<i64>> {
         if self.is_warm() {
             self.hit();
-            return Ok(self
-                .read()
-                .index
-                .by_user
-                .get(&user_id)
-                .cloned()
-                .unwrap_or_default());
+            return Ok(self.read().index.by_user.get(&user_id).cloned().unwrap_or_default());
         }
-        let rows = self
-            .fetch(Query::Prefix {
-                entity: "alarm".into(),
-                prefix: format!("{user_id}:"),
-            })
-            .await?;
+        let rows = self.fetch(Query::Prefix { entity: "alarm".into(), prefix: format!("{user_id}:") }).await?;
         Ok(rows
             .iter()
             .filter_map(row_value::<Alarm>)
@@ -79,20 +68,12 @@ mod tests {
     async fn set_clear_and_set_again_follow_the_versions() {
         let b = AlarmBook::detached();
         b.warm.store(true, Ordering::Release);
-        b.apply_rows(&[
-            row(1, 10, 5, 1, false),
-            row(2, 10, 6, 2, false),
-            row(3, 11, 5, 3, false),
-        ]);
+        b.apply_rows(&[row(1, 10, 5, 1, false), row(2, 10, 6, 2, false), row(3, 11, 5, 3, false)]);
         assert_eq!(b.items_of(10).await.unwrap(), BTreeSet::from([5, 6]));
         b.apply_rows(&[row(1, 10, 5, 4, true)]);
         assert_eq!(b.items_of(10).await.unwrap(), BTreeSet::from([6]));
         b.apply_rows(&[row(1, 10, 5, 2, false)]);
-        assert_eq!(
-            b.items_of(10).await.unwrap(),
-            BTreeSet::from([6]),
-            "a stale set after the clear is dropped"
-        );
+        assert_eq!(b.items_of(10).await.unwrap(), BTreeSet::from([6]), "a stale set after the clear is dropped");
         b.apply_rows(&[row(9, 10, 5, 8, false)]);
         assert_eq!(b.items_of(10).await.unwrap(), BTreeSet::from([5, 6]));
         assert_eq!(b.items_of(99).await.unwrap(), BTreeSet::new());

@@ -38,9 +38,7 @@ impl Replicas {
     }
 
     fn exchanges(&self) -> Vec<&'static str> {
-        [Item::OWNER, User::OWNER, Alarm::OWNER]
-            .map(topology::events_exchange)
-            .to_vec()
+        [Item::OWNER, User::OWNER, Alarm::OWNER].map(topology::events_exchange).to_vec()
     }
 }
 
@@ -55,8 +53,7 @@ impl consume::Handler for Feed {
             let event: ChangeEvent = match serde_json::from_slice(&delivery.data) {
                 Ok(e) => e,
                 Err(e) => {
-                    self.metrics
-                        .inc("moa_events_dead_lettered_total", String::new(), 1.0);
+                    self.metrics.inc("moa_events_dead_lettered_total", String::new(), 1.0);
                     return consume::Outcome::DeadLetter(format!("not a change event: {e}"));
                 }
             };
@@ -74,12 +71,19 @@ impl consume::Handler for Feed {
                     _ => "unknown",
                 }
             );
+            log::debug!(
+                "[{}] {} {} v{} {}",
+                consume::request_id_of(delivery),
+                event.entity,
+                event.row.key,
+                event.row.version,
+                if matches!(applied, Some((1, _))) { "applied" } else { "stale" }
+            );
             match applied {
                 Some((1, _)) => self.metrics.inc("moa_events_applied_total", labels, 1.0),
                 Some(_) => self.metrics.inc("moa_events_stale_total", labels, 1.0),
                 None => {
-                    self.metrics
-                        .inc("moa_events_dead_lettered_total", String::new(), 1.0);
+                    self.metrics.inc("moa_events_dead_lettered_total", String::new(), 1.0);
                     return consume::Outcome::DeadLetter(format!(
                         "event for an entity not replicated here: {}",
                         event.entity
@@ -105,18 +109,8 @@ impl consume::Handler for Feed {
 /// Starts this instance's replica feed.
 pub fn start(bus: &Bus, settings: &Settings, replicas: Replicas, metrics: Metrics) {
     let source = consume::Source::Instance {
-        name: format!(
-            "{}.replica.{}",
-            settings.domain.name(),
-            settings.instance_id
-        ),
+        name: format!("{}.replica.{}", settings.domain.name(), settings.instance_id),
         bind_to: replicas.exchanges(),
     };
-    consume::start(
-        bus,
-        "replica feed",
-        source,
-        settings.prefetch,
-        Arc::new(Feed { replicas, metrics }),
-    );
+    consume::start(bus, "replica feed", source, settings.prefetch, Arc::new(Feed { replicas, metrics }));
 }

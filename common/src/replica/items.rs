@@ -78,16 +78,8 @@ impl ItemCatalog {
             }
             Known::Deleted => Ok(None),
             Known::Unknown => {
-                let rows = self
-                    .fetch(Query::Get {
-                        entity: "item".into(),
-                        keys: vec![id.to_string()],
-                    })
-                    .await?;
-                Ok(rows
-                    .iter()
-                    .filter_map(row_value::<Item>)
-                    .find(|i| i.id == id))
+                let rows = self.fetch(Query::Get { entity: "item".into(), keys: vec![id.to_string()] }).await?;
+                Ok(rows.iter().filter_map(row_value::<Item>).find(|i| i.id == id))
             }
         }
     }
@@ -102,9 +94,7 @@ impl ItemCatalog {
         let state = self.read();
         let frags = &state.index.fragments;
         let total = frags.len();
-        let n = total
-            .saturating_sub(page.offset)
-            .min(page.limit.unwrap_or(usize::MAX));
+        let n = total.saturating_sub(page.offset).min(page.limit.unwrap_or(usize::MAX));
         let mut out = Vec::with_capacity(n * 200 + 32);
         out.extend_from_slice(format!("{{\"count\":{n},\"payload\":[").as_bytes());
         for (i, (id, frag)) in frags.iter().rev().skip(page.offset).take(n).enumerate() {
@@ -131,26 +121,16 @@ impl ItemCatalog {
     pub async fn render_ids(&self, ids: &[i64], alarmed: &dyn Fn(i64) -> bool) -> Result<Vec<u8>> {
         let missing: Vec<String> = {
             let state = self.read();
-            ids.iter()
-                .filter(|id| !state.rows.contains_key(id))
-                .map(|id| id.to_string())
-                .collect()
+            ids.iter().filter(|id| !state.rows.contains_key(id)).map(|id| id.to_string()).collect()
         };
         if !missing.is_empty() {
-            let _: Vec<VersionedRow> = self
-                .fetch(Query::Get {
-                    entity: "item".into(),
-                    keys: missing,
-                })
-                .await?;
+            let _: Vec<VersionedRow> = self.fetch(Query::Get { entity: "item".into(), keys: missing }).await?;
         } else {
             self.hit();
         }
         let state = self.read();
-        let live: Vec<(i64, &str)> = ids
-            .iter()
-            .filter_map(|id| state.index.fragments.get(id).map(|f| (*id, &**f)))
-            .collect();
+        let live: Vec<(i64, &str)> =
+            ids.iter().filter_map(|id| state.index.fragments.get(id).map(|f| (*id, &**f))).collect();
         let mut out = Vec::with_capacity(live.len() * 200 + 32);
         out.extend_from_slice(format!("{{\"count\":{},\"payload\":[", live.len()).as_bytes());
         for (i, (id, frag)) in live.iter().enumerate() {
@@ -181,28 +161,16 @@ mod tests {
     #[test]
     fn the_list_is_id_descending_with_the_callers_flags() {
         let c = ItemCatalog::detached();
-        c.apply_rows(&[
-            row(1, 1, Some("패션·잡화")),
-            row(3, 2, None),
-            row(2, 3, Some("식품")),
-        ]);
+        c.apply_rows(&[row(1, 1, Some("패션·잡화")), row(3, 2, None), row(2, 3, Some("식품"))]);
         let body = c.render_all(&BTreeSet::from([2]));
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["count"], 3);
-        let ids: Vec<i64> = v["payload"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["id"].as_i64().unwrap())
-            .collect();
+        let ids: Vec<i64> = v["payload"].as_array().unwrap().iter().map(|i| i["id"].as_i64().unwrap()).collect();
         assert_eq!(ids, vec![3, 2, 1]);
         assert_eq!(v["payload"][1]["is_alarm_set"], true);
         assert_eq!(v["payload"][0]["is_alarm_set"], false);
         assert_eq!(v["payload"][0]["category"], Value::Null);
-        assert!(
-            String::from_utf8(body).unwrap().contains("패션·잡화"),
-            "Korean is written as is"
-        );
+        assert!(String::from_utf8(body).unwrap().contains("패션·잡화"), "Korean is written as is");
     }
 
     #[test]
@@ -211,65 +179,21 @@ mod tests {
         c.apply_rows(&(1..=5).map(|i| row(i, i, None)).collect::<Vec<_>>());
         let ids = |page: Page| -> Vec<i64> {
             let v: Value = serde_json::from_slice(&c.render_page(&BTreeSet::new(), page)).unwrap();
-            assert_eq!(
-                v["count"].as_u64().unwrap() as usize,
-                v["payload"].as_array().unwrap().len()
-            );
-            v["payload"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|i| i["id"].as_i64().unwrap())
-                .collect()
+            assert_eq!(v["count"].as_u64().unwrap() as usize, v["payload"].as_array().unwrap().len());
+            v["payload"].as_array().unwrap().iter().map(|i| i["id"].as_i64().unwrap()).collect()
         };
         assert_eq!(ids(Page::default()), vec![5, 4, 3, 2, 1]);
-        assert_eq!(
-            ids(Page {
-                limit: Some(2),
-                offset: 0
-            }),
-            vec![5, 4]
-        );
-        assert_eq!(
-            ids(Page {
-                limit: Some(2),
-                offset: 3
-            }),
-            vec![2, 1]
-        );
-        assert_eq!(
-            ids(Page {
-                limit: None,
-                offset: 4
-            }),
-            vec![1]
-        );
-        assert_eq!(
-            ids(Page {
-                limit: Some(3),
-                offset: 9
-            }),
-            Vec::<i64>::new()
-        );
-        assert_eq!(
-            ids(Page {
-                limit: Some(0),
-                offset: 0
-            }),
-            Vec::<i64>::new()
-        );
+        assert_eq!(ids(Page { limit: Some(2), offset: 0 }), vec![5, 4]);
+        assert_eq!(ids(Page { limit: Some(2), offset: 3 }), vec![2, 1]);
+        assert_eq!(ids(Page { limit: None, offset: 4 }), vec![1]);
+        assert_eq!(ids(Page { limit: Some(3), offset: 9 }), Vec::<i64>::new());
+        assert_eq!(ids(Page { limit: Some(0), offset: 0 }), Vec::<i64>::new());
     }
 
     #[test]
     fn one_item_has_the_single_envelope() {
         let c = ItemCatalog::detached();
-        let item = Item {
-            id: 7,
-            name: "a\"b".into(),
-            broadcaster: "x".into(),
-            category: None,
-            price: 0,
-        };
+        let item = Item { id: 7, name: "a\"b".into(), broadcaster: "x".into(), category: None, price: 0 };
         let v: Value = serde_json::from_slice(&c.render_one(&item, true)).unwrap();
         assert_eq!(
             v,

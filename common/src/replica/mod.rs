@@ -55,9 +55,7 @@ impl Source {
         match self {
             Source::Local(store) => match tokio::time::timeout(timeout, store.send(q)).await {
                 Ok(r) => r?,
-                Err(_) => Err(Error::DbUnavailable(
-                    "the database did not answer in time".into(),
-                )),
+                Err(_) => Err(Error::DbUnavailable("the database did not answer in time".into())),
             },
             Source::Remote { rpc, owner } => rpc.call(*owner, &q, timeout).await,
         }
@@ -97,15 +95,14 @@ pub struct Replica<E: Entity, I: Index<E>> {
     metrics: Metrics,
     /// Set for other domains' replicas: changes are also written to our own database.
     persister: Option<persist::Persister>,
+    /// The newest version applied: compared with the owner's, it shows how far behind we are.
+    max_version: std::sync::atomic::AtomicI64,
 }
 
 impl<E: Entity, I: Index<E>> Replica<E, I> {
     pub fn new(source: Source, settings: &Settings, metrics: Metrics) -> Self {
         Replica {
-            state: RwLock::new(State {
-                rows: HashMap::new(),
-                index: I::default(),
-            }),
+            state: RwLock::new(State { rows: HashMap::new(), index: I::default() }),
             warm: AtomicBool::new(false),
             source,
             lookup_timeout: settings.rpc_timeout,
@@ -113,6 +110,7 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
             page_size: settings.snapshot_page_size,
             metrics,
             persister: None,
+            max_version: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -134,10 +132,7 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
         let n = rows.len();
         self.apply_inner(&rows, false);
         self.warm.store(true, Ordering::Release);
-        log::info!(
-            "{} replica restored from the own database: {n} rows",
-            E::KIND
-        );
+        log::info!("{} replica restored from the own database: {n} rows", E::KIND);
     }
 
     /// A replica with no way to reach its owner (unit tests).
@@ -146,17 +141,9 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
     where
         I: Default,
     {
-        let settings =
-            Settings::from_lookup(Domain::Item, |_| None).unwrap_or_else(|_| unreachable!());
+        let settings = Settings::from_lookup(Domain::Item, |_| None).unwrap_or_else(|_| unreachable!());
         let rpc = RpcClient::detached();
-        Replica::new(
-            Source::Remote {
-                rpc,
-                owner: E::OWNER,
-            },
-            &settings,
-            Metrics::default(),
-        )
+        Replica::new(Source::Remote { rpc, owner: E::OWNER }, &settings, Metrics::default())
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, State<E, I>> {
@@ -171,12 +158,13 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
         self.source.owner_name()
     }
 
+    /// The newest owner version this replica has applied.
+    pub fn max_version(&self) -> i64 {
+        self.max_version.load(Ordering::Relaxed)
+    }
+
     pub fn len(&self) -> usize {
-        self.read()
-            .rows
-            .values()
-            .filter(|s| s.value.is_some())
-            .count()
+        self.read().rows.values().filter(|s| s.value.is_some()).count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -198,6 +186,7 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
                 match apply_locked(&mut state, row) {
                     Applied::Changed => {
                         changed += 1;
+                        self.max_version.fetch_max(row.version, Ordering::Relaxed);
                         if persist && self.persister.is_some() {
                             to_persist.push(row.clone());
                         }
@@ -212,15 +201,10 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
         }
         let labels = format!("entity=\"{}\"", E::KIND);
         if changed > 0 {
-            self.metrics.inc(
-                "moa_replica_rows_applied_total",
-                labels.clone(),
-                changed as f64,
-            );
+            self.metrics.inc("moa_replica_rows_applied_total", labels.clone(), changed as f64);
         }
         if stale > 0 {
-            self.metrics
-                .inc("moa_replica_rows_stale_total", labels, stale as f64);
+            self.metrics.inc("moa_replica_rows_stale_total", labels, stale as f64);
         }
         (changed, stale)
     }
@@ -231,11 +215,7 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
         let mut after = None;
         let mut total = 0;
         loop {
-            let q = Query::Snapshot {
-                entity: E::KIND.into(),
-                after: after.clone(),
-                limit: self.page_size,
-            };
+            let q = Query::Snapshot { entity: E::KIND.into(), after: after.clone(), limit: self.page_size };
             let rows = self.source.query(q, self.snapshot_timeout).await?;
             total += rows.len();
             self.apply_rows(&rows);
@@ -251,11 +231,7 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
             self.source.owner_name(),
             started.elapsed()
         );
-        self.metrics.set(
-            "moa_replica_rows",
-            format!("entity=\"{}\"", E::KIND),
-            self.len() as f64,
-        );
+        self.metrics.set("moa_replica_rows", format!("entity=\"{}\"", E::KIND), self.len() as f64);
         Ok(total)
     }
 
@@ -266,11 +242,7 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
             match self.sync().await {
                 Ok(_) => return,
                 Err(e) => {
-                    log::warn!(
-                        "{} replica: snapshot from {} failed: {e}; retrying",
-                        E::KIND,
-                        self.source.owner_name()
-                    );
+                    log::warn!("{} replica: snapshot from {} failed: {e}; retrying", E::KIND, self.source.owner_name());
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(3));
                 }
@@ -280,32 +252,20 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
 
     /// Asks the owner (a cache miss), applies what it says, and returns its answer.
     pub async fn fetch(&self, q: Query) -> Result<Vec<VersionedRow>> {
-        self.metrics.inc(
-            "moa_cache_misses_total",
-            format!("entity=\"{}\"", E::KIND),
-            1.0,
-        );
+        self.metrics.inc("moa_cache_misses_total", format!("entity=\"{}\"", E::KIND), 1.0);
         let rows = self.source.query(q, self.lookup_timeout).await?;
         self.apply_rows(&rows);
         Ok(rows)
     }
 
     pub(crate) fn hit(&self) {
-        self.metrics.inc(
-            "moa_cache_hits_total",
-            format!("entity=\"{}\"", E::KIND),
-            1.0,
-        );
+        self.metrics.inc("moa_cache_hits_total", format!("entity=\"{}\"", E::KIND), 1.0);
     }
 }
 
 fn apply_locked<E: Entity, I: Index<E>>(state: &mut State<E, I>, row: &VersionedRow) -> Applied {
     let Ok(value) = E::deserialize(&row.data) else {
-        log::warn!(
-            "{} row {} has an unexpected shape; ignored",
-            E::KIND,
-            row.key
-        );
+        log::warn!("{} row {} has an unexpected shape; ignored", E::KIND, row.key);
         return Applied::Ignored;
     };
     let Some(key) = value.key() else {
@@ -322,13 +282,7 @@ fn apply_locked<E: Entity, I: Index<E>>(state: &mut State<E, I>, row: &Versioned
         }
         None => {
             state.index.update(&key, None, new.as_ref());
-            state.rows.insert(
-                key,
-                Slot {
-                    version: row.version,
-                    value: new,
-                },
-            );
+            state.rows.insert(key, Slot { version: row.version, value: new });
             Applied::Changed
         }
     }
@@ -358,30 +312,18 @@ mod tests {
     }
 
     fn price(c: &ItemCatalog, id: i64) -> Option<i32> {
-        c.read()
-            .rows
-            .get(&id)
-            .and_then(|s| s.value.as_ref())
-            .map(|i: &Item| i.price)
+        c.read().rows.get(&id).and_then(|s| s.value.as_ref()).map(|i: &Item| i.price)
     }
 
     #[test]
     fn newer_versions_win_whatever_the_arrival_order() {
         let c = ItemCatalog::detached();
         c.apply_rows(&[item_row(1, 5, 500, false)]);
-        assert_eq!(
-            c.apply_rows(&[item_row(1, 3, 300, false)]),
-            (0, 1),
-            "older is dropped"
-        );
+        assert_eq!(c.apply_rows(&[item_row(1, 3, 300, false)]), (0, 1), "older is dropped");
         assert_eq!(price(&c, 1), Some(500));
         c.apply_rows(&[item_row(1, 7, 700, false)]);
         assert_eq!(price(&c, 1), Some(700));
-        assert_eq!(
-            c.apply_rows(&[item_row(1, 7, 700, false)]),
-            (0, 1),
-            "a duplicate changes nothing"
-        );
+        assert_eq!(c.apply_rows(&[item_row(1, 7, 700, false)]), (0, 1), "a duplicate changes nothing");
     }
 
     #[test]
@@ -398,12 +340,7 @@ mod tests {
     #[test]
     fn rows_of_the_wrong_shape_are_ignored() {
         let c = ItemCatalog::detached();
-        let bad = VersionedRow {
-            key: "x".into(),
-            version: 1,
-            deleted: false,
-            data: json!({"id": "x"}),
-        };
+        let bad = VersionedRow { key: "x".into(), version: 1, deleted: false, data: json!({"id": "x"}) };
         assert_eq!(c.apply_rows(&[bad]), (0, 0));
         assert!(c.is_empty());
     }

@@ -30,19 +30,10 @@ impl Persister {
                     batch.extend(more);
                 }
                 loop {
-                    match s
-                        .send(PersistReplica {
-                            entity,
-                            rows: batch.clone(),
-                        })
-                        .await
-                    {
+                    match s.send(PersistReplica { entity, rows: batch.clone() }).await {
                         Ok(Ok(_)) => break,
                         Ok(Err(e)) => {
-                            log::debug!(
-                                "{entity} replica: cannot persist {} rows yet: {e}",
-                                batch.len()
-                            );
+                            log::debug!("{entity} replica: cannot persist {} rows yet: {e}", batch.len());
                             tokio::time::sleep(Duration::from_secs(1)).await;
                             // Fold in what arrived meanwhile; the upsert keeps the newest version.
                             while let Ok(more) = rx.try_recv() {
@@ -67,18 +58,9 @@ impl Persister {
     pub async fn load(&self) -> Vec<VersionedRow> {
         let mut delay = Duration::from_millis(200);
         loop {
-            match self
-                .store
-                .send(LoadReplica {
-                    entity: self.entity,
-                })
-                .await
-            {
+            match self.store.send(LoadReplica { entity: self.entity }).await {
                 Ok(Ok(rows)) => return rows,
-                Ok(Err(e)) => log::debug!(
-                    "{} replica: cannot load the persisted copy yet: {e}",
-                    self.entity
-                ),
+                Ok(Err(e)) => log::debug!("{} replica: cannot load the persisted copy yet: {e}", self.entity),
                 Err(_) => return Vec::new(),
             }
             tokio::time::sleep(delay).await;

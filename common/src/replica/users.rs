@@ -43,25 +43,15 @@ impl UserDirectory {
             self.hit();
             return Ok(Some(user));
         }
-        let rows = self
-            .fetch(Query::UserByToken {
-                token: token.to_string(),
-            })
-            .await?;
-        Ok(rows
-            .iter()
-            .filter_map(row_value::<User>)
-            .find(|u| u.access_token == token))
+        let rows = self.fetch(Query::UserByToken { token: token.to_string() }).await?;
+        Ok(rows.iter().filter_map(row_value::<User>).find(|u| u.access_token == token))
     }
 
     /// Every live user, id descending.
     pub fn all_desc(&self) -> Vec<User> {
         let state = self.read();
-        let sorted: BTreeMap<i64, &User> = state
-            .rows
-            .iter()
-            .filter_map(|(id, slot)| slot.value.as_ref().map(|u| (*id, u)))
-            .collect();
+        let sorted: BTreeMap<i64, &User> =
+            state.rows.iter().filter_map(|(id, slot)| slot.value.as_ref().map(|u| (*id, u))).collect();
         sorted.into_values().rev().cloned().collect()
     }
 }
@@ -90,20 +80,13 @@ mod tests {
         assert!(d.cached_by_token("old").is_none());
         assert_eq!(d.cached_by_token("new").map(|u| u.id), Some(1));
         d.apply_rows(&[row(1, 3, "new", true)]);
-        assert!(
-            d.cached_by_token("new").is_none(),
-            "a deleted user's token no longer works"
-        );
+        assert!(d.cached_by_token("new").is_none(), "a deleted user's token no longer works");
     }
 
     #[test]
     fn the_list_is_id_descending_without_deleted_users() {
         let d = UserDirectory::detached();
-        d.apply_rows(&[
-            row(1, 1, "a", false),
-            row(5, 2, "b", false),
-            row(3, 3, "c", true),
-        ]);
+        d.apply_rows(&[row(1, 1, "a", false), row(5, 2, "b", false), row(3, 3, "c", true)]);
         let ids: Vec<i64> = d.all_desc().iter().map(|u| u.id).collect();
         assert_eq!(ids, vec![5, 1]);
     }

@@ -8,18 +8,13 @@ async fn user_list(seed: Seed) {
     let sys = system!(seed.clone());
     let token = sys.token().await;
     for method in [Method::GET, Method::POST] {
-        let r = sys
-            .request(method.clone(), sys.port(Svc::User), "/", Some(&token), None)
-            .await;
+        let r = sys.request(method.clone(), sys.port(Svc::User), "/", Some(&token), None).await;
         assert_eq!(r.status, 200, "{method} /: {r:?}");
         assert_eq!(r.content_type, JSON);
         let ids = r.ids();
         assert_eq!(r.json["count"].as_u64(), Some(ids.len() as u64));
         assert_eq!(ids.len(), 50);
-        assert!(
-            ids.windows(2).all(|w| w[0] > w[1]),
-            "ids descending: {ids:?}"
-        );
+        assert!(ids.windows(2).all(|w| w[0] > w[1]), "ids descending: {ids:?}");
         let first = &r.json["payload"][0];
         let keys: Vec<&String> = first.as_object().unwrap().keys().collect();
         assert_eq!(keys.len(), 3, "id, name, access_token: {first}");
@@ -27,9 +22,7 @@ async fn user_list(seed: Seed) {
         assert!(!r.text.contains("\\u"), "UTF-8 written as is");
     }
     if matches!(seed, Seed::Provided) {
-        let r = sys
-            .get(Svc::User, "/", "ae0d863d-6963-41a2-919e-66e0695be7d7")
-            .await;
+        let r = sys.get(Svc::User, "/", "ae0d863d-6963-41a2-919e-66e0695be7d7").await;
         assert!(r.text.contains("박규경"), "{}", r.text);
     }
 }
@@ -49,26 +42,11 @@ async fn item_list(seed: Seed) {
         let obj = item.as_object().unwrap();
         let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
         keys.sort();
-        assert_eq!(
-            keys,
-            [
-                "broadcaster",
-                "category",
-                "id",
-                "is_alarm_set",
-                "name",
-                "price"
-            ]
-        );
+        assert_eq!(keys, ["broadcaster", "category", "id", "is_alarm_set", "name", "price"]);
         assert_eq!(item["is_alarm_set"], false);
-        assert!(
-            item["price"].is_i64() && item["name"].is_string() && item["broadcaster"].is_string()
-        );
+        assert!(item["price"].is_i64() && item["name"].is_string() && item["broadcaster"].is_string());
     }
-    assert!(
-        items.iter().any(|i| i["category"].is_null()),
-        "NULL categories are null"
-    );
+    assert!(items.iter().any(|i| i["category"].is_null()), "NULL categories are null");
     assert!(items.iter().any(|i| i["price"] == 0), "price 0 is kept");
     // The same item, the same bytes as the detail endpoint (minus the envelope).
     let d = sys.get(Svc::Item, "/1", &token).await;
@@ -79,12 +57,8 @@ async fn item_list(seed: Seed) {
     let p = sys.get(Svc::Item, "/?limit=2&offset=1", &token).await;
     assert_eq!(p.ids(), vec![99, 98]);
     assert_eq!(p.json["count"], 2);
-    sys.get(Svc::Item, "/?limit=-1", &token)
-        .await
-        .assert_error(400, "Bad Request");
-    sys.get(Svc::Item, "/?offset=x", &token)
-        .await
-        .assert_error(400, "Bad Request");
+    sys.get(Svc::Item, "/?limit=-1", &token).await.assert_error(400, "Bad Request");
+    sys.get(Svc::Item, "/?offset=x", &token).await.assert_error(400, "Bad Request");
 }
 crate::on_both_seeds!(item_list_is_every_item_id_descending_with_flags, item_list);
 
@@ -95,22 +69,10 @@ async fn item_detail_errors(seed: Seed) {
     sys.get(Svc::Item, "/0", &token).await.assert_empty(404);
     sys.get(Svc::Item, "/-5", &token).await.assert_empty(404);
     for bad in ["/abc", "/1.5", "/99999999999999999999", "/1e3", "/%20"] {
-        sys.get(Svc::Item, bad, &token)
-            .await
-            .assert_error(400, "Bad Request");
+        sys.get(Svc::Item, bad, &token).await.assert_error(400, "Bad Request");
     }
-    sys.get(Svc::Item, "/1/2", &token)
-        .await
-        .assert_error(404, "Not Found");
-    let r = sys
-        .request(
-            Method::POST,
-            sys.port(Svc::Item),
-            "/1",
-            Some(&token),
-            Some("{}"),
-        )
-        .await;
+    sys.get(Svc::Item, "/1/2", &token).await.assert_error(404, "Not Found");
+    let r = sys.request(Method::POST, sys.port(Svc::Item), "/1", Some(&token), Some("{}")).await;
     r.assert_error(405, "Method Not Allowed");
 }
 crate::on_both_seeds!(item_detail_answers_404_and_400, item_detail_errors);
@@ -119,61 +81,29 @@ async fn alarms(seed: Seed) {
     let sys = system!(seed);
     let token = sys.token().await;
     let user_id = sys.users(1).await[0].0;
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 50}"#)
-        .await
-        .assert_empty(201);
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": "50"}"#)
-        .await
-        .assert_empty(201);
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": "7"}"#)
-        .await
-        .assert_empty(201);
-    let rows = sys
-        .sql(
-            Svc::Alarm,
-            &format!("SELECT count(*) FROM alarm WHERE user_id = {user_id} AND item_id = 50"),
-        )
-        .await;
+    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 50}"#).await.assert_empty(201);
+    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": "50"}"#).await.assert_empty(201);
+    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": "7"}"#).await.assert_empty(201);
+    let rows =
+        sys.sql(Svc::Alarm, &format!("SELECT count(*) FROM alarm WHERE user_id = {user_id} AND item_id = 50")).await;
     assert_eq!(rows[0].get::<_, i64>(0), 1, "setting twice leaves one row");
     let list = sys.get(Svc::Alarm, "/", &token).await;
     assert_eq!(list.status, 200);
     assert_eq!(list.content_type, JSON);
     assert_eq!(list.ids(), vec![50, 7]);
-    assert_eq!(
-        list.alarmed_ids(),
-        vec![50, 7],
-        "is_alarm_set is true on every alarm"
-    );
+    assert_eq!(list.alarmed_ids(), vec![50, 7], "is_alarm_set is true on every alarm");
     assert_eq!(list.json["count"], 2);
     let item = sys.get(Svc::Item, "/50", &token).await;
-    assert_eq!(
-        list.json["payload"][0], item.json["payload"],
-        "an item looks the same everywhere"
-    );
+    assert_eq!(list.json["payload"][0], item.json["payload"], "an item looks the same everywhere");
 
-    sys.delete(Svc::Alarm, "/", &token, r#"{"item_id": 50}"#)
-        .await
-        .assert_empty(200);
-    sys.delete(Svc::Alarm, "/", &token, r#"{"item_id": "50"}"#)
-        .await
-        .assert_empty(200);
-    sys.delete(Svc::Alarm, "/", &token, r#"{"item_id": 8}"#)
-        .await
-        .assert_empty(200);
+    sys.delete(Svc::Alarm, "/", &token, r#"{"item_id": 50}"#).await.assert_empty(200);
+    sys.delete(Svc::Alarm, "/", &token, r#"{"item_id": "50"}"#).await.assert_empty(200);
+    sys.delete(Svc::Alarm, "/", &token, r#"{"item_id": 8}"#).await.assert_empty(200);
     assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![7]);
 
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 1000}"#)
-        .await
-        .assert_empty(404);
-    sys.delete(Svc::Alarm, "/", &token, r#"{"item_id": "1000"}"#)
-        .await
-        .assert_empty(404);
-    let rows = sys
-        .sql(
-            Svc::Alarm,
-            "SELECT count(*) FROM alarm WHERE item_id = 1000",
-        )
-        .await;
+    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 1000}"#).await.assert_empty(404);
+    sys.delete(Svc::Alarm, "/", &token, r#"{"item_id": "1000"}"#).await.assert_empty(404);
+    let rows = sys.sql(Svc::Alarm, "SELECT count(*) FROM alarm WHERE item_id = 1000").await;
     assert_eq!(rows[0].get::<_, i64>(0), 0);
 }
 crate::on_both_seeds!(alarms_are_set_listed_and_cleared_idempotently, alarms);
@@ -203,20 +133,14 @@ async fn bad_alarm_bodies(seed: Seed) {
             r#"{"item_id":99999999999999999999999}"#,
             r#"{"item_id":"1; DROP TABLE alarm"}"#,
         ] {
-            let r = sys
-                .request(method.clone(), port, "/", Some(&token), Some(body))
-                .await;
+            let r = sys.request(method.clone(), port, "/", Some(&token), Some(body)).await;
             r.assert_error(400, "Bad Request");
         }
-        let r = sys
-            .request(method.clone(), port, "/", Some(&token), None)
-            .await;
+        let r = sys.request(method.clone(), port, "/", Some(&token), None).await;
         r.assert_error(400, "Bad Request");
     }
     let huge = format!(r#"{{"item_id": 5, "pad": "{}"}}"#, "x".repeat(100_000));
-    sys.post(Svc::Alarm, "/", &token, &huge)
-        .await
-        .assert_error(413, "Payload Too Large");
+    sys.post(Svc::Alarm, "/", &token, &huge).await.assert_error(413, "Payload Too Large");
     let r = sys
         .http
         .post(format!("http://127.0.0.1:{port}/"))
@@ -246,81 +170,35 @@ async fn tokens(seed: Seed) {
     ];
     for (svc, method, path, body) in endpoints {
         let port = sys.port(svc);
-        for token in [
-            None,
-            Some(""),
-            Some("   "),
-            Some("no-such-token"),
-            Some("' OR '1'='1"),
-        ] {
+        for token in [None, Some(""), Some("   "), Some("no-such-token"), Some("' OR '1'='1")] {
             let r = sys.request(method.clone(), port, path, token, body).await;
             r.assert_error(401, "Unauthorized");
         }
         let long = "x".repeat(5000);
-        sys.request(method.clone(), port, path, Some(&long), body)
-            .await
-            .assert_error(401, "Unauthorized");
+        sys.request(method.clone(), port, path, Some(&long), body).await.assert_error(401, "Unauthorized");
     }
-    sys.request(Method::POST, sys.port(Svc::User), "/", Some("nope"), None)
-        .await
-        .assert_error(401, "Unauthorized");
+    sys.request(Method::POST, sys.port(Svc::User), "/", Some("nope"), None).await.assert_error(401, "Unauthorized");
     // Health and readiness need no token.
     for svc in Svc::ALL {
-        let r = sys
-            .request(Method::GET, sys.port(svc), "/health", None, None)
-            .await;
+        let r = sys.request(Method::GET, sys.port(svc), "/health", None, None).await;
         assert_eq!(r.status, 200);
-        let r = sys
-            .request(Method::GET, sys.port(svc), "/ready", None, None)
-            .await;
+        let r = sys.request(Method::GET, sys.port(svc), "/ready", None, None).await;
         assert_eq!(r.status, 200);
         assert_eq!(r.json["status"], "ready");
     }
-    let rows = sys
-        .sql(
-            Svc::Item,
-            "SELECT count(*) FROM moa_outbox WHERE exchange = 'item.views'",
-        )
-        .await;
-    assert_eq!(
-        rows[0].get::<_, i64>(0),
-        0,
-        "an unauthenticated view is not recorded"
-    );
+    let rows = sys.sql(Svc::Item, "SELECT count(*) FROM moa_outbox WHERE exchange = 'item.views'").await;
+    assert_eq!(rows[0].get::<_, i64>(0), 0, "an unauthenticated view is not recorded");
 }
 crate::on_both_seeds!(every_endpoint_checks_the_token, tokens);
 
 async fn unknown_routes(seed: Seed) {
     let sys = system!(seed);
     let token = sys.token().await;
-    sys.get(Svc::User, "/nope", &token)
-        .await
-        .assert_error(404, "Not Found");
-    sys.get(Svc::Alarm, "/5", &token)
-        .await
-        .assert_error(404, "Not Found");
-    let r = sys
-        .request(
-            Method::PUT,
-            sys.port(Svc::Alarm),
-            "/",
-            Some(&token),
-            Some("{}"),
-        )
-        .await;
+    sys.get(Svc::User, "/nope", &token).await.assert_error(404, "Not Found");
+    sys.get(Svc::Alarm, "/5", &token).await.assert_error(404, "Not Found");
+    let r = sys.request(Method::PUT, sys.port(Svc::Alarm), "/", Some(&token), Some("{}")).await;
     r.assert_error(405, "Method Not Allowed");
-    let r = sys
-        .request(
-            Method::DELETE,
-            sys.port(Svc::User),
-            "/visit",
-            Some(&token),
-            None,
-        )
-        .await;
+    let r = sys.request(Method::DELETE, sys.port(Svc::User), "/visit", Some(&token), None).await;
     r.assert_error(405, "Method Not Allowed");
 }
-crate::on_both_seeds!(
-    unknown_routes_and_methods_get_the_error_body,
-    unknown_routes
-);
+crate::on_both_seeds!(unknown_routes_and_methods_get_the_error_body, unknown_routes);

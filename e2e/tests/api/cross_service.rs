@@ -12,9 +12,7 @@ async fn alarm_flags(seed: Seed) {
     let (token, other) = (&users[0].1, &users[1].1);
     // A view, so /visit shows the item whose flag we follow.
     assert_eq!(sys.get(Svc::Item, "/30", token).await.status, 200);
-    sys.post(Svc::Alarm, "/", token, r#"{"item_id": 30}"#)
-        .await
-        .assert_empty(201);
+    sys.post(Svc::Alarm, "/", token, r#"{"item_id": 30}"#).await.assert_empty(201);
     let took = eventually(WITHIN, "item list shows the alarm", || async {
         sys.get(Svc::Item, "/", token).await.alarmed_ids() == vec![30]
     })
@@ -29,29 +27,15 @@ async fn alarm_flags(seed: Seed) {
         v.ids().first() == Some(&30) && v.alarmed_ids() == vec![30]
     })
     .await;
-    assert!(
-        sys.get(Svc::Item, "/", other)
-            .await
-            .alarmed_ids()
-            .is_empty(),
-        "flags are the caller's own"
-    );
+    assert!(sys.get(Svc::Item, "/", other).await.alarmed_ids().is_empty(), "flags are the caller's own");
 
-    sys.delete(Svc::Alarm, "/", token, r#"{"item_id": "30"}"#)
-        .await
-        .assert_empty(200);
+    sys.delete(Svc::Alarm, "/", token, r#"{"item_id": "30"}"#).await.assert_empty(200);
     eventually(WITHIN, "item list shows the alarm cleared", || async {
-        sys.get(Svc::Item, "/", token)
-            .await
-            .alarmed_ids()
-            .is_empty()
+        sys.get(Svc::Item, "/", token).await.alarmed_ids().is_empty()
     })
     .await;
     eventually(WITHIN, "/visit shows the alarm cleared", || async {
-        sys.get(Svc::User, "/visit", token)
-            .await
-            .alarmed_ids()
-            .is_empty()
+        sys.get(Svc::User, "/visit", token).await.alarmed_ids().is_empty()
     })
     .await;
 }
@@ -61,15 +45,9 @@ async fn price_update(seed: Seed) {
     let sys = system!(seed);
     let token = sys.token().await;
     sys.get(Svc::Item, "/12", &token).await;
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 12}"#)
-        .await
-        .assert_empty(201);
-    eventually(WITHIN, "view stored", || async {
-        sys.get(Svc::User, "/visit", &token).await.ids() == vec![12]
-    })
-    .await;
-    sys.sql(Svc::Item, "UPDATE item SET price = 4242 WHERE id = 12")
-        .await;
+    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 12}"#).await.assert_empty(201);
+    eventually(WITHIN, "view stored", || async { sys.get(Svc::User, "/visit", &token).await.ids() == vec![12] }).await;
+    sys.sql(Svc::Item, "UPDATE item SET price = 4242 WHERE id = 12").await;
     let took = eventually(WITHIN, "alarm list shows the new price", || async {
         sys.get(Svc::Alarm, "/", &token).await.json["payload"][0]["price"] == 4242
     })
@@ -81,11 +59,7 @@ async fn price_update(seed: Seed) {
     .await;
     eventually(WITHIN, "item list shows the new price", || async {
         let l = sys.get(Svc::Item, "/", &token).await;
-        l.json["payload"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|i| i["id"] == 12 && i["price"] == 4242)
+        l.json["payload"].as_array().unwrap().iter().any(|i| i["id"] == 12 && i["price"] == 4242)
     })
     .await;
 }
@@ -93,61 +67,40 @@ crate::on_both_seeds!(a_price_changed_in_psql_reaches_every_service, price_updat
 
 async fn new_user(seed: Seed) {
     let sys = system!(seed);
-    sys.sql(
-        Svc::User,
-        "INSERT INTO \"user\" (id, name, access_token) VALUES (9001, '신입', 'fresh-token-9001')",
-    )
-    .await;
-    let took = eventually(
-        WITHIN,
-        "the new token works on the item service",
-        || async { sys.get(Svc::Item, "/", "fresh-token-9001").await.status == 200 },
-    )
+    sys.sql(Svc::User, "INSERT INTO \"user\" (id, name, access_token) VALUES (9001, '신입', 'fresh-token-9001')").await;
+    let took = eventually(WITHIN, "the new token works on the item service", || async {
+        sys.get(Svc::Item, "/", "fresh-token-9001").await.status == 200
+    })
     .await;
     eprintln!("user insert → item service: {took:?}");
-    eventually(
-        WITHIN,
-        "the new token works on the alarm service",
-        || async { sys.get(Svc::Alarm, "/", "fresh-token-9001").await.status == 200 },
-    )
+    eventually(WITHIN, "the new token works on the alarm service", || async {
+        sys.get(Svc::Alarm, "/", "fresh-token-9001").await.status == 200
+    })
     .await;
-    sys.post(Svc::Alarm, "/", "fresh-token-9001", r#"{"item_id": 3}"#)
-        .await
-        .assert_empty(201);
-    let rows = sys
-        .sql(
-            Svc::Alarm,
-            "SELECT count(*) FROM alarm WHERE user_id = 9001 AND item_id = 3",
-        )
-        .await;
+    sys.post(Svc::Alarm, "/", "fresh-token-9001", r#"{"item_id": 3}"#).await.assert_empty(201);
+    let rows = sys.sql(Svc::Alarm, "SELECT count(*) FROM alarm WHERE user_id = 9001 AND item_id = 3").await;
     assert_eq!(rows[0].get::<_, i64>(0), 1);
     // A token changed by an operator stops working everywhere.
-    sys.sql(
-        Svc::User,
-        "UPDATE \"user\" SET access_token = 'rotated-9001' WHERE id = 9001",
-    )
-    .await;
+    sys.sql(Svc::User, "UPDATE \"user\" SET access_token = 'rotated-9001' WHERE id = 9001").await;
     eventually(WITHIN, "the old token is refused", || async {
         sys.get(Svc::Item, "/", "fresh-token-9001").await.status == 401
             && sys.get(Svc::Alarm, "/", "fresh-token-9001").await.status == 401
     })
     .await;
-    assert_eq!(
-        sys.get(Svc::Alarm, "/", "rotated-9001").await.ids(),
-        vec![3]
-    );
+    assert_eq!(sys.get(Svc::Alarm, "/", "rotated-9001").await.ids(), vec![3]);
 }
 crate::on_both_seeds!(a_user_inserted_in_psql_can_use_every_service, new_user);
 
 async fn new_item(seed: Seed) {
     let sys = system!(seed);
     let token = sys.token().await;
-    sys.sql(Svc::Item, "INSERT INTO item (id, name, broadcaster, category, price) VALUES (777, '새 상품', 'gsshop', NULL, 1000)")
-        .await;
+    sys.sql(
+        Svc::Item,
+        "INSERT INTO item (id, name, broadcaster, category, price) VALUES (777, '새 상품', 'gsshop', NULL, 1000)",
+    )
+    .await;
     // Right away: the alarm service may not have the event yet and asks the item service.
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 777}"#)
-        .await
-        .assert_empty(201);
+    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 777}"#).await.assert_empty(201);
     let list = sys.get(Svc::Alarm, "/", &token).await;
     assert_eq!(list.ids(), vec![777]);
     assert_eq!(list.json["payload"][0]["name"], "새 상품");
@@ -161,9 +114,7 @@ async fn new_item(seed: Seed) {
         sys.get(Svc::Alarm, "/", &token).await.ids().is_empty()
     })
     .await;
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 777}"#)
-        .await
-        .assert_empty(404);
+    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 777}"#).await.assert_empty(404);
     sys.get(Svc::Item, "/777", &token).await.assert_empty(404);
 }
 crate::on_both_seeds!(an_item_inserted_in_psql_can_get_an_alarm, new_item);
@@ -172,16 +123,10 @@ async fn alarm_sql(seed: Seed) {
     let sys = system!(seed);
     let users = sys.users(1).await;
     let (user_id, token) = (&users[0].0, &users[0].1);
-    sys.sql(
-        Svc::Alarm,
-        &format!("INSERT INTO alarm (item_id, user_id, created) VALUES (44, {user_id}, now())"),
-    )
-    .await;
-    eventually(
-        WITHIN,
-        "an alarm inserted in psql shows in the item list",
-        || async { sys.get(Svc::Item, "/", token).await.alarmed_ids() == vec![44] },
-    )
+    sys.sql(Svc::Alarm, &format!("INSERT INTO alarm (item_id, user_id, created) VALUES (44, {user_id}, now())")).await;
+    eventually(WITHIN, "an alarm inserted in psql shows in the item list", || async {
+        sys.get(Svc::Item, "/", token).await.alarmed_ids() == vec![44]
+    })
     .await;
     assert_eq!(sys.get(Svc::Alarm, "/", token).await.ids(), vec![44]);
 }

@@ -6,6 +6,7 @@ mod contract;
 mod cross_service;
 mod faults;
 mod instances;
+mod observability;
 mod openapi;
 mod soak;
 mod visits;

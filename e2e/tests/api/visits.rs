@@ -13,11 +13,9 @@ async fn view_all(sys: &System, token: &str, ids: &[i64]) {
 
 async fn expect_visits(sys: &System, token: &str, expected: &[i64]) {
     let expected = expected.to_vec();
-    eventually(
-        Duration::from_secs(2),
-        &format!("/visit = {expected:?}"),
-        || async { sys.get(Svc::User, "/visit", token).await.ids() == expected },
-    )
+    eventually(Duration::from_secs(2), &format!("/visit = {expected:?}"), || async {
+        sys.get(Svc::User, "/visit", token).await.ids() == expected
+    })
     .await;
 }
 
@@ -42,10 +40,7 @@ async fn orderings(seed: Seed) {
     assert_eq!(v.json["count"], 3);
     assert_eq!(v.content_type, "application/json; charset=utf-8");
     let item = sys.get(Svc::Item, "/5", a).await;
-    assert_eq!(
-        v.json["payload"][0], item.json["payload"],
-        "an item looks the same everywhere"
-    );
+    assert_eq!(v.json["payload"][0], item.json["payload"], "an item looks the same everywhere");
 }
 crate::on_both_seeds!(visits_follow_the_contracts_orderings_per_user, orderings);
 
@@ -59,11 +54,7 @@ async fn not_recorded(seed: Seed) {
     view_all(&sys, &token, &[8]).await;
     expect_visits(&sys, &token, &[8]).await;
     let rows = sys.sql(Svc::User, "SELECT count(*) FROM visit").await;
-    assert_eq!(
-        rows[0].get::<_, i64>(0),
-        1,
-        "only the existing item's view is stored"
-    );
+    assert_eq!(rows[0].get::<_, i64>(0), 1, "only the existing item's view is stored");
 }
 crate::on_both_seeds!(unknown_and_non_integer_ids_are_not_recorded, not_recorded);
 
@@ -73,13 +64,9 @@ async fn many_views(seed: Seed) {
     let ids: Vec<i64> = (1..=20).collect();
     view_all(&sys, &token, &ids).await;
     expect_visits(&sys, &token, &[20, 19, 18]).await;
-    eventually(
-        Duration::from_secs(2),
-        "all 20 views stored once",
-        || async {
-            sys.sql(Svc::User, "SELECT count(*) FROM visit").await[0].get::<_, i64>(0) == 20
-        },
-    )
+    eventually(Duration::from_secs(2), "all 20 views stored once", || async {
+        sys.sql(Svc::User, "SELECT count(*) FROM visit").await[0].get::<_, i64>(0) == 20
+    })
     .await;
 }
 crate::on_both_seeds!(visits_show_at_most_three, many_views);

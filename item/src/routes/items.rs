@@ -14,15 +14,8 @@ use crate::store::RecordView;
 pub async fn list(req: HttpRequest, state: web::Data<Replicas>) -> Result<HttpResponse, ApiError> {
     let user = auth::authenticate(&req, &state.users).await?;
     let page = input::parse_page(req.query_string())?;
-    let alarmed = state
-        .alarms
-        .items_of(user.id)
-        .await
-        .map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
-    Ok(http::json_bytes(
-        StatusCode::OK,
-        state.items.render_page(&alarmed, page),
-    ))
+    let alarmed = state.alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
+    Ok(http::json_bytes(StatusCode::OK, state.items.render_page(&alarmed, page)))
 }
 
 /// `GET /{item_id}`: one item, and a view recorded for `/visit`.
@@ -40,23 +33,13 @@ pub async fn detail(
         .await
         .map_err(|e| ApiError::from_dependency(e, "this item"))?
         .ok_or(ApiError::NotFoundEmpty)?;
-    let alarmed = state
-        .alarms
-        .items_of(user.id)
-        .await
-        .map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
+    let alarmed = state.alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
     // The view is committed before we answer: a 200 means it will show in /visit.
     core.store
-        .send(RecordView {
-            user_id: user.id,
-            item_id: id,
-        })
+        .send(RecordView { user_id: user.id, item_id: id, request_id: common::service::request_id(&req) })
         .await
         .map_err(common::Error::from)
         .and_then(|r| r)
         .map_err(|e| ApiError::from_dependency(e, "recording this view"))?;
-    Ok(http::json_bytes(
-        StatusCode::OK,
-        state.items.render_one(&item, alarmed.contains(&id)),
-    ))
+    Ok(http::json_bytes(StatusCode::OK, state.items.render_one(&item, alarmed.contains(&id))))
 }

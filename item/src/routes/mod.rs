@@ -7,9 +7,7 @@ mod items;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/")
-            .route(web::get().to(items::list))
-            .default_service(web::to(http::method_not_allowed)),
+        web::resource("/").route(web::get().to(items::list)).default_service(web::to(http::method_not_allowed)),
     )
     .service(
         web::resource("/{item_id}")

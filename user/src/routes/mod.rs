@@ -14,8 +14,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(http::method_not_allowed)),
     )
     .service(
-        web::resource("/visit")
-            .route(web::get().to(visits::recent))
-            .default_service(web::to(http::method_not_allowed)),
+        web::resource("/visit").route(web::get().to(visits::recent)).default_service(web::to(http::method_not_allowed)),
     );
 }

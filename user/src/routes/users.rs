@@ -12,11 +12,5 @@ struct UserList {
 pub async fn list(req: HttpRequest, state: web::Data<Replicas>) -> Result<HttpResponse, ApiError> {
     auth::authenticate(&req, &state.users).await?;
     let payload = state.users.all_desc();
-    Ok(http::json(
-        StatusCode::OK,
-        &UserList {
-            count: payload.len(),
-            payload,
-        },
-    ))
+    Ok(http::json(StatusCode::OK, &UserList { count: payload.len(), payload }))
 }

@@ -15,19 +15,12 @@ pub async fn recent(
     let user = auth::authenticate(&req, &state.users).await?;
     let ids = core
         .store
-        .send(RecentVisits {
-            user_id: user.id,
-            limit: RECENT_LIMIT,
-        })
+        .send(RecentVisits { user_id: user.id, limit: RECENT_LIMIT })
         .await
         .map_err(common::Error::from)
         .and_then(|r| r)
         .map_err(|e| ApiError::from_dependency(e, "your recent views"))?;
-    let alarmed = state
-        .alarms
-        .items_of(user.id)
-        .await
-        .map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
+    let alarmed = state.alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
     let body = state
         .items
         .render_ids(&ids, &|id| alarmed.contains(&id))

@@ -1,0 +1,71 @@
+//! Metrics and request ids: what an operator uses to follow the system.
+
+use std::time::Duration;
+
+use e2e::{eventually, system, Method, Seed, Svc};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_follows_a_view_from_the_item_service_to_the_user_service() {
+    let mut sys = system!(Seed::Demo);
+    let token = sys.token().await;
+    let r = sys
+        .http
+        .get(format!("http://127.0.0.1:{}/5", sys.port(Svc::Item)))
+        .header("USER-TOKEN", &token)
+        .header("x-request-id", "trace-abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], "trace-abc-123", "echoed to the caller");
+    let own = sys.get(Svc::Item, "/", &token).await;
+    assert_eq!(own.status, 200);
+    eventually(Duration::from_secs(2), "view stored", || async {
+        sys.get(Svc::User, "/visit", &token).await.ids() == vec![5]
+    })
+    .await;
+    sys.stop(Svc::Item);
+    sys.stop(Svc::User);
+    let item_log = sys.log(Svc::Item);
+    let user_log = sys.log(Svc::User);
+    assert!(item_log.contains("[trace-abc-123] GET /5 -> 200"), "item access log:\n{item_log}");
+    assert!(user_log.contains("[trace-abc-123] view of item 5"), "user log:\n{user_log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_cover_requests_caches_rpc_outbox_events_and_replicas() {
+    let sys = system!(Seed::Demo);
+    let token = sys.token().await;
+    sys.get(Svc::Item, "/", &token).await;
+    sys.get(Svc::Item, "/3", &token).await;
+    sys.get(Svc::Item, "/", "unknown-token").await; // a miss: RPC to the user service
+    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 3}"#).await.assert_empty(201);
+    eventually(Duration::from_secs(1), "alarm applied", || async {
+        sys.get(Svc::Item, "/", &token).await.alarmed_ids() == vec![3]
+    })
+    .await;
+    let sys = &sys;
+    let text = |svc| async move { sys.request(Method::GET, sys.port(svc), "/metrics", None, None).await };
+    let item = text(Svc::Item).await;
+    assert_eq!(item.status, 200);
+    assert!(item.content_type.starts_with("text/plain"));
+    for needle in [
+        "moa_http_requests_total{route=\"/\",method=\"GET\",status=\"200\"}",
+        "moa_http_requests_total{route=\"/\",method=\"GET\",status=\"401\"}",
+        "moa_http_request_seconds_bucket{route=\"/{item_id}\",le=",
+        "moa_cache_hits_total{entity=\"user\"}",
+        "moa_cache_misses_total{entity=\"user\"}",
+        "moa_rpc_calls_total{owner=\"user\",outcome=\"ok\"}",
+        "moa_events_applied_total{entity=\"alarm\"}",
+        "moa_replica_version{entity=\"alarm\"}",
+        "moa_replica_warm{entity=\"user\"} 1",
+        "moa_outbox_backlog ",
+        "moa_outbox_publish_seconds_count ",
+    ] {
+        assert!(item.text.contains(needle), "item /metrics lacks {needle}:\n{}", item.text);
+    }
+    let alarm = text(Svc::Alarm).await;
+    assert!(alarm.text.contains("moa_outbox_published_total "), "{}", alarm.text);
+    let user = text(Svc::User).await;
+    assert!(user.text.contains("moa_views_total{outcome=\"stored\"} 1"), "{}", user.text);
+}
