@@ -154,7 +154,7 @@ async fn supervise(url: String, name: String, tx: watch::Sender<Option<Link>>, s
             Err(e) => {
                 failures += 1;
                 // Say it once, then every ~10 attempts: an outage should not flood the log.
-                if failures == 1 || failures % 10 == 0 {
+                if failures == 1 || failures.is_multiple_of(10) {
                     log::warn!("rabbitmq unreachable ({e}); retrying (attempt {failures})");
                 }
                 tokio::time::sleep(delay).await;
