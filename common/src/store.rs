@@ -167,6 +167,17 @@ impl Query {
 
 const ROW_COLUMNS: &str = "key, version, deleted, data";
 
+type Conn = bb8::PooledConnection<'static, bb8_postgres::PostgresConnectionManager<NoTls>>;
+
+/// A connection for reads that must not run before the migrations (a snapshot taken before
+/// the backfill would look empty): "not yet" instead.
+async fn migrated_conn(pool: Pool, migrated: bool) -> Result<Conn> {
+    if !migrated {
+        return Err(Error::DbUnavailable("migrations not applied yet".into()));
+    }
+    Ok(pool.get_owned().await?)
+}
+
 fn to_rows(rows: Vec<tokio_postgres::Row>) -> Result<Vec<VersionedRow>> {
     rows.into_iter()
         .map(|r| {
@@ -182,11 +193,7 @@ impl Handler<Query> for Store {
         let pool = self.pool.clone();
         let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
         Box::pin(async move {
-            if !migrated {
-                // Before the backfill migration a snapshot would look empty; say "not yet" instead.
-                return Err(Error::DbUnavailable("migrations not applied yet".into()));
-            }
-            let conn = pool.get().await?;
+            let conn = migrated_conn(pool, migrated).await?;
             let rows = match &q {
                 Query::Snapshot { entity, after, limit } => {
                     let limit = i64::from(*limit).clamp(1, 100_000);
@@ -428,10 +435,7 @@ impl Handler<LoadReplica> for Store {
         let pool = self.pool.clone();
         let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
         Box::pin(async move {
-            if !migrated {
-                return Err(Error::DbUnavailable("migrations not applied yet".into()));
-            }
-            let conn = pool.get().await?;
+            let conn = migrated_conn(pool, migrated).await?;
             let rows =
                 conn.query(&format!("SELECT {ROW_COLUMNS} FROM moa_replica WHERE entity = $1"), &[&msg.entity]).await?;
             to_rows(rows)

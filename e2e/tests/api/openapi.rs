@@ -14,19 +14,12 @@ fn required_operations(svc: Svc) -> Vec<(&'static str, &'static str)> {
         Svc::Alarm => vec![("/", "post"), ("/", "get"), ("/", "delete")],
         Svc::User => vec![("/", "get"), ("/", "post"), ("/visit", "get")],
     };
-    ops.extend([
-        ("/health", "get"),
-        ("/ready", "get"),
-        ("/metrics", "get"),
-        ("/openapi.json", "get"),
-    ]);
+    ops.extend([("/health", "get"), ("/ready", "get"), ("/metrics", "get"), ("/openapi.json", "get")]);
     ops
 }
 
 async fn document(sys: &System, svc: Svc) -> Value {
-    let r = sys
-        .request(Method::GET, sys.port(svc), "/openapi.json", None, None)
-        .await;
+    let r = sys.request(Method::GET, sys.port(svc), "/openapi.json", None, None).await;
     assert_eq!(r.status, 200, "{svc:?} /openapi.json: {r:?}");
     assert!(r.content_type.starts_with("application/json"), "{r:?}");
     assert_eq!(r.json["openapi"], "3.0.3", "{svc:?}");
@@ -45,10 +38,7 @@ fn concrete(path: &str) -> String {
 
 /// The documented methods of a path item.
 fn methods_of(path_item: &Value) -> Vec<&'static str> {
-    METHODS
-        .into_iter()
-        .filter(|m| path_item.get(*m).is_some())
-        .collect()
+    METHODS.into_iter().filter(|m| path_item.get(*m).is_some()).collect()
 }
 
 /// A body the operation accepts, when it takes one.
@@ -57,17 +47,11 @@ fn valid_body(operation: &Value) -> Option<&'static str> {
 }
 
 fn requires_token(operation: &Value) -> bool {
-    operation["security"]
-        .as_array()
-        .is_some_and(|s| s.iter().any(|r| r.get("UserToken").is_some()))
+    operation["security"].as_array().is_some_and(|s| s.iter().any(|r| r.get("UserToken").is_some()))
 }
 
 fn is_routing_error(r: &Resp) -> bool {
-    r.status == 405
-        || (r.status == 404
-            && r.json["hint"]
-                .as_str()
-                .is_some_and(|h| h.starts_with("no route")))
+    r.status == 405 || (r.status == 404 && r.json["hint"].as_str().is_some_and(|h| h.starts_with("no route")))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,20 +74,8 @@ async fn every_documented_operation_is_routed_and_other_methods_are_405() {
             for m in &documented {
                 let operation = &item[*m];
                 let tok = requires_token(operation).then_some(token.as_str());
-                let r = sys
-                    .request(
-                        method(m),
-                        sys.port(svc),
-                        &concrete(path),
-                        tok,
-                        valid_body(operation),
-                    )
-                    .await;
-                assert!(
-                    !is_routing_error(&r),
-                    "{svc:?}: documented {} {path} is not routed: {r:?}",
-                    m.to_uppercase()
-                );
+                let r = sys.request(method(m), sys.port(svc), &concrete(path), tok, valid_body(operation)).await;
+                assert!(!is_routing_error(&r), "{svc:?}: documented {} {path} is not routed: {r:?}", m.to_uppercase());
                 assert!(
                     r.status < 400,
                     "{svc:?}: documented {} {path} with valid input fails: {r:?}",
@@ -111,21 +83,8 @@ async fn every_documented_operation_is_routed_and_other_methods_are_405() {
                 );
             }
             for m in METHODS.iter().filter(|m| !documented.contains(m)) {
-                let r = sys
-                    .request(
-                        method(m),
-                        sys.port(svc),
-                        &concrete(path),
-                        Some(&token),
-                        Some("{}"),
-                    )
-                    .await;
-                assert_eq!(
-                    r.status,
-                    405,
-                    "{svc:?}: undocumented {} {path} should be 405: {r:?}",
-                    m.to_uppercase()
-                );
+                let r = sys.request(method(m), sys.port(svc), &concrete(path), Some(&token), Some("{}")).await;
+                assert_eq!(r.status, 405, "{svc:?}: undocumented {} {path} should be 405: {r:?}", m.to_uppercase());
                 // components/responses/MethodNotAllowed
                 r.assert_error(405, "Method Not Allowed");
             }
@@ -147,15 +106,7 @@ struct Probe {
 }
 
 fn probe(svc: Svc, method: &'static str, path: &'static str, url: &'static str) -> Probe {
-    Probe {
-        svc,
-        method,
-        path,
-        url,
-        token: true,
-        body: None,
-        content_type: None,
-    }
+    Probe { svc, method, path, url, token: true, body: None, content_type: None }
 }
 
 impl Probe {
@@ -217,19 +168,14 @@ fn probes(big_body: &'static str) -> Vec<Probe> {
             probe(Alarm, method, "/", "/").body(r#"{"item_id": 100000}"#),
             probe(Alarm, method, "/", "/").body(r#"{"item_id": 3000000000}"#),
             probe(Alarm, method, "/", "/").body(big_body),
-            probe(Alarm, method, "/", "/")
-                .body(r#"{"item_id": 1}"#)
-                .content_type("text/xml"),
+            probe(Alarm, method, "/", "/").body(r#"{"item_id": 1}"#).content_type("text/xml"),
         ]);
     }
     out
 }
 
 async fn send(sys: &System, token: &str, p: &Probe) -> Resp {
-    let mut req = sys.http.request(
-        method(p.method),
-        format!("http://127.0.0.1:{}{}", sys.port(p.svc), p.url),
-    );
+    let mut req = sys.http.request(method(p.method), format!("http://127.0.0.1:{}{}", sys.port(p.svc), p.url));
     if p.token {
         req = req.header("USER-TOKEN", token);
     }
@@ -241,20 +187,10 @@ async fn send(sys: &System, token: &str, p: &Probe) -> Resp {
     }
     let r = req.send().await.expect("request sent");
     let status = r.status().as_u16();
-    let content_type = r
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let text = r.text().await.unwrap_or_default();
     let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Resp {
-        status,
-        content_type,
-        text,
-        json,
-    }
+    Resp { status, content_type, text, json }
 }
 
 /// Follows a local `$ref` (`#/components/...`).
@@ -262,11 +198,7 @@ fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
     match v.get("$ref").and_then(Value::as_str) {
         Some(r) => {
             let pointer = r.strip_prefix('#').expect("a local $ref");
-            resolve(
-                doc,
-                doc.pointer(pointer)
-                    .unwrap_or_else(|| panic!("{r} resolves")),
-            )
+            resolve(doc, doc.pointer(pointer).unwrap_or_else(|| panic!("{r} resolves")))
         }
         None => v,
     }
@@ -279,10 +211,7 @@ fn mismatch(doc: &Value, schema: &Value, value: &Value, at: &str) -> Option<Stri
         return None;
     }
     if let Some(options) = schema["oneOf"].as_array() {
-        let fits = options
-            .iter()
-            .filter(|s| mismatch(doc, s, value, at).is_none())
-            .count();
+        let fits = options.iter().filter(|s| mismatch(doc, s, value, at).is_none()).count();
         return (fits != 1).then(|| format!("{at}: {value} fits {fits} of oneOf"));
     }
     let type_ok = match schema["type"].as_str() {
@@ -354,22 +283,12 @@ async fn every_observed_status_and_body_is_documented_for_its_operation() {
         }
         v
     };
-    let big: &'static str = Box::leak(
-        json!({"item_id": 1, "pad": "x".repeat(20_000)})
-            .to_string()
-            .into_boxed_str(),
-    );
+    let big: &'static str = Box::leak(json!({"item_id": 1, "pad": "x".repeat(20_000)}).to_string().into_boxed_str());
     let mut seen = std::collections::BTreeSet::new();
     for p in probes(big) {
         let doc = &docs.iter().find(|(s, _)| *s == p.svc).expect("doc").1;
         let operation = &doc["paths"][p.path][p.method];
-        assert!(
-            operation.is_object(),
-            "{:?}: {} {} is not documented",
-            p.svc,
-            p.method,
-            p.path
-        );
+        assert!(operation.is_object(), "{:?}: {} {} is not documented", p.svc, p.method, p.path);
         let r = send(&sys, &token, &p).await;
         let what = format!(
             "{:?} {} {} (operation {} {}, token: {}, body: {:.60?}) -> {}",
@@ -384,37 +303,22 @@ async fn every_observed_status_and_body_is_documented_for_its_operation() {
         );
         seen.insert(r.status);
         let documented = &operation["responses"][r.status.to_string()];
-        assert!(
-            documented.is_object(),
-            "{what}: status not documented; body {}",
-            r.text
-        );
+        assert!(documented.is_object(), "{what}: status not documented; body {}", r.text);
         let documented = resolve(doc, documented);
         let Some(content) = documented["content"].as_object() else {
-            assert!(
-                r.text.is_empty(),
-                "{what}: documented without a body: {}",
-                r.text
-            );
+            assert!(r.text.is_empty(), "{what}: documented without a body: {}", r.text);
             continue;
         };
         let essence = r.content_type.split(';').next().unwrap_or("").trim();
-        let media = content
-            .get(essence)
-            .unwrap_or_else(|| panic!("{what}: content type {:?} not documented", r.content_type));
+        let media =
+            content.get(essence).unwrap_or_else(|| panic!("{what}: content type {:?} not documented", r.content_type));
         if essence == "application/json" {
             if let Some(m) = mismatch(doc, &media["schema"], &r.json, "body") {
-                panic!(
-                    "{what}: body does not match the documented schema: {m}\n{}",
-                    r.text
-                );
+                panic!("{what}: body does not match the documented schema: {m}\n{}", r.text);
             }
         }
         if r.status == 503 {
-            assert!(
-                documented["headers"].get("Retry-After").is_some(),
-                "{what}: Retry-After documented"
-            );
+            assert!(documented["headers"].get("Retry-After").is_some(), "{what}: Retry-After documented");
         }
     }
     // The probes really exercised the error statuses, not only successes.
