@@ -185,6 +185,16 @@ pub fn request_id(req: &HttpRequest) -> String {
     req.extensions().get::<RequestId>().map(|r| r.0.to_string()).unwrap_or_default()
 }
 
+/// A GET-only resource: other methods get 405 with the error body, like the service routes.
+fn resource_get<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path).route(web::get().to(handler)).default_service(web::to(http::method_not_allowed))
+}
+
 /// A bound HTTP server: tests bind port 0 and read [`Application::port`].
 pub struct Application {
     port: u16,
@@ -245,10 +255,10 @@ impl Application {
                         Ok(res)
                     }
                 })
-                .route("/health", web::get().to(http::health))
-                .route("/ready", web::get().to(ready))
-                .route("/metrics", web::get().to(metrics))
-                .route("/openapi.json", web::get().to(move || async move { http::json_bytes(StatusCode::OK, openapi) }))
+                .service(resource_get("/health", http::health))
+                .service(resource_get("/ready", ready))
+                .service(resource_get("/metrics", metrics))
+                .service(resource_get("/openapi.json", move || async move { http::json_bytes(StatusCode::OK, openapi) }))
                 .configure(routes.clone())
                 .default_service(web::to(http::not_found))
         })

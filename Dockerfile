@@ -1,0 +1,31 @@
+# One image per service: docker build --build-arg SERVICE=item|alarm|user -t moa-item .
+#
+# Stage 1 compiles only the named service's binary (its openapi.json and migrations are
+# compiled into it). Stage 2 is a slim Debian with the binary, curl for the healthcheck
+# and an unprivileged user; configuration comes from environment variables only.
+
+ARG RUST_VERSION=1.95
+
+FROM rust:${RUST_VERSION}-bookworm AS build
+ARG SERVICE
+RUN case "$SERVICE" in item|alarm|user) ;; \
+      *) echo "build with --build-arg SERVICE=item|alarm|user (got '$SERVICE')" >&2; exit 1 ;; esac
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p "$SERVICE" --bin "$SERVICE" \
+ && install -m 755 "target/release/$SERVICE" /usr/local/bin/service
+
+FROM debian:bookworm-slim
+ARG SERVICE
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --no-create-home --uid 10001 moa
+COPY --from=build /usr/local/bin/service /usr/local/bin/service
+LABEL org.opencontainers.image.title="homeshopping-moa-${SERVICE}"
+# Listen on every interface inside the container; the port variable is per service
+# (ITEM_HTTP_PORT, ALARM_HTTP_PORT, USER_HTTP_PORT) and set by docker-compose.yml.
+ENV HTTP_HOST=0.0.0.0
+USER moa
+# actix-web handles SIGTERM itself (graceful shutdown), so the binary can be PID 1.
+ENTRYPOINT ["/usr/local/bin/service"]

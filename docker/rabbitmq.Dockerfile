@@ -1,0 +1,20 @@
+# RabbitMQ 3.10 with the management plugin, our configuration and topology baked in:
+#   docker build -f docker/rabbitmq.Dockerfile -t moa-rabbitmq .
+#
+# rabbitmq/definitions.json (exchanges, queues, bindings, policies) is imported at boot.
+# When definitions are imported, RabbitMQ does not create its default user, not even
+# from RABBITMQ_DEFAULT_USER / RABBITMQ_DEFAULT_PASS. So load_definitions points at a
+# directory, and docker/rabbitmq-entrypoint.sh writes the user from those two variables
+# into it when the container starts (the password never lands in the image).
+
+FROM rabbitmq:3.10-management
+COPY rabbitmq/rabbitmq.conf /etc/rabbitmq/rabbitmq.conf
+COPY rabbitmq/enabled_plugins /etc/rabbitmq/enabled_plugins
+COPY rabbitmq/definitions.json /etc/rabbitmq/definitions.d/00-topology.json
+RUN sed -i 's#^load_definitions = .*#load_definitions = /etc/rabbitmq/definitions.d#' \
+      /etc/rabbitmq/rabbitmq.conf \
+ && grep -qx 'load_definitions = /etc/rabbitmq/definitions.d' /etc/rabbitmq/rabbitmq.conf \
+ && chown -R rabbitmq:rabbitmq /etc/rabbitmq/definitions.d
+COPY docker/rabbitmq-entrypoint.sh /usr/local/bin/moa-rabbitmq-entrypoint.sh
+ENTRYPOINT ["moa-rabbitmq-entrypoint.sh"]
+CMD ["rabbitmq-server"]
