@@ -3,8 +3,8 @@
 use actix::prelude::*;
 use common::{
     db::Migration,
-    entity::{alarm_key, VersionedRow},
-    store::Store,
+    entity::VersionedRow,
+    store::{to_rows, Store},
     Result,
 };
 
@@ -32,39 +32,18 @@ impl Handler<WriteAlarm> for Store {
 
     fn handle(&mut self, msg: WriteAlarm, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool();
+        let wake = self.outbox_wake();
         Box::pin(async move {
-            let mut conn = pool.get().await?;
-            let tx = conn.transaction().await?;
-            tx.execute("SELECT set_config('moa.request_id', $1, true)", &[&msg.request_id]).await?;
-            if msg.set {
-                tx.execute(
-                    "INSERT INTO alarm (item_id, user_id, created) VALUES ($1, $2, now()::timestamp)
-                     ON CONFLICT (user_id, item_id) DO NOTHING",
-                    &[&msg.item_id, &msg.user_id],
-                )
-                .await?;
-            } else {
-                tx.execute("DELETE FROM alarm WHERE user_id = $1 AND item_id = $2", &[&msg.user_id, &msg.item_id])
-                    .await?;
-            }
-            let key = alarm_key(msg.user_id.into(), msg.item_id.into());
-            let rows = tx
+            let conn = pool.get().await?;
+            // One round trip: moa_write_alarm (migration 2) changes the row and returns its version.
+            let rows = conn
                 .query(
-                    "SELECT key, version, deleted, data FROM moa_entity_version WHERE entity = 'alarm' AND key = $1",
-                    &[&key],
+                    "SELECT key, version, deleted, data FROM moa_write_alarm($1, $2, $3, $4)",
+                    &[&msg.user_id, &msg.item_id, &msg.set, &msg.request_id],
                 )
                 .await?;
-            tx.commit().await?;
-            rows.into_iter()
-                .map(|r| {
-                    Ok(VersionedRow {
-                        key: r.try_get(0)?,
-                        version: r.try_get(1)?,
-                        deleted: r.try_get(2)?,
-                        data: r.try_get(3)?,
-                    })
-                })
-                .collect()
+            wake.notify_one();
+            to_rows(rows)
         })
     }
 }

@@ -86,7 +86,12 @@ BEGIN
                 nullif(current_setting('moa.request_id', true), ''));
     END IF;
 
-    PERFORM pg_notify('moa_outbox', v_exchange);
+    -- Wake the relays for changes made outside the services (an operator's psql). A service
+    -- wakes its own relay in process after commit instead: NOTIFY serializes every committing
+    -- transaction of the database on one lock, which would cap write throughput.
+    IF coalesce(current_setting('moa.request_id', true), '') = '' THEN
+        PERFORM pg_notify('moa_outbox', v_exchange);
+    END IF;
     RETURN NULL;
 END;
 $$;

@@ -178,7 +178,8 @@ async fn migrated_conn(pool: Pool, migrated: bool) -> Result<Conn> {
     Ok(pool.get_owned().await?)
 }
 
-fn to_rows(rows: Vec<tokio_postgres::Row>) -> Result<Vec<VersionedRow>> {
+/// `key, version, deleted, data` rows as [`VersionedRow`]s.
+pub fn to_rows(rows: Vec<tokio_postgres::Row>) -> Result<Vec<VersionedRow>> {
     rows.into_iter()
         .map(|r| {
             Ok(VersionedRow { key: r.try_get(0)?, version: r.try_get(1)?, deleted: r.try_get(2)?, data: r.try_get(3)? })
