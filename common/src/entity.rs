@@ -100,8 +100,8 @@ impl Entity for Alarm {
     }
 }
 
-/// The key text the capture trigger writes for an alarm pair.
-pub fn alarm_key(user_id: i64, item_id: i64) -> String {
+/// The key text the capture trigger writes for a (user, item) pair: alarms, recent visits.
+pub fn pair_key(user_id: i64, item_id: i64) -> String {
     format!("{user_id}:{item_id}")
 }
 
@@ -137,7 +137,7 @@ mod tests {
         let a = Alarm { id: 1, item_id: Some(3), user_id: None };
         assert_eq!(a.key(), None);
         assert_eq!(Alarm { id: 1, item_id: Some(3), user_id: Some(2) }.key(), Some((2, 3)));
-        assert_eq!(alarm_key(2, 3), "2:3");
+        assert_eq!(pair_key(2, 3), "2:3");
     }
 
     #[test]

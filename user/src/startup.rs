@@ -6,10 +6,17 @@ use common::{
     Result,
 };
 
-use crate::{routes, store::MIGRATIONS};
+use actix_web::web;
+
+use crate::{recent, routes, store::MIGRATIONS, views};
 
 pub fn build(settings: Settings) -> Result<Application> {
     let core = Core::start(settings, &MIGRATIONS)?;
-    crate::views::start(&core);
-    Application::build(core, include_str!("../openapi.json"), routes::configure)
+    let visits = recent::start(&core);
+    views::start(&core, visits.clone());
+    let visits = web::Data::from(visits);
+    Application::build(core, include_str!("../openapi.json"), move |cfg| {
+        cfg.app_data(visits.clone());
+        routes::configure(cfg);
+    })
 }

@@ -13,10 +13,12 @@ use common::{
 use futures_util::future::BoxFuture;
 use lapin::message::Delivery;
 
-use crate::store::RecordVisit;
+use crate::{recent::VisitBook, store::RecordVisit};
 
 pub struct ViewRecorder {
     store: Addr<Store>,
+    /// This instance's recent views, updated at once with what it stores.
+    visits: Arc<VisitBook>,
     metrics: common::telemetry::Metrics,
 }
 
@@ -51,10 +53,12 @@ impl consume::Handler for ViewRecorder {
                 }
             };
             let (user, item) = (view.user_id, view.item_id);
-            match self.store.send(RecordVisit(view)).await {
-                Ok(Ok(new)) => {
+            let request_id = consume::request_id_of(delivery);
+            match self.store.send(RecordVisit { view, request_id: request_id.clone() }).await {
+                Ok(Ok((new, rows))) => {
+                    self.visits.apply_rows(&rows);
                     let outcome = if new { "stored" } else { "duplicate" };
-                    log::info!(target: "moa::access", "[{}] view of item {item} by user {user} {outcome}", consume::request_id_of(delivery));
+                    log::info!(target: "moa::access", "[{}] view of item {item} by user {user} {outcome}", request_id);
                     self.metrics.inc("moa_views_total", format!("outcome=\"{outcome}\""), 1.0);
                     consume::Outcome::Ack
                 }
@@ -65,8 +69,8 @@ impl consume::Handler for ViewRecorder {
     }
 }
 
-pub fn start(core: &Core) {
-    let recorder = ViewRecorder { store: core.store.clone(), metrics: core.metrics.clone() };
+pub fn start(core: &Core, visits: Arc<VisitBook>) {
+    let recorder = ViewRecorder { store: core.store.clone(), visits, metrics: core.metrics.clone() };
     consume::start(
         &core.bus,
         "view recorder",

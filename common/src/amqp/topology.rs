@@ -32,6 +32,8 @@ pub fn rpc_queue(d: Domain) -> &'static str {
 pub const VIEWS_EXCHANGE: &str = "item.views";
 /// Durable quorum queue of views, shared by all user service instances.
 pub const VIEWS_QUEUE: &str = "user.views";
+/// Fanout exchange of changes to users' recent views, bound by user service instances only.
+pub const VISITS_EXCHANGE: &str = "user.visits";
 /// Where rejected (malformed, unprocessable) messages go, and the queue that keeps them.
 pub const DEAD_LETTERS: &str = "dead-letters";
 
@@ -53,6 +55,7 @@ pub async fn declare_shared(ch: &Channel) -> Result<()> {
         events_exchange(Domain::Alarm),
         events_exchange(Domain::User),
         VIEWS_EXCHANGE,
+        VISITS_EXCHANGE,
         DEAD_LETTERS,
     ] {
         ch.exchange_declare(ex.into(), ExchangeKind::Fanout, durable_fanout(), FieldTable::default()).await?;

@@ -51,13 +51,13 @@ impl AlarmBook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entity::{alarm_key, VersionedRow};
+    use crate::entity::{pair_key, VersionedRow};
     use serde_json::json;
     use std::sync::atomic::Ordering;
 
     fn row(id: i64, user: i64, item: i64, v: i64, deleted: bool) -> VersionedRow {
         VersionedRow {
-            key: alarm_key(user, item),
+            key: pair_key(user, item),
             version: v,
             deleted,
             data: json!({"id": id, "user_id": user, "item_id": item, "created": "2020-01-01T00:00:00"}),

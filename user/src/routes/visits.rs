@@ -1,7 +1,10 @@
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use common::{auth, http, replica::feed::Replicas, service::Core, ApiError};
 
-use crate::store::RecentVisits;
+use crate::{
+    recent::{self, VisitBook},
+    store::RecentVisits,
+};
 
 /// How many recently viewed items `/visit` shows.
 pub const RECENT_LIMIT: i64 = 3;
@@ -11,15 +14,20 @@ pub async fn recent(
     req: HttpRequest,
     state: web::Data<Replicas>,
     core: web::Data<Core>,
+    visits: web::Data<VisitBook>,
 ) -> Result<HttpResponse, ApiError> {
     let user = auth::authenticate(&req, &state.users).await?;
-    let ids = core
-        .store
-        .send(RecentVisits { user_id: user.id, limit: RECENT_LIMIT })
-        .await
-        .map_err(common::Error::from)
-        .and_then(|r| r)
-        .map_err(|e| ApiError::from_dependency(e, "your recent views"))?;
+    // From memory once this instance's visit book is loaded; from the database before that.
+    let ids = match recent::recent(&visits, user.id, RECENT_LIMIT as usize) {
+        Some(ids) => ids,
+        None => core
+            .store
+            .send(RecentVisits { user_id: user.id, limit: RECENT_LIMIT })
+            .await
+            .map_err(common::Error::from)
+            .and_then(|r| r)
+            .map_err(|e| ApiError::from_dependency(e, "your recent views"))?,
+    };
     let alarmed = state.alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
     let body = state
         .items

@@ -1,0 +1,131 @@
+//! Recent views in memory: every user service instance keeps each user's latest view per
+//! item, fed by `user.visits` (changes of the `recent_visit` table, whichever instance stored
+//! the view), so `/visit` is answered without a database round trip.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
+
+use common::{
+    amqp::{consume, topology},
+    entity::{ChangeEvent, Entity},
+    replica::{Index, Replica, Source},
+    service::Core,
+    settings::Domain,
+};
+use futures_util::future::BoxFuture;
+use lapin::message::Delivery;
+use serde::Deserialize;
+
+/// A row of `recent_visit`: the latest view of an item by a user.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Visit {
+    pub user_id: i64,
+    pub item_id: i64,
+    pub viewed_at_us: Option<i64>,
+    pub seq: i64,
+}
+
+impl Entity for Visit {
+    const KIND: &'static str = "visit";
+    const OWNER: Domain = Domain::User;
+    type Key = (i64, i64);
+    fn key(&self) -> Option<(i64, i64)> {
+        Some((self.user_id, self.item_id))
+    }
+}
+
+#[derive(Default)]
+pub struct VisitIndex {
+    /// user → (viewed at, sequence, item), oldest first.
+    by_user: HashMap<i64, BTreeSet<(i64, i64, i64)>>,
+}
+
+fn order(v: &Visit) -> (i64, i64, i64) {
+    (v.viewed_at_us.unwrap_or(0), v.seq, v.item_id)
+}
+
+impl Index<Visit> for VisitIndex {
+    fn update(&mut self, key: &(i64, i64), old: Option<&Visit>, new: Option<&Visit>) {
+        let user = key.0;
+        if let Some(old) = old {
+            if let Some(set) = self.by_user.get_mut(&user) {
+                set.remove(&order(old));
+            }
+        }
+        if let Some(new) = new {
+            self.by_user.entry(user).or_default().insert(order(new));
+        }
+    }
+}
+
+pub type VisitBook = Replica<Visit, VisitIndex>;
+
+/// The `limit` items `user_id` viewed most recently, newest first; None until the book is loaded.
+pub fn recent(book: &VisitBook, user_id: i64, limit: usize) -> Option<Vec<i64>> {
+    if !book.is_warm() {
+        return None;
+    }
+    let state = book.read();
+    Some(
+        state
+            .index
+            .by_user
+            .get(&user_id)
+            .map(|set| set.iter().rev().take(limit).map(|(_, _, item)| *item).collect())
+            .unwrap_or_default(),
+    )
+}
+
+struct VisitFeed {
+    book: Arc<VisitBook>,
+}
+
+impl consume::Handler for VisitFeed {
+    fn handle<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, consume::Outcome> {
+        Box::pin(async move {
+            match serde_json::from_slice::<ChangeEvent>(&delivery.data) {
+                Ok(event) if event.entity == Visit::KIND => {
+                    self.book.apply_rows(std::slice::from_ref(&event.row));
+                    consume::Outcome::Ack
+                }
+                Ok(event) => consume::Outcome::DeadLetter(format!("not a visit event: {}", event.entity)),
+                Err(e) => consume::Outcome::DeadLetter(format!("not a change event: {e}")),
+            }
+        })
+    }
+
+    fn on_subscribed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.book.sync_until_done())
+    }
+}
+
+/// Starts this instance's visit book: own queue bound to `user.visits`, then the snapshot.
+pub fn start(core: &Core) -> Arc<VisitBook> {
+    let book = Arc::new(VisitBook::new(Source::Local(core.store.clone()), &core.settings, core.metrics.clone()));
+    let source = consume::Source::Instance {
+        name: format!("user.visits.{}", core.settings.instance_id),
+        bind_to: vec![topology::VISITS_EXCHANGE],
+    };
+    consume::start(&core.bus, "visit feed", source, core.settings.prefetch, Arc::new(VisitFeed { book: book.clone() }));
+    book
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_view_of_each_item_wins_and_three_are_shown() {
+        let mut index = VisitIndex::default();
+        let v = |item, at, seq| Visit { user_id: 1, item_id: item, viewed_at_us: Some(at), seq };
+        // A, B, C, A → A, C, B
+        index.update(&(1, 10), None, Some(&v(10, 1, 1)));
+        index.update(&(1, 20), None, Some(&v(20, 2, 2)));
+        index.update(&(1, 30), None, Some(&v(30, 3, 3)));
+        index.update(&(1, 10), Some(&v(10, 1, 1)), Some(&v(10, 4, 4)));
+        let got: Vec<i64> = index.by_user[&1].iter().rev().map(|t| t.2).collect();
+        assert_eq!(got, vec![10, 30, 20]);
+    }
+}
