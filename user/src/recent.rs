@@ -108,7 +108,14 @@ pub fn start(core: &Core) -> Arc<VisitBook> {
         name: format!("user.visits.{}", core.settings.instance_id),
         bind_to: vec![topology::VISITS_EXCHANGE],
     };
-    consume::start(&core.bus, "visit feed", source, core.settings.prefetch, Arc::new(VisitFeed { book: book.clone() }));
+    consume::start(
+        &core.bus,
+        "visit feed",
+        source,
+        core.settings.prefetch,
+        1,
+        Arc::new(VisitFeed { book: book.clone() }),
+    );
     book
 }
 

@@ -3,12 +3,12 @@
 use actix::prelude::*;
 use common::{
     db::Migration,
-    entity::{pair_key, VersionedRow, ViewEvent},
-    store::{to_rows, Store},
+    entity::{VersionedRow, ViewEvent},
+    store::Store,
     Result,
 };
 
-pub static MIGRATIONS: [Migration; 5] = [
+pub static MIGRATIONS: [Migration; 6] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     Migration { version: 2, name: "user change capture", sql: include_str!("../migrations/0002_user_capture.sql") },
@@ -18,6 +18,7 @@ pub static MIGRATIONS: [Migration; 5] = [
         name: "recent visit capture",
         sql: include_str!("../migrations/0004_recent_visit_capture.sql"),
     },
+    Migration { version: 5, name: "record visit function", sql: include_str!("../migrations/0005_record_visit.sql") },
 ];
 
 /// Stores one view, once: a duplicate event id changes nothing. Answers whether it was new
@@ -36,39 +37,27 @@ impl Handler<RecordVisit> for Store {
         let pool = self.pool();
         let wake = self.outbox_wake();
         Box::pin(async move {
-            let mut conn = pool.get().await?;
-            let tx = conn.transaction().await?;
-            // Ties the recent_visit change event to the request (and we wake our relay ourselves).
-            tx.execute("SELECT set_config('moa.request_id', $1, true)", &[&request_id]).await?;
-            let inserted = tx
-                .execute(
-                    "INSERT INTO visit (event_id, user_id, item_id, viewed_at, seq)
-                     VALUES ($1::text::uuid, $2, $3, to_timestamp($4::float8 / 1000000.0), $5)
-                     ON CONFLICT (event_id) DO NOTHING",
-                    &[&v.event_id, &v.user_id, &v.item_id, &(v.viewed_at_us as f64), &v.seq],
+            let conn = pool.get().await?;
+            // One round trip: moa_record_visit (migration 5) stores it and returns the pair's state.
+            let row = conn
+                .query_one(
+                    "SELECT inserted, key, version, deleted, data
+                     FROM moa_record_visit($1::text::uuid, $2, $3, $4, $5, $6)",
+                    &[&v.event_id, &v.user_id, &v.item_id, &v.viewed_at_us, &v.seq, &request_id],
                 )
                 .await?;
-            if inserted == 1 {
-                // Keep only the latest view per item; an older view arriving late loses.
-                tx.execute(
-                    "INSERT INTO recent_visit (user_id, item_id, viewed_at, seq, viewed_at_us)
-                     VALUES ($1, $2, to_timestamp($3::float8 / 1000000.0), $4, $5)
-                     ON CONFLICT (user_id, item_id) DO UPDATE
-                        SET viewed_at = EXCLUDED.viewed_at, seq = EXCLUDED.seq, viewed_at_us = EXCLUDED.viewed_at_us
-                        WHERE (recent_visit.viewed_at_us, recent_visit.seq) < (EXCLUDED.viewed_at_us, EXCLUDED.seq)",
-                    &[&v.user_id, &v.item_id, &(v.viewed_at_us as f64), &v.seq, &v.viewed_at_us],
-                )
-                .await?;
-            }
-            let rows = tx
-                .query(
-                    "SELECT key, version, deleted, data FROM moa_entity_version WHERE entity = 'visit' AND key = $1",
-                    &[&pair_key(v.user_id, v.item_id)],
-                )
-                .await?;
-            tx.commit().await?;
             wake.notify_one();
-            Ok((inserted == 1, to_rows(rows)?))
+            let inserted: bool = row.try_get(0)?;
+            let state = match row.try_get::<_, Option<String>>(1)? {
+                Some(key) => vec![VersionedRow {
+                    key,
+                    version: row.try_get(2)?,
+                    deleted: row.try_get(3)?,
+                    data: row.try_get(4)?,
+                }],
+                None => Vec::new(),
+            };
+            Ok((inserted, state))
         })
     }
 }

@@ -69,6 +69,9 @@ impl consume::Handler for ViewRecorder {
     }
 }
 
+/// How many views one instance stores concurrently (each is one short transaction).
+const VIEW_CONCURRENCY: usize = 32;
+
 pub fn start(core: &Core, visits: Arc<VisitBook>) {
     let recorder = ViewRecorder { store: core.store.clone(), visits, metrics: core.metrics.clone() };
     consume::start(
@@ -76,6 +79,8 @@ pub fn start(core: &Core, visits: Arc<VisitBook>) {
         "view recorder",
         consume::Source::Shared(topology::VIEWS_QUEUE),
         core.settings.prefetch,
+        // Views are independent (stored once by event id, latest view wins): store many at once.
+        VIEW_CONCURRENCY,
         Arc::new(recorder),
     );
 }

@@ -67,7 +67,15 @@ pub enum Source {
     Instance { name: String, bind_to: Vec<&'static str> },
 }
 
-pub fn start<H: Handler>(bus: &Bus, name: &'static str, source: Source, prefetch: u16, handler: Arc<H>) {
+/// Consumes `source` on every connection, at most `concurrency` deliveries at a time.
+pub fn start<H: Handler>(
+    bus: &Bus,
+    name: &'static str,
+    source: Source,
+    prefetch: u16,
+    concurrency: usize,
+    handler: Arc<H>,
+) {
     let bus2 = bus.clone();
     bus.run_on_each_connection(name, move |link| {
         let handler = handler.clone();
@@ -96,7 +104,7 @@ pub fn start<H: Handler>(bus: &Bus, name: &'static str, source: Source, prefetch
                     name.clone()
                 }
             };
-            let mut consumer = ch
+            let consumer = ch
                 .basic_consume(
                     queue.as_str().into(),
                     format!("{name}-{}", link.generation).into(),
@@ -108,16 +116,23 @@ pub fn start<H: Handler>(bus: &Bus, name: &'static str, source: Source, prefetch
             // Bound and consuming first, then re-sync: nothing that changes from here on is missed.
             let h = handler.clone();
             tokio::spawn(async move { h.on_subscribed().await });
-            loop {
-                tokio::select! {
-                    next = consumer.next() => {
-                        let Some(delivery) = next else { return Ok(()) };
-                        let delivery = delivery?;
-                        let outcome = handler.handle(&delivery).await;
-                        settle(name, &delivery, outcome).await;
+            // Up to `concurrency` deliveries in flight: handlers are idempotent and
+            // order-independent (versions, event ids), so they need not wait for each other.
+            let work = consumer.for_each_concurrent(concurrency, |delivery| {
+                let handler = handler.clone();
+                async move {
+                    match delivery {
+                        Ok(delivery) => {
+                            let outcome = handler.handle(&delivery).await;
+                            settle(name, &delivery, outcome).await;
+                        }
+                        Err(e) => log::warn!("{name}: consumer error: {e}"),
                     }
-                    _ = bus.lost(link.generation) => return Ok(()),
                 }
+            });
+            tokio::select! {
+                _ = work => Ok(()),
+                _ = bus.lost(link.generation) => Ok(()),
             }
         }
     });

@@ -112,5 +112,5 @@ pub fn start(bus: &Bus, settings: &Settings, replicas: Replicas, metrics: Metric
         name: format!("{}.replica.{}", settings.domain.name(), settings.instance_id),
         bind_to: replicas.exchanges(),
     };
-    consume::start(bus, "replica feed", source, settings.prefetch, Arc::new(Feed { replicas, metrics }));
+    consume::start(bus, "replica feed", source, settings.prefetch, 1, Arc::new(Feed { replicas, metrics }));
 }

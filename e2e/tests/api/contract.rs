@@ -21,6 +21,9 @@ async fn user_list(seed: Seed) {
         assert!(first["access_token"].is_string() && first["name"].is_string());
         assert!(!r.text.contains("\\u"), "UTF-8 written as is");
     }
+    let page = sys.get(Svc::User, "/?limit=5&offset=10", &token).await;
+    assert_eq!(page.ids(), vec![40, 39, 38, 37, 36], "optional paging");
+    sys.get(Svc::User, "/?limit=x", &token).await.assert_error(400, "Bad Request");
     if matches!(seed, Seed::Provided) {
         let r = sys.get(Svc::User, "/", "ae0d863d-6963-41a2-919e-66e0695be7d7").await;
         assert!(r.text.contains("박규경"), "{}", r.text);

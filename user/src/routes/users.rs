@@ -1,16 +1,11 @@
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
-use common::{auth, entity::User, http, replica::feed::Replicas, ApiError};
-use serde::Serialize;
+use common::{auth, http, input, replica::feed::Replicas, ApiError};
 
-#[derive(Serialize)]
-struct UserList {
-    count: usize,
-    payload: Vec<User>,
-}
-
-/// `GET /` (and `POST /`, as the original spec's example sends): every user, id descending.
+/// `GET /` (and `POST /`, as the original spec's example sends): every user, id descending
+/// (optionally one page: `?limit=&offset=`).
 pub async fn list(req: HttpRequest, state: web::Data<Replicas>) -> Result<HttpResponse, ApiError> {
     auth::authenticate(&req, &state.users).await?;
-    let payload = state.users.all_desc();
-    Ok(http::json(StatusCode::OK, &UserList { count: payload.len(), payload }))
+    let page = input::parse_page(req.query_string())?;
+    let body = state.users.render_list(page);
+    Ok(http::json_bytes(StatusCode::OK, body))
 }

@@ -1,0 +1,76 @@
+//! What the probe and the load generator share: argument parsing, percentiles, token files.
+
+use std::time::Duration;
+
+/// Nearest-rank percentile of an ascending slice (`q` in 0..=1); NaN when empty.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// p50, p95, p99 and max of unsorted samples (sorts them).
+pub fn quantiles(v: &mut [f64]) -> [f64; 4] {
+    v.sort_by(f64::total_cmp);
+    [percentile(v, 0.5), percentile(v, 0.95), percentile(v, 0.99), v.last().copied().unwrap_or(f64::NAN)]
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// `--key value` and `--key=value` arguments, in order.
+pub struct ArgIter {
+    it: std::iter::Skip<std::env::Args>,
+}
+
+impl Default for ArgIter {
+    fn default() -> Self {
+        ArgIter { it: std::env::args().skip(1) }
+    }
+}
+
+impl ArgIter {
+    /// The next key and a way to take its value.
+    pub fn next_key(&mut self) -> Option<(String, Option<String>)> {
+        let arg = self.it.next()?;
+        Some(match arg.split_once('=') {
+            Some((k, v)) if k.starts_with("--") => (k.to_string(), Some(v.to_string())),
+            _ => (arg, None),
+        })
+    }
+
+    pub fn value(&mut self, key: &str, inline: Option<String>) -> Result<String, String> {
+        inline.or_else(|| self.it.next()).ok_or(format!("{key} needs a value"))
+    }
+
+    pub fn number<T: std::str::FromStr>(&mut self, key: &str, inline: Option<String>) -> Result<T, String> {
+        self.value(key, inline)?.parse().map_err(|_| format!("{key} must be a number"))
+    }
+}
+
+/// Tokens from a file: one per line, or a CSV whose first line is a header naming a
+/// `token` column (the drill plans' `tokens.csv`).
+pub fn read_tokens(path: &str) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let Some(first) = lines.next() else {
+        return Err(format!("{path} is empty"));
+    };
+    let header: Vec<&str> = first.split(',').map(str::trim).collect();
+    let (col, rest): (usize, Vec<&str>) = match header.iter().position(|h| *h == "token") {
+        Some(i) => (i, lines.collect()),
+        None => (0, std::iter::once(first).chain(lines).collect()),
+    };
+    let tokens: Vec<String> = rest
+        .iter()
+        .filter_map(|l| l.split(',').nth(col).map(|t| t.trim().trim_matches('"').to_string()))
+        .filter(|t| !t.is_empty())
+        .collect();
+    if tokens.is_empty() {
+        return Err(format!("{path} has no tokens"));
+    }
+    Ok(tokens)
+}
