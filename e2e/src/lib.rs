@@ -214,6 +214,16 @@ pub struct Resp {
 }
 
 impl Resp {
+    /// Sends a request and reads the whole answer.
+    pub async fn send(req: reqwest::RequestBuilder) -> Resp {
+        let r = req.send().await.expect("request sent");
+        let status = r.status().as_u16();
+        let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let text = r.text().await.unwrap_or_default();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp { status, content_type, text, json }
+    }
+
     pub fn ids(&self) -> Vec<i64> {
         self.json["payload"].as_array().map(|a| a.iter().filter_map(|i| i["id"].as_i64()).collect()).unwrap_or_default()
     }
@@ -492,12 +502,7 @@ impl System {
         if let Some(b) = body {
             req = req.header("content-type", "application/json").body(b.to_string());
         }
-        let r = req.send().await.expect("request sent");
-        let status = r.status().as_u16();
-        let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        let text = r.text().await.unwrap_or_default();
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp { status, content_type, text, json }
+        Resp::send(req).await
     }
 
     pub async fn get(&self, svc: Svc, path: &str, token: &str) -> Resp {

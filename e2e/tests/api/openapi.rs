@@ -185,12 +185,7 @@ async fn send(sys: &System, token: &str, p: &Probe) -> Resp {
     if let Some(b) = p.body {
         req = req.body(b.to_string());
     }
-    let r = req.send().await.expect("request sent");
-    let status = r.status().as_u16();
-    let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let text = r.text().await.unwrap_or_default();
-    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Resp { status, content_type, text, json }
+    Resp::send(req).await
 }
 
 /// Follows a local `$ref` (`#/components/...`).
