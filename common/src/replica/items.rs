@@ -84,11 +84,6 @@ impl ItemCatalog {
         }
     }
 
-    /// `{"count": n, "payload": [...]}` of every item, id descending.
-    pub fn render_all(&self, alarmed: &BTreeSet<i64>) -> Vec<u8> {
-        self.render_page(alarmed, Page::default())
-    }
-
     /// One page of the id-descending list; the default page is the whole list.
     pub fn render_page(&self, alarmed: &BTreeSet<i64>, page: Page) -> Vec<u8> {
         let state = self.read();
@@ -162,7 +157,7 @@ mod tests {
     fn the_list_is_id_descending_with_the_callers_flags() {
         let c = ItemCatalog::detached();
         c.apply_rows(&[row(1, 1, Some("패션·잡화")), row(3, 2, None), row(2, 3, Some("식품"))]);
-        let body = c.render_all(&BTreeSet::from([2]));
+        let body = c.render_page(&BTreeSet::from([2]), Page::default());
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["count"], 3);
         let ids: Vec<i64> = v["payload"].as_array().unwrap().iter().map(|i| i["id"].as_i64().unwrap()).collect();

@@ -231,7 +231,6 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
             self.source.owner_name(),
             started.elapsed()
         );
-        self.metrics.set("moa_replica_rows", format!("entity=\"{}\"", E::KIND), self.len() as f64);
         Ok(total)
     }
 
