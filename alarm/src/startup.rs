@@ -6,9 +6,18 @@ use common::{
     Result,
 };
 
-use crate::{routes, store::MIGRATIONS};
+use actix_web::web;
+
+use crate::{
+    routes,
+    store::{alarm_writer, MIGRATIONS},
+};
 
 pub fn build(settings: Settings) -> Result<Application> {
     let core = Core::start(settings, &MIGRATIONS)?;
-    Application::build(core, include_str!("../openapi.json"), routes::configure)
+    let writer = web::Data::new(alarm_writer(core.store.clone()));
+    Application::build(core, include_str!("../openapi.json"), move |cfg| {
+        cfg.app_data(writer.clone());
+        routes::configure(cfg);
+    })
 }

@@ -1,24 +1,28 @@
-//! The alarm domain's messages to its store actor: setting and clearing alarms.
+//! The alarm domain's messages to its store actor: setting and clearing alarms, coalesced.
 
 use actix::prelude::*;
 use common::{
+    batch::Coalescer,
     db::Migration,
     entity::VersionedRow,
-    store::{to_rows, Store},
-    Result,
+    store::{to_rows_at, Store},
+    Error, Result,
 };
+use tokio_postgres::types::Type;
 
-pub static MIGRATIONS: [Migration; 3] = [
+pub static MIGRATIONS: [Migration; 4] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     Migration { version: 2, name: "alarm change capture", sql: include_str!("../migrations/0002_alarm_capture.sql") },
+    Migration {
+        version: 3,
+        name: "alarm writes in batches",
+        sql: include_str!("../migrations/0003_alarm_write_batch.sql"),
+    },
 ];
 
 /// Sets (`set: true`) or clears the alarm of `user_id` on `item_id`; both are idempotent.
-/// Returns the pair's versioned state after the change, for the service's own replica
-/// (so the caller reads its own write at once).
-#[derive(Message)]
-#[rtype(result = "Result<Vec<VersionedRow>>")]
+#[derive(Debug, Clone)]
 pub struct WriteAlarm {
     pub user_id: i32,
     pub item_id: i32,
@@ -27,23 +31,59 @@ pub struct WriteAlarm {
     pub request_id: String,
 }
 
-impl Handler<WriteAlarm> for Store {
-    type Result = ResponseFuture<Result<Vec<VersionedRow>>>;
+/// Several [`WriteAlarm`]s in one transaction, applied in order. Answers, per write, the
+/// pair's versioned state after it (for the service's own replica: the caller reads its
+/// own write at once).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Vec<VersionedRow>>>")]
+pub struct WriteAlarms(pub Vec<WriteAlarm>);
 
-    fn handle(&mut self, msg: WriteAlarm, _: &mut Context<Self>) -> Self::Result {
+impl Handler<WriteAlarms> for Store {
+    type Result = ResponseFuture<Result<Vec<Vec<VersionedRow>>>>;
+
+    fn handle(&mut self, WriteAlarms(writes): WriteAlarms, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool();
         let wake = self.outbox_wake();
         Box::pin(async move {
             let conn = pool.get().await?;
-            // One round trip: moa_write_alarm (migration 2) changes the row and returns its version.
+            let users: Vec<i32> = writes.iter().map(|w| w.user_id).collect();
+            let items: Vec<i32> = writes.iter().map(|w| w.item_id).collect();
+            let sets: Vec<bool> = writes.iter().map(|w| w.set).collect();
+            let request_ids: Vec<&str> = writes.iter().map(|w| w.request_id.as_str()).collect();
+            // One round trip (query_typed: no separate prepare), one commit for the batch.
             let rows = conn
-                .query(
-                    "SELECT key, version, deleted, data FROM moa_write_alarm($1, $2, $3, $4)",
-                    &[&msg.user_id, &msg.item_id, &msg.set, &msg.request_id],
+                .query_typed(
+                    "SELECT ord, key, version, deleted, data FROM moa_write_alarms($1, $2, $3, $4)",
+                    &[
+                        (&users, Type::INT4_ARRAY),
+                        (&items, Type::INT4_ARRAY),
+                        (&sets, Type::BOOL_ARRAY),
+                        (&request_ids, Type::TEXT_ARRAY),
+                    ],
                 )
                 .await?;
             wake.notify_one();
-            to_rows(rows)
+            let mut answers: Vec<Vec<tokio_postgres::Row>> = (0..writes.len()).map(|_| Vec::new()).collect();
+            for row in rows {
+                let ord: i32 = row.try_get(0)?;
+                let slot = usize::try_from(ord - 1).ok().and_then(|i| answers.get_mut(i));
+                slot.ok_or_else(|| Error::Malformed(format!("moa_write_alarms answered for write {ord}")))?.push(row);
+            }
+            answers.into_iter().map(|rows| to_rows_at(rows, 1)).collect()
         })
     }
+}
+
+/// Concurrent alarm writes, gathered into [`WriteAlarms`] batches.
+pub type AlarmWriter = Coalescer<WriteAlarm, Vec<VersionedRow>>;
+
+/// Batches in flight at once: while some commit, the next requests gather for the next.
+const WRITE_LANES: usize = 4;
+const MAX_BATCH: usize = 64;
+
+pub fn alarm_writer(store: Addr<Store>) -> AlarmWriter {
+    Coalescer::start("alarm writes", WRITE_LANES, MAX_BATCH, move |writes| {
+        let store = store.clone();
+        async move { store.send(WriteAlarms(writes)).await? }
+    })
 }

@@ -21,8 +21,38 @@ pub struct VersionedRow {
 pub struct ChangeEvent {
     pub event_id: String,
     pub entity: String,
+    /// The HTTP request that caused the change, when a service made it (for the logs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     #[serde(flatten)]
     pub row: VersionedRow,
+}
+
+/// The change events of one message on a `*.events` or `user.visits` exchange: the relay
+/// publishes an array of events (in commit order, as many as one drain had for that
+/// exchange); a single event object is accepted too (e.g. published by hand). Returns the
+/// events that parse and a reason for each element that does not.
+pub fn parse_change_events(data: &[u8]) -> (Vec<ChangeEvent>, Vec<String>) {
+    let is_array = data.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    if !is_array {
+        return match serde_json::from_slice::<ChangeEvent>(data) {
+            Ok(e) => (vec![e], vec![]),
+            Err(e) => (vec![], vec![format!("not a change event: {e}")]),
+        };
+    }
+    let elements: Vec<&serde_json::value::RawValue> = match serde_json::from_slice(data) {
+        Ok(v) => v,
+        Err(e) => return (vec![], vec![format!("not an array of change events: {e}")]),
+    };
+    let mut events = Vec::with_capacity(elements.len());
+    let mut bad = Vec::new();
+    for (i, raw) in elements.into_iter().enumerate() {
+        match serde_json::from_str::<ChangeEvent>(raw.get()) {
+            Ok(e) => events.push(e),
+            Err(e) => bad.push(format!("element {i} is not a change event: {e}")),
+        }
+    }
+    (events, bad)
 }
 
 /// A record type one domain owns and others replicate.
@@ -130,6 +160,24 @@ mod tests {
         let item: Item = serde_json::from_value(ev.row.data).unwrap();
         assert_eq!(item.category, None);
         assert_eq!(item.key(), Some(5));
+    }
+
+    #[test]
+    fn a_message_is_one_event_or_an_array_of_them_and_bad_elements_are_named() {
+        let ev = r#"{"event_id":"e1","entity":"item","key":"5","version":9,"deleted":false,
+            "data":{"id":5,"name":"n","broadcaster":"b","category":null,"price":0}}"#;
+        let (one, bad) = parse_change_events(ev.as_bytes());
+        assert_eq!((one.len(), bad.len()), (1, 0));
+        let (two, bad) = parse_change_events(format!(" [{ev},{ev}]").as_bytes());
+        assert_eq!((two.len(), bad.len()), (2, 0));
+        let (good, bad) = parse_change_events(format!(r#"[{ev},{{"entity":"item"}},{ev}]"#).as_bytes());
+        assert_eq!(good.len(), 2, "the valid elements are kept");
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].starts_with("element 1 "), "{bad:?}");
+        let (none, bad) = parse_change_events(b"[not json");
+        assert!(none.is_empty() && bad.len() == 1);
+        let (none, bad) = parse_change_events(b"{}");
+        assert!(none.is_empty() && bad.len() == 1);
     }
 
     #[test]

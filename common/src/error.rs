@@ -29,6 +29,31 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+impl Error {
+    /// The database refused the statement itself (a constraint, a bad value), as opposed to
+    /// not being reachable: running the same statement again will fail again.
+    pub fn is_statement_error(&self) -> bool {
+        matches!(self, Error::Db(e) if e.as_db_error().is_some())
+    }
+
+    /// An error of the same kind, for each of several requests one failure answered (a
+    /// coalesced batch): the kind decides the status the caller gets.
+    pub fn same_kind(&self) -> Error {
+        match self {
+            Error::Config(s) => Error::Config(s.clone()),
+            Error::Db(e) => Error::DbUnavailable(e.to_string()),
+            Error::DbUnavailable(s) => Error::DbUnavailable(s.clone()),
+            Error::Amqp(e) => Error::RpcFailed("rabbitmq", e.to_string()),
+            Error::BusDown => Error::BusDown,
+            Error::RpcTimeout(d) => Error::RpcTimeout(d),
+            Error::RpcFailed(d, s) => Error::RpcFailed(d, s.clone()),
+            Error::Malformed(s) => Error::Malformed(s.clone()),
+            Error::StoreGone => Error::StoreGone,
+            Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+}
+
 impl From<bb8::RunError<tokio_postgres::Error>> for Error {
     fn from(e: bb8::RunError<tokio_postgres::Error>) -> Self {
         match e {

@@ -180,9 +180,19 @@ async fn migrated_conn(pool: Pool, migrated: bool) -> Result<Conn> {
 
 /// `key, version, deleted, data` rows as [`VersionedRow`]s.
 pub fn to_rows(rows: Vec<tokio_postgres::Row>) -> Result<Vec<VersionedRow>> {
+    to_rows_at(rows, 0)
+}
+
+/// Like [`to_rows`], for rows whose `key, version, deleted, data` start at column `first`.
+pub fn to_rows_at(rows: Vec<tokio_postgres::Row>, first: usize) -> Result<Vec<VersionedRow>> {
     rows.into_iter()
         .map(|r| {
-            Ok(VersionedRow { key: r.try_get(0)?, version: r.try_get(1)?, deleted: r.try_get(2)?, data: r.try_get(3)? })
+            Ok(VersionedRow {
+                key: r.try_get(first)?,
+                version: r.try_get(first + 1)?,
+                deleted: r.try_get(first + 2)?,
+                data: r.try_get(first + 3)?,
+            })
         })
         .collect()
 }
@@ -282,7 +292,9 @@ impl Handler<ClaimOutbox> for Store {
                          WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < clock_timestamp())
                          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
                      RETURNING o.id, o.event_id::text, o.exchange,
-                               (o.payload || jsonb_build_object('event_id', o.event_id::text, 'seq', o.id))::text,
+                               (o.payload || jsonb_build_object('event_id', o.event_id::text, 'seq', o.id)
+                                || CASE WHEN o.request_id IS NULL THEN '{}'::jsonb
+                                   ELSE jsonb_build_object('request_id', o.request_id) END)::text,
                                o.request_id, (extract(epoch FROM o.created_at) * 1000)::float8",
                     &[&msg.limit, &lease_ms],
                 )

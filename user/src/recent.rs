@@ -9,7 +9,7 @@ use std::{
 
 use common::{
     amqp::{consume, topology},
-    entity::{ChangeEvent, Entity},
+    entity::{parse_change_events, Entity},
     replica::{Index, Replica, Source},
     service::Core,
     settings::Domain,
@@ -85,13 +85,20 @@ struct VisitFeed {
 impl consume::Handler for VisitFeed {
     fn handle<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, consume::Outcome> {
         Box::pin(async move {
-            match serde_json::from_slice::<ChangeEvent>(&delivery.data) {
-                Ok(event) if event.entity == Visit::KIND => {
-                    self.book.apply_rows(std::slice::from_ref(&event.row));
-                    consume::Outcome::Ack
+            let (events, mut bad) = parse_change_events(&delivery.data);
+            let mut rows = Vec::with_capacity(events.len());
+            for event in events {
+                if event.entity == Visit::KIND {
+                    rows.push(event.row);
+                } else {
+                    bad.push(format!("not a visit event: {}", event.entity));
                 }
-                Ok(event) => consume::Outcome::DeadLetter(format!("not a visit event: {}", event.entity)),
-                Err(e) => consume::Outcome::DeadLetter(format!("not a change event: {e}")),
+            }
+            self.book.apply_rows(&rows);
+            if bad.is_empty() {
+                consume::Outcome::Ack
+            } else {
+                consume::Outcome::DeadLetter(bad.join("; "))
             }
         })
     }

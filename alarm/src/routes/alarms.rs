@@ -1,7 +1,7 @@
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use common::{auth, http, input::ItemId, replica::feed::Replicas, service::Core, ApiError};
 
-use crate::store::WriteAlarm;
+use crate::store::{AlarmWriter, WriteAlarm};
 
 /// `POST /` `{"item_id": 50}` or `{"item_id": "50"}` → `201 {}`.
 pub async fn set(
@@ -9,8 +9,9 @@ pub async fn set(
     body: web::Payload,
     state: web::Data<Replicas>,
     core: web::Data<Core>,
+    writer: web::Data<AlarmWriter>,
 ) -> Result<HttpResponse, ApiError> {
-    write(req, body, state, core, true).await?;
+    write(req, body, state, core, writer, true).await?;
     Ok(http::empty(StatusCode::CREATED))
 }
 
@@ -20,8 +21,9 @@ pub async fn clear(
     body: web::Payload,
     state: web::Data<Replicas>,
     core: web::Data<Core>,
+    writer: web::Data<AlarmWriter>,
 ) -> Result<HttpResponse, ApiError> {
-    write(req, body, state, core, false).await?;
+    write(req, body, state, core, writer, false).await?;
     Ok(http::empty(StatusCode::OK))
 }
 
@@ -30,6 +32,7 @@ async fn write(
     body: web::Payload,
     state: web::Data<Replicas>,
     core: web::Data<Core>,
+    writer: web::Data<AlarmWriter>,
     set: bool,
 ) -> Result<(), ApiError> {
     let user = auth::authenticate(&req, &state.users).await?;
@@ -45,12 +48,9 @@ async fn write(
     let (Ok(user_id), Ok(item_id)) = (i32::try_from(user.id), i32::try_from(item_id)) else {
         return Err(ApiError::BadRequest("ids above 2147483647 cannot be stored in the alarm table".into()));
     };
-    let rows = core
-        .store
-        .send(WriteAlarm { user_id, item_id, set, request_id: common::service::request_id(&req) })
+    let rows = writer
+        .submit(WriteAlarm { user_id, item_id, set, request_id: common::service::request_id(&req) })
         .await
-        .map_err(common::Error::from)
-        .and_then(|r| r)
         .map_err(|e| ApiError::from_dependency(e, "saving this alarm"))?;
     // Read-your-writes: our own replica has the change before we answer.
     state.alarms.apply_rows(&rows);

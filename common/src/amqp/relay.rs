@@ -143,51 +143,158 @@ impl OutboxRelay {
     }
 }
 
-/// Publishes every row (persistent, mandatory), then awaits every confirm.
+/// Change events per message at most: the relay sends a drain's events for one exchange as
+/// one JSON array, so RabbitMQ and every consumer handle one message, not one per change.
+const EVENTS_PER_MESSAGE: usize = 256;
+
+/// One AMQP message: the outbox rows it carries and its body.
+struct Message<'a> {
+    ids: Vec<i64>,
+    exchange: &'a str,
+    body: Vec<u8>,
+    event_id: &'a str,
+    request_id: Option<&'a str>,
+}
+
+/// Groups rows into messages: consecutive change events of one exchange become one array
+/// (in outbox order); a view is a message of its own (the views consumer acks each view
+/// after storing it, so a bad one can be dead-lettered without taking others along).
+fn messages(rows: &[OutboxRow]) -> Vec<Message<'_>> {
+    let mut out: Vec<Message<'_>> = Vec::new();
+    for row in rows {
+        if row.exchange != topology::VIEWS_EXCHANGE {
+            if let Some(m) = out.last_mut() {
+                if m.exchange == row.exchange && m.body.first() == Some(&b'[') && m.ids.len() < EVENTS_PER_MESSAGE {
+                    m.body.pop(); // the closing ']'
+                    m.body.push(b',');
+                    m.body.extend_from_slice(&row.body);
+                    m.body.push(b']');
+                    m.ids.push(row.id);
+                    if m.request_id != row.request_id.as_deref() {
+                        // Each event names its own request in its body.
+                        m.request_id = None;
+                    }
+                    continue;
+                }
+            }
+        }
+        let body = if row.exchange == topology::VIEWS_EXCHANGE {
+            row.body.clone()
+        } else {
+            let mut b = Vec::with_capacity(row.body.len() + 2);
+            b.push(b'[');
+            b.extend_from_slice(&row.body);
+            b.push(b']');
+            b
+        };
+        out.push(Message {
+            ids: vec![row.id],
+            exchange: &row.exchange,
+            body,
+            event_id: &row.event_id,
+            request_id: row.request_id.as_deref(),
+        });
+    }
+    out
+}
+
+/// Publishes the rows (persistent, mandatory) as [`messages`], then awaits every confirm.
 async fn publish_batch(ch: &Channel, rows: &[OutboxRow]) -> (Vec<i64>, Vec<i64>, Option<Error>) {
     let mut sent = Vec::with_capacity(rows.len());
     let mut failed = Vec::new();
-    let mut confirms = Vec::with_capacity(rows.len());
-    for row in rows {
+    let msgs = messages(rows);
+    let mut confirms = Vec::with_capacity(msgs.len());
+    let mut unpublished = msgs.iter();
+    for m in unpublished.by_ref() {
         let mut props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
-            .with_message_id(row.event_id.as_str().into());
-        if let Some(rid) = &row.request_id {
+            .with_message_id(m.event_id.into());
+        if let Some(rid) = m.request_id {
             props = props.with_headers(crate::amqp::consume::request_id_header(rid));
         }
         // mandatory: a view with no queue bound comes back instead of vanishing.
         let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
-        match ch.basic_publish(row.exchange.as_str().into(), "".into(), opts, &row.body, props).await {
-            Ok(confirm) => confirms.push((row.id, row.exchange.as_str(), confirm)),
+        match ch.basic_publish(m.exchange.into(), "".into(), opts, &m.body, props).await {
+            Ok(confirm) => confirms.push((m, confirm)),
             Err(e) => {
-                failed.extend(rows.iter().map(|r| r.id).filter(|id| !confirms.iter().any(|(c, _, _)| c == id)));
+                failed.extend(m.ids.iter().copied());
+                failed.extend(unpublished.flat_map(|m| m.ids.iter().copied()));
                 return (sent, failed, Some(e.into()));
             }
         }
     }
     let mut broker_error = None;
-    for (id, exchange, confirm) in confirms {
+    for (m, confirm) in confirms {
         match confirm.await {
             Ok(c) if c.is_ack() => {
-                if c.take_message().is_some() {
+                if c.take_message().is_some() && m.exchange == topology::VIEWS_EXCHANGE {
                     // Unroutable. Change events with no replica queue bound are fine to drop
                     // (every replica re-syncs from a snapshot when it subscribes); a view is not.
-                    if exchange == topology::VIEWS_EXCHANGE {
-                        failed.push(id);
-                    } else {
-                        sent.push(id);
-                    }
+                    failed.extend(m.ids.iter().copied());
                 } else {
-                    sent.push(id);
+                    sent.extend(m.ids.iter().copied());
                 }
             }
-            Ok(_) => failed.push(id),
+            Ok(_) => failed.extend(m.ids.iter().copied()),
             Err(e) => {
-                failed.push(id);
+                failed.extend(m.ids.iter().copied());
                 broker_error.get_or_insert(e.into());
             }
         }
     }
     (sent, failed, broker_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, exchange: &str, rid: Option<&str>) -> OutboxRow {
+        OutboxRow {
+            id,
+            event_id: format!("e{id}"),
+            exchange: exchange.into(),
+            body: format!(r#"{{"n":{id}}}"#).into_bytes(),
+            request_id: rid.map(Into::into),
+            created_ms: 0.0,
+        }
+    }
+
+    #[test]
+    fn change_events_of_one_exchange_share_a_message_and_views_do_not() {
+        let rows = [
+            row(1, "alarm.events", Some("r1")),
+            row(2, "alarm.events", Some("r1")),
+            row(3, topology::VIEWS_EXCHANGE, Some("v")),
+            row(4, topology::VIEWS_EXCHANGE, None),
+            row(5, "alarm.events", Some("r2")),
+            row(6, "alarm.events", Some("r3")),
+            row(7, "user.events", None),
+        ];
+        let m = messages(&rows);
+        let shape: Vec<(&str, Vec<i64>, &str)> =
+            m.iter().map(|m| (m.exchange, m.ids.clone(), std::str::from_utf8(&m.body).unwrap())).collect();
+        assert_eq!(
+            shape,
+            vec![
+                ("alarm.events", vec![1, 2], r#"[{"n":1},{"n":2}]"#),
+                (topology::VIEWS_EXCHANGE, vec![3], r#"{"n":3}"#),
+                (topology::VIEWS_EXCHANGE, vec![4], r#"{"n":4}"#),
+                ("alarm.events", vec![5, 6], r#"[{"n":5},{"n":6}]"#),
+                ("user.events", vec![7], r#"[{"n":7}]"#),
+            ]
+        );
+        assert_eq!(m[0].request_id, Some("r1"), "one request: its id is the message's header");
+        assert_eq!(m[3].request_id, None, "several requests: each event carries its own");
+    }
+
+    #[test]
+    fn a_message_holds_at_most_events_per_message() {
+        let rows: Vec<OutboxRow> = (0..EVENTS_PER_MESSAGE as i64 + 1).map(|i| row(i, "item.events", None)).collect();
+        let m = messages(&rows);
+        assert_eq!(m.iter().map(|m| m.ids.len()).collect::<Vec<_>>(), vec![EVENTS_PER_MESSAGE, 1]);
+        let parsed: Vec<serde_json::Value> = serde_json::from_slice(&m[0].body).unwrap();
+        assert_eq!(parsed.len(), EVENTS_PER_MESSAGE);
+    }
 }

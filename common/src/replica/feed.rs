@@ -8,7 +8,7 @@ use lapin::message::Delivery;
 
 use crate::{
     amqp::{consume, topology, Bus},
-    entity::{Alarm, ChangeEvent, Entity, Item, User},
+    entity::{parse_change_events, Alarm, Entity, Item, User},
     replica::{AlarmBook, ItemCatalog, UserDirectory},
     settings::Settings,
     telemetry::Metrics,
@@ -50,47 +50,43 @@ struct Feed {
 impl consume::Handler for Feed {
     fn handle<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, consume::Outcome> {
         Box::pin(async move {
-            let event: ChangeEvent = match serde_json::from_slice(&delivery.data) {
-                Ok(e) => e,
-                Err(e) => {
-                    self.metrics.inc("moa_events_dead_lettered_total", String::new(), 1.0);
-                    return consume::Outcome::DeadLetter(format!("not a change event: {e}"));
-                }
-            };
-            let rows = std::slice::from_ref(&event.row);
-            let applied = match event.entity.as_str() {
-                "item" => Some(self.replicas.items.apply_rows(rows)),
-                "user" => Some(self.replicas.users.apply_rows(rows)),
-                "alarm" => Some(self.replicas.alarms.apply_rows(rows)),
-                _ => None,
-            };
-            let labels = format!(
-                "entity=\"{}\"",
+            let (events, mut bad) = parse_change_events(&delivery.data);
+            let (mut items, mut users, mut alarms) = (Vec::new(), Vec::new(), Vec::new());
+            for event in events {
+                log::debug!(
+                    "[{}] {} {} v{}",
+                    event.request_id.clone().unwrap_or_else(|| consume::request_id_of(delivery)),
+                    event.entity,
+                    event.row.key,
+                    event.row.version
+                );
                 match event.entity.as_str() {
-                    e @ ("item" | "user" | "alarm") => e,
-                    _ => "unknown",
-                }
-            );
-            log::debug!(
-                "[{}] {} {} v{} {}",
-                consume::request_id_of(delivery),
-                event.entity,
-                event.row.key,
-                event.row.version,
-                if matches!(applied, Some((1, _))) { "applied" } else { "stale" }
-            );
-            match applied {
-                Some((1, _)) => self.metrics.inc("moa_events_applied_total", labels, 1.0),
-                Some(_) => self.metrics.inc("moa_events_stale_total", labels, 1.0),
-                None => {
-                    self.metrics.inc("moa_events_dead_lettered_total", String::new(), 1.0);
-                    return consume::Outcome::DeadLetter(format!(
-                        "event for an entity not replicated here: {}",
-                        event.entity
-                    ));
+                    "item" => items.push(event.row),
+                    "user" => users.push(event.row),
+                    "alarm" => alarms.push(event.row),
+                    other => bad.push(format!("event for an entity not replicated here: {other}")),
                 }
             }
-            consume::Outcome::Ack
+            // One lock per entity and message: the relay sends whole drains in one message.
+            for (entity, rows, (applied, _)) in [
+                ("item", items.len(), self.replicas.items.apply_rows(&items)),
+                ("user", users.len(), self.replicas.users.apply_rows(&users)),
+                ("alarm", alarms.len(), self.replicas.alarms.apply_rows(&alarms)),
+            ] {
+                let labels = format!("entity=\"{entity}\"");
+                if applied > 0 {
+                    self.metrics.inc("moa_events_applied_total", labels.clone(), applied as f64);
+                }
+                if rows > applied {
+                    self.metrics.inc("moa_events_stale_total", labels, (rows - applied) as f64);
+                }
+            }
+            if bad.is_empty() {
+                return consume::Outcome::Ack;
+            }
+            // The valid events are applied; the message is kept in the dead-letter queue.
+            self.metrics.inc("moa_events_dead_lettered_total", String::new(), 1.0);
+            consume::Outcome::DeadLetter(bad.join("; "))
         })
     }
 
