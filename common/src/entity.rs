@@ -2,21 +2,39 @@
 //! and RPC answer shares: [`VersionedRow`].
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::settings::Domain;
+
+/// A JSON document kept as its text: rows pass through snapshots, RPC answers, events and the
+/// persisted replicas without being taken apart, and are parsed once, straight into the entity.
+pub type RawJson = Box<RawValue>;
+
+/// `value` as a [`RawJson`] (serializing a `Value` cannot fail).
+pub fn raw_json(value: &serde_json::Value) -> RawJson {
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| unreachable!("a Value always serializes"))
+}
 
 /// One entity's state at one version, as stored in `moa_entity_version`, sent in snapshot
 /// pages and RPC answers, and (with an event id) published as a change event. `data` is the
 /// row as `to_jsonb` wrote it; for a deletion it is the last state (so its key can be read).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VersionedRow {
     pub key: String,
     pub version: i64,
     pub deleted: bool,
-    pub data: serde_json::Value,
+    pub data: RawJson,
 }
 
-/// A change event as published on `<domain>.events`.
+impl VersionedRow {
+    /// The row's data as `T`.
+    pub fn parse<T: DeserializeOwned>(&self) -> serde_json::Result<T> {
+        serde_json::from_str(self.data.get())
+    }
+}
+
+/// A change event as published on `<domain>.events`: the trigger's row plus the relay's
+/// event id (and, when a service made the change, its request id).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChangeEvent {
     pub event_id: String,
@@ -24,8 +42,16 @@ pub struct ChangeEvent {
     /// The HTTP request that caused the change, when a service made it (for the logs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    #[serde(flatten)]
-    pub row: VersionedRow,
+    pub key: String,
+    pub version: i64,
+    pub deleted: bool,
+    pub data: RawJson,
+}
+
+impl ChangeEvent {
+    pub fn into_row(self) -> VersionedRow {
+        VersionedRow { key: self.key, version: self.version, deleted: self.deleted, data: self.data }
+    }
 }
 
 /// The change events of one message on a `*.events` or `user.visits` exchange: the relay
@@ -63,6 +89,15 @@ pub trait Entity: DeserializeOwned + Clone + Send + Sync + 'static {
     type Key: Eq + std::hash::Hash + Clone + Ord + Send + Sync + std::fmt::Debug;
     /// None for a row the replica cannot index (e.g. an alarm with a NULL user).
     fn key(&self) -> Option<Self::Key>;
+    /// The key from the key text the capture trigger wrote (`"5"`, `"3:7"`), so a replica can
+    /// tell a row is not news without parsing its data.
+    fn parse_key(key: &str) -> Option<Self::Key>;
+}
+
+/// Parses the key text of a (user, item) pair (see [`pair_key`]).
+pub fn parse_pair_key(key: &str) -> Option<(i64, i64)> {
+    let (user, item) = key.split_once(':')?;
+    Some((user.parse().ok()?, item.parse().ok()?))
 }
 
 /// `item(id bigint pk, name varchar not null, broadcaster varchar not null, category varchar NULL, price integer not null)`
@@ -81,6 +116,9 @@ impl Entity for Item {
     type Key = i64;
     fn key(&self) -> Option<i64> {
         Some(self.id)
+    }
+    fn parse_key(key: &str) -> Option<i64> {
+        key.parse().ok()
     }
 }
 
@@ -110,6 +148,9 @@ impl Entity for User {
     fn key(&self) -> Option<i64> {
         Some(self.id)
     }
+    fn parse_key(key: &str) -> Option<i64> {
+        key.parse().ok()
+    }
 }
 
 /// `alarm(id integer pk, item_id integer, user_id integer, created timestamp)`, keyed by
@@ -127,6 +168,9 @@ impl Entity for Alarm {
     type Key = (i64, i64);
     fn key(&self) -> Option<(i64, i64)> {
         Some((self.user_id?, self.item_id?))
+    }
+    fn parse_key(key: &str) -> Option<(i64, i64)> {
+        parse_pair_key(key)
     }
 }
 
@@ -156,8 +200,8 @@ mod tests {
         let raw = r#"{"event_id":"e1","entity":"item","key":"5","version":9,"deleted":false,
             "data":{"id":5,"name":"냄비","broadcaster":"gsshop","category":null,"price":0}}"#;
         let ev: ChangeEvent = serde_json::from_str(raw).unwrap();
-        assert_eq!(ev.row.version, 9);
-        let item: Item = serde_json::from_value(ev.row.data).unwrap();
+        assert_eq!(ev.version, 9);
+        let item: Item = ev.into_row().parse().unwrap();
         assert_eq!(item.category, None);
         assert_eq!(item.key(), Some(5));
     }
@@ -186,6 +230,9 @@ mod tests {
         assert_eq!(a.key(), None);
         assert_eq!(Alarm { id: 1, item_id: Some(3), user_id: Some(2) }.key(), Some((2, 3)));
         assert_eq!(pair_key(2, 3), "2:3");
+        assert_eq!(Alarm::parse_key("2:3"), Some((2, 3)));
+        assert_eq!(Alarm::parse_key("null:3"), None);
+        assert_eq!(Item::parse_key("17"), Some(17));
     }
 
     #[test]

@@ -9,12 +9,16 @@ use std::{sync::Arc, time::Duration};
 use actix::prelude::*;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::{
+    types::{FromSql, Type},
+    AsyncMessage, NoTls,
+};
 
 use crate::{
     db::{self, Migration, Pool},
-    entity::VersionedRow,
+    entity::{RawJson, VersionedRow},
     error::{Error, Result},
     settings::Settings,
 };
@@ -178,6 +182,25 @@ async fn migrated_conn(pool: Pool, migrated: bool) -> Result<Conn> {
     Ok(pool.get_owned().await?)
 }
 
+/// A `json`/`jsonb` column as its text, unparsed (see [`RawJson`]).
+pub struct RawJsonColumn(pub RawJson);
+
+impl<'a> FromSql<'a> for RawJsonColumn {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        // jsonb's binary form is a version byte (1) and the text.
+        let text = match (ty == &Type::JSONB, raw.split_first()) {
+            (false, _) => raw,
+            (true, Some((1, text))) => text,
+            (true, _) => return Err("unsupported jsonb format version".into()),
+        };
+        Ok(RawJsonColumn(RawValue::from_string(std::str::from_utf8(text)?.to_owned())?))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        ty == &Type::JSON || ty == &Type::JSONB
+    }
+}
+
 /// `key, version, deleted, data` rows as [`VersionedRow`]s.
 pub fn to_rows(rows: Vec<tokio_postgres::Row>) -> Result<Vec<VersionedRow>> {
     to_rows_at(rows, 0)
@@ -191,7 +214,7 @@ pub fn to_rows_at(rows: Vec<tokio_postgres::Row>, first: usize) -> Result<Vec<Ve
                 key: r.try_get(first)?,
                 version: r.try_get(first + 1)?,
                 deleted: r.try_get(first + 2)?,
-                data: r.try_get(first + 3)?,
+                data: r.try_get::<_, RawJsonColumn>(first + 3)?.0,
             })
         })
         .collect()
@@ -415,12 +438,12 @@ impl Handler<PersistReplica> for Store {
                 let keys: Vec<&str> = chunk.iter().map(|r| r.key.as_str()).collect();
                 let versions: Vec<i64> = chunk.iter().map(|r| r.version).collect();
                 let deleted: Vec<bool> = chunk.iter().map(|r| r.deleted).collect();
-                let data: Vec<&serde_json::Value> = chunk.iter().map(|r| &r.data).collect();
+                let data: Vec<&str> = chunk.iter().map(|r| r.data.get()).collect();
                 written += conn
                     .execute(
                         "INSERT INTO moa_replica (entity, key, version, deleted, data)
-                         SELECT DISTINCT ON (k) $1, k, v, d, j
-                         FROM unnest($2::text[], $3::int8[], $4::bool[], $5::jsonb[]) AS t(k, v, d, j)
+                         SELECT DISTINCT ON (k) $1, k, v, d, j::jsonb
+                         FROM unnest($2::text[], $3::int8[], $4::bool[], $5::text[]) AS t(k, v, d, j)
                          ORDER BY k, v DESC
                          ON CONFLICT (entity, key) DO UPDATE
                             SET version = EXCLUDED.version, deleted = EXCLUDED.deleted, data = EXCLUDED.data

@@ -34,6 +34,9 @@ impl Entity for Visit {
     fn key(&self) -> Option<(i64, i64)> {
         Some((self.user_id, self.item_id))
     }
+    fn parse_key(key: &str) -> Option<(i64, i64)> {
+        common::entity::parse_pair_key(key)
+    }
 }
 
 #[derive(Default)]
@@ -89,7 +92,7 @@ impl consume::Handler for VisitFeed {
             let mut rows = Vec::with_capacity(events.len());
             for event in events {
                 if event.entity == Visit::KIND {
-                    rows.push(event.row);
+                    rows.push(event.into_row());
                 } else {
                     bad.push(format!("not a visit event: {}", event.entity));
                 }

@@ -53,7 +53,7 @@ impl Handler<RecordVisit> for Store {
                     key,
                     version: row.try_get(2)?,
                     deleted: row.try_get(3)?,
-                    data: row.try_get(4)?,
+                    data: row.try_get::<_, common::store::RawJsonColumn>(4)?.0,
                 }],
                 None => Vec::new(),
             };

@@ -51,6 +51,7 @@ impl AlarmBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entity::raw_json;
     use crate::entity::{pair_key, VersionedRow};
     use serde_json::json;
     use std::sync::atomic::Ordering;
@@ -60,7 +61,7 @@ mod tests {
             key: pair_key(user, item),
             version: v,
             deleted,
-            data: json!({"id": id, "user_id": user, "item_id": item, "created": "2020-01-01T00:00:00"}),
+            data: raw_json(&json!({"id": id, "user_id": user, "item_id": item, "created": "2020-01-01T00:00:00"})),
         }
     }
 

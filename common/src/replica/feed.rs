@@ -57,15 +57,19 @@ impl consume::Handler for Feed {
                     "[{}] {} {} v{}",
                     event.request_id.clone().unwrap_or_else(|| consume::request_id_of(delivery)),
                     event.entity,
-                    event.row.key,
-                    event.row.version
+                    event.key,
+                    event.version
                 );
-                match event.entity.as_str() {
-                    "item" => items.push(event.row),
-                    "user" => users.push(event.row),
-                    "alarm" => alarms.push(event.row),
-                    other => bad.push(format!("event for an entity not replicated here: {other}")),
-                }
+                let rows = match event.entity.as_str() {
+                    "item" => &mut items,
+                    "user" => &mut users,
+                    "alarm" => &mut alarms,
+                    other => {
+                        bad.push(format!("event for an entity not replicated here: {other}"));
+                        continue;
+                    }
+                };
+                rows.push(event.into_row());
             }
             // One lock per entity and message: the relay sends whole drains in one message.
             for (entity, rows, (applied, _)) in [

@@ -142,6 +142,7 @@ impl ItemCatalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entity::raw_json;
     use serde_json::{json, Value};
 
     fn row(id: i64, v: i64, category: Option<&str>) -> VersionedRow {
@@ -149,7 +150,9 @@ mod tests {
             key: id.to_string(),
             version: v,
             deleted: false,
-            data: json!({"id": id, "name": format!("상품 {id}"), "broadcaster": "cjmall", "category": category, "price": 1000 * id}),
+            data: raw_json(
+                &json!({"id": id, "name": format!("상품 {id}"), "broadcaster": "cjmall", "category": category, "price": 1000 * id}),
+            ),
         }
     }
 

@@ -87,6 +87,7 @@ impl UserDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entity::raw_json;
     use crate::entity::VersionedRow;
     use serde_json::json;
 
@@ -95,7 +96,7 @@ mod tests {
             key: id.to_string(),
             version: v,
             deleted,
-            data: json!({"id": id, "name": "이름", "access_token": token}),
+            data: raw_json(&json!({"id": id, "name": "이름", "access_token": token})),
         }
     }
 
