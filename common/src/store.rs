@@ -276,6 +276,18 @@ impl Handler<Query> for Store {
     }
 }
 
+/// A transaction for bookkeeping that may be lost in a crash without harm: outbox claims and
+/// marks (an unmarked row is published again; consumers drop duplicates) and persisted
+/// replica rows (re-synced from the owner). Its commit does not wait for the WAL flush, so it
+/// neither waits for nor adds to the flushes the requests' own commits wait on.
+async fn bookkeeping<'c>(
+    conn: &'c mut bb8::PooledConnection<'_, bb8_postgres::PostgresConnectionManager<NoTls>>,
+) -> Result<tokio_postgres::Transaction<'c>> {
+    let tx = conn.transaction().await?;
+    tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+    Ok(tx)
+}
+
 /// An outbox row claimed for publishing.
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
@@ -304,9 +316,10 @@ impl Handler<ClaimOutbox> for Store {
     fn handle(&mut self, msg: ClaimOutbox, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
         Box::pin(async move {
-            let conn = pool.get().await?;
+            let mut conn = pool.get().await?;
+            let tx = bookkeeping(&mut conn).await?;
             let lease_ms = msg.lease.as_millis() as f64;
-            let rows = conn
+            let rows = tx
                 .query(
                     "UPDATE moa_outbox o
                      SET claimed_until = clock_timestamp() + make_interval(secs => $2::float8 / 1000.0)
@@ -322,6 +335,7 @@ impl Handler<ClaimOutbox> for Store {
                     &[&msg.limit, &lease_ms],
                 )
                 .await?;
+            tx.commit().await?;
             let mut out = rows
                 .into_iter()
                 .map(|r| {
@@ -355,21 +369,23 @@ impl Handler<SettleOutbox> for Store {
     fn handle(&mut self, msg: SettleOutbox, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
         Box::pin(async move {
-            let conn = pool.get().await?;
+            let mut conn = pool.get().await?;
+            let tx = bookkeeping(&mut conn).await?;
             if !msg.sent.is_empty() {
-                conn.execute(
+                tx.execute(
                     "UPDATE moa_outbox SET sent_at = clock_timestamp(), claimed_until = NULL WHERE id = ANY($1)",
                     &[&msg.sent],
                 )
                 .await?;
             }
             if !msg.failed.is_empty() {
-                conn.execute(
+                tx.execute(
                     "UPDATE moa_outbox SET claimed_until = NULL WHERE id = ANY($1) AND sent_at IS NULL",
                     &[&msg.failed],
                 )
                 .await?;
             }
+            tx.commit().await?;
             Ok(())
         })
     }
@@ -432,14 +448,15 @@ impl Handler<PersistReplica> for Store {
     fn handle(&mut self, msg: PersistReplica, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
         Box::pin(async move {
-            let conn = pool.get().await?;
+            let mut conn = pool.get().await?;
+            let tx = bookkeeping(&mut conn).await?;
             let mut written = 0;
             for chunk in msg.rows.chunks(5000) {
                 let keys: Vec<&str> = chunk.iter().map(|r| r.key.as_str()).collect();
                 let versions: Vec<i64> = chunk.iter().map(|r| r.version).collect();
                 let deleted: Vec<bool> = chunk.iter().map(|r| r.deleted).collect();
                 let data: Vec<&str> = chunk.iter().map(|r| r.data.get()).collect();
-                written += conn
+                written += tx
                     .execute(
                         "INSERT INTO moa_replica (entity, key, version, deleted, data)
                          SELECT DISTINCT ON (k) $1, k, v, d, j::jsonb
@@ -452,6 +469,7 @@ impl Handler<PersistReplica> for Store {
                     )
                     .await?;
             }
+            tx.commit().await?;
             Ok(written)
         })
     }
