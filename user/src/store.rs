@@ -4,7 +4,7 @@ use actix::prelude::*;
 use common::{
     db::Migration,
     entity::{VersionedRow, ViewEvent},
-    store::Store,
+    store::{to_rows_at, Store},
     Result,
 };
 
@@ -48,13 +48,9 @@ impl Handler<RecordVisit> for Store {
                 .await?;
             wake.notify_one();
             let inserted: bool = row.try_get(0)?;
-            let state = match row.try_get::<_, Option<String>>(1)? {
-                Some(key) => vec![VersionedRow {
-                    key,
-                    version: row.try_get(2)?,
-                    deleted: row.try_get(3)?,
-                    data: row.try_get::<_, common::store::RawJsonColumn>(4)?.0,
-                }],
+            // The pair's state after it, when there is one (a NULL key: none).
+            let state = match row.try_get::<_, Option<&str>>(1)? {
+                Some(_) => to_rows_at(vec![row], 1)?,
                 None => Vec::new(),
             };
             Ok((inserted, state))

@@ -162,40 +162,45 @@ struct Message<'a> {
 fn messages(rows: &[OutboxRow]) -> Vec<Message<'_>> {
     let mut out: Vec<Message<'_>> = Vec::new();
     for row in rows {
-        if row.exchange != topology::VIEWS_EXCHANGE {
-            if let Some(m) = out.last_mut() {
-                if m.exchange == row.exchange && m.body.first() == Some(&b'[') && m.ids.len() < EVENTS_PER_MESSAGE {
-                    m.body.pop(); // the closing ']'
-                    m.body.push(b',');
-                    m.body.extend_from_slice(&row.body);
-                    m.body.push(b']');
-                    m.ids.push(row.id);
-                    if m.request_id != row.request_id.as_deref() {
-                        // Each event names its own request in its body.
-                        m.request_id = None;
-                    }
-                    continue;
+        if row.exchange == topology::VIEWS_EXCHANGE {
+            out.push(Message::new(row, row.body.clone()));
+            continue;
+        }
+        match out.last_mut() {
+            // Same exchange, so also an array of change events: append to it.
+            Some(m) if m.exchange == row.exchange && m.ids.len() < EVENTS_PER_MESSAGE => {
+                m.body.pop(); // the closing ']'
+                m.body.push(b',');
+                m.body.extend_from_slice(&row.body);
+                m.body.push(b']');
+                m.ids.push(row.id);
+                if m.request_id != row.request_id.as_deref() {
+                    // Each event names its own request in its body.
+                    m.request_id = None;
                 }
             }
+            _ => {
+                let mut body = Vec::with_capacity(row.body.len() + 2);
+                body.push(b'[');
+                body.extend_from_slice(&row.body);
+                body.push(b']');
+                out.push(Message::new(row, body));
+            }
         }
-        let body = if row.exchange == topology::VIEWS_EXCHANGE {
-            row.body.clone()
-        } else {
-            let mut b = Vec::with_capacity(row.body.len() + 2);
-            b.push(b'[');
-            b.extend_from_slice(&row.body);
-            b.push(b']');
-            b
-        };
-        out.push(Message {
+    }
+    out
+}
+
+impl<'a> Message<'a> {
+    fn new(row: &'a OutboxRow, body: Vec<u8>) -> Self {
+        Message {
             ids: vec![row.id],
             exchange: &row.exchange,
             body,
             event_id: &row.event_id,
             request_id: row.request_id.as_deref(),
-        });
+        }
     }
-    out
 }
 
 /// Publishes the rows (persistent, mandatory) as [`messages`], then awaits every confirm.
