@@ -10,14 +10,20 @@ use common::{
 };
 use tokio_postgres::types::Type;
 
-pub static MIGRATIONS: [Migration; 4] = [
+pub static MIGRATIONS: [Migration; 6] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
+    common::db::LEAN_OUTBOX,
     Migration { version: 2, name: "alarm change capture", sql: include_str!("../migrations/0002_alarm_capture.sql") },
     Migration {
         version: 3,
         name: "alarm writes in batches",
         sql: include_str!("../migrations/0003_alarm_write_batch.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "set-based alarm writes",
+        sql: include_str!("../migrations/0004_alarm_write_set_based.sql"),
     },
 ];
 
@@ -77,9 +83,14 @@ impl Handler<WriteAlarms> for Store {
 /// Concurrent alarm writes, gathered into [`WriteAlarms`] batches.
 pub type AlarmWriter = Coalescer<WriteAlarm, Vec<VersionedRow>>;
 
-/// Batches in flight at once: while some commit, the next requests gather for the next.
-const WRITE_LANES: usize = 4;
-const MAX_BATCH: usize = 64;
+/// Batches in flight at once: while one commits, the next requests gather for the next.
+/// One, measured (set + clear at concurrency 64, 2 cores): 7.6–7.8k writes/s with p99
+/// 16–18 ms, against 7.0–8.0k and 18–21 ms with two lanes and 7.2k and 23 ms with four. A
+/// set-based batch costs little per extra request, so one big batch beats several competing
+/// for the same two cores. The price: a batch that waits on a row lock (an operator's open
+/// transaction on that alarm) holds up the writes queued behind it until it gets the lock.
+const WRITE_LANES: usize = 1;
+const MAX_BATCH: usize = 256;
 
 pub fn alarm_writer(store: Addr<Store>) -> AlarmWriter {
     Coalescer::start("alarm writes", WRITE_LANES, MAX_BATCH, move |writes| {

@@ -24,6 +24,10 @@ pub const CHANGE_CAPTURE: Migration =
 pub const REPLICA_TABLE: Migration =
     Migration { version: 100, name: "persisted replicas", sql: include_str!("../sql/0100_replica.sql") };
 
+/// Delete-on-publish outbox and a one-statement capture trigger (after the two above).
+pub const LEAN_OUTBOX: Migration =
+    Migration { version: 101, name: "lean outbox", sql: include_str!("../sql/0101_lean_outbox.sql") };
+
 /// Builds the pool without connecting: a service starts (and reports not-ready) while its
 /// database is down, and the pool connects when it returns.
 pub fn pool(url: &str, size: u32, timeout: Duration) -> Result<Pool> {

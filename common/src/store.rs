@@ -276,19 +276,27 @@ impl Handler<Query> for Store {
     }
 }
 
-/// A transaction for bookkeeping that may be lost in a crash without harm: outbox claims and
-/// marks (an unmarked row is published again; consumers drop duplicates) and persisted
+/// A transaction for bookkeeping that may be lost in a crash without harm: outbox deletions
+/// (a row not deleted is published again; consumers drop duplicates) and persisted
 /// replica rows (re-synced from the owner). Its commit does not wait for the WAL flush, so it
 /// neither waits for nor adds to the flushes the requests' own commits wait on.
 async fn bookkeeping<'c>(
     conn: &'c mut bb8::PooledConnection<'_, bb8_postgres::PostgresConnectionManager<NoTls>>,
 ) -> Result<tokio_postgres::Transaction<'c>> {
+    bookkeeping_with(conn, "").await
+}
+
+/// [`bookkeeping`], with more `SET LOCAL`s sent in the same round trip.
+async fn bookkeeping_with<'c>(
+    conn: &'c mut bb8::PooledConnection<'_, bb8_postgres::PostgresConnectionManager<NoTls>>,
+    more_settings: &str,
+) -> Result<tokio_postgres::Transaction<'c>> {
     let tx = conn.transaction().await?;
-    tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+    tx.batch_execute(&format!("SET LOCAL synchronous_commit = off; {more_settings}")).await?;
     Ok(tx)
 }
 
-/// An outbox row claimed for publishing.
+/// An outbox row being published.
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
     pub id: i64,
@@ -301,42 +309,51 @@ pub struct OutboxRow {
     pub created_ms: f64,
 }
 
-/// Claims up to `limit` unsent outbox rows for `lease` (another relay skips them meanwhile;
-/// if this one dies, they are claimed again after the lease, and consumers drop duplicates).
-#[derive(Message)]
-#[rtype(result = "Result<Vec<OutboxRow>>")]
-pub struct ClaimOutbox {
-    pub limit: i64,
-    pub lease: Duration,
+/// What a drain's publisher reports: the rows the broker confirmed, and the error that stopped
+/// it, if any. Rows neither confirmed nor refused by an error were refused by the broker.
+pub struct Published {
+    pub sent: Vec<i64>,
+    pub error: Option<Error>,
 }
 
-impl Handler<ClaimOutbox> for Store {
-    type Result = ResponseFuture<Result<Vec<OutboxRow>>>;
+/// Publishes the outbox's oldest rows through `publish` and deletes them once the broker has
+/// confirmed them, in one transaction that lends the rows to the publisher: they are
+/// deleted with `FOR UPDATE SKIP LOCKED` (another relay of this database skips them
+/// meanwhile; a relay that dies mid-drain releases them with its session) and the deletion
+/// commits only if every row was confirmed. Otherwise it is rolled back and the confirmed
+/// rows alone are deleted: the others are published again by the next drain.
+/// Answers how many rows were drained and what the publisher reported.
+#[derive(Message)]
+#[rtype(result = "Result<(usize, Published)>")]
+pub struct DrainOutbox {
+    pub limit: i64,
+    pub publish: Box<dyn FnOnce(Vec<OutboxRow>) -> futures_util::future::LocalBoxFuture<'static, Published> + Send>,
+}
 
-    fn handle(&mut self, msg: ClaimOutbox, _: &mut Context<Self>) -> Self::Result {
+impl Handler<DrainOutbox> for Store {
+    type Result = ResponseFuture<Result<(usize, Published)>>;
+
+    fn handle(&mut self, msg: DrainOutbox, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
         Box::pin(async move {
             let mut conn = pool.get().await?;
-            let tx = bookkeeping(&mut conn).await?;
-            let lease_ms = msg.lease.as_millis() as f64;
+            // The outbox's statistics say empty (it is, after each vacuum), so the planner
+            // would scan the heap and sort; under load the heap holds thousands of rows deleted
+            // since the last vacuum, and the index on id reaches the oldest live ones at once.
+            let tx = bookkeeping_with(&mut conn, "SET LOCAL enable_seqscan = off;").await?;
             let rows = tx
                 .query(
-                    "UPDATE moa_outbox o
-                     SET claimed_until = clock_timestamp() + make_interval(secs => $2::float8 / 1000.0)
-                     WHERE o.id IN (
-                         SELECT id FROM moa_outbox
-                         WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < clock_timestamp())
-                         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+                    "DELETE FROM moa_outbox o
+                     WHERE o.id = ANY(ARRAY(SELECT id FROM moa_outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))
                      RETURNING o.id, o.event_id::text, o.exchange,
                                (o.payload || jsonb_build_object('event_id', o.event_id::text, 'seq', o.id)
                                 || CASE WHEN o.request_id IS NULL THEN '{}'::jsonb
                                    ELSE jsonb_build_object('request_id', o.request_id) END)::text,
                                o.request_id, (extract(epoch FROM o.created_at) * 1000)::float8",
-                    &[&msg.limit, &lease_ms],
+                    &[&msg.limit],
                 )
                 .await?;
-            tx.commit().await?;
-            let mut out = rows
+            let mut rows = rows
                 .into_iter()
                 .map(|r| {
                     Ok(OutboxRow {
@@ -349,69 +366,24 @@ impl Handler<ClaimOutbox> for Store {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            out.sort_by_key(|r| r.id);
-            Ok(out)
-        })
-    }
-}
-
-/// Marks rows sent (after the broker confirmed them) and releases the claim of the others.
-#[derive(Message)]
-#[rtype(result = "Result<()>")]
-pub struct SettleOutbox {
-    pub sent: Vec<i64>,
-    pub failed: Vec<i64>,
-}
-
-impl Handler<SettleOutbox> for Store {
-    type Result = ResponseFuture<Result<()>>;
-
-    fn handle(&mut self, msg: SettleOutbox, _: &mut Context<Self>) -> Self::Result {
-        let pool = self.pool.clone();
-        Box::pin(async move {
-            let mut conn = pool.get().await?;
-            let tx = bookkeeping(&mut conn).await?;
-            if !msg.sent.is_empty() {
-                tx.execute(
-                    "UPDATE moa_outbox SET sent_at = clock_timestamp(), claimed_until = NULL WHERE id = ANY($1)",
-                    &[&msg.sent],
-                )
-                .await?;
+            if rows.is_empty() {
+                tx.commit().await?;
+                return Ok((0, Published { sent: Vec::new(), error: None }));
             }
-            if !msg.failed.is_empty() {
-                tx.execute(
-                    "UPDATE moa_outbox SET claimed_until = NULL WHERE id = ANY($1) AND sent_at IS NULL",
-                    &[&msg.failed],
-                )
-                .await?;
+            rows.sort_by_key(|r| r.id);
+            let drained = rows.len();
+            let published = (msg.publish)(rows).await;
+            if published.sent.len() == drained {
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+                if !published.sent.is_empty() {
+                    let tx = bookkeeping(&mut conn).await?;
+                    tx.execute("DELETE FROM moa_outbox WHERE id = ANY($1)", &[&published.sent]).await?;
+                    tx.commit().await?;
+                }
             }
-            tx.commit().await?;
-            Ok(())
-        })
-    }
-}
-
-/// Deletes sent outbox rows older than `older_than` (they are kept a while for inspection).
-#[derive(Message)]
-#[rtype(result = "Result<u64>")]
-pub struct PurgeSentOutbox {
-    pub older_than: Duration,
-}
-
-impl Handler<PurgeSentOutbox> for Store {
-    type Result = ResponseFuture<Result<u64>>;
-
-    fn handle(&mut self, msg: PurgeSentOutbox, _: &mut Context<Self>) -> Self::Result {
-        let pool = self.pool.clone();
-        Box::pin(async move {
-            let conn = pool.get().await?;
-            let secs = msg.older_than.as_secs_f64();
-            Ok(conn
-                .execute(
-                    "DELETE FROM moa_outbox WHERE sent_at IS NOT NULL AND sent_at < clock_timestamp() - make_interval(secs => $1::float8)",
-                    &[&secs],
-                )
-                .await?)
+            Ok((drained, published))
         })
     }
 }
@@ -428,7 +400,7 @@ impl Handler<OutboxBacklog> for Store {
         let pool = self.pool.clone();
         Box::pin(async move {
             let conn = pool.get().await?;
-            let row = conn.query_one("SELECT count(*) FROM moa_outbox WHERE sent_at IS NULL", &[]).await?;
+            let row = conn.query_one("SELECT count(*) FROM moa_outbox", &[]).await?;
             Ok(row.try_get(0)?)
         })
     }

@@ -3,9 +3,10 @@
 use actix::prelude::*;
 use common::{amqp::topology::VIEWS_EXCHANGE, db::Migration, store::Store, Result};
 
-pub static MIGRATIONS: [Migration; 3] = [
+pub static MIGRATIONS: [Migration; 4] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
+    common::db::LEAN_OUTBOX,
     Migration { version: 2, name: "item change capture", sql: include_str!("../migrations/0002_item_capture.sql") },
 ];
 

@@ -8,9 +8,10 @@ use common::{
     Result,
 };
 
-pub static MIGRATIONS: [Migration; 6] = [
+pub static MIGRATIONS: [Migration; 7] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
+    common::db::LEAN_OUTBOX,
     Migration { version: 2, name: "user change capture", sql: include_str!("../migrations/0002_user_capture.sql") },
     Migration { version: 3, name: "visits", sql: include_str!("../migrations/0003_visits.sql") },
     Migration {

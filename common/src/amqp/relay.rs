@@ -1,13 +1,14 @@
 //! The outbox relay: publishes what the capture triggers (and the view recorder) queued in
-//! `moa_outbox`, with publisher confirms, and marks rows sent only after the broker acked
-//! them. Wakes on NOTIFY and also polls, so a missed notification delays nothing for long.
+//! `moa_outbox`, with publisher confirms, and deletes rows only after the broker acked
+//! them (see `store::DrainOutbox`). Wakes on NOTIFY and also polls, so a missed notification delays nothing for long.
 
 use std::{
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use actix::Addr;
+use futures_util::future::LocalBoxFuture;
 use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions},
     BasicProperties, Channel,
@@ -17,12 +18,14 @@ use tokio::sync::Notify;
 use crate::{
     amqp::{topology, Bus},
     error::{Error, Result},
-    store::{ClaimOutbox, OutboxRow, PurgeSentOutbox, SettleOutbox, Store},
+    store::{DrainOutbox, OutboxRow, Published, Store},
     telemetry::Metrics,
 };
 
 const BATCH: i64 = 500;
-const LEASE: Duration = Duration::from_secs(15);
+/// How long a drain waits for the broker's confirms before it gives up (and rolls back, so
+/// its rows stay in the outbox for the next drain on a fresh channel).
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Clone)]
 pub struct OutboxRelay {
@@ -53,13 +56,8 @@ impl OutboxRelay {
                 ch.confirm_select(ConfirmSelectOptions::default()).await?;
                 r.set_channel(Some(ch));
                 let result = async {
-                    let mut last_purge = Instant::now();
                     loop {
                         r.drain().await?;
-                        if last_purge.elapsed() > Duration::from_secs(60) {
-                            last_purge = Instant::now();
-                            let _ = r.store.send(PurgeSentOutbox { older_than: Duration::from_secs(3600) }).await;
-                        }
                         tokio::select! {
                             _ = wake.notified() => {}
                             _ = tokio::time::sleep(poll) => {}
@@ -81,7 +79,7 @@ impl OutboxRelay {
         }
     }
 
-    /// Publishes everything unsent, batch by batch. Returns how many rows were sent.
+    /// Publishes everything in the outbox, batch by batch. Returns how many rows were sent.
     /// A database error is not fatal to the relay (it retries on the next wake-up);
     /// a broker error is (the component restarts on a fresh channel).
     pub async fn drain(&self) -> Result<usize> {
@@ -91,36 +89,28 @@ impl OutboxRelay {
             let Some(ch) = self.channel.lock().ok().and_then(|g| g.clone()) else {
                 return Err(Error::BusDown);
             };
-            let rows = match self.store.send(ClaimOutbox { limit: BATCH, lease: LEASE }).await {
-                Ok(Ok(rows)) => rows,
+            let metrics = self.metrics.clone();
+            let publish = move |rows: Vec<OutboxRow>| -> LocalBoxFuture<'static, Published> {
+                Box::pin(async move {
+                    let published = match tokio::time::timeout(CONFIRM_TIMEOUT, publish_batch(&ch, &rows)).await {
+                        Ok(p) => p,
+                        Err(_) => Published { sent: Vec::new(), error: Some(Error::BusDown) },
+                    };
+                    observe_published(&metrics, &rows, &published.sent);
+                    published
+                })
+            };
+            let (n, published) = match self.store.send(DrainOutbox { limit: BATCH, publish: Box::new(publish) }).await {
+                Ok(Ok(drained)) => drained,
                 Ok(Err(e)) => {
-                    log::debug!("outbox relay: cannot read the outbox: {e}");
+                    log::debug!("outbox relay: cannot drain the outbox: {e}");
                     return Ok(total);
                 }
                 Err(e) => return Err(e.into()),
             };
-            if rows.is_empty() {
-                return Ok(total);
-            }
-            let n = rows.len();
-            let (sent, failed, broker_error) = publish_batch(&ch, &rows).await;
-            let n_sent = sent.len();
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64() * 1000.0)
-                .unwrap_or(0.0);
-            for row in rows.iter().filter(|r| sent.contains(&r.id)) {
-                // Commit → broker confirm: how long a change waited to leave this service.
-                let secs = ((now_ms - row.created_ms) / 1000.0).max(0.0);
-                self.metrics.observe("moa_outbox_publish_seconds", String::new(), secs);
-            }
-            self.metrics.outbox_published(n_sent as u64);
-            if let Ok(Err(e)) = self.store.send(SettleOutbox { sent, failed }).await {
-                // Not marked sent: they are published again after the lease; consumers drop duplicates.
-                log::warn!("outbox relay: could not mark rows sent: {e}");
-            }
+            let n_sent = published.sent.len();
             total += n_sent;
-            if let Some(e) = broker_error {
+            if let Some(e) = published.error {
                 return Err(e);
             }
             if n_sent < n || n < BATCH as usize {
@@ -204,13 +194,11 @@ impl<'a> Message<'a> {
 }
 
 /// Publishes the rows (persistent, mandatory) as [`messages`], then awaits every confirm.
-async fn publish_batch(ch: &Channel, rows: &[OutboxRow]) -> (Vec<i64>, Vec<i64>, Option<Error>) {
+async fn publish_batch(ch: &Channel, rows: &[OutboxRow]) -> Published {
     let mut sent = Vec::with_capacity(rows.len());
-    let mut failed = Vec::new();
     let msgs = messages(rows);
     let mut confirms = Vec::with_capacity(msgs.len());
-    let mut unpublished = msgs.iter();
-    for m in unpublished.by_ref() {
+    for m in &msgs {
         let mut props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
@@ -222,33 +210,40 @@ async fn publish_batch(ch: &Channel, rows: &[OutboxRow]) -> (Vec<i64>, Vec<i64>,
         let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
         match ch.basic_publish(m.exchange.into(), "".into(), opts, &m.body, props).await {
             Ok(confirm) => confirms.push((m, confirm)),
-            Err(e) => {
-                failed.extend(m.ids.iter().copied());
-                failed.extend(unpublished.flat_map(|m| m.ids.iter().copied()));
-                return (sent, failed, Some(e.into()));
-            }
+            Err(e) => return Published { sent, error: Some(e.into()) },
         }
     }
     let mut broker_error = None;
     for (m, confirm) in confirms {
         match confirm.await {
             Ok(c) if c.is_ack() => {
-                if c.take_message().is_some() && m.exchange == topology::VIEWS_EXCHANGE {
-                    // Unroutable. Change events with no replica queue bound are fine to drop
-                    // (every replica re-syncs from a snapshot when it subscribes); a view is not.
-                    failed.extend(m.ids.iter().copied());
-                } else {
+                // Unroutable: change events with no replica queue bound are fine to drop (every
+                // replica re-syncs from a snapshot when it subscribes); a view is not, it stays.
+                let unroutable = c.take_message().is_some();
+                if !(unroutable && m.exchange == topology::VIEWS_EXCHANGE) {
                     sent.extend(m.ids.iter().copied());
                 }
             }
-            Ok(_) => failed.extend(m.ids.iter().copied()),
+            Ok(_) => {} // nacked: stays in the outbox
             Err(e) => {
-                failed.extend(m.ids.iter().copied());
                 broker_error.get_or_insert(e.into());
             }
         }
     }
-    (sent, failed, broker_error)
+    Published { sent, error: broker_error }
+}
+
+/// Commit → broker confirm: how long each sent change waited to leave this service.
+fn observe_published(metrics: &Metrics, rows: &[OutboxRow], sent: &[i64]) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0);
+    let sent: std::collections::HashSet<i64> = sent.iter().copied().collect();
+    for row in rows.iter().filter(|r| sent.contains(&r.id)) {
+        metrics.observe("moa_outbox_publish_seconds", String::new(), ((now_ms - row.created_ms) / 1000.0).max(0.0));
+    }
+    metrics.outbox_published(sent.len() as u64);
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod observability;
 mod openapi;
 mod soak;
 mod visits;
+mod writes;
 
 /// Runs an async test body once on the provided seed and once on the demo seed.
 #[macro_export]
