@@ -158,12 +158,25 @@ pub enum Query {
     Prefix { entity: String, prefix: String },
     /// The user whose access token this is.
     UserByToken { token: String },
+    /// A digest of every version the entity has (tombstones included), per bucket of `width`
+    /// consecutive versions, so that a replica restored from its own copy can tell which
+    /// buckets differ without being sent every row. Answered as rows
+    /// ([`crate::replica::digest::BucketDigest::from_row`]) so that it travels the path every
+    /// other query does (store, RPC, timeouts).
+    Digest { entity: String, width: i64 },
+    /// One page of the rows whose versions fall in the given buckets (see `Digest`), versions
+    /// ascending, after version `after`.
+    Buckets { entity: String, width: i64, buckets: Vec<i64>, after: i64, limit: u32 },
 }
 
 impl Query {
     pub fn entity(&self) -> &str {
         match self {
-            Query::Snapshot { entity, .. } | Query::Get { entity, .. } | Query::Prefix { entity, .. } => entity,
+            Query::Snapshot { entity, .. }
+            | Query::Get { entity, .. }
+            | Query::Prefix { entity, .. }
+            | Query::Digest { entity, .. }
+            | Query::Buckets { entity, .. } => entity,
             Query::UserByToken { .. } => "user",
         }
     }
@@ -257,6 +270,29 @@ impl Handler<Query> for Store {
                              WHERE entity = $1 AND key >= $2 AND key < $3 ORDER BY key"
                         ),
                         &[entity, prefix, &upper],
+                    )
+                    .await?
+                }
+                Query::Digest { entity, width } => {
+                    // md5 of the bucket's versions in order, as text: the replica computes the
+                    // same string from what it holds (see replica::digest).
+                    conn.query(
+                        "SELECT (version / $2)::text, count(*), false,
+                                to_jsonb(md5(string_agg(version::text, ',' ORDER BY version)))
+                         FROM moa_entity_version WHERE entity = $1 GROUP BY version / $2",
+                        &[entity, &(*width).max(1)],
+                    )
+                    .await?
+                }
+                Query::Buckets { entity, width, buckets, after, limit } => {
+                    let limit = i64::from(*limit).clamp(1, 100_000);
+                    conn.query(
+                        &format!(
+                            "SELECT {ROW_COLUMNS} FROM moa_entity_version
+                             WHERE entity = $1 AND version / $2 = ANY($3) AND version > $4
+                             ORDER BY version LIMIT $5"
+                        ),
+                        &[entity, &(*width).max(1), buckets, after, &limit],
                     )
                     .await?
                 }

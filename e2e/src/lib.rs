@@ -476,10 +476,24 @@ impl System {
         codes
     }
 
-    /// The log file of the first instance of `svc`.
+    /// The logs of every instance of `svc` this system started (restarts included), in order.
     pub fn log(&self, svc: Svc) -> String {
-        let path = env().state_dir.join("logs").join(format!("{}-{}-0.log", self.name, svc.name()));
-        std::fs::read_to_string(path).unwrap_or_default()
+        let dir = env().state_dir.join("logs");
+        let prefix = format!("{}-{}-", self.name, svc.name());
+        let mut files: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter_map(|p| {
+                        let name = p.file_name()?.to_str()?.to_string();
+                        let n = name.strip_prefix(&prefix)?.strip_suffix(".log")?.parse().ok()?;
+                        Some((n, p))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files.iter().map(|(_, p)| std::fs::read_to_string(p).unwrap_or_default()).collect()
     }
 
     /// Starts `svc` again on the port it had, and waits until it is ready.

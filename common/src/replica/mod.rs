@@ -7,6 +7,7 @@
 //! what arrived meanwhile" holds without buffering anything.
 
 pub mod alarms;
+pub mod digest;
 pub mod feed;
 pub mod items;
 pub mod persist;
@@ -97,6 +98,9 @@ pub struct Replica<E: Entity, I: Index<E>> {
     persister: Option<persist::Persister>,
     /// The newest version applied: compared with the owner's, it shows how far behind we are.
     max_version: std::sync::atomic::AtomicI64,
+    /// True once the persisted copy is loaded (or there is none to load): the first sync
+    /// waits for it, so that it can compare digests instead of reading every row again.
+    restored: tokio::sync::watch::Sender<bool>,
 }
 
 impl<E: Entity, I: Index<E>> Replica<E, I> {
@@ -111,12 +115,14 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
             metrics,
             persister: None,
             max_version: std::sync::atomic::AtomicI64::new(0),
+            restored: tokio::sync::watch::Sender::new(true),
         }
     }
 
     /// Persists this replica in the service's own database (`moa_replica`).
     pub fn with_persistence(mut self, store: Addr<Store>) -> Self {
         self.persister = Some(persist::Persister::start(E::KIND, store));
+        self.restored.send_replace(false);
         self
     }
 
@@ -126,13 +132,13 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
     pub async fn restore(&self) {
         let Some(p) = &self.persister else { return };
         let rows = p.load().await;
-        if rows.is_empty() {
-            return;
-        }
         let n = rows.len();
-        self.apply_inner(&rows, false);
-        self.warm.store(true, Ordering::Release);
-        log::info!("{} replica restored from the own database: {n} rows", E::KIND);
+        if n > 0 {
+            self.apply_inner(&rows, false);
+            self.warm.store(true, Ordering::Release);
+            log::info!("{} replica restored from the own database: {n} rows", E::KIND);
+        }
+        self.restored.send_replace(true);
     }
 
     /// A replica with no way to reach its owner (unit tests).
@@ -209,9 +215,36 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
         (changed, stale)
     }
 
-    /// Loads the owner's full snapshot page by page, then marks the replica warm.
+    /// Brings the replica level with the owner, then marks it warm: by digest when it already
+    /// holds rows (restored, or re-syncing after a broker outage) and little differs, by the
+    /// owner's full snapshot otherwise.
     pub async fn sync(&self) -> Result<usize> {
+        // Not forever: with the own database down the copy cannot be read, and the owner's
+        // snapshot is what the replica needs then.
+        let mut restored = self.restored.subscribe();
+        let _ = tokio::time::timeout(self.snapshot_timeout, restored.wait_for(|done| *done)).await;
         let started = std::time::Instant::now();
+        let held = !self.read().rows.is_empty();
+        let how = match held {
+            true => self.sync_by_digest().await?,
+            false => None,
+        };
+        let (total, how) = match how {
+            Some(synced) => synced,
+            None => (self.sync_full().await?, "full snapshot".to_string()),
+        };
+        self.warm.store(true, Ordering::Release);
+        log::info!(
+            "{} replica synced from {}: {total} rows in {:?} ({how})",
+            E::KIND,
+            self.source.owner_name(),
+            started.elapsed()
+        );
+        Ok(total)
+    }
+
+    /// Every row of the owner, page by page in key order.
+    async fn sync_full(&self) -> Result<usize> {
         let mut after = None;
         let mut total = 0;
         loop {
@@ -221,17 +254,46 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
             self.apply_rows(&rows);
             match rows.last() {
                 Some(last) if rows.len() as u32 >= self.page_size => after = Some(last.key.clone()),
+                _ => return Ok(total),
+            }
+        }
+    }
+
+    /// The owner's rows in the version buckets whose digests differ from this replica's (see
+    /// [`digest`]). `None` when most of it differs: the full snapshot is then the cheaper read.
+    async fn sync_by_digest(&self) -> Result<Option<(usize, String)>> {
+        let width = digest::WIDTH;
+        let answer = self.source.query(Query::Digest { entity: E::KIND.into(), width }, self.snapshot_timeout).await?;
+        let owner: Vec<digest::BucketDigest> = answer.iter().filter_map(digest::BucketDigest::from_row).collect();
+        if owner.len() != answer.len() {
+            return Err(Error::RpcFailed(E::OWNER.name(), "a digest row of an unexpected shape".into()));
+        }
+        let versions: Vec<i64> = self.read().rows.values().map(|s| s.version).collect();
+        let mine = digest::BucketDigest::of_versions(versions, width);
+        let (buckets, rows) = digest::differing(&owner, &mine);
+        let owner_rows: i64 = owner.iter().map(|d| d.rows).sum();
+        if rows * 2 > owner_rows {
+            return Ok(None);
+        }
+        let mut after = 0;
+        let mut total = 0;
+        while !buckets.is_empty() {
+            let q = Query::Buckets {
+                entity: E::KIND.into(),
+                width,
+                buckets: buckets.clone(),
+                after,
+                limit: self.page_size,
+            };
+            let page = self.source.query(q, self.snapshot_timeout).await?;
+            total += page.len();
+            self.apply_rows(&page);
+            match page.last() {
+                Some(last) if page.len() as u32 >= self.page_size => after = last.version,
                 _ => break,
             }
         }
-        self.warm.store(true, Ordering::Release);
-        log::info!(
-            "{} replica synced from {}: {total} rows in {:?}",
-            E::KIND,
-            self.source.owner_name(),
-            started.elapsed()
-        );
-        Ok(total)
+        Ok(Some((total, format!("by digest: {} of {} buckets differed", buckets.len(), owner.len()))))
     }
 
     /// Keeps trying [`Self::sync`] until it succeeds (the owner may be down for a while).
