@@ -21,6 +21,10 @@ DECLARE
     v_new        jsonb;
     v_old_key    text;
     v_new_key    text;
+    -- The changes to record: the old key's removal and/or the new key's state.
+    v_keys       text[] := '{}';
+    v_deleted    boolean[] := '{}';
+    v_data       jsonb[] := '{}';
     i            int;
 BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
@@ -40,30 +44,28 @@ BEGIN
 
     -- A delete, or an update that moved the row to another key, removes the old key.
     IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND v_old_key <> v_new_key) THEN
-        WITH v AS (
-            INSERT INTO moa_entity_version (entity, key, version, deleted, data)
-            VALUES (v_entity, v_old_key, nextval('moa_version_seq'), true, v_old)
-            ON CONFLICT (entity, key) DO UPDATE
-                SET version = EXCLUDED.version, deleted = true, data = EXCLUDED.data
-            RETURNING version)
-        INSERT INTO moa_outbox (exchange, payload, request_id)
-        SELECT v_exchange, jsonb_build_object('entity', v_entity, 'key', v_old_key,
-                   'version', v.version, 'deleted', true, 'data', v_old), v_request_id
-        FROM v;
+        v_keys := v_keys || v_old_key;
+        v_deleted := v_deleted || true;
+        v_data := v_data || v_old;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        v_keys := v_keys || v_new_key;
+        v_deleted := v_deleted || false;
+        v_data := v_data || v_new;
     END IF;
 
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    FOR i IN 1 .. coalesce(array_length(v_keys, 1), 0) LOOP
         WITH v AS (
             INSERT INTO moa_entity_version (entity, key, version, deleted, data)
-            VALUES (v_entity, v_new_key, nextval('moa_version_seq'), false, v_new)
+            VALUES (v_entity, v_keys[i], nextval('moa_version_seq'), v_deleted[i], v_data[i])
             ON CONFLICT (entity, key) DO UPDATE
-                SET version = EXCLUDED.version, deleted = false, data = EXCLUDED.data
+                SET version = EXCLUDED.version, deleted = EXCLUDED.deleted, data = EXCLUDED.data
             RETURNING version)
         INSERT INTO moa_outbox (exchange, payload, request_id)
-        SELECT v_exchange, jsonb_build_object('entity', v_entity, 'key', v_new_key,
-                   'version', v.version, 'deleted', false, 'data', v_new), v_request_id
+        SELECT v_exchange, jsonb_build_object('entity', v_entity, 'key', v_keys[i],
+                   'version', v.version, 'deleted', v_deleted[i], 'data', v_data[i]), v_request_id
         FROM v;
-    END IF;
+    END LOOP;
 
     -- Wake the relays for changes made outside the services (an operator's psql). A service
     -- wakes its own relay in process after commit instead: NOTIFY serializes every committing

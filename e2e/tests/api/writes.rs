@@ -116,6 +116,22 @@ async fn a_batch_records_each_change_once_with_its_own_request_id_and_the_replic
     .await;
 }
 
+/// Sends every (port, token, item) alarm write at once; the answers in the same order.
+async fn all_at_once(
+    sys: &System,
+    method: e2e::Method,
+    writes: impl Iterator<Item = (u16, String, i64)>,
+) -> Vec<e2e::Resp> {
+    join_all(writes.map(|(port, token, item)| {
+        let method = method.clone();
+        async move {
+            let body = format!(r#"{{"item_id": {item}}}"#);
+            sys.request(method, port, "/", Some(&token), Some(&body)).await
+        }
+    }))
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_from_two_alarm_instances_each_get_their_answer_and_all_converge() {
     let mut sys = system!(Seed::Demo);
@@ -134,14 +150,7 @@ async fn concurrent_writes_from_two_alarm_instances_each_get_their_answer_and_al
             (0..times).map(move |k| (ports[(u + item as usize + k) % ports.len()], token.clone(), item))
         })
     });
-    let answers = join_all(sets.map(|(port, token, item)| {
-        let sys = &sys;
-        async move {
-            let body = format!(r#"{{"item_id": {item}}}"#);
-            sys.request(e2e::Method::POST, port, "/", Some(&token), Some(&body)).await
-        }
-    }))
-    .await;
+    let answers = all_at_once(&sys, e2e::Method::POST, sets).await;
     assert_eq!(answers.len(), 5 * (12 + 4));
     for a in &answers {
         a.assert_empty(201);
@@ -154,14 +163,7 @@ async fn concurrent_writes_from_two_alarm_instances_each_get_their_answer_and_al
             .filter(|i| *i % 2 == 0)
             .flat_map(move |&item| (0..2).map(move |k| (ports[(u + k) % ports.len()], token.clone(), item)))
     });
-    let answers = join_all(clears.map(|(port, token, item)| {
-        let sys = &sys;
-        async move {
-            let body = format!(r#"{{"item_id": {item}}}"#);
-            sys.request(e2e::Method::DELETE, port, "/", Some(&token), Some(&body)).await
-        }
-    }))
-    .await;
+    let answers = all_at_once(&sys, e2e::Method::DELETE, clears).await;
     assert_eq!(answers.len(), 5 * 6 * 2);
     for a in &answers {
         a.assert_empty(200);
