@@ -12,3 +12,7 @@ RUN case "$DOMAIN" in item|alarm|user) ;; \
       *) echo "build with --build-arg DOMAIN=item|alarm|user (got '$DOMAIN')" >&2; exit 1 ;; esac
 COPY seed/demo/${DOMAIN}/init_database.sql /docker-entrypoint-initdb.d/10-init_database.sql
 ENV POSTGRES_DB=${DOMAIN}_db
+# The same settings as scripts/infra (PG_TUNING): fewer checkpoints, compressed full-page
+# images, a larger buffer cache; see docs/performance.md.
+CMD ["postgres", "-c", "shared_buffers=256MB", "-c", "max_wal_size=4GB", "-c", "checkpoint_timeout=15min", \
+     "-c", "wal_compression=lz4"]

@@ -83,17 +83,14 @@ impl Handler<WriteAlarms> for Store {
 /// Concurrent alarm writes, gathered into [`WriteAlarms`] batches.
 pub type AlarmWriter = Coalescer<WriteAlarm, Vec<VersionedRow>>;
 
-/// Batches in flight at once: while one commits, the next requests gather for the next.
-/// One, measured (set + clear at concurrency 64, 2 cores): 7.6–7.8k writes/s with p99
-/// 16–18 ms, against 7.0–8.0k and 18–21 ms with two lanes and 7.2k and 23 ms with four. A
-/// set-based batch costs little per extra request, so one big batch beats several competing
-/// for the same two cores. The price: a batch that waits on a row lock (an operator's open
-/// transaction on that alarm) holds up the writes queued behind it until it gets the lock.
-const WRITE_LANES: usize = 1;
 const MAX_BATCH: usize = 256;
 
-pub fn alarm_writer(store: Addr<Store>) -> AlarmWriter {
-    Coalescer::start("alarm writes", WRITE_LANES, MAX_BATCH, move |writes| {
+/// Gathers concurrent writes into batches, `lanes` in flight at once (`WRITE_LANES`): while
+/// one commits, the next requests gather for the next. See docs/performance.md for how the
+/// count was chosen. With one lane, a batch that waits on a row lock (an operator's open
+/// transaction on that alarm) holds up the writes queued behind it until it gets the lock.
+pub fn alarm_writer(store: Addr<Store>, lanes: usize) -> AlarmWriter {
+    Coalescer::start("alarm writes", lanes, MAX_BATCH, move |writes| {
         let store = store.clone();
         async move { store.send(WriteAlarms(writes)).await? }
     })

@@ -83,6 +83,8 @@ pub struct Settings {
     pub outbox_poll: Duration,
     /// `BODY_LIMIT_BYTES`: largest accepted request body, default 16384.
     pub body_limit: usize,
+    /// `WRITE_LANES`: coalesced write batches in flight at once (the alarm service), default 1.
+    pub write_lanes: usize,
     /// `INSTANCE_ID`: names this instance's cache queue, default `<domain>-<pid>-<random>`.
     pub instance_id: String,
 }
@@ -131,6 +133,7 @@ pub fn env_var_names(domain: Domain) -> Vec<String> {
             "PREFETCH",
             "OUTBOX_POLL_MS",
             "BODY_LIMIT_BYTES",
+            "WRITE_LANES",
             "INSTANCE_ID",
         ]
         .map(String::from),
@@ -200,6 +203,7 @@ impl Settings {
                 .map_err(|_| Error::Config("PREFETCH must fit in 16 bits".into()))?,
             outbox_poll: Duration::from_millis(positive("OUTBOX_POLL_MS", 500)?),
             body_limit: positive("BODY_LIMIT_BYTES", 16 * 1024)? as usize,
+            write_lanes: positive("WRITE_LANES", 1)? as usize,
             instance_id,
         })
     }
