@@ -83,7 +83,7 @@ pub struct Settings {
     pub outbox_poll: Duration,
     /// `BODY_LIMIT_BYTES`: largest accepted request body, default 16384.
     pub body_limit: usize,
-    /// `WRITE_LANES`: coalesced write batches in flight at once (the alarm service), default 1.
+    /// `WRITE_LANES`: coalesced write batches in flight at once (alarm writes, item views), default 1.
     pub write_lanes: usize,
     /// `INSTANCE_ID`: names this instance's cache queue, default `<domain>-<pid>-<random>`.
     pub instance_id: String,

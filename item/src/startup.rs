@@ -1,14 +1,22 @@
 //! Wires the item service: the shared core (store, bus, RPC, relay, replicas) plus its routes.
 
+use actix_web::web;
 use common::{
     service::{Application, Core},
     settings::Settings,
     Result,
 };
 
-use crate::{routes, store::MIGRATIONS};
+use crate::{
+    routes,
+    store::{view_recorder, MIGRATIONS},
+};
 
 pub fn build(settings: Settings) -> Result<Application> {
     let core = Core::start(settings, &MIGRATIONS)?;
-    Application::build(core, include_str!("../openapi.json"), routes::configure)
+    let views = web::Data::new(view_recorder(core.store.clone(), core.settings.write_lanes));
+    Application::build(core, include_str!("../openapi.json"), move |cfg| {
+        cfg.app_data(views.clone());
+        routes::configure(cfg);
+    })
 }

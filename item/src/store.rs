@@ -1,7 +1,8 @@
-//! The item domain's messages to its store actor: recording views.
+//! The item domain's messages to its store actor: recording views, coalesced.
 
 use actix::prelude::*;
-use common::{amqp::topology::VIEWS_EXCHANGE, db::Migration, store::Store, Result};
+use common::{amqp::topology::VIEWS_EXCHANGE, batch::Coalescer, db::Migration, store::Store, Result};
+use tokio_postgres::types::Type;
 
 pub static MIGRATIONS: [Migration; 4] = [
     common::db::CHANGE_CAPTURE,
@@ -10,34 +11,64 @@ pub static MIGRATIONS: [Migration; 4] = [
     Migration { version: 2, name: "item change capture", sql: include_str!("../migrations/0002_item_capture.sql") },
 ];
 
-/// Queues a view of `item_id` by `user_id` in the outbox. Committed here, so neither a down
-/// user service nor a down RabbitMQ loses it; the relay publishes it to `item.views`.
-#[derive(Message)]
-#[rtype(result = "Result<()>")]
+/// A view of `item_id` by `user_id`, to queue in the outbox. Committed before the detail
+/// answers, so neither a down user service nor a down RabbitMQ loses it; the relay publishes
+/// it to `item.views`.
+#[derive(Debug, Clone)]
 pub struct RecordView {
     pub user_id: i64,
     pub item_id: i64,
     pub request_id: String,
 }
 
-impl Handler<RecordView> for Store {
-    type Result = ResponseFuture<Result<()>>;
+/// Several [`RecordView`]s in one statement and one commit, in order. Each gets its own
+/// outbox row (its own `viewed_at_us` from item_db's clock, its own request id).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<()>>")]
+pub struct RecordViews(pub Vec<RecordView>);
 
-    fn handle(&mut self, msg: RecordView, _: &mut Context<Self>) -> Self::Result {
+impl Handler<RecordViews> for Store {
+    type Result = ResponseFuture<Result<Vec<()>>>;
+
+    fn handle(&mut self, RecordViews(views): RecordViews, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool();
         let wake = self.outbox_wake();
         Box::pin(async move {
             let conn = pool.get().await?;
-            conn.execute(
+            let users: Vec<i64> = views.iter().map(|v| v.user_id).collect();
+            let items: Vec<i64> = views.iter().map(|v| v.item_id).collect();
+            let request_ids: Vec<&str> = views.iter().map(|v| v.request_id.as_str()).collect();
+            conn.execute_typed(
                 "INSERT INTO moa_outbox (exchange, payload, request_id)
-                 VALUES ($1, jsonb_build_object('user_id', $2::bigint, 'item_id', $3::bigint,
-                         'viewed_at_us', (extract(epoch FROM clock_timestamp()) * 1000000)::bigint), $4)",
-                &[&VIEWS_EXCHANGE, &msg.user_id, &msg.item_id, &msg.request_id],
+                 SELECT $1, jsonb_build_object('user_id', v.user_id, 'item_id', v.item_id,
+                            'viewed_at_us', (extract(epoch FROM clock_timestamp()) * 1000000)::bigint),
+                        v.request_id
+                 FROM unnest($2, $3, $4) WITH ORDINALITY AS v(user_id, item_id, request_id, n)
+                 ORDER BY v.n",
+                &[
+                    (&VIEWS_EXCHANGE, Type::TEXT),
+                    (&users, Type::INT8_ARRAY),
+                    (&items, Type::INT8_ARRAY),
+                    (&request_ids, Type::TEXT_ARRAY),
+                ],
             )
             .await?;
             // Our own relay, woken in process (no NOTIFY: it would serialize every commit).
             wake.notify_one();
-            Ok(())
+            Ok(vec![(); views.len()])
         })
     }
+}
+
+/// Concurrent item views, gathered into [`RecordViews`] batches (as alarm writes are).
+pub type ViewRecorder = Coalescer<RecordView, ()>;
+
+const MAX_BATCH: usize = 256;
+
+/// Starts the [`ViewRecorder`], `lanes` batches in flight at once (`WRITE_LANES`).
+pub fn view_recorder(store: Addr<Store>, lanes: usize) -> ViewRecorder {
+    Coalescer::start("item views", lanes, MAX_BATCH, move |views| {
+        let store = store.clone();
+        async move { store.send(RecordViews(views)).await? }
+    })
 }

@@ -70,3 +70,27 @@ async fn many_views(seed: Seed) {
     .await;
 }
 crate::on_both_seeds!(visits_show_at_most_three, many_views);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_views_are_batched_and_each_is_stored_once() {
+    let sys = system!(Seed::Demo);
+    let users = sys.users(4).await;
+    // 4 users x 12 items at once: the item service records them in shared batches.
+    let answers = futures_util::future::join_all(users.iter().flat_map(|(_, token)| {
+        let sys = &sys;
+        (1..=12).map(move |id| async move { sys.get(Svc::Item, &format!("/{id}"), token).await.status })
+    }))
+    .await;
+    assert_eq!(answers, vec![200; 48]);
+    eventually(Duration::from_secs(5), "all 48 views stored once", || async {
+        sys.sql(Svc::User, "SELECT count(*) FROM visit").await[0].get::<_, i64>(0) == 48
+    })
+    .await;
+    let per_user = sys.sql(Svc::User, "SELECT count(DISTINCT (user_id, item_id)) FROM visit").await;
+    assert_eq!(per_user[0].get::<_, i64>(0), 48, "each view under its own user and item");
+    for (_, token) in &users {
+        let visit = sys.get(Svc::User, "/visit", token).await;
+        assert_eq!(visit.ids().len(), 3, "{visit:?}");
+        assert!(visit.ids().iter().all(|id| (1..=12).contains(id)), "{visit:?}");
+    }
+}

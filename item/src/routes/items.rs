@@ -3,11 +3,10 @@ use common::{
     auth, http,
     input::{self, ItemId},
     replica::feed::Replicas,
-    service::Core,
     ApiError,
 };
 
-use crate::store::RecordView;
+use crate::store::{RecordView, ViewRecorder};
 
 /// `GET /`: every item, id descending, with the caller's `is_alarm_set`
 /// (optionally one page: `?limit=&offset=`).
@@ -23,7 +22,7 @@ pub async fn detail(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<Replicas>,
-    core: web::Data<Core>,
+    views: web::Data<ViewRecorder>,
 ) -> Result<HttpResponse, ApiError> {
     let user = auth::authenticate(&req, &state.users).await?;
     let ItemId(id) = ItemId::from_path(&path)?;
@@ -35,11 +34,9 @@ pub async fn detail(
         .ok_or(ApiError::NotFoundEmpty)?;
     let alarmed = state.alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
     // The view is committed before we answer: a 200 means it will show in /visit.
-    core.store
-        .send(RecordView { user_id: user.id, item_id: id, request_id: common::service::request_id(&req) })
+    views
+        .submit(RecordView { user_id: user.id, item_id: id, request_id: common::service::request_id(&req) })
         .await
-        .map_err(common::Error::from)
-        .and_then(|r| r)
         .map_err(|e| ApiError::from_dependency(e, "recording this view"))?;
     Ok(http::json_bytes(StatusCode::OK, state.items.render_one(&item, alarmed.contains(&id))))
 }
