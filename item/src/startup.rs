@@ -9,12 +9,12 @@ use common::{
 
 use crate::{
     routes,
-    store::{view_recorder, MIGRATIONS},
+    store::{view_writer, MIGRATIONS},
 };
 
 pub fn build(settings: Settings) -> Result<Application> {
     let core = Core::start(settings, &MIGRATIONS)?;
-    let views = web::Data::new(view_recorder(core.store.clone(), core.settings.write_lanes));
+    let views = web::Data::new(view_writer(core.store.clone(), core.settings.write_lanes));
     Application::build(core, include_str!("../openapi.json"), move |cfg| {
         cfg.app_data(views.clone());
         routes::configure(cfg);

@@ -6,7 +6,7 @@ use common::{
     ApiError,
 };
 
-use crate::store::{RecordView, ViewRecorder};
+use crate::store::{RecordView, ViewWriter};
 
 /// `GET /`: every item, id descending, with the caller's `is_alarm_set`
 /// (optionally one page: `?limit=&offset=`).
@@ -22,7 +22,7 @@ pub async fn detail(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<Replicas>,
-    views: web::Data<ViewRecorder>,
+    views: web::Data<ViewWriter>,
 ) -> Result<HttpResponse, ApiError> {
     let user = auth::authenticate(&req, &state.users).await?;
     let ItemId(id) = ItemId::from_path(&path)?;
