@@ -9,6 +9,14 @@ DELETE FROM moa_outbox WHERE sent_at IS NOT NULL;
 DROP INDEX IF EXISTS moa_outbox_unsent;
 ALTER TABLE moa_outbox DROP COLUMN IF EXISTS claimed_until, DROP COLUMN IF EXISTS sent_at;
 
+-- An entity's key: its key columns' values joined by ':' ("user_id:item_id"), 'null' for a
+-- null, as 0001 built it.
+CREATE OR REPLACE FUNCTION moa_capture_key(p_row jsonb, p_columns text[]) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT string_agg(coalesce(p_row ->> k.c, 'null'), ':' ORDER BY k.n)
+    FROM unnest(p_columns) WITH ORDINALITY AS k(c, n)
+$$;
+
 -- The capture trigger as before (see 0001), but each change is one statement (the version
 -- row's upsert feeds the outbox insert) and the request id is read once.
 CREATE OR REPLACE FUNCTION moa_capture() RETURNS trigger
@@ -29,17 +37,11 @@ DECLARE
 BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         v_old := to_jsonb(OLD);
-        v_old_key := coalesce(v_old ->> TG_ARGV[2], 'null');
-        FOR i IN 3 .. TG_NARGS - 1 LOOP
-            v_old_key := v_old_key || ':' || coalesce(v_old ->> TG_ARGV[i], 'null');
-        END LOOP;
+        v_old_key := moa_capture_key(v_old, TG_ARGV[2:]);
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
         v_new := to_jsonb(NEW);
-        v_new_key := coalesce(v_new ->> TG_ARGV[2], 'null');
-        FOR i IN 3 .. TG_NARGS - 1 LOOP
-            v_new_key := v_new_key || ':' || coalesce(v_new ->> TG_ARGV[i], 'null');
-        END LOOP;
+        v_new_key := moa_capture_key(v_new, TG_ARGV[2:]);
     END IF;
 
     -- A delete, or an update that moved the row to another key, removes the old key.
