@@ -11,6 +11,7 @@
 use std::process::ExitCode;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
+use bench_tools::ArgIter;
 
 const CONTENT_TYPE: &str = "application/json; charset=utf-8";
 
@@ -24,17 +25,12 @@ fn parse_args() -> Result<Args, String> {
     let mut body = None;
     let mut host = "127.0.0.1".to_string();
     let mut port = 5999u16;
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let (key, inline) = match a.split_once('=') {
-            Some((k, v)) => (k.to_string(), Some(v.to_string())),
-            None => (a.clone(), None),
-        };
-        let mut value = || inline.clone().or_else(|| it.next()).ok_or(format!("{key} needs a value"));
+    let mut it = ArgIter::default();
+    while let Some((key, inline)) = it.next_key() {
         match key.as_str() {
-            "--body" => body = Some(value()?),
-            "--host" => host = value()?,
-            "--port" => port = value()?.parse().map_err(|_| "--port must be a TCP port".to_string())?,
+            "--body" => body = Some(it.value(&key, inline)?),
+            "--host" => host = it.value(&key, inline)?,
+            "--port" => port = it.value(&key, inline)?.parse().map_err(|_| "--port must be a TCP port".to_string())?,
             "-h" | "--help" => {
                 println!("usage: bench-baseline --body FILE [--port 5999] [--host 127.0.0.1]");
                 std::process::exit(0);

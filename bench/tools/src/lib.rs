@@ -1,6 +1,6 @@
 //! What the probe and the load generator share: argument parsing, percentiles, token files.
 
-use std::time::Duration;
+use std::{future::Future, process::ExitCode, time::Duration};
 
 /// Nearest-rank percentile of an ascending slice (`q` in 0..=1); NaN when empty.
 pub fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -48,6 +48,44 @@ impl ArgIter {
 
     pub fn number<T: std::str::FromStr>(&mut self, key: &str, inline: Option<String>) -> Result<T, String> {
         self.value(key, inline)?.parse().map_err(|_| format!("{key} must be a number"))
+    }
+
+    /// A value given in milliseconds.
+    pub fn millis(&mut self, key: &str, inline: Option<String>) -> Result<Duration, String> {
+        self.value(key, inline)?
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("{key} must be a number of milliseconds"))
+    }
+}
+
+/// A tool's `main`: parses the arguments (exit 2 on bad ones), runs on one thread (as drill
+/// does), exits 0 when the run saw no errors, 1 when it did, and fails on anything else.
+pub fn run_main<A, Fut>(name: &str, parse_args: fn() -> Result<A, String>, run: fn(A) -> Fut) -> ExitCode
+where
+    Fut: Future<Output = Result<bool, String>>,
+{
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

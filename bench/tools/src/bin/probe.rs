@@ -20,6 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use bench_tools::{ms, quantiles, ArgIter};
 use serde_json::Value;
 
 struct Args {
@@ -42,24 +43,16 @@ fn parse_args() -> Result<Args, String> {
         timeout: Duration::from_millis(5000),
         pause: Duration::from_millis(20),
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (key, inline) = match arg.split_once('=') {
-            Some((k, v)) => (k.to_string(), Some(v.to_string())),
-            None => (arg.clone(), None),
-        };
-        let mut value = || inline.clone().or_else(|| it.next()).ok_or(format!("{key} needs a value"));
-        let ms = |v: String| -> Result<Duration, String> {
-            v.parse::<u64>().map(Duration::from_millis).map_err(|_| format!("{key} must be a number of milliseconds"))
-        };
+    let mut it = ArgIter::default();
+    while let Some((key, inline)) = it.next_key() {
         match key.as_str() {
-            "--alarm" => a.alarm = value()?,
-            "--item" => a.item = value()?,
-            "--token" => a.token = value()?,
-            "-n" => a.n = value()?.parse().map_err(|_| "-n must be a number".to_string())?,
-            "--poll-ms" => a.poll = ms(value()?)?,
-            "--timeout-ms" => a.timeout = ms(value()?)?,
-            "--pause-ms" => a.pause = ms(value()?)?,
+            "--alarm" => a.alarm = it.value(&key, inline)?,
+            "--item" => a.item = it.value(&key, inline)?,
+            "--token" => a.token = it.value(&key, inline)?,
+            "-n" => a.n = it.number(&key, inline)?,
+            "--poll-ms" => a.poll = it.millis(&key, inline)?,
+            "--timeout-ms" => a.timeout = it.millis(&key, inline)?,
+            "--pause-ms" => a.pause = it.millis(&key, inline)?,
             "-h" | "--help" => {
                 println!("usage: bench-probe --token TOKEN [--alarm URL] [--item URL] [-n 200] [--poll-ms 1] [--timeout-ms 5000] [--pause-ms 20]");
                 std::process::exit(0);
@@ -146,7 +139,7 @@ impl Probe {
 }
 
 fn summary(name: &str, mut v: Vec<f64>) -> (String, String) {
-    let [p50, p95, p99, max] = bench_tools::quantiles(&mut v);
+    let [p50, p95, p99, max] = quantiles(&mut v);
     let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
     (
         format!("{name:<10} n={:<4} p50 {p50:>7.2} ms  p95 {p95:>7.2} ms  p99 {p99:>7.2} ms  max {max:>7.2} ms  mean {mean:>7.2} ms", v.len()),
@@ -179,7 +172,6 @@ async fn run(args: Args) -> Result<bool, String> {
         .await;
         match outcome {
             Ok((t1, t2)) => {
-                let ms = |d: Duration| d.as_secs_f64() * 1e3;
                 write.push(ms(t1 - t0));
                 e2e.push(ms(t2 - t0));
                 after_ack.push(ms(t2 - t1));
@@ -208,26 +200,5 @@ async fn run(args: Args) -> Result<bool, String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("bench-probe: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bench-probe: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(e) => {
-            eprintln!("bench-probe: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    bench_tools::run_main("bench-probe", parse_args, run)
 }
