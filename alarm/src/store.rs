@@ -83,15 +83,10 @@ impl Handler<WriteAlarms> for Store {
 /// Concurrent alarm writes, gathered into [`WriteAlarms`] batches.
 pub type AlarmWriter = Coalescer<WriteAlarm, Vec<VersionedRow>>;
 
-const MAX_BATCH: usize = 256;
-
 /// Gathers concurrent writes into batches, `lanes` in flight at once (`WRITE_LANES`): while
 /// one commits, the next requests gather for the next. See docs/performance.md for how the
 /// count was chosen. With one lane, a batch that waits on a row lock (an operator's open
 /// transaction on that alarm) holds up the writes queued behind it until it gets the lock.
 pub fn alarm_writer(store: Addr<Store>, lanes: usize) -> AlarmWriter {
-    Coalescer::start("alarm writes", lanes, MAX_BATCH, move |writes| {
-        let store = store.clone();
-        async move { store.send(WriteAlarms(writes)).await? }
-    })
+    Coalescer::to_store("alarm writes", lanes, store, WriteAlarms)
 }

@@ -11,7 +11,14 @@ use std::{future::Future, sync::Arc};
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    store::Store,
+};
+
+/// Requests per batch at most, for the store-backed coalescers: a set-based statement costs
+/// little per extra row, and one over-full queue still drains in a few batches.
+pub const MAX_BATCH: usize = 256;
 
 type Waiter<Resp> = oneshot::Sender<Result<Resp>>;
 
@@ -54,6 +61,19 @@ where
             });
         }
         Coalescer { tx }
+    }
+
+    /// A coalescer whose batches are messages to the store actor: `message` wraps a batch
+    /// (`WriteAlarms`, `RecordViews`), whose handler answers one response per request.
+    pub fn to_store<M>(name: &'static str, lanes: usize, store: actix::Addr<Store>, message: fn(Vec<Req>) -> M) -> Self
+    where
+        M: actix::Message<Result = Result<Vec<Resp>>> + Send + 'static,
+        Store: actix::Handler<M>,
+    {
+        Coalescer::start(name, lanes, MAX_BATCH, move |batch| {
+            let request = store.send(message(batch));
+            async move { request.await? }
+        })
     }
 
     /// Queues `req` for the next batch and waits for its own answer.

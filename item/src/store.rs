@@ -63,12 +63,7 @@ impl Handler<RecordViews> for Store {
 /// Concurrent item views, gathered into [`RecordViews`] batches (as alarm writes are).
 pub type ViewWriter = Coalescer<RecordView, ()>;
 
-const MAX_BATCH: usize = 256;
-
 /// Starts the [`ViewWriter`], `lanes` batches in flight at once (`WRITE_LANES`).
 pub fn view_writer(store: Addr<Store>, lanes: usize) -> ViewWriter {
-    Coalescer::start("item views", lanes, MAX_BATCH, move |views| {
-        let store = store.clone();
-        async move { store.send(RecordViews(views)).await? }
-    })
+    Coalescer::to_store("item views", lanes, store, RecordViews)
 }

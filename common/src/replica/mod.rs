@@ -225,10 +225,7 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
         let _ = tokio::time::timeout(self.snapshot_timeout, restored.wait_for(|done| *done)).await;
         let started = std::time::Instant::now();
         let held = !self.read().rows.is_empty();
-        let how = match held {
-            true => self.sync_by_digest().await?,
-            false => None,
-        };
+        let how = if held { self.sync_by_digest().await? } else { None };
         let (total, how) = match how {
             Some(synced) => synced,
             None => (self.sync_full().await?, "full snapshot".to_string()),
