@@ -10,7 +10,7 @@ use common::{
 };
 use tokio_postgres::types::Type;
 
-pub static MIGRATIONS: [Migration; 6] = [
+pub static MIGRATIONS: [Migration; 7] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
@@ -25,6 +25,7 @@ pub static MIGRATIONS: [Migration; 6] = [
         name: "set-based alarm writes",
         sql: include_str!("../migrations/0004_alarm_write_set_based.sql"),
     },
+    common::db::OWNER_EPOCH,
 ];
 
 /// Sets (`set: true`) or clears the alarm of `user_id` on `item_id`; both are idempotent.
@@ -59,7 +60,7 @@ impl Handler<WriteAlarms> for Store {
             // One round trip (query_typed: no separate prepare), one commit for the batch.
             let rows = conn
                 .query_typed(
-                    "SELECT ord, key, version, deleted, data FROM moa_write_alarms($1, $2, $3, $4)",
+                    "SELECT ord, key, version, deleted, data, (SELECT moa_epoch()) FROM moa_write_alarms($1, $2, $3, $4)",
                     &[
                         (&users, Type::INT4_ARRAY),
                         (&items, Type::INT4_ARRAY),

@@ -28,6 +28,10 @@ pub const REPLICA_TABLE: Migration =
 pub const LEAN_OUTBOX: Migration =
     Migration { version: 101, name: "lean outbox", sql: include_str!("../sql/0101_lean_outbox.sql") };
 
+/// The owner epoch (`moa_epoch()`) and the epoch of persisted replicas (after the three above).
+pub const OWNER_EPOCH: Migration =
+    Migration { version: 110, name: "owner epoch", sql: include_str!("../sql/0110_owner_epoch.sql") };
+
 /// Builds the pool without connecting: a service starts (and reports not-ready) while its
 /// database is down, and the pool connects when it returns.
 pub fn pool(url: &str, size: u32, timeout: Duration) -> Result<Pool> {

@@ -15,15 +15,22 @@ pub fn raw_json(value: &serde_json::Value) -> RawJson {
     serde_json::value::to_raw_value(value).unwrap_or_else(|_| unreachable!("a Value always serializes"))
 }
 
+/// The owner database's epoch (`moa_epoch()`): versions are comparable only within one.
+pub type Epoch = std::sync::Arc<str>;
+
 /// One entity's state at one version, as stored in `moa_entity_version`, sent in snapshot
 /// pages and RPC answers, and (with an event id) published as a change event. `data` is the
 /// row as `to_jsonb` wrote it; for a deletion it is the last state (so its key can be read).
+/// `epoch` is the owner database's epoch when the row was read; every row from an owner has
+/// one (`None` only in unit tests, where it means "the replica's current epoch").
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VersionedRow {
     pub key: String,
     pub version: i64,
     pub deleted: bool,
     pub data: RawJson,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<Epoch>,
 }
 
 impl VersionedRow {
@@ -46,11 +53,20 @@ pub struct ChangeEvent {
     pub version: i64,
     pub deleted: bool,
     pub data: RawJson,
+    /// The owner's epoch, added by the relay when it publishes (read from the database in the
+    /// same transaction). An event without one is refused: its version means nothing.
+    pub epoch: Epoch,
 }
 
 impl ChangeEvent {
     pub fn into_row(self) -> VersionedRow {
-        VersionedRow { key: self.key, version: self.version, deleted: self.deleted, data: self.data }
+        VersionedRow {
+            key: self.key,
+            version: self.version,
+            deleted: self.deleted,
+            data: self.data,
+            epoch: Some(self.epoch),
+        }
     }
 }
 
@@ -197,7 +213,7 @@ mod tests {
 
     #[test]
     fn a_change_event_reads_the_trigger_payload() {
-        let raw = r#"{"event_id":"e1","entity":"item","key":"5","version":9,"deleted":false,
+        let raw = r#"{"event_id":"e1","entity":"item","key":"5","version":9,"deleted":false,"epoch":"e",
             "data":{"id":5,"name":"냄비","broadcaster":"gsshop","category":null,"price":0}}"#;
         let ev: ChangeEvent = serde_json::from_str(raw).unwrap();
         assert_eq!(ev.version, 9);
@@ -208,7 +224,7 @@ mod tests {
 
     #[test]
     fn a_message_is_one_event_or_an_array_of_them_and_bad_elements_are_named() {
-        let ev = r#"{"event_id":"e1","entity":"item","key":"5","version":9,"deleted":false,
+        let ev = r#"{"event_id":"e1","entity":"item","key":"5","version":9,"deleted":false,"epoch":"e",
             "data":{"id":5,"name":"n","broadcaster":"b","category":null,"price":0}}"#;
         let (one, bad) = parse_change_events(ev.as_bytes());
         assert_eq!((one.len(), bad.len()), (1, 0));

@@ -69,6 +69,11 @@ fn replicas_for(settings: &Settings, store: &Addr<Store>, rpc: &RpcClient, metri
     tokio::spawn(async move {
         futures_util::join!(r.items.restore(), r.users.restore(), r.alarms.restore());
     });
+    // Each replica watches its owner's epoch for as long as the service runs.
+    let r = replicas.clone();
+    tokio::spawn(async move {
+        futures_util::join!(r.items.watch_owner(), r.users.watch_owner(), r.alarms.watch_owner());
+    });
     replicas
 }
 
@@ -112,6 +117,9 @@ fn describe_metrics(m: &Metrics) {
         ("moa_views_total", "counter", "views consumed by the user service, stored or duplicate"),
         ("moa_replica_rows_applied_total", "counter", "rows applied to replicas (events, snapshots, RPC)"),
         ("moa_replica_rows_stale_total", "counter", "rows dropped by replicas as not newer"),
+        ("moa_replica_rows_other_epoch_total", "counter", "rows dropped by replicas as of another owner epoch"),
+        ("moa_replica_rebuilds_total", "counter", "replicas rebuilt because the owner's epoch or history changed"),
+        ("moa_negative_lookups_total", "counter", "owner lookups that found nothing (remembered briefly)"),
     ] {
         m.describe(name, kind, help);
     }

@@ -87,6 +87,12 @@ pub struct Settings {
     pub write_lanes: usize,
     /// `INSTANCE_ID`: names this instance's cache queue, default `<domain>-<pid>-<random>`.
     pub instance_id: String,
+    /// `NEGATIVE_CACHE_MS`: how long an owner's "no such token / item" is remembered, so that
+    /// repeated unknown tokens cost the owner one lookup, not one each; default 2000.
+    pub negative_ttl: Duration,
+    /// `EPOCH_PROBE_MS`: how often each replica asks its owner for its epoch and newest
+    /// version (a restored or re-created owner database is noticed within this), default 1000.
+    pub epoch_probe: Duration,
 }
 
 impl std::fmt::Debug for Settings {
@@ -135,6 +141,8 @@ pub fn env_var_names(domain: Domain) -> Vec<String> {
             "BODY_LIMIT_BYTES",
             "WRITE_LANES",
             "INSTANCE_ID",
+            "NEGATIVE_CACHE_MS",
+            "EPOCH_PROBE_MS",
         ]
         .map(String::from),
     );
@@ -205,6 +213,8 @@ impl Settings {
             body_limit: positive("BODY_LIMIT_BYTES", 16 * 1024)? as usize,
             write_lanes: positive("WRITE_LANES", 1)? as usize,
             instance_id,
+            negative_ttl: Duration::from_millis(positive("NEGATIVE_CACHE_MS", 2000)?),
+            epoch_probe: Duration::from_millis(positive("EPOCH_PROBE_MS", 1000)?),
         })
     }
 }

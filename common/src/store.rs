@@ -18,7 +18,7 @@ use tokio_postgres::{
 
 use crate::{
     db::{self, Migration, Pool},
-    entity::{RawJson, VersionedRow},
+    entity::{Epoch, RawJson, VersionedRow},
     error::{Error, Result},
     settings::Settings,
 };
@@ -167,6 +167,10 @@ pub enum Query {
     /// One page of the rows whose versions fall in the given buckets (see `Digest`), versions
     /// ascending, after version `after`.
     Buckets { entity: String, width: i64, buckets: Vec<i64>, after: i64, limit: u32 },
+    /// The owner's epoch and the newest version it has handed out, as one row: key `epoch`,
+    /// version = that newest version, data = the epoch as a JSON string. Cheap (no table
+    /// scan): replicas ask it every few seconds to notice a restored or re-created owner.
+    Epoch { entity: String },
 }
 
 impl Query {
@@ -176,13 +180,15 @@ impl Query {
             | Query::Get { entity, .. }
             | Query::Prefix { entity, .. }
             | Query::Digest { entity, .. }
-            | Query::Buckets { entity, .. } => entity,
+            | Query::Buckets { entity, .. }
+            | Query::Epoch { entity } => entity,
             Query::UserByToken { .. } => "user",
         }
     }
 }
 
-const ROW_COLUMNS: &str = "key, version, deleted, data";
+/// A versioned row and the owner's epoch, read once per statement (an InitPlan).
+const ROW_COLUMNS: &str = "key, version, deleted, data, (SELECT moa_epoch())";
 
 type Conn = bb8::PooledConnection<'static, bb8_postgres::PostgresConnectionManager<NoTls>>;
 
@@ -214,20 +220,28 @@ impl<'a> FromSql<'a> for RawJsonColumn {
     }
 }
 
-/// `key, version, deleted, data` rows as [`VersionedRow`]s.
+/// `key, version, deleted, data, epoch` rows as [`VersionedRow`]s.
 pub fn to_rows(rows: Vec<tokio_postgres::Row>) -> Result<Vec<VersionedRow>> {
     to_rows_at(rows, 0)
 }
 
-/// Like [`to_rows`], for rows whose `key, version, deleted, data` start at column `first`.
+/// Like [`to_rows`], for rows whose `key, version, deleted, data, epoch` start at column
+/// `first`. Rows of one statement share one epoch, so it is allocated once.
 pub fn to_rows_at(rows: Vec<tokio_postgres::Row>, first: usize) -> Result<Vec<VersionedRow>> {
+    let mut epoch: Option<Epoch> = None;
     rows.into_iter()
         .map(|r| {
+            let text: &str = r.try_get(first + 4)?;
+            let e = match &epoch {
+                Some(e) if &**e == text => e.clone(),
+                _ => epoch.insert(Epoch::from(text)).clone(),
+            };
             Ok(VersionedRow {
                 key: r.try_get(first)?,
                 version: r.try_get(first + 1)?,
                 deleted: r.try_get(first + 2)?,
                 data: r.try_get::<_, RawJsonColumn>(first + 3)?.0,
+                epoch: Some(e),
             })
         })
         .collect()
@@ -278,7 +292,8 @@ impl Handler<Query> for Store {
                     // same string from what it holds (see replica::digest).
                     conn.query(
                         "SELECT (version / $2)::text, count(*), false,
-                                to_jsonb(md5(string_agg(version::text, ',' ORDER BY version)))
+                                to_jsonb(md5(string_agg(version::text, ',' ORDER BY version))),
+                                (SELECT moa_epoch())
                          FROM moa_entity_version WHERE entity = $1 GROUP BY version / $2",
                         &[entity, &(*width).max(1)],
                     )
@@ -293,6 +308,14 @@ impl Handler<Query> for Store {
                              ORDER BY version LIMIT $5"
                         ),
                         &[entity, &(*width).max(1), buckets, after, &limit],
+                    )
+                    .await?
+                }
+                Query::Epoch { .. } => {
+                    conn.query(
+                        "SELECT 'epoch', moa_max_version(), false, to_jsonb(e.epoch), e.epoch
+                         FROM (SELECT moa_epoch() AS epoch) e",
+                        &[],
                     )
                     .await?
                 }
@@ -382,7 +405,8 @@ impl Handler<DrainOutbox> for Store {
                     "DELETE FROM moa_outbox o
                      WHERE o.id = ANY(ARRAY(SELECT id FROM moa_outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))
                      RETURNING o.id, o.event_id::text, o.exchange,
-                               (o.payload || jsonb_build_object('event_id', o.event_id::text, 'seq', o.id)
+                               (o.payload || jsonb_build_object('event_id', o.event_id::text, 'seq', o.id,
+                                                                'epoch', (SELECT moa_epoch()))
                                 || CASE WHEN o.request_id IS NULL THEN '{}'::jsonb
                                    ELSE jsonb_build_object('request_id', o.request_id) END)::text,
                                o.request_id, (extract(epoch FROM o.created_at) * 1000)::float8",
@@ -442,7 +466,9 @@ impl Handler<OutboxBacklog> for Store {
     }
 }
 
-/// Upserts replica rows, keeping the newer version of each.
+/// Upserts replica rows, keeping the newer version of each. Rows of an epoch other than the
+/// persisted copy's current one (`moa_replica_epoch`, set by [`ResetReplica`]) never replace a
+/// row of the current epoch, and are never loaded.
 #[derive(Message)]
 #[rtype(result = "Result<u64>")]
 pub struct PersistReplica {
@@ -458,32 +484,74 @@ impl Handler<PersistReplica> for Store {
         Box::pin(async move {
             let mut conn = pool.get().await?;
             let tx = bookkeeping(&mut conn).await?;
-            let mut written = 0;
-            for chunk in msg.rows.chunks(5000) {
-                let keys: Vec<&str> = chunk.iter().map(|r| r.key.as_str()).collect();
-                let versions: Vec<i64> = chunk.iter().map(|r| r.version).collect();
-                let deleted: Vec<bool> = chunk.iter().map(|r| r.deleted).collect();
-                let data: Vec<&str> = chunk.iter().map(|r| r.data.get()).collect();
-                written += tx
-                    .execute(
-                        "INSERT INTO moa_replica (entity, key, version, deleted, data)
-                         SELECT DISTINCT ON (k) $1, k, v, d, j::jsonb
-                         FROM unnest($2::text[], $3::int8[], $4::bool[], $5::text[]) AS t(k, v, d, j)
-                         ORDER BY k, v DESC
-                         ON CONFLICT (entity, key) DO UPDATE
-                            SET version = EXCLUDED.version, deleted = EXCLUDED.deleted, data = EXCLUDED.data
-                            WHERE moa_replica.version < EXCLUDED.version",
-                        &[&msg.entity, &keys, &versions, &deleted, &data],
-                    )
-                    .await?;
-            }
+            let written = upsert_replica_rows(&tx, msg.entity, &msg.rows).await?;
             tx.commit().await?;
             Ok(written)
         })
     }
 }
 
-/// Every persisted replica row of `entity`.
+async fn upsert_replica_rows(tx: &tokio_postgres::Transaction<'_>, entity: &str, rows: &[VersionedRow]) -> Result<u64> {
+    let mut written = 0;
+    for chunk in rows.chunks(5000) {
+        let keys: Vec<&str> = chunk.iter().map(|r| r.key.as_str()).collect();
+        let versions: Vec<i64> = chunk.iter().map(|r| r.version).collect();
+        let deleted: Vec<bool> = chunk.iter().map(|r| r.deleted).collect();
+        let data: Vec<&str> = chunk.iter().map(|r| r.data.get()).collect();
+        let epochs: Vec<&str> = chunk.iter().map(|r| r.epoch.as_deref().unwrap_or("")).collect();
+        written += tx
+            .execute(
+                "INSERT INTO moa_replica AS r (entity, key, version, deleted, data, epoch)
+                 SELECT DISTINCT ON (k) $1, k, v, d, j::jsonb, e
+                 FROM unnest($2::text[], $3::int8[], $4::bool[], $5::text[], $6::text[]) AS t(k, v, d, j, e)
+                 ORDER BY k, v DESC
+                 ON CONFLICT (entity, key) DO UPDATE
+                    SET version = EXCLUDED.version, deleted = EXCLUDED.deleted, data = EXCLUDED.data,
+                        epoch = EXCLUDED.epoch
+                    WHERE (r.epoch = EXCLUDED.epoch AND r.version < EXCLUDED.version)
+                       OR (r.epoch <> EXCLUDED.epoch AND EXCLUDED.epoch =
+                           (SELECT epoch FROM moa_replica_epoch WHERE entity = $1))",
+                &[&entity, &keys, &versions, &deleted, &data, &epochs],
+            )
+            .await?;
+    }
+    Ok(written)
+}
+
+/// Replaces the persisted copy of `entity` with `rows` of a new owner epoch: the owner was
+/// re-created or restored, and what was persisted belongs to its old history.
+#[derive(Message)]
+#[rtype(result = "Result<u64>")]
+pub struct ResetReplica {
+    pub entity: &'static str,
+    pub epoch: Epoch,
+    pub rows: Vec<VersionedRow>,
+}
+
+impl Handler<ResetReplica> for Store {
+    type Result = ResponseFuture<Result<u64>>;
+
+    fn handle(&mut self, msg: ResetReplica, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let mut conn = pool.get().await?;
+            let tx = bookkeeping(&mut conn).await?;
+            tx.execute(
+                "INSERT INTO moa_replica_epoch (entity, epoch) VALUES ($1, $2)
+                 ON CONFLICT (entity) DO UPDATE SET epoch = EXCLUDED.epoch",
+                &[&msg.entity, &&*msg.epoch],
+            )
+            .await?;
+            tx.execute("DELETE FROM moa_replica WHERE entity = $1 AND epoch <> $2", &[&msg.entity, &&*msg.epoch])
+                .await?;
+            let written = upsert_replica_rows(&tx, msg.entity, &msg.rows).await?;
+            tx.commit().await?;
+            Ok(written)
+        })
+    }
+}
+
+/// Every persisted replica row of `entity` in the persisted copy's epoch.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<VersionedRow>>")]
 pub struct LoadReplica {
@@ -498,8 +566,14 @@ impl Handler<LoadReplica> for Store {
         let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
         Box::pin(async move {
             let conn = migrated_conn(pool, migrated).await?;
-            let rows =
-                conn.query(&format!("SELECT {ROW_COLUMNS} FROM moa_replica WHERE entity = $1"), &[&msg.entity]).await?;
+            let rows = conn
+                .query(
+                    "SELECT r.key, r.version, r.deleted, r.data, r.epoch
+                     FROM moa_replica r JOIN moa_replica_epoch e ON e.entity = r.entity AND e.epoch = r.epoch
+                     WHERE r.entity = $1",
+                    &[&msg.entity],
+                )
+                .await?;
             to_rows(rows)
         })
     }

@@ -551,6 +551,17 @@ impl System {
     pub async fn token(&self) -> String {
         self.users(1).await.remove(0).1
     }
+
+    /// Drops `svc`'s database and loads it again from `seed`, as `scripts/up --reset` or a
+    /// restore from a dump does: its versions start again, under a new owner epoch.
+    pub async fn recreate_db(&self, svc: Svc, seed: Seed) {
+        let dir = seed.dir().expect("the seed exists");
+        let db = self.db_name(svc);
+        let admin = pg(self.infra.pg_port, "postgres").await;
+        admin.batch_execute(&format!("DROP DATABASE \"{db}\" WITH (FORCE)")).await.expect("drop database");
+        admin.batch_execute(&format!("CREATE DATABASE \"{db}\"")).await.expect("create database");
+        psql_file(self.infra.pg_port, &db, &dir.join(svc.name()).join("init_database.sql"));
+    }
 }
 
 impl Drop for System {

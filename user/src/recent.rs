@@ -126,6 +126,9 @@ pub fn start(core: &Core) -> Arc<VisitBook> {
         1,
         Arc::new(VisitFeed { book: book.clone() }),
     );
+    // user_db re-created or restored: the book is rebuilt from it.
+    let b = book.clone();
+    tokio::spawn(async move { b.watch_owner().await });
     book
 }
 

@@ -8,7 +8,7 @@ use common::{
     Result,
 };
 
-pub static MIGRATIONS: [Migration; 7] = [
+pub static MIGRATIONS: [Migration; 8] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
@@ -20,6 +20,7 @@ pub static MIGRATIONS: [Migration; 7] = [
         sql: include_str!("../migrations/0004_recent_visit_capture.sql"),
     },
     Migration { version: 5, name: "record visit function", sql: include_str!("../migrations/0005_record_visit.sql") },
+    common::db::OWNER_EPOCH,
 ];
 
 /// Stores one view, once: a duplicate event id changes nothing. Answers whether it was new
@@ -42,7 +43,7 @@ impl Handler<RecordVisit> for Store {
             // One round trip: moa_record_visit (migration 5) stores it and returns the pair's state.
             let row = conn
                 .query_one(
-                    "SELECT inserted, key, version, deleted, data
+                    "SELECT inserted, key, version, deleted, data, (SELECT moa_epoch())
                      FROM moa_record_visit($1::text::uuid, $2, $3, $4, $5, $6)",
                     &[&v.event_id, &v.user_id, &v.item_id, &v.viewed_at_us, &v.seq, &request_id],
                 )

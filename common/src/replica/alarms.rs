@@ -62,6 +62,7 @@ mod tests {
             version: v,
             deleted,
             data: raw_json(&json!({"id": id, "user_id": user, "item_id": item, "created": "2020-01-01T00:00:00"})),
+            epoch: None,
         }
     }
 

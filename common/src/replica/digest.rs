@@ -112,6 +112,7 @@ mod tests {
             version: 1000,
             deleted: false,
             data: raw_json(&serde_json::json!("0123456789abcdef0123456789abcdef")),
+            epoch: None,
         };
         assert_eq!(
             BucketDigest::from_row(&row),

@@ -78,8 +78,10 @@ impl ItemCatalog {
             }
             Known::Deleted => Ok(None),
             Known::Unknown => {
-                let rows = self.fetch(Query::Get { entity: "item".into(), keys: vec![id.to_string()] }).await?;
-                Ok(rows.iter().filter_map(row_value::<Item>).find(|i| i.id == id))
+                let holds = |rows: &[VersionedRow]| rows.iter().filter_map(row_value::<Item>).find(|i| i.id == id);
+                let q = Query::Get { entity: "item".into(), keys: vec![id.to_string()] };
+                let rows = self.fetch_once(format!("item:{id}"), q, |rows| holds(rows).is_some()).await?;
+                Ok(holds(&rows))
             }
         }
     }
@@ -153,6 +155,7 @@ mod tests {
             data: raw_json(
                 &json!({"id": id, "name": format!("상품 {id}"), "broadcaster": "cjmall", "category": category, "price": 1000 * id}),
             ),
+            epoch: None,
         }
     }
 

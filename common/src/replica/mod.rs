@@ -16,8 +16,8 @@ pub mod users;
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicBool, Ordering},
-        RwLock, RwLockReadGuard,
+        atomic::{AtomicBool, AtomicI64, Ordering},
+        Arc, Mutex, RwLock, RwLockReadGuard,
     },
     time::Duration,
 };
@@ -26,7 +26,7 @@ use actix::Addr;
 
 use crate::{
     amqp::rpc::RpcClient,
-    entity::{Entity, VersionedRow},
+    entity::{Entity, Epoch, VersionedRow},
     error::{Error, Result},
     settings::{Domain, Settings},
     store::{Query, Store},
@@ -77,6 +77,17 @@ pub struct Slot<E> {
 pub struct State<E: Entity, I> {
     pub rows: HashMap<E::Key, Slot<E>>,
     pub index: I,
+    /// The owner epoch the rows belong to; `None` until the owner (or the persisted copy) has
+    /// named one.
+    pub epoch: Option<Epoch>,
+    /// Epochs this replica has left behind: rows still in flight from them are dropped.
+    retired: Vec<Epoch>,
+}
+
+impl<E: Entity, I: Default> Default for State<E, I> {
+    fn default() -> Self {
+        State { rows: HashMap::new(), index: I::default(), epoch: None, retired: Vec::new() }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +97,34 @@ pub enum Applied {
     Ignored,
 }
 
+/// How a row's epoch relates to what the replica holds.
+enum EpochCheck {
+    /// The replica's epoch (or a row without one: unit tests).
+    Current,
+    /// The replica has no epoch yet: the row's becomes it.
+    Adopt(Epoch),
+    /// An epoch the replica has already left: a late row of an old history.
+    Retired,
+    /// Another epoch: the owner was re-created or restored; the replica is rebuilt.
+    New,
+}
+
+fn check_epoch<E: Entity, I>(state: &State<E, I>, epoch: Option<&Epoch>) -> EpochCheck {
+    match (epoch, &state.epoch) {
+        (None, _) => EpochCheck::Current,
+        (Some(e), None) => EpochCheck::Adopt(e.clone()),
+        (Some(e), Some(mine)) if e == mine => EpochCheck::Current,
+        (Some(e), Some(_)) if state.retired.contains(e) => EpochCheck::Retired,
+        (Some(_), Some(_)) => EpochCheck::New,
+    }
+}
+
+/// What the owner says of itself (`Query::Epoch`).
+struct OwnerMark {
+    epoch: Epoch,
+    max_version: i64,
+}
+
 pub struct Replica<E: Entity, I: Index<E>> {
     state: RwLock<State<E, I>>,
     warm: AtomicBool,
@@ -93,29 +132,43 @@ pub struct Replica<E: Entity, I: Index<E>> {
     lookup_timeout: Duration,
     snapshot_timeout: Duration,
     page_size: u32,
+    probe_interval: Duration,
     metrics: Metrics,
     /// Set for other domains' replicas: changes are also written to our own database.
     persister: Option<persist::Persister>,
     /// The newest version applied: compared with the owner's, it shows how far behind we are.
-    max_version: std::sync::atomic::AtomicI64,
+    max_version: AtomicI64,
     /// True once the persisted copy is loaded (or there is none to load): the first sync
     /// waits for it, so that it can compare digests instead of reading every row again.
     restored: tokio::sync::watch::Sender<bool>,
+    /// While a rebuild runs: every row that arrived since it began, applied to the new state
+    /// before it replaces the live one (the snapshot may have been read before they committed).
+    rebuild_buffer: Mutex<Option<Vec<VersionedRow>>>,
+    /// Asks the epoch watch ([`Self::watch_owner`]) to check the owner now: a row of an
+    /// unknown epoch arrived.
+    check_owner: tokio::sync::Notify,
+    /// Owner answers of "no such key" (unknown tokens, unknown item ids), remembered for
+    /// `NEGATIVE_CACHE_MS`; concurrent misses of one key share one lookup (single flight).
+    misses: moka::future::Cache<String, Arc<Vec<VersionedRow>>>,
 }
 
 impl<E: Entity, I: Index<E>> Replica<E, I> {
     pub fn new(source: Source, settings: &Settings, metrics: Metrics) -> Self {
         Replica {
-            state: RwLock::new(State { rows: HashMap::new(), index: I::default() }),
+            state: RwLock::new(State::default()),
             warm: AtomicBool::new(false),
             source,
             lookup_timeout: settings.rpc_timeout,
             snapshot_timeout: settings.snapshot_timeout,
             page_size: settings.snapshot_page_size,
+            probe_interval: settings.epoch_probe,
             metrics,
             persister: None,
-            max_version: std::sync::atomic::AtomicI64::new(0),
+            max_version: AtomicI64::new(0),
             restored: tokio::sync::watch::Sender::new(true),
+            rebuild_buffer: Mutex::new(None),
+            check_owner: tokio::sync::Notify::new(),
+            misses: moka::future::Cache::builder().max_capacity(100_000).time_to_live(settings.negative_ttl).build(),
         }
     }
 
@@ -127,8 +180,8 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
     }
 
     /// Loads the persisted copy (if any) and, when it had rows, serves from it at once:
-    /// the owner may be down, and then its data cannot have changed. The snapshot from the
-    /// owner still follows and wins wherever it is newer.
+    /// the owner may be down, and then its data cannot have changed. The sync with the
+    /// owner still follows: it checks the epoch and wins wherever the owner is newer.
     pub async fn restore(&self) {
         let Some(p) = &self.persister else { return };
         let rows = p.load().await;
@@ -169,6 +222,11 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
         self.max_version.load(Ordering::Relaxed)
     }
 
+    /// The owner epoch the replica's rows belong to.
+    pub fn epoch(&self) -> Option<Epoch> {
+        self.read().epoch.clone()
+    }
+
     pub fn len(&self) -> usize {
         self.read().rows.values().filter(|s| s.value.is_some()).count()
     }
@@ -177,18 +235,50 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
         self.len() == 0
     }
 
-    /// Applies rows (events, snapshot pages, RPC answers): newer versions win, older are dropped.
+    /// Applies rows (events, snapshot pages, RPC answers): newer versions of the same epoch
+    /// win, older are dropped; a row of a new epoch starts a rebuild (see [`Self::watch_owner`]).
     pub fn apply_rows(&self, rows: &[VersionedRow]) -> (usize, usize) {
         self.apply_inner(rows, true)
+    }
+
+    fn lock_buffer(&self) -> std::sync::MutexGuard<'_, Option<Vec<VersionedRow>>> {
+        self.rebuild_buffer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn apply_inner(&self, rows: &[VersionedRow], persist: bool) -> (usize, usize) {
         let mut changed = 0;
         let mut stale = 0;
+        let mut other_epoch = 0;
         let mut to_persist = Vec::new();
+        let mut adopted = None;
         {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut buffer = self.lock_buffer();
             for row in rows {
+                match check_epoch(&state, row.epoch.as_ref()) {
+                    EpochCheck::Current => {}
+                    EpochCheck::Adopt(e) => {
+                        state.epoch = Some(e.clone());
+                        adopted = Some(e);
+                    }
+                    EpochCheck::Retired => {
+                        other_epoch += 1;
+                        continue;
+                    }
+                    EpochCheck::New => {
+                        // Kept for the rebuild if one runs; otherwise the rebuild's snapshot
+                        // (read after this row committed) has it.
+                        if let Some(b) = buffer.as_mut() {
+                            b.push(row.clone());
+                        }
+                        other_epoch += 1;
+                        self.check_owner.notify_one();
+                        continue;
+                    }
+                }
+                if let Some(b) = buffer.as_mut() {
+                    b.push(row.clone());
+                }
                 match apply_locked(&mut state, row) {
                     Applied::Changed => {
                         changed += 1;
@@ -203,6 +293,10 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
             }
         }
         if let Some(p) = &self.persister {
+            if let (Some(epoch), true) = (adopted, persist) {
+                // First contact with the owner: the persisted copy is of this epoch from now on.
+                p.reset(epoch, Vec::new());
+            }
             p.save(to_persist);
         }
         let labels = format!("entity=\"{}\"", E::KIND);
@@ -210,57 +304,195 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
             self.metrics.inc("moa_replica_rows_applied_total", labels.clone(), changed as f64);
         }
         if stale > 0 {
-            self.metrics.inc("moa_replica_rows_stale_total", labels, stale as f64);
+            self.metrics.inc("moa_replica_rows_stale_total", labels.clone(), stale as f64);
+        }
+        if other_epoch > 0 {
+            self.metrics.inc("moa_replica_rows_other_epoch_total", labels, other_epoch as f64);
         }
         (changed, stale)
     }
 
-    /// Brings the replica level with the owner, then marks it warm: by digest when it already
-    /// holds rows (restored, or re-syncing after a broker outage) and little differs, by the
-    /// owner's full snapshot otherwise.
+    /// The owner's epoch and newest version.
+    async fn owner_mark(&self) -> Result<OwnerMark> {
+        let rows = self
+            .source
+            .query(
+                Query::Epoch { entity: E::KIND.into() },
+                self.lookup_timeout.max(self.snapshot_timeout.min(Duration::from_secs(2))),
+            )
+            .await?;
+        match rows.first() {
+            Some(VersionedRow { version, epoch: Some(epoch), .. }) => {
+                Ok(OwnerMark { epoch: epoch.clone(), max_version: *version })
+            }
+            _ => Err(Error::RpcFailed(E::OWNER.name(), "an epoch answer of an unexpected shape".into())),
+        }
+    }
+
+    /// Why the replica must be rebuilt from the owner's snapshot, if it must: the owner has
+    /// another epoch (re-created or restored), or it has handed out fewer versions than the
+    /// replica holds (a restore that kept the epoch, or a forged row).
+    fn rebuild_reason(&self, owner: &OwnerMark) -> Option<String> {
+        let mine = self.read().epoch.clone();
+        match mine {
+            Some(e) if e != owner.epoch => Some(format!("the owner's epoch changed ({e} -> {})", owner.epoch)),
+            _ if self.max_version() > owner.max_version => {
+                Some(format!("it holds version {} but the owner's newest is {}", self.max_version(), owner.max_version))
+            }
+            _ => None,
+        }
+    }
+
+    /// Brings the replica level with the owner, then marks it warm: rebuilt from the owner's
+    /// snapshot when the owner's epoch changed; by digest when it already holds rows (restored,
+    /// or re-syncing after a broker outage) and little differs; by the full snapshot otherwise.
     pub async fn sync(&self) -> Result<usize> {
         // Not forever: with the own database down the copy cannot be read, and the owner's
         // snapshot is what the replica needs then.
         let mut restored = self.restored.subscribe();
         let _ = tokio::time::timeout(self.snapshot_timeout, restored.wait_for(|done| *done)).await;
         let started = std::time::Instant::now();
-        let held = !self.read().rows.is_empty();
-        let how = if held { self.sync_by_digest().await? } else { None };
-        let (total, how) = match how {
-            Some(synced) => synced,
-            None => (self.sync_full().await?, "full snapshot".to_string()),
+        let owner = self.owner_mark().await?;
+        let (total, how) = if let Some(why) = self.rebuild_reason(&owner) {
+            (self.rebuild(&owner.epoch).await?, format!("rebuilt: {why}"))
+        } else {
+            self.adopt(&owner.epoch);
+            let held = !self.read().rows.is_empty();
+            match if held { self.sync_by_digest(&owner.epoch).await? } else { None } {
+                Some(synced) => synced,
+                None => (self.sync_full(&owner.epoch).await?, "full snapshot".to_string()),
+            }
         };
         self.warm.store(true, Ordering::Release);
         log::info!(
-            "{} replica synced from {}: {total} rows in {:?} ({how})",
+            "{} replica synced from {} (epoch {}): {total} rows in {:?} ({how})",
             E::KIND,
             self.source.owner_name(),
+            owner.epoch,
             started.elapsed()
         );
         Ok(total)
     }
 
-    /// Every row of the owner, page by page in key order.
-    async fn sync_full(&self) -> Result<usize> {
+    /// Takes `epoch` as the replica's when it has none yet.
+    fn adopt(&self, epoch: &Epoch) {
+        let adopted = {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            if state.epoch.is_none() {
+                state.epoch = Some(epoch.clone());
+                true
+            } else {
+                false
+            }
+        };
+        if let (true, Some(p)) = (adopted, &self.persister) {
+            p.reset(epoch.clone(), Vec::new());
+        }
+    }
+
+    /// Checks that a page of the owner's answer is of the epoch the sync started with: if
+    /// the owner changed epoch meanwhile, the sync starts over.
+    fn same_epoch(&self, rows: &[VersionedRow], epoch: &Epoch) -> Result<()> {
+        match rows.iter().find(|r| r.epoch.as_ref().is_some_and(|e| e != epoch)) {
+            Some(r) => Err(Error::RpcFailed(
+                E::OWNER.name(),
+                format!("its epoch changed during the sync ({epoch} -> {})", r.epoch.as_deref().unwrap_or("")),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Every row of the owner, page by page in key order, passed to `sink`.
+    async fn snapshot_pages(&self, epoch: &Epoch, mut sink: impl FnMut(Vec<VersionedRow>)) -> Result<usize> {
         let mut after = None;
         let mut total = 0;
         loop {
             let q = Query::Snapshot { entity: E::KIND.into(), after: after.clone(), limit: self.page_size };
             let rows = self.source.query(q, self.snapshot_timeout).await?;
+            self.same_epoch(&rows, epoch)?;
             total += rows.len();
-            self.apply_rows(&rows);
-            match rows.last() {
-                Some(last) if rows.len() as u32 >= self.page_size => after = Some(last.key.clone()),
-                _ => return Ok(total),
+            let next = match rows.last() {
+                Some(last) if rows.len() as u32 >= self.page_size => Some(last.key.clone()),
+                _ => None,
+            };
+            sink(rows);
+            match next {
+                Some(key) => after = Some(key),
+                None => return Ok(total),
             }
         }
     }
 
+    /// Every row of the owner applied to the live state.
+    async fn sync_full(&self, epoch: &Epoch) -> Result<usize> {
+        self.snapshot_pages(epoch, |rows| {
+            self.apply_rows(&rows);
+        })
+        .await
+    }
+
+    /// Replaces the live state with the owner's snapshot of epoch `epoch`, built aside while
+    /// the live state keeps answering; rows that arrive meanwhile are applied to the new state
+    /// before the swap. The persisted copy is replaced too.
+    async fn rebuild(&self, epoch: &Epoch) -> Result<usize> {
+        *self.lock_buffer() = Some(Vec::new());
+        let mut fresh: State<E, I> = State::default();
+        let mut all = Vec::new();
+        let keep_rows = self.persister.is_some();
+        let read = self
+            .snapshot_pages(epoch, |rows| {
+                for row in &rows {
+                    apply_locked(&mut fresh, row);
+                }
+                if keep_rows {
+                    all.extend(rows);
+                }
+            })
+            .await;
+        let total = match read {
+            Ok(n) => n,
+            Err(e) => {
+                *self.lock_buffer() = None;
+                return Err(e);
+            }
+        };
+        let max = {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let arrived = self.lock_buffer().take().unwrap_or_default();
+            for row in arrived.iter().filter(|r| r.epoch.as_ref().is_none_or(|e| e == epoch)) {
+                apply_locked(&mut fresh, row);
+                if keep_rows {
+                    all.push(row.clone());
+                }
+            }
+            fresh.epoch = Some(epoch.clone());
+            fresh.retired = std::mem::take(&mut state.retired);
+            if let Some(old) = state.epoch.take().filter(|old| old != epoch) {
+                fresh.retired.push(old);
+                // A handful is plenty: an owner is not restored every minute.
+                if fresh.retired.len() > 16 {
+                    fresh.retired.remove(0);
+                }
+            }
+            let max = fresh.rows.values().map(|s| s.version).max().unwrap_or(0);
+            *state = fresh;
+            max
+        };
+        self.max_version.store(max, Ordering::Relaxed);
+        self.misses.invalidate_all();
+        if let Some(p) = &self.persister {
+            p.reset(epoch.clone(), all);
+        }
+        self.metrics.inc("moa_replica_rebuilds_total", format!("entity=\"{}\"", E::KIND), 1.0);
+        Ok(total)
+    }
+
     /// The owner's rows in the version buckets whose digests differ from this replica's (see
     /// [`digest`]). `None` when most of it differs: the full snapshot is then the cheaper read.
-    async fn sync_by_digest(&self) -> Result<Option<(usize, String)>> {
+    async fn sync_by_digest(&self, epoch: &Epoch) -> Result<Option<(usize, String)>> {
         let width = digest::WIDTH;
         let answer = self.source.query(Query::Digest { entity: E::KIND.into(), width }, self.snapshot_timeout).await?;
+        self.same_epoch(&answer, epoch)?;
         let owner: Vec<digest::BucketDigest> = answer.iter().filter_map(digest::BucketDigest::from_row).collect();
         if owner.len() != answer.len() {
             return Err(Error::RpcFailed(E::OWNER.name(), "a digest row of an unexpected shape".into()));
@@ -283,6 +515,7 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
                 limit: self.page_size,
             };
             let page = self.source.query(q, self.snapshot_timeout).await?;
+            self.same_epoch(&page, epoch)?;
             total += page.len();
             self.apply_rows(&page);
             match page.last() {
@@ -308,11 +541,77 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
         }
     }
 
+    /// Watches the owner for as long as the service runs: every `EPOCH_PROBE_MS` (and at once
+    /// when a row of an unknown epoch arrives) it asks the owner's epoch and newest version,
+    /// and rebuilds the replica when the owner was re-created or restored, or when the replica
+    /// holds a version the owner never handed out. An owner that does not answer is left
+    /// alone: its data cannot change while it is down.
+    pub async fn watch_owner(&self) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.probe_interval) => {}
+                _ = self.check_owner.notified() => {}
+            }
+            // Before the first sync there is nothing to compare; the sync checks the epoch itself.
+            if !self.is_warm() || self.read().epoch.is_none() {
+                continue;
+            }
+            let owner = match self.owner_mark().await {
+                Ok(o) => o,
+                Err(e) => {
+                    log::debug!("{} replica: epoch check with {} failed: {e}", E::KIND, self.source.owner_name());
+                    continue;
+                }
+            };
+            let Some(why) = self.rebuild_reason(&owner) else { continue };
+            log::warn!("{} replica: rebuilding from {}: {why}", E::KIND, self.source.owner_name());
+            let started = std::time::Instant::now();
+            match self.rebuild(&owner.epoch).await {
+                Ok(n) => log::info!(
+                    "{} replica rebuilt from {} (epoch {}): {n} rows in {:?}",
+                    E::KIND,
+                    self.source.owner_name(),
+                    owner.epoch,
+                    started.elapsed()
+                ),
+                Err(e) => {
+                    log::warn!("{} replica: rebuild from {} failed: {e}; retrying", E::KIND, self.source.owner_name());
+                    self.check_owner.notify_one();
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
     /// Asks the owner (a cache miss), applies what it says, and returns its answer.
     pub async fn fetch(&self, q: Query) -> Result<Vec<VersionedRow>> {
         self.metrics.inc("moa_cache_misses_total", format!("entity=\"{}\"", E::KIND), 1.0);
         let rows = self.source.query(q, self.lookup_timeout).await?;
         self.apply_rows(&rows);
+        Ok(rows)
+    }
+
+    /// [`Self::fetch`] for a lookup named `key`, single-flight: concurrent misses of one key
+    /// share one question to the owner, and an answer that `found` says holds nothing is
+    /// remembered for `NEGATIVE_CACHE_MS` (unknown tokens cannot flood the owner). Callers
+    /// look in the replica first, so a remembered "no" never hides a row an event brought.
+    pub async fn fetch_once(
+        &self,
+        key: String,
+        q: Query,
+        found: impl Fn(&[VersionedRow]) -> bool,
+    ) -> Result<Arc<Vec<VersionedRow>>> {
+        let rows = self
+            .misses
+            .try_get_with(key.clone(), async { self.fetch(q).await.map(Arc::new) })
+            .await
+            .map_err(|e| e.same_kind())?;
+        if found(&rows) {
+            // Only "no" answers are remembered: a row found is in the replica now.
+            self.misses.invalidate(&key).await;
+        } else {
+            self.metrics.inc("moa_negative_lookups_total", format!("entity=\"{}\"", E::KIND), 1.0);
+        }
         Ok(rows)
     }
 
@@ -374,6 +673,7 @@ mod tests {
             version,
             deleted,
             data: raw_json(&json!({"id": id, "name": "n", "broadcaster": "b", "category": null, "price": price})),
+            epoch: None,
         }
     }
 
@@ -404,9 +704,33 @@ mod tests {
     }
 
     #[test]
+    fn the_first_epoch_is_adopted_and_rows_of_another_are_not_mixed_in() {
+        let c = ItemCatalog::detached();
+        let a: Epoch = "epoch-a".into();
+        let b: Epoch = "epoch-b".into();
+        let of = |epoch: &Epoch, row: VersionedRow| VersionedRow { epoch: Some(epoch.clone()), ..row };
+        c.apply_rows(&[of(&a, item_row(1, 50, 500, false))]);
+        assert_eq!(c.epoch(), Some(a.clone()));
+        // The owner was re-created: its versions start again, lower than what we hold.
+        assert_eq!(c.apply_rows(&[of(&b, item_row(1, 3, 300, false))]), (0, 0), "not applied to epoch a's rows");
+        assert_eq!(price(&c, 1), Some(500));
+        assert_eq!(c.epoch(), Some(a.clone()), "the epoch changes only by a rebuild from the owner");
+        // A retired epoch's late rows are dropped.
+        c.state.write().unwrap().retired.push("epoch-old".into());
+        assert_eq!(c.apply_rows(&[of(&"epoch-old".into(), item_row(2, 99, 1, false))]), (0, 0));
+        assert_eq!(price(&c, 2), None);
+    }
+
+    #[test]
     fn rows_of_the_wrong_shape_are_ignored() {
         let c = ItemCatalog::detached();
-        let bad = VersionedRow { key: "x".into(), version: 1, deleted: false, data: raw_json(&json!({"id": "x"})) };
+        let bad = VersionedRow {
+            key: "x".into(),
+            version: 1,
+            deleted: false,
+            data: raw_json(&json!({"id": "x"})),
+            epoch: None,
+        };
         assert_eq!(c.apply_rows(&[bad]), (0, 0));
         assert!(c.is_empty());
     }

@@ -1,6 +1,7 @@
 //! Write-behind persistence of other domains' replicas into the service's own database, and
 //! the restore at start. The hot path only clones changed rows into a channel; one task
-//! batches them into upserts and retries while the database is down.
+//! batches them into upserts and retries while the database is down. A new owner epoch
+//! replaces the whole persisted copy ([`Persister::reset`]), in order with the saves.
 
 use std::time::Duration;
 
@@ -8,53 +9,42 @@ use actix::Addr;
 use tokio::sync::mpsc;
 
 use crate::{
-    entity::VersionedRow,
-    store::{LoadReplica, PersistReplica, Store},
+    entity::{Epoch, VersionedRow},
+    store::{LoadReplica, PersistReplica, ResetReplica, Store},
 };
+
+enum Command {
+    Save(Vec<VersionedRow>),
+    Reset(Epoch, Vec<VersionedRow>),
+}
 
 #[derive(Clone)]
 pub struct Persister {
     entity: &'static str,
     store: Addr<Store>,
-    tx: mpsc::UnboundedSender<Vec<VersionedRow>>,
+    tx: mpsc::UnboundedSender<Command>,
 }
 
 impl Persister {
     pub fn start(entity: &'static str, store: Addr<Store>) -> Persister {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<VersionedRow>>();
-        let s = store.clone();
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut batch = first;
-                while let Ok(more) = rx.try_recv() {
-                    batch.extend(more);
-                }
-                loop {
-                    match s.send(PersistReplica { entity, rows: batch.clone() }).await {
-                        Ok(Ok(_)) => break,
-                        Ok(Err(e)) => {
-                            log::debug!("{entity} replica: cannot persist {} rows yet: {e}", batch.len());
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                            // Fold in what arrived meanwhile; the upsert keeps the newest version.
-                            while let Ok(more) = rx.try_recv() {
-                                batch.extend(more);
-                            }
-                        }
-                        Err(_) => return,
-                    }
-                }
-            }
-        });
+        let (tx, rx) = mpsc::unbounded_channel::<Command>();
+        tokio::spawn(write_behind(entity, store.clone(), rx));
         Persister { entity, store, tx }
     }
 
     pub fn save(&self, rows: Vec<VersionedRow>) {
         if !rows.is_empty() {
-            let _ = self.tx.send(rows);
+            let _ = self.tx.send(Command::Save(rows));
         }
     }
 
-    /// The rows persisted before this start, retrying until the database answers.
+    /// From now on the persisted copy is of `epoch` and holds `rows` (plus what is saved after).
+    pub fn reset(&self, epoch: Epoch, rows: Vec<VersionedRow>) {
+        let _ = self.tx.send(Command::Reset(epoch, rows));
+    }
+
+    /// The rows persisted before this start (of the persisted copy's epoch), retrying until
+    /// the database answers.
     pub async fn load(&self) -> Vec<VersionedRow> {
         let mut delay = Duration::from_millis(200);
         loop {
@@ -65,6 +55,71 @@ impl Persister {
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(3));
+        }
+    }
+}
+
+/// Applies the commands in order; saves that queue up meanwhile are merged into one upsert,
+/// and a reset takes its turn in order (it drops the rows of other epochs).
+async fn write_behind(entity: &'static str, store: Addr<Store>, mut rx: mpsc::UnboundedReceiver<Command>) {
+    let mut next = rx.recv().await;
+    while let Some(cmd) = next.take() {
+        let mut batch = match cmd {
+            Command::Save(rows) => rows,
+            Command::Reset(epoch, rows) => {
+                let mut delay = Duration::from_millis(200);
+                loop {
+                    match store.send(ResetReplica { entity, epoch: epoch.clone(), rows: rows.clone() }).await {
+                        Ok(Ok(_)) => break,
+                        Ok(Err(e)) => {
+                            log::warn!("{entity} replica: cannot replace the persisted copy yet: {e}");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(3));
+                        }
+                        Err(_) => return,
+                    }
+                }
+                next = rx.recv().await;
+                continue;
+            }
+        };
+        // Fold in the saves queued behind it; a reset waits for the next round.
+        loop {
+            match rx.try_recv() {
+                Ok(Command::Save(more)) => batch.extend(more),
+                Ok(reset @ Command::Reset(..)) => {
+                    next = Some(reset);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        loop {
+            match store.send(PersistReplica { entity, rows: batch.clone() }).await {
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => {
+                    log::warn!("{entity} replica: cannot persist {} rows yet: {e}", batch.len());
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if next.is_some() {
+                        continue;
+                    }
+                    // Fold in what arrived meanwhile; the upsert keeps the newest version.
+                    loop {
+                        match rx.try_recv() {
+                            Ok(Command::Save(more)) => batch.extend(more),
+                            Ok(reset @ Command::Reset(..)) => {
+                                next = Some(reset);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+        if next.is_none() {
+            next = rx.recv().await;
         }
     }
 }

@@ -56,8 +56,12 @@ impl UserDirectory {
             self.hit();
             return Ok(Some(user));
         }
-        let rows = self.fetch(Query::UserByToken { token: token.to_string() }).await?;
-        Ok(rows.iter().filter_map(row_value::<User>).find(|u| u.access_token == token))
+        let holds = |rows: &[crate::entity::VersionedRow]| {
+            rows.iter().filter_map(row_value::<User>).find(|u| u.access_token == token)
+        };
+        let q = Query::UserByToken { token: token.to_string() };
+        let rows = self.fetch_once(format!("token:{token}"), q, |rows| holds(rows).is_some()).await?;
+        Ok(holds(&rows))
     }
 
     /// `{"count": n, "payload": [users, id descending]}`, or one page of it. The whole list is
@@ -97,6 +101,7 @@ mod tests {
             version: v,
             deleted,
             data: raw_json(&json!({"id": id, "name": "이름", "access_token": token})),
+            epoch: None,
         }
     }
 

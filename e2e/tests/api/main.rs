@@ -4,6 +4,7 @@
 mod compose;
 mod contract;
 mod cross_service;
+mod epochs;
 mod faults;
 mod instances;
 mod observability;
