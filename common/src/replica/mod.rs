@@ -527,13 +527,22 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
     }
 
     /// Keeps trying [`Self::sync`] until it succeeds (the owner may be down for a while).
+    /// During a start the owner (or the own database) is often not ready for a few seconds:
+    /// that is logged at `info`; failing for longer than [`START_GRACE`] is a `warn`.
     pub async fn sync_until_done(&self) {
         let mut delay = Duration::from_millis(200);
+        let started = std::time::Instant::now();
         loop {
             match self.sync().await {
                 Ok(_) => return,
                 Err(e) => {
-                    log::warn!("{} replica: snapshot from {} failed: {e}; retrying", E::KIND, self.source.owner_name());
+                    let level = if started.elapsed() < START_GRACE { log::Level::Info } else { log::Level::Warn };
+                    log::log!(
+                        level,
+                        "{} replica: snapshot from {} failed: {e}; retrying",
+                        E::KIND,
+                        self.source.owner_name()
+                    );
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(3));
                 }
@@ -619,6 +628,10 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
         self.metrics.inc("moa_cache_hits_total", format!("entity=\"{}\"", E::KIND), 1.0);
     }
 }
+
+/// How long a replica's first sync may fail quietly: the owners and the own database of a
+/// system starting together are ready within seconds.
+const START_GRACE: Duration = Duration::from_secs(15);
 
 fn apply_locked<E: Entity, I: Index<E>>(state: &mut State<E, I>, row: &VersionedRow) -> Applied {
     // The version first, by the key text: a row we already have (most of a re-sync after a
