@@ -28,12 +28,24 @@ pub const REPLICA_TABLE: Migration =
 pub const LEAN_OUTBOX: Migration =
     Migration { version: 101, name: "lean outbox", sql: include_str!("../sql/0101_lean_outbox.sql") };
 
+/// Outbox rows that could not be delivered back off instead of holding back the rows after
+/// them (`attempts`, `next_attempt_at`; see `store::DrainOutbox`).
+pub const OUTBOX_RETRY: Migration =
+    Migration { version: 102, name: "outbox retry back-off", sql: include_str!("../sql/0102_outbox_retry.sql") };
+
 /// Builds the pool without connecting: a service starts (and reports not-ready) while its
-/// database is down, and the pool connects when it returns.
-pub fn pool(url: &str, size: u32, timeout: Duration) -> Result<Pool> {
+/// database is down, and the pool connects when it returns. Every connection runs with
+/// `statement_timeout` = `statement_timeout`, so one stuck statement (a lock an operator
+/// holds, a runaway plan) is cancelled rather than holding its connection, and every
+/// request queued behind it, for ever.
+pub fn pool(url: &str, size: u32, timeout: Duration, statement_timeout: Duration) -> Result<Pool> {
     let mut config: tokio_postgres::Config =
         url.parse().map_err(|e| Error::Config(format!("bad database URL: {e}")))?;
     config.connect_timeout(timeout);
+    // Appended to the URL's own `options`, if any, so the URL cannot lose it by accident.
+    let options =
+        format!("{} -c statement_timeout={}", config.get_options().unwrap_or_default(), statement_timeout.as_millis());
+    config.options(options.trim_start());
     config.application_name("homeshopping-moa");
     let manager = PostgresConnectionManager::new(config, NoTls);
     Ok(bb8::Pool::builder()
@@ -50,8 +62,12 @@ pub fn pool(url: &str, size: u32, timeout: Duration) -> Result<Pool> {
 pub async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<usize> {
     let mut conn = pool.get().await?;
     // The lock is per session; it is released with this connection's checkout below.
+    // Migrations (and waiting for another instance's) may take minutes on a large database
+    // (the capture migration writes a version row per existing row): no statement timeout
+    // for this session until it is reset below.
     conn.batch_execute(
-        "SELECT pg_advisory_lock(4242001);
+        "SET statement_timeout = 0;
+         SELECT pg_advisory_lock(4242001);
          CREATE TABLE IF NOT EXISTS moa_migrations (
              version int PRIMARY KEY, name text NOT NULL,
              applied_at timestamptz NOT NULL DEFAULT now())",
@@ -75,7 +91,7 @@ pub async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<usize> {
         Ok::<_, Error>(applied)
     }
     .await;
-    conn.batch_execute("SELECT pg_advisory_unlock(4242001)").await?;
+    conn.batch_execute("SELECT pg_advisory_unlock(4242001); RESET statement_timeout").await?;
     result
 }
 

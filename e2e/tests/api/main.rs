@@ -5,6 +5,7 @@ mod compose;
 mod contract;
 mod cross_service;
 mod faults;
+mod hostile;
 mod instances;
 mod observability;
 mod openapi;
