@@ -96,20 +96,37 @@ pub async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<usize> {
 }
 
 /// Waits until the database answers and migrations are applied, retrying with a short pause.
-/// The service serves 503 for what needs its database meanwhile.
+/// The service serves 503 for what needs its database meanwhile. A database still starting
+/// next to the service is normal for the first seconds (info); one still unreachable after
+/// [`PATIENCE`] is a warning, repeated every tenth attempt (debug in between), so a clean
+/// start logs no warning and an outage at start neither floods the log nor goes unsaid.
 pub async fn migrate_when_reachable(pool: &Pool, migrations: &'static [Migration]) {
+    const PATIENCE: Duration = Duration::from_secs(10);
+    let started = std::time::Instant::now();
     let mut delay = Duration::from_millis(200);
+    let mut late_attempts = 0u32;
     loop {
         match migrate(pool, migrations).await {
             Ok(n) => {
                 log::info!("database schema up to date ({n} migrations applied now)");
                 return;
             }
+            Err(e) if started.elapsed() < PATIENCE => {
+                log::info!("database not ready for migrations yet: {e}; retrying in {delay:?}");
+            }
             Err(e) => {
-                log::warn!("database not ready for migrations yet: {e}; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(3));
+                if late_attempts.is_multiple_of(10) {
+                    log::warn!(
+                        "database still not ready for migrations after {:?}: {e}; retrying every {delay:?}",
+                        started.elapsed()
+                    );
+                } else {
+                    log::debug!("database not ready for migrations yet: {e}");
+                }
+                late_attempts += 1;
             }
         }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(3));
     }
 }
