@@ -97,6 +97,15 @@ async fn a_body_that_never_arrives_is_a_408_and_the_connection_is_closed() {
     assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(3), "answered after {took:?}");
     // The service is fine afterwards.
     sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 4}"#).await.assert_empty(201);
+
+    // A handler that reads no body (the item list) answers, and the connection, whose
+    // declared body never comes, is not kept for ever either.
+    let started = Instant::now();
+    let req = format!("GET / HTTP/1.1\r\nHost: x\r\nUSER-TOKEN: {token}\r\nContent-Length: 100\r\n\r\n{{");
+    let (answer, closed) = raw(sys.port(Svc::Item), req.as_bytes(), Duration::from_secs(8)).await;
+    eprintln!("GET with a missing body: closed {closed} after {:?}: {:.100}", started.elapsed(), answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.300}");
+    assert!(closed, "the connection is closed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
