@@ -10,7 +10,7 @@ use common::{
 };
 use tokio_postgres::types::Type;
 
-pub static MIGRATIONS: [Migration; 7] = [
+pub static MIGRATIONS: [Migration; 8] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
@@ -26,6 +26,7 @@ pub static MIGRATIONS: [Migration; 7] = [
         sql: include_str!("../migrations/0004_alarm_write_set_based.sql"),
     },
     common::db::OWNER_EPOCH,
+    common::db::OUTBOX_RETRY,
 ];
 
 /// Sets (`set: true`) or clears the alarm of `user_id` on `item_id`; both are idempotent.

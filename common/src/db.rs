@@ -31,13 +31,24 @@ pub const LEAN_OUTBOX: Migration =
 /// The owner epoch (`moa_epoch()`) and the epoch of persisted replicas (after the three above).
 pub const OWNER_EPOCH: Migration =
     Migration { version: 110, name: "owner epoch", sql: include_str!("../sql/0110_owner_epoch.sql") };
+/// Outbox rows that could not be delivered back off instead of holding back the rows after
+/// them (`attempts`, `next_attempt_at`; see `store::DrainOutbox`).
+pub const OUTBOX_RETRY: Migration =
+    Migration { version: 102, name: "outbox retry back-off", sql: include_str!("../sql/0102_outbox_retry.sql") };
 
 /// Builds the pool without connecting: a service starts (and reports not-ready) while its
-/// database is down, and the pool connects when it returns.
-pub fn pool(url: &str, size: u32, timeout: Duration) -> Result<Pool> {
+/// database is down, and the pool connects when it returns. Every connection runs with
+/// `statement_timeout` = `statement_timeout`, so one stuck statement (a lock an operator
+/// holds, a runaway plan) is cancelled rather than holding its connection, and every
+/// request queued behind it, for ever.
+pub fn pool(url: &str, size: u32, timeout: Duration, statement_timeout: Duration) -> Result<Pool> {
     let mut config: tokio_postgres::Config =
         url.parse().map_err(|e| Error::Config(format!("bad database URL: {e}")))?;
     config.connect_timeout(timeout);
+    // Appended to the URL's own `options`, if any, so the URL cannot lose it by accident.
+    let options =
+        format!("{} -c statement_timeout={}", config.get_options().unwrap_or_default(), statement_timeout.as_millis());
+    config.options(options.trim_start());
     config.application_name("homeshopping-moa");
     let manager = PostgresConnectionManager::new(config, NoTls);
     Ok(bb8::Pool::builder()
@@ -54,8 +65,12 @@ pub fn pool(url: &str, size: u32, timeout: Duration) -> Result<Pool> {
 pub async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<usize> {
     let mut conn = pool.get().await?;
     // The lock is per session; it is released with this connection's checkout below.
+    // Migrations (and waiting for another instance's) may take minutes on a large database
+    // (the capture migration writes a version row per existing row): no statement timeout
+    // for this session until it is reset below.
     conn.batch_execute(
-        "SELECT pg_advisory_lock(4242001);
+        "SET statement_timeout = 0;
+         SELECT pg_advisory_lock(4242001);
          CREATE TABLE IF NOT EXISTS moa_migrations (
              version int PRIMARY KEY, name text NOT NULL,
              applied_at timestamptz NOT NULL DEFAULT now())",
@@ -79,25 +94,42 @@ pub async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<usize> {
         Ok::<_, Error>(applied)
     }
     .await;
-    conn.batch_execute("SELECT pg_advisory_unlock(4242001)").await?;
+    conn.batch_execute("SELECT pg_advisory_unlock(4242001); RESET statement_timeout").await?;
     result
 }
 
 /// Waits until the database answers and migrations are applied, retrying with a short pause.
-/// The service serves 503 for what needs its database meanwhile.
+/// The service serves 503 for what needs its database meanwhile. A database still starting
+/// next to the service is normal for the first seconds (info); one still unreachable after
+/// [`PATIENCE`] is a warning, repeated every tenth attempt (debug in between), so a clean
+/// start logs no warning and an outage at start neither floods the log nor goes unsaid.
 pub async fn migrate_when_reachable(pool: &Pool, migrations: &'static [Migration]) {
+    const PATIENCE: Duration = Duration::from_secs(10);
+    let started = std::time::Instant::now();
     let mut delay = Duration::from_millis(200);
+    let mut late_attempts = 0u32;
     loop {
         match migrate(pool, migrations).await {
             Ok(n) => {
                 log::info!("database schema up to date ({n} migrations applied now)");
                 return;
             }
+            Err(e) if started.elapsed() < PATIENCE => {
+                log::info!("database not ready for migrations yet: {e}; retrying in {delay:?}");
+            }
             Err(e) => {
-                log::warn!("database not ready for migrations yet: {e}; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(3));
+                if late_attempts.is_multiple_of(10) {
+                    log::warn!(
+                        "database still not ready for migrations after {:?}: {e}; retrying every {delay:?}",
+                        started.elapsed()
+                    );
+                } else {
+                    log::debug!("database not ready for migrations yet: {e}");
+                }
+                late_attempts += 1;
             }
         }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(3));
     }
 }

@@ -25,15 +25,44 @@ pub enum Error {
     Malformed(String),
     #[error("store actor is gone")]
     StoreGone,
+    /// The service is starting: its database answers but the migrations are not applied yet.
+    #[error("database migrations not applied yet")]
+    NotMigrated,
+    /// A deadline passed: `what` (a dependency, named for the caller) did not answer in time.
+    #[error("{what} did not answer within {} ms", .after.as_millis())]
+    Deadline { what: String, after: std::time::Duration },
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
 
 impl Error {
     /// The database refused the statement itself (a constraint, a bad value), as opposed to
-    /// not being reachable: running the same statement again will fail again.
+    /// not being reachable or not answering in time: running the same statement again will
+    /// fail again. A statement cancelled by `statement_timeout`, a server shutting down or out
+    /// of resources is the database's condition, not the statement's (see [`Error::db_unavailable`]).
     pub fn is_statement_error(&self) -> bool {
-        matches!(self, Error::Db(e) if e.as_db_error().is_some())
+        matches!(self, Error::Db(e) if e.as_db_error().is_some()) && !self.db_unavailable()
+    }
+
+    /// A database error that says the database cannot answer now, rather than that the
+    /// statement is wrong: SQLSTATE class 08 (connection), 53 (insufficient resources),
+    /// 57 (operator intervention: `statement_timeout` is 57014 query_canceled, shutdowns are
+    /// 57P01–57P03) and 58 (system error).
+    pub fn db_unavailable(&self) -> bool {
+        match self {
+            Error::Db(e) => match e.code() {
+                Some(code) => ["08", "53", "57", "58"].iter().any(|class| code.code().starts_with(class)),
+                // No SQLSTATE: the connection itself failed (closed, reset, timed out).
+                None => true,
+            },
+            Error::DbUnavailable(_) | Error::StoreGone | Error::NotMigrated => true,
+            _ => false,
+        }
+    }
+
+    /// `statement_timeout` cancelled the statement (SQLSTATE 57014).
+    pub fn is_statement_timeout(&self) -> bool {
+        matches!(self, Error::Db(e) if e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED))
     }
 
     /// An error of the same kind, for each of several requests one failure answered (a
@@ -49,6 +78,8 @@ impl Error {
             Error::RpcFailed(d, s) => Error::RpcFailed(d, s.clone()),
             Error::Malformed(s) => Error::Malformed(s.clone()),
             Error::StoreGone => Error::StoreGone,
+            Error::NotMigrated => Error::NotMigrated,
+            Error::Deadline { what, after } => Error::Deadline { what: what.clone(), after: *after },
             Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
         }
     }
@@ -90,6 +121,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// The client did not send its request body in time (`BODY_TIMEOUT_MS`).
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -109,6 +143,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFoundEmpty | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -126,20 +161,130 @@ impl ApiError {
     }
 
     /// Maps an infrastructure failure while answering a request to what the caller sees:
-    /// a dependency being down is a 503 naming it, never a wrong answer.
+    /// a dependency that failed or did not answer is a 503 naming it, never a wrong answer
+    /// and never a 500. Only our own faults (a malformed answer of our own code, I/O,
+    /// configuration) are 500s.
     pub fn from_dependency(e: Error, what: &str) -> Self {
         match e {
             Error::RpcTimeout(d) => ApiError::Unavailable(format!(
                 "the {d} service is unavailable and {what} is not cached here; try again shortly"
             )),
+            Error::RpcFailed(d, detail) => {
+                log::warn!("the {d} service failed to answer for {what}: {detail}");
+                ApiError::Unavailable(format!("the {d} service could not answer for {what}; try again shortly"))
+            }
             Error::BusDown => ApiError::Unavailable(format!(
                 "RabbitMQ is unavailable and {what} is not cached here; try again shortly"
             )),
-            Error::Db(_) | Error::DbUnavailable(_) | Error::StoreGone => {
-                log::warn!("database unavailable while reading {what}: {e}");
-                ApiError::Unavailable("this service's database is unavailable; try again shortly".into())
+            Error::Amqp(e) => {
+                log::warn!("RabbitMQ failed while asking for {what}: {e}");
+                ApiError::Unavailable(format!("RabbitMQ failed while asking for {what}; try again shortly"))
             }
-            other => ApiError::Internal(format!("{what}: {other}")),
+            Error::Deadline { what: late, after } => {
+                log::warn!("{late} did not answer within {} ms for {what}", after.as_millis());
+                ApiError::Unavailable(format!(
+                    "{late} did not answer within {} ms for {what}; try again shortly",
+                    after.as_millis()
+                ))
+            }
+            e @ (Error::Db(_) | Error::DbUnavailable(_) | Error::StoreGone | Error::NotMigrated) => {
+                let db = own_database();
+                if e.is_statement_timeout() {
+                    log::warn!("{db}: a statement for {what} was cancelled by statement_timeout: {e}");
+                    return ApiError::Unavailable(format!(
+                        "{db} did not finish {what} in time (statement timeout); try again shortly"
+                    ));
+                }
+                if e.db_unavailable() {
+                    log::warn!("{db} unavailable for {what}: {e}");
+                } else {
+                    // The database refused the statement: a schema that is not what this
+                    // build expects (a restore in progress) or a bug. Still the database's
+                    // answer, so a 503 naming it; logged loudly.
+                    log::error!("{db} refused a statement for {what}: {e}");
+                }
+                ApiError::Unavailable(format!("{db} is unavailable; try again shortly"))
+            }
+            other @ (Error::Config(_) | Error::Malformed(_) | Error::Io(_)) => {
+                ApiError::Internal(format!("{what}: {other}"))
+            }
         }
+    }
+}
+
+/// Runs a write to the own database (through its coalescer and store) with a deadline:
+/// past `after`, [`Error::Deadline`] naming the database, so a stuck database costs the
+/// caller `after`, not its whole patience. The write may still commit afterwards; the
+/// writes this guards (alarm set/clear, recording a view) are safe to repeat.
+pub async fn within_write_deadline<T>(
+    after: std::time::Duration,
+    write: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(after, write).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Deadline { what: own_database().to_string(), after }),
+    }
+}
+
+/// The own database's name for hints (`the alarm service's database (alarm_db)`): set once
+/// at start by [`name_own_database`]; a process runs one service, so it has one database.
+static OWN_DATABASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Names the own database in the hints of 503s, from the service's domain and database URL.
+pub fn name_own_database(service: &str, database_url: &str) {
+    let db = database_url.rsplit('/').next().unwrap_or("").split('?').next().unwrap_or("");
+    let name = if db.is_empty() {
+        format!("the {service} service's database")
+    } else {
+        format!("the {service} service's database ({db})")
+    };
+    let _ = OWN_DATABASE.set(name);
+}
+
+fn own_database() -> &'static str {
+    OWN_DATABASE.get().map(String::as_str).unwrap_or("this service's database")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_dependency_failure_is_a_503_naming_it() {
+        let cases = [
+            (Error::RpcTimeout("user"), "user service"),
+            (Error::RpcFailed("item", "database down".into()), "item service"),
+            (Error::BusDown, "RabbitMQ"),
+            (Error::DbUnavailable("no connection within the timeout".into()), "database"),
+            (Error::StoreGone, "database"),
+            (Error::NotMigrated, "database"),
+            (
+                Error::Deadline {
+                    what: "the alarm service's database".into(),
+                    after: std::time::Duration::from_millis(5),
+                },
+                "the alarm service's database did not answer within 5 ms",
+            ),
+        ];
+        for (e, named) in cases {
+            let shown = e.to_string();
+            let api = ApiError::from_dependency(e, "this test");
+            assert_eq!(api.status(), StatusCode::SERVICE_UNAVAILABLE, "{shown}");
+            let hint = api.hint().unwrap_or_default();
+            assert!(hint.contains(named), "{shown}: {hint}");
+        }
+    }
+
+    #[test]
+    fn our_own_faults_stay_500s() {
+        let api = ApiError::from_dependency(Error::Malformed("3 answers for 2 requests".into()), "this test");
+        assert_eq!(api.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn unavailable_databases_are_not_statement_errors() {
+        assert!(Error::DbUnavailable("x".into()).db_unavailable());
+        assert!(!Error::DbUnavailable("x".into()).is_statement_error());
+        assert!(!Error::BusDown.db_unavailable());
     }
 }

@@ -54,15 +54,27 @@ impl ResponseError for ApiError {
                 if status == StatusCode::SERVICE_UNAVAILABLE {
                     resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
                 }
+                if matches!(status, StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE) {
+                    // The rest of the body was never read: the connection cannot carry
+                    // another request, and a slow client must not keep it.
+                    resp.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+                }
                 resp
             }
         }
     }
 }
 
-/// Reads a request body of at most `limit` bytes. A larger one is refused with 413 as soon
-/// as the limit is crossed (the declared Content-Length is checked first), so nothing is buffered past it.
-pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
+/// Reads a request body of at most `limit` bytes within `deadline`. A larger one is refused
+/// with 413 as soon as the limit is crossed (the declared Content-Length is checked first),
+/// so nothing is buffered past it; one not complete within `deadline` (a client that
+/// declares 100 bytes and sends one) is a 408, and the connection is closed.
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+    deadline: std::time::Duration,
+) -> Result<Vec<u8>, ApiError> {
     let too_large = || ApiError::PayloadTooLarge(format!("request body is larger than {limit} bytes"));
     if let Some(len) =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
@@ -71,15 +83,23 @@ pub async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usiz
             return Err(too_large());
         }
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
+    let read = async {
+        let mut body = Vec::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
+        Ok(body)
+    };
+    match tokio::time::timeout(deadline, read).await {
+        Ok(result) => result,
+        Err(_) => {
+            Err(ApiError::RequestTimeout(format!("the request body did not arrive within {} ms", deadline.as_millis())))
+        }
     }
-    Ok(body)
 }
 
 /// Parses a JSON object body. A content type, when given, must be JSON; a missing one is

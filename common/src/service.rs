@@ -28,8 +28,9 @@ use crate::{
     replica::{feed, feed::Replicas, AlarmIndex, Index, ItemIndex, Replica, Source, UserIndex},
     settings::{Domain, Settings},
     store::{OutboxBacklog, Ping, Store},
-    telemetry::Metrics,
+    telemetry::{self, Metrics},
 };
+use metrics::SharedString;
 
 /// The running parts of one service instance, shared with its handlers as `web::Data<Core>`.
 #[derive(Clone)]
@@ -80,6 +81,7 @@ fn replicas_for(settings: &Settings, store: &Addr<Store>, rpc: &RpcClient, metri
 impl Core {
     /// Starts the store actor and the AMQP components. Call inside the actix system.
     pub fn start(settings: Settings, migrations: &'static [Migration]) -> Result<Core> {
+        crate::error::name_own_database(settings.domain.name(), &settings.database_url);
         let metrics = Metrics::default();
         describe_metrics(&metrics);
         let store = Store::new(&settings, migrations)?;
@@ -241,23 +243,31 @@ impl Application {
                         .unwrap_or_else(|| format!("{instance}-{}", REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)));
                     req.extensions_mut().insert(RequestId(Arc::from(rid.as_str())));
                     let method = req.method().clone();
+                    let method_label = telemetry::method_label(&method);
                     let path = req.path().to_string();
                     let fut = srv.call(req);
                     async move {
                         let mut res = fut.await?;
                         let status = res.status();
+                        // The matched route's pattern ("/{item_id}"), never the path: the
+                        // label set stays the routes we serve, whatever clients send.
                         let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
                         if let Ok(v) = header::HeaderValue::from_str(&rid) {
                             res.headers_mut().insert(header::HeaderName::from_static("x-request-id"), v);
                         }
                         let took = started.elapsed();
                         if let Some(core) = res.request().app_data::<web::Data<Core>>() {
-                            core.metrics.inc(
-                                "moa_http_requests_total",
-                                format!("route=\"{route}\",method=\"{method}\",status=\"{}\"", status.as_u16()),
-                                1.0,
+                            let labels: Vec<(&'static str, SharedString)> = vec![
+                                ("route", route.clone().into()),
+                                ("method", method_label.into()),
+                                ("status", status.as_str().to_owned().into()),
+                            ];
+                            core.metrics.inc("moa_http_requests_total", labels, 1.0);
+                            core.metrics.observe(
+                                "moa_http_request_seconds",
+                                vec![("route", SharedString::from(route))],
+                                took.as_secs_f64(),
                             );
-                            core.metrics.observe("moa_http_request_seconds", format!("route=\"{route}\""), took.as_secs_f64());
                         }
                         log::info!(target: "moa::access", "[{rid}] {method} {path} -> {} in {:.1} ms", status.as_u16(), took.as_secs_f64() * 1e3);
                         Ok(res)
@@ -271,6 +281,9 @@ impl Application {
                 .default_service(web::to(http::not_found))
         })
         .workers(s.http_workers)
+        // A request head not complete in time: 408 and the connection is closed (bodies
+        // have their own deadline, see http::read_body).
+        .client_request_timeout(s.header_timeout)
         .shutdown_timeout(10)
         .listen(listener)?
         .run();

@@ -69,6 +69,19 @@ pub struct Settings {
     pub db_pool_size: u32,
     /// `DB_TIMEOUT_MS`: how long a request waits for a database connection before 503, default 2000.
     pub db_timeout: Duration,
+    /// `DB_STATEMENT_TIMEOUT_MS`: `statement_timeout` of every pooled connection, so a stuck
+    /// statement (a lock held elsewhere, a runaway plan) is cancelled instead of holding a
+    /// connection and everything queued behind it; default 5000. Migrations are exempt.
+    pub db_statement_timeout: Duration,
+    /// `WRITE_TIMEOUT_MS`: how long a write request (alarm set/clear, a recorded view) waits
+    /// for its write from submission to commit before 503, default 5000.
+    pub write_timeout: Duration,
+    /// `HEADER_TIMEOUT_MS`: how long a client may take to send a request's head (actix's
+    /// `client_request_timeout`; past it: 408 and the connection is closed), default 5000.
+    pub header_timeout: Duration,
+    /// `BODY_TIMEOUT_MS`: how long a client may take to send a request's body once the
+    /// handler reads it (past it: 408 with the error body, connection closed), default 5000.
+    pub body_timeout: Duration,
     /// `AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`.
     pub amqp_url: String,
     /// `RPC_TIMEOUT_MS`: how long a cache miss waits for the owning service, default 300.
@@ -105,6 +118,8 @@ impl std::fmt::Debug for Settings {
             .field("database_url", &redact_url(&self.database_url))
             .field("amqp_url", &redact_url(&self.amqp_url))
             .field("rpc_timeout", &self.rpc_timeout)
+            .field("db_statement_timeout", &self.db_statement_timeout)
+            .field("write_timeout", &self.write_timeout)
             .field("instance_id", &self.instance_id)
             .finish_non_exhaustive()
     }
@@ -132,6 +147,10 @@ pub fn env_var_names(domain: Domain) -> Vec<String> {
             "HTTP_WORKERS",
             "DB_POOL_SIZE",
             "DB_TIMEOUT_MS",
+            "DB_STATEMENT_TIMEOUT_MS",
+            "WRITE_TIMEOUT_MS",
+            "HEADER_TIMEOUT_MS",
+            "BODY_TIMEOUT_MS",
             "AMQP_URL",
             "RPC_TIMEOUT_MS",
             "SNAPSHOT_TIMEOUT_MS",
@@ -203,6 +222,10 @@ impl Settings {
             database_url,
             db_pool_size: positive("DB_POOL_SIZE", 16)? as u32,
             db_timeout: Duration::from_millis(positive("DB_TIMEOUT_MS", 2000)?),
+            db_statement_timeout: Duration::from_millis(positive("DB_STATEMENT_TIMEOUT_MS", 5000)?),
+            write_timeout: Duration::from_millis(positive("WRITE_TIMEOUT_MS", 5000)?),
+            header_timeout: Duration::from_millis(positive("HEADER_TIMEOUT_MS", 5000)?),
+            body_timeout: Duration::from_millis(positive("BODY_TIMEOUT_MS", 5000)?),
             amqp_url,
             rpc_timeout: Duration::from_millis(positive("RPC_TIMEOUT_MS", 300)?),
             snapshot_timeout: Duration::from_millis(positive("SNAPSHOT_TIMEOUT_MS", 10_000)?),

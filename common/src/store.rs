@@ -35,7 +35,12 @@ pub struct Store {
 impl Store {
     pub fn new(settings: &Settings, migrations: &'static [Migration]) -> Result<Self> {
         Ok(Store {
-            pool: db::pool(&settings.database_url, settings.db_pool_size, settings.db_timeout)?,
+            pool: db::pool(
+                &settings.database_url,
+                settings.db_pool_size,
+                settings.db_timeout,
+                settings.db_statement_timeout,
+            )?,
             database_url: settings.database_url.clone(),
             outbox_wake: Arc::new(Notify::new()),
             migrations,
@@ -83,8 +88,11 @@ impl Actor for Store {
 
 /// Keeps a LISTEN moa_outbox session open (reconnecting as needed) and turns every
 /// notification into a wake-up. NOTIFY is not stored, so this is a wake-up only: the
-/// outbox table is the truth and the relay also polls it.
+/// outbox table is the truth and the relay also polls it. A lost session is a warning once
+/// (then debug while the database stays away, and info when it is back), so an outage
+/// neither floods the log nor goes unsaid.
 async fn listen_for_outbox(url: String, wake: Arc<Notify>) {
+    let mut failing = false;
     loop {
         let session = async {
             let (client, mut connection) = tokio_postgres::connect(&url, NoTls).await?;
@@ -95,28 +103,36 @@ async fn listen_for_outbox(url: String, wake: Arc<Notify>) {
                     match msg {
                         Ok(AsyncMessage::Notification(_)) => {
                             if tx.send(()).is_err() {
-                                break;
+                                return None;
                             }
                         }
                         Ok(_) => {}
-                        Err(e) => {
-                            log::debug!("outbox listener connection ended: {e}");
-                            break;
-                        }
+                        Err(e) => return Some(e),
                     }
                 }
+                None
             });
             client.batch_execute("LISTEN moa_outbox").await?;
+            if std::mem::take(&mut failing) {
+                log::info!("outbox listener: listening again");
+            }
             // A missed notification between reconnects is covered by this wake-up and the poll.
             wake.notify_one();
             while rx.recv().await.is_some() {
                 wake.notify_one();
             }
-            driver.abort();
-            Ok::<_, Error>(())
+            match driver.await {
+                Ok(Some(e)) => Err::<(), Error>(Error::Db(e)),
+                _ => Err(Error::DbUnavailable("the LISTEN session ended".into())),
+            }
         };
         if let Err(e) = session.await {
-            log::debug!("outbox listener: {e}");
+            if failing {
+                log::debug!("outbox listener: still cannot listen: {e}");
+            } else {
+                log::warn!("outbox listener: {e}; retrying every second (the relay polls the outbox meanwhile)");
+                failing = true;
+            }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -196,7 +212,7 @@ type Conn = bb8::PooledConnection<'static, bb8_postgres::PostgresConnectionManag
 /// the backfill would look empty): "not yet" instead.
 async fn migrated_conn(pool: Pool, migrated: bool) -> Result<Conn> {
     if !migrated {
-        return Err(Error::DbUnavailable("migrations not applied yet".into()));
+        return Err(Error::NotMigrated);
     }
     Ok(pool.get_owned().await?)
 }
@@ -368,48 +384,88 @@ pub struct OutboxRow {
     pub created_ms: f64,
 }
 
-/// What a drain's publisher reports: the rows the broker confirmed, and the error that stopped
-/// it, if any. Rows neither confirmed nor refused by an error were refused by the broker.
+/// What a drain's publisher reports: the rows the broker confirmed, the rows it refused
+/// (they back off, see [`DrainOutbox`]), and the error that stopped it, if any. Rows in
+/// neither list (the connection was lost, the confirms did not come in time) were not the
+/// rows' fault: they are simply taken again by the next drain.
+#[derive(Default)]
 pub struct Published {
     pub sent: Vec<i64>,
+    pub refused: Vec<i64>,
+    /// Why the refused rows were refused, kept in `moa_outbox.last_error` for operators.
+    pub refused_because: String,
     pub error: Option<Error>,
 }
 
-/// Publishes the outbox's oldest rows through `publish` and deletes them once the broker has
-/// confirmed them, in one transaction that lends the rows to the publisher: they are
-/// deleted with `FOR UPDATE SKIP LOCKED` (another relay of this database skips them
-/// meanwhile; a relay that dies mid-drain releases them with its session) and the deletion
-/// commits only if every row was confirmed. Otherwise it is rolled back and the confirmed
-/// rows alone are deleted: the others are published again by the next drain.
+/// Which outbox rows a drain takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainRows {
+    /// Rows never tried, oldest first: the normal flow.
+    Fresh,
+    /// Rows the broker refused before whose back-off has passed, longest waiting first.
+    /// Drained one at a time, so that a row the broker keeps refusing fails alone.
+    Due,
+}
+
+/// Publishes outbox rows through `publish` and deletes them once the broker has confirmed
+/// them, in one transaction that lends the rows to the publisher: they are deleted with
+/// `FOR UPDATE SKIP LOCKED` (another relay of this database skips them meanwhile; a relay
+/// that dies mid-drain releases them with its session) and the deletion commits only if every
+/// row was confirmed. Otherwise it is rolled back, the confirmed rows alone are deleted, and
+/// the rows the broker refused count an attempt and back off (1 s, doubling, at most 60 s)
+/// until `next_attempt_at`: fresh rows never wait behind them, and nothing is dropped.
 /// Answers how many rows were drained and what the publisher reported.
 #[derive(Message)]
 #[rtype(result = "Result<(usize, Published)>")]
 pub struct DrainOutbox {
+    pub rows: DrainRows,
     pub limit: i64,
     pub publish: Box<dyn FnOnce(Vec<OutboxRow>) -> futures_util::future::LocalBoxFuture<'static, Published> + Send>,
 }
+
+/// Longest back-off of a refused outbox row, in seconds.
+const OUTBOX_MAX_BACKOFF_S: f64 = 60.0;
 
 impl Handler<DrainOutbox> for Store {
     type Result = ResponseFuture<Result<(usize, Published)>>;
 
     fn handle(&mut self, msg: DrainOutbox, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
+        let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
         Box::pin(async move {
+            // Before the migrations the outbox may not have its columns yet: "not yet", which
+            // the relay does not report as a failure.
+            if !migrated {
+                return Err(Error::NotMigrated);
+            }
             let mut conn = pool.get().await?;
             // The outbox's statistics say empty (it is, after each vacuum), so the planner
             // would scan the heap and sort; under load the heap holds thousands of rows deleted
             // since the last vacuum, and the index on id reaches the oldest live ones at once.
+            // Fresh rows walk the primary key past the (few) backing-off ones; due rows come
+            // from the partial index `moa_outbox_retry`.
             let tx = bookkeeping_with(&mut conn, "SET LOCAL enable_seqscan = off;").await?;
+            let pick = match msg.rows {
+                DrainRows::Fresh => {
+                    "SELECT id FROM moa_outbox WHERE attempts = 0 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+                }
+                DrainRows::Due => {
+                    "SELECT id FROM moa_outbox WHERE attempts > 0 AND next_attempt_at <= now()
+                     ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED"
+                }
+            };
             let rows = tx
                 .query(
-                    "DELETE FROM moa_outbox o
-                     WHERE o.id = ANY(ARRAY(SELECT id FROM moa_outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))
-                     RETURNING o.id, o.event_id::text, o.exchange,
-                               (o.payload || jsonb_build_object('event_id', o.event_id::text, 'seq', o.id,
-                                                                'epoch', (SELECT moa_epoch()))
-                                || CASE WHEN o.request_id IS NULL THEN '{}'::jsonb
-                                   ELSE jsonb_build_object('request_id', o.request_id) END)::text,
-                               o.request_id, (extract(epoch FROM o.created_at) * 1000)::float8",
+                    &format!(
+                        "DELETE FROM moa_outbox o
+                         WHERE o.id = ANY(ARRAY({pick}))
+                         RETURNING o.id, o.event_id::text, o.exchange,
+                                   (o.payload || jsonb_build_object('event_id', o.event_id::text, 'seq', o.id,
+                                                                     'epoch', (SELECT moa_epoch()))
+                                    || CASE WHEN o.request_id IS NULL THEN '{{}}'::jsonb
+                                       ELSE jsonb_build_object('request_id', o.request_id) END)::text,
+                                   o.request_id, (extract(epoch FROM o.created_at) * 1000)::float8"
+                    ),
                     &[&msg.limit],
                 )
                 .await?;
@@ -428,21 +484,52 @@ impl Handler<DrainOutbox> for Store {
                 .collect::<Result<Vec<_>>>()?;
             if rows.is_empty() {
                 tx.commit().await?;
-                return Ok((0, Published { sent: Vec::new(), error: None }));
+                return Ok((0, Published::default()));
             }
             rows.sort_by_key(|r| r.id);
             let drained = rows.len();
             let published = (msg.publish)(rows).await;
             if published.sent.len() == drained {
                 tx.commit().await?;
-            } else {
-                tx.rollback().await?;
-                if !published.sent.is_empty() {
-                    let tx = bookkeeping(&mut conn).await?;
-                    tx.execute("DELETE FROM moa_outbox WHERE id = ANY($1)", &[&published.sent]).await?;
-                    tx.commit().await?;
-                }
+                return Ok((drained, published));
             }
+            tx.rollback().await?;
+            if published.sent.is_empty() && published.refused.is_empty() {
+                return Ok((drained, published));
+            }
+            let tx = bookkeeping(&mut conn).await?;
+            if !published.sent.is_empty() {
+                tx.execute("DELETE FROM moa_outbox WHERE id = ANY($1)", &[&published.sent]).await?;
+            }
+            if !published.refused.is_empty() {
+                let waits = tx
+                    .query(
+                        "UPDATE moa_outbox
+                         SET attempts = attempts + 1,
+                             next_attempt_at = now() + least($3, power(2, least(attempts, 30))) * interval '1 second',
+                             last_error = left($2, 500)
+                         WHERE id = ANY($1)
+                         RETURNING id, exchange, attempts",
+                        &[&published.refused, &published.refused_because, &OUTBOX_MAX_BACKOFF_S],
+                    )
+                    .await?;
+                // One line per refusal, not per row: a refused batch can hold hundreds.
+                let mut exchanges = std::collections::BTreeSet::new();
+                let mut attempts_max = 0;
+                for w in &waits {
+                    exchanges.insert(w.try_get::<_, String>(1)?);
+                    attempts_max = attempts_max.max(w.try_get::<_, i32>(2)?);
+                }
+                let first = waits.first().map(|w| w.try_get::<_, i64>(0)).transpose()?.unwrap_or_default();
+                log::warn!(
+                    "outbox: the broker refused {} row(s) (first id {first}, to {}; attempt {attempts_max}): {}; \
+                     they are retried one at a time after a back-off while later rows go on",
+                    waits.len(),
+                    exchanges.into_iter().collect::<Vec<_>>().join(", "),
+                    published.refused_because
+                );
+            }
+            tx.commit().await?;
             Ok((drained, published))
         })
     }
@@ -565,8 +652,12 @@ impl Handler<LoadReplica> for Store {
         let pool = self.pool.clone();
         let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
         Box::pin(async move {
-            let conn = migrated_conn(pool, migrated).await?;
-            let rows = conn
+            let mut conn = migrated_conn(pool, migrated).await?;
+            // One read of the whole persisted copy (1M alarms at scale) at start, off every
+            // request's path: exempt from DB_STATEMENT_TIMEOUT_MS.
+            let tx = conn.transaction().await?;
+            tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
+            let rows = tx
                 .query(
                     "SELECT r.key, r.version, r.deleted, r.data, r.epoch
                      FROM moa_replica r JOIN moa_replica_epoch e ON e.entity = r.entity AND e.epoch = r.epoch
@@ -574,6 +665,7 @@ impl Handler<LoadReplica> for Store {
                     &[&msg.entity],
                 )
                 .await?;
+            tx.commit().await?;
             to_rows(rows)
         })
     }

@@ -1,132 +1,218 @@
 //! Logging and metrics.
 //!
-//! Metrics are plain counters and histograms keyed by name and label set, rendered in the
-//! Prometheus text format on `/metrics`. Labels never carry tokens or other user input.
+//! Metrics are recorded with the `metrics` crate into a `metrics-exporter-prometheus`
+//! recorder owned by this process's [`Metrics`] handle and rendered on `/metrics` (see
+//! `docs/decisions.md` for why these crates). Every label value comes from a fixed set —
+//! HTTP methods are one of seven or `other`, routes are the matched route pattern or
+//! `unmatched`, entities and owners are our own names — so no request can add a series:
+//! labels never carry tokens, paths or other client input.
+//!
+//! Logging caps every library at `info`, whatever `RUST_LOG` says: tokio-postgres logs the
+//! parameters of every statement at debug (tokens, in `UserByToken`), lapin logs whole frames
+//! at trace (RPC requests carry tokens), and other libraries may log request heads.
 
 use std::{
-    collections::BTreeMap,
-    fmt::Write,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
+use log::{LevelFilter, Log, Metadata as LogMetadata, Record};
+use metrics::{Key, KeyName, Label, Level, Metadata, Recorder, SharedString};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
 use crate::error::{Error, Result};
 
-/// `RUST_LOG` (default `info`), one line per record with time, level and target.
+/// Targets (module paths) of our own code: only these may log below `info`.
+const OWN_TARGETS: [&str; 5] = ["moa", "common", "item", "alarm", "user"];
+
+fn is_own(target: &str) -> bool {
+    OWN_TARGETS.iter().any(|own| target.strip_prefix(own).is_some_and(|rest| rest.is_empty() || rest.starts_with("::")))
+}
+
+/// The most a record of `target` may show: anything for our code, `info` for libraries.
+fn cap(target: &str) -> LevelFilter {
+    if is_own(target) {
+        LevelFilter::Trace
+    } else {
+        LevelFilter::Info
+    }
+}
+
+/// env_logger, with every library capped at `info` (see the module doc).
+struct CappedLogger(env_logger::Logger);
+
+impl Log for CappedLogger {
+    fn enabled(&self, metadata: &LogMetadata<'_>) -> bool {
+        metadata.level() <= cap(metadata.target()) && self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if record.level() <= cap(record.target()) {
+            self.0.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
+/// `RUST_LOG` (default `info`), one line per record with time, level and target; libraries
+/// are capped at `info` whatever `RUST_LOG` asks for.
 pub fn init_logging() {
     let env = env_logger::Env::default().default_filter_or("info,lapin=warn,actix_server=warn");
-    let _ = env_logger::Builder::from_env(env).format_timestamp_millis().try_init();
+    let logger = env_logger::Builder::from_env(env).format_timestamp_millis().build();
+    let max = logger.filter();
+    if log::set_boxed_logger(Box::new(CappedLogger(logger))).is_ok() {
+        log::set_max_level(max);
+    }
 }
 
 const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
+/// Histogram samples wait in the recorder until an upkeep folds them into the buckets; one
+/// runs every this many observations (and at each scrape), so memory stays bounded even
+/// when nobody scrapes `/metrics`.
+const UPKEEP_EVERY: u64 = 4096;
+
+/// The label set of one series. From a fixed set of values, always: see the module doc.
+/// Built from pairs (`[("entity", "item")]`) or from Prometheus label text
+/// (`entity="item",owner="user"`; values without quotes or commas), as the call sites have it.
 #[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+pub struct Labels(Vec<Label>);
+
+impl<const N: usize> From<[(&'static str, &'static str); N]> for Labels {
+    fn from(pairs: [(&'static str, &'static str); N]) -> Self {
+        Labels(pairs.into_iter().map(|(k, v)| Label::new(k, v)).collect())
+    }
 }
 
-#[derive(Default)]
-struct Registry {
-    counters: BTreeMap<(&'static str, String), f64>,
-    gauges: BTreeMap<(&'static str, String), f64>,
-    histograms: BTreeMap<(&'static str, String), Histogram>,
-    help: BTreeMap<&'static str, (&'static str, &'static str)>,
+impl From<Vec<(&'static str, SharedString)>> for Labels {
+    fn from(pairs: Vec<(&'static str, SharedString)>) -> Self {
+        Labels(pairs.into_iter().map(|(k, v)| Label::new(k, v)).collect())
+    }
 }
 
-#[derive(Clone, Default)]
-pub struct Metrics(Arc<Mutex<Registry>>);
+impl From<String> for Labels {
+    fn from(text: String) -> Self {
+        Labels::from(text.as_str())
+    }
+}
+
+impl From<&str> for Labels {
+    fn from(text: &str) -> Self {
+        let mut labels = Vec::new();
+        let mut rest = text.trim();
+        while let Some((key, after)) = rest.split_once("=\"") {
+            let Some((value, tail)) = after.split_once('"') else { break };
+            labels.push(Label::new(key.trim_start_matches(',').trim().to_string(), value.to_string()));
+            rest = tail;
+        }
+        Labels(labels)
+    }
+}
+
+struct Inner {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    observations: AtomicU64,
+}
+
+/// This process's metrics: counters, gauges and histograms by name and bounded labels.
+/// Cheap to clone; every clone records into the same recorder. The recorder is not
+/// installed as the `metrics` global: each handle owns its own, so unit tests (and two
+/// services in one process) never collide over the one global slot.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let builder = PrometheusBuilder::new();
+        // Rendered as real Prometheus histograms (`_bucket`), as dashboards and tests read them.
+        let builder = match builder.set_buckets(&BUCKETS) {
+            Ok(b) => b,
+            Err(e) => {
+                log::error!("metrics: histogram buckets refused ({e}); rendering summaries");
+                PrometheusBuilder::new()
+            }
+        };
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        Metrics(Arc::new(Inner { recorder, handle, observations: AtomicU64::new(0) }))
+    }
+}
+
+static METADATA: Metadata<'static> = Metadata::new("moa", Level::INFO, None);
 
 impl Metrics {
-    fn with<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
-        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut g)
+    fn key(name: &'static str, labels: Labels) -> Key {
+        Key::from_parts(name, labels.0)
     }
 
     pub fn describe(&self, name: &'static str, kind: &'static str, help: &'static str) {
-        self.with(|r| r.help.insert(name, (kind, help)));
+        let (name, help) = (KeyName::from_const_str(name), SharedString::const_str(help));
+        match kind {
+            "counter" => self.0.recorder.describe_counter(name, None, help),
+            "gauge" => self.0.recorder.describe_gauge(name, None, help),
+            _ => self.0.recorder.describe_histogram(name, None, help),
+        }
     }
 
-    pub fn inc(&self, name: &'static str, labels: String, by: f64) {
-        self.with(|r| *r.counters.entry((name, labels)).or_default() += by);
+    /// Adds `by` (a count) to a counter.
+    pub fn inc(&self, name: &'static str, labels: impl Into<Labels>, by: f64) {
+        let counter = self.0.recorder.register_counter(&Self::key(name, labels.into()), &METADATA);
+        counter.increment(by.max(0.0) as u64);
     }
 
-    pub fn set(&self, name: &'static str, labels: String, value: f64) {
-        self.with(|r| r.gauges.insert((name, labels), value));
+    pub fn set(&self, name: &'static str, labels: impl Into<Labels>, value: f64) {
+        self.0.recorder.register_gauge(&Self::key(name, labels.into()), &METADATA).set(value);
     }
 
-    pub fn observe(&self, name: &'static str, labels: String, seconds: f64) {
-        self.with(|r| {
-            let h = r.histograms.entry((name, labels)).or_default();
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if seconds <= *b {
-                    h.counts[i] += 1;
-                }
-            }
-            h.sum += seconds;
-            h.count += 1;
-        });
+    pub fn observe(&self, name: &'static str, labels: impl Into<Labels>, seconds: f64) {
+        self.0.recorder.register_histogram(&Self::key(name, labels.into()), &METADATA).record(seconds);
+        if self.0.observations.fetch_add(1, Ordering::Relaxed) % UPKEEP_EVERY == UPKEEP_EVERY - 1 {
+            self.0.handle.run_upkeep();
+        }
     }
 
-    pub fn counter_value(&self, name: &'static str, labels: &str) -> f64 {
-        self.with(|r| r.counters.get(&(name, labels.to_string())).copied().unwrap_or(0.0))
-    }
-
-    pub fn rpc_call<T>(&self, owner: &str, result: &Result<T>, took: Duration) {
+    pub fn rpc_call<T>(&self, owner: &'static str, result: &Result<T>, took: Duration) {
         let outcome = match result {
             Ok(_) => "ok",
             Err(Error::RpcTimeout(_)) => "timeout",
             Err(Error::BusDown) => "bus_down",
             Err(_) => "error",
         };
-        self.inc("moa_rpc_calls_total", format!("owner=\"{owner}\",outcome=\"{outcome}\""), 1.0);
-        self.observe("moa_rpc_call_seconds", format!("owner=\"{owner}\""), took.as_secs_f64());
+        self.inc("moa_rpc_calls_total", [("owner", owner), ("outcome", outcome)], 1.0);
+        self.observe("moa_rpc_call_seconds", [("owner", owner)], took.as_secs_f64());
     }
 
     pub fn outbox_published(&self, n: u64) {
-        self.inc("moa_outbox_published_total", String::new(), n as f64);
+        self.inc("moa_outbox_published_total", Labels::default(), n as f64);
     }
 
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
-        self.with(|r| {
-            let mut out = String::new();
-            let mut described = std::collections::BTreeSet::new();
-            let mut head = |out: &mut String, name: &'static str, default_kind: &str| {
-                if described.insert(name) {
-                    let (kind, help) = r.help.get(name).copied().unwrap_or((default_kind, ""));
-                    let _ = writeln!(out, "# HELP {name} {help}");
-                    let _ = writeln!(out, "# TYPE {name} {kind}");
-                }
-            };
-            let braces = |l: &str| {
-                if l.is_empty() {
-                    String::new()
-                } else {
-                    format!("{{{l}}}")
-                }
-            };
-            for ((name, labels), v) in &r.counters {
-                head(&mut out, name, "counter");
-                let _ = writeln!(out, "{name}{} {v}", braces(labels));
-            }
-            for ((name, labels), v) in &r.gauges {
-                head(&mut out, name, "gauge");
-                let _ = writeln!(out, "{name}{} {v}", braces(labels));
-            }
-            for ((name, labels), h) in &r.histograms {
-                head(&mut out, name, "histogram");
-                let sep = if labels.is_empty() { "" } else { "," };
-                for (i, b) in BUCKETS.iter().enumerate() {
-                    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}", h.counts[i]);
-                }
-                let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.count);
-                let _ = writeln!(out, "{name}_sum{} {}", braces(labels), h.sum);
-                let _ = writeln!(out, "{name}_count{} {}", braces(labels), h.count);
-            }
-            out
-        })
+        self.0.handle.run_upkeep();
+        self.0.handle.render()
+    }
+}
+
+/// The HTTP method as a metric label: one of the seven the services can meet, else `other`
+/// (a client can send any token as a method; each would otherwise be a new series).
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
     }
 }
 
@@ -138,13 +224,51 @@ mod tests {
     fn renders_counters_and_histograms_in_prometheus_text() {
         let m = Metrics::default();
         m.describe("moa_x_total", "counter", "things");
-        m.inc("moa_x_total", "a=\"1\"".into(), 2.0);
-        m.observe("moa_lat_seconds", "route=\"/\"".into(), 0.003);
+        m.inc("moa_x_total", "a=\"1\"".to_string(), 2.0);
+        m.observe("moa_lat_seconds", [("route", "/")], 0.003);
+        m.set("moa_g", "", 1.0);
         let text = m.render();
-        assert!(text.contains("# TYPE moa_x_total counter"));
-        assert!(text.contains("moa_x_total{a=\"1\"} 2"));
-        assert!(text.contains("moa_lat_seconds_bucket{route=\"/\",le=\"0.005\"} 1"));
-        assert!(text.contains("moa_lat_seconds_bucket{route=\"/\",le=\"0.0025\"} 0"));
-        assert!(text.contains("moa_lat_seconds_count{route=\"/\"} 1"));
+        assert!(text.contains("# TYPE moa_x_total counter"), "{text}");
+        assert!(text.contains("# HELP moa_x_total things"), "{text}");
+        assert!(text.contains("moa_x_total{a=\"1\"} 2"), "{text}");
+        assert!(text.contains("moa_lat_seconds_bucket{route=\"/\",le=\"0.005\"} 1"), "{text}");
+        assert!(text.contains("moa_lat_seconds_bucket{route=\"/\",le=\"0.0025\"} 0"), "{text}");
+        assert!(text.contains("moa_lat_seconds_count{route=\"/\"} 1"), "{text}");
+        assert!(text.contains("moa_g 1"), "{text}");
+    }
+
+    #[test]
+    fn two_handles_do_not_share_series() {
+        let (a, b) = (Metrics::default(), Metrics::default());
+        a.inc("moa_only_in_a_total", Labels::default(), 1.0);
+        assert!(a.render().contains("moa_only_in_a_total"));
+        assert!(!b.render().contains("moa_only_in_a_total"));
+    }
+
+    #[test]
+    fn label_text_is_parsed_into_pairs() {
+        let Labels(l) = Labels::from("entity=\"item\",owner=\"user\"");
+        let pairs: Vec<(&str, &str)> = l.iter().map(|l| (l.key(), l.value())).collect();
+        assert_eq!(pairs, vec![("entity", "item"), ("owner", "user")]);
+        assert!(Labels::from("").0.is_empty());
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        let odd = actix_web::http::Method::from_bytes(b"XYZZY").unwrap();
+        assert_eq!(method_label(&odd), "other");
+        assert_eq!(method_label(&actix_web::http::Method::DELETE), "DELETE");
+    }
+
+    #[test]
+    fn libraries_are_capped_at_info_and_our_code_is_not() {
+        assert_eq!(cap("tokio_postgres::query"), LevelFilter::Info);
+        assert_eq!(cap("lapin::channels"), LevelFilter::Info);
+        assert_eq!(cap("actix_http::h1::dispatcher"), LevelFilter::Info);
+        assert_eq!(cap("common::amqp::relay"), LevelFilter::Trace);
+        assert_eq!(cap("moa::access"), LevelFilter::Trace);
+        assert_eq!(cap("user"), LevelFilter::Trace);
+        // A library whose name starts like ours is still a library.
+        assert_eq!(cap("users_lib::x"), LevelFilter::Info);
     }
 }

@@ -4,12 +4,13 @@ use actix::prelude::*;
 use common::{amqp::topology::VIEWS_EXCHANGE, batch::Coalescer, db::Migration, store::Store, Result};
 use tokio_postgres::types::Type;
 
-pub static MIGRATIONS: [Migration; 5] = [
+pub static MIGRATIONS: [Migration; 6] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
     Migration { version: 2, name: "item change capture", sql: include_str!("../migrations/0002_item_capture.sql") },
     common::db::OWNER_EPOCH,
+    common::db::OUTBOX_RETRY,
 ];
 
 /// A view of `item_id` by `user_id`, to queue in the outbox. Committed before the detail

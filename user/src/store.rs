@@ -8,7 +8,7 @@ use common::{
     Result,
 };
 
-pub static MIGRATIONS: [Migration; 8] = [
+pub static MIGRATIONS: [Migration; 9] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
@@ -21,6 +21,7 @@ pub static MIGRATIONS: [Migration; 8] = [
     },
     Migration { version: 5, name: "record visit function", sql: include_str!("../migrations/0005_record_visit.sql") },
     common::db::OWNER_EPOCH,
+    common::db::OUTBOX_RETRY,
 ];
 
 /// Stores one view, once: a duplicate event id changes nothing. Answers whether it was new

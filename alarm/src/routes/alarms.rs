@@ -36,7 +36,7 @@ async fn write(
     set: bool,
 ) -> Result<(), ApiError> {
     let user = auth::authenticate(&req, &state.users).await?;
-    let raw = http::read_body(&req, body, core.settings.body_limit).await?;
+    let raw = http::read_body(&req, body, core.settings.body_limit, core.settings.body_timeout).await?;
     let ItemId(item_id) = ItemId::from_body(&http::parse_json_object(&req, &raw)?)?;
     state
         .items
@@ -48,8 +48,8 @@ async fn write(
     let (Ok(user_id), Ok(item_id)) = (i32::try_from(user.id), i32::try_from(item_id)) else {
         return Err(ApiError::BadRequest("ids above 2147483647 cannot be stored in the alarm table".into()));
     };
-    let rows = writer
-        .submit(WriteAlarm { user_id, item_id, set, request_id: common::service::request_id(&req) })
+    let write = writer.submit(WriteAlarm { user_id, item_id, set, request_id: common::service::request_id(&req) });
+    let rows = common::error::within_write_deadline(core.settings.write_timeout, write)
         .await
         .map_err(|e| ApiError::from_dependency(e, "saving this alarm"))?;
     // Read-your-writes: our own replica has the change before we answer.

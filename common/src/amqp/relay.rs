@@ -1,9 +1,15 @@
 //! The outbox relay: publishes what the capture triggers (and the view recorder) queued in
 //! `moa_outbox`, with publisher confirms, and deletes rows only after the broker acked
 //! them (see `store::DrainOutbox`). Wakes on NOTIFY and also polls, so a missed notification delays nothing for long.
+//!
+//! Rows the broker refuses never hold back the others: they back off in the outbox and are
+//! retried one at a time (see `store::DrainOutbox`), while fresh rows keep flowing.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -18,11 +24,14 @@ use tokio::sync::Notify;
 use crate::{
     amqp::{topology, Bus},
     error::{Error, Result},
-    store::{DrainOutbox, OutboxRow, Published, Store},
+    store::{DrainOutbox, DrainRows, OutboxRow, Published, Store},
     telemetry::Metrics,
 };
 
 const BATCH: i64 = 500;
+/// Due retries (rows refused before) per round, each drained alone, before fresh rows get
+/// their turn again.
+const RETRIES_PER_ROUND: usize = 100;
 /// How long a drain waits for the broker's confirms before it gives up (and rolls back, so
 /// its rows stay in the outbox for the next drain on a fresh channel).
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
@@ -34,6 +43,8 @@ pub struct OutboxRelay {
     /// Serializes drains: the relay task and a shutdown flush never publish the same rows twice.
     draining: Arc<tokio::sync::Mutex<()>>,
     metrics: Metrics,
+    /// The last drain could not reach the database: said once at warn, then at debug.
+    db_failing: Arc<AtomicBool>,
 }
 
 impl OutboxRelay {
@@ -43,6 +54,7 @@ impl OutboxRelay {
             channel: Arc::new(Mutex::new(None)),
             draining: Arc::new(tokio::sync::Mutex::new(())),
             metrics,
+            db_failing: Arc::new(AtomicBool::new(false)),
         };
         let r = relay.clone();
         let bus2 = bus.clone();
@@ -79,44 +91,80 @@ impl OutboxRelay {
         }
     }
 
-    /// Publishes everything in the outbox, batch by batch. Returns how many rows were sent.
+    /// Publishes everything in the outbox that is due: fresh rows batch by batch, oldest
+    /// first, then rows the broker refused before whose back-off has passed, one at a time;
+    /// and again while retries remain. Returns how many rows were sent.
     /// A database error is not fatal to the relay (it retries on the next wake-up);
     /// a broker error is (the component restarts on a fresh channel).
     pub async fn drain(&self) -> Result<usize> {
         let _guard = self.draining.lock().await;
         let mut total = 0;
         loop {
-            let Some(ch) = self.channel.lock().ok().and_then(|g| g.clone()) else {
-                return Err(Error::BusDown);
-            };
-            let metrics = self.metrics.clone();
-            let publish = move |rows: Vec<OutboxRow>| -> LocalBoxFuture<'static, Published> {
-                Box::pin(async move {
-                    let published = match tokio::time::timeout(CONFIRM_TIMEOUT, publish_batch(&ch, &rows)).await {
-                        Ok(p) => p,
-                        Err(_) => Published { sent: Vec::new(), error: Some(Error::BusDown) },
-                    };
-                    observe_published(&metrics, &rows, &published.sent);
-                    published
-                })
-            };
-            let (n, published) = match self.store.send(DrainOutbox { limit: BATCH, publish: Box::new(publish) }).await {
-                Ok(Ok(drained)) => drained,
-                Ok(Err(e)) => {
-                    log::debug!("outbox relay: cannot drain the outbox: {e}");
+            // Fresh rows: whole batches while the outbox is full and everything is confirmed.
+            loop {
+                let Some((n, sent)) = self.drain_once(DrainRows::Fresh, BATCH).await? else {
+                    return Ok(total);
+                };
+                total += sent;
+                if sent < n || n < BATCH as usize {
+                    break;
+                }
+            }
+            // Rows refused before: alone, so only a row the broker still refuses fails.
+            let mut retried = 0;
+            while retried < RETRIES_PER_ROUND {
+                let Some((n, sent)) = self.drain_once(DrainRows::Due, 1).await? else {
+                    return Ok(total);
+                };
+                total += sent;
+                if n == 0 {
                     return Ok(total);
                 }
-                Err(e) => return Err(e.into()),
-            };
-            let n_sent = published.sent.len();
-            total += n_sent;
-            if let Some(e) = published.error {
-                return Err(e);
-            }
-            if n_sent < n || n < BATCH as usize {
-                return Ok(total);
+                retried += 1;
             }
         }
+    }
+
+    /// One drain transaction. `None`: the database cannot be drained now (logged).
+    async fn drain_once(&self, rows: DrainRows, limit: i64) -> Result<Option<(usize, usize)>> {
+        let Some(ch) = self.channel.lock().ok().and_then(|g| g.clone()) else {
+            return Err(Error::BusDown);
+        };
+        let metrics = self.metrics.clone();
+        let publish = move |rows: Vec<OutboxRow>| -> LocalBoxFuture<'static, Published> {
+            Box::pin(async move {
+                let published = match tokio::time::timeout(CONFIRM_TIMEOUT, publish_batch(&ch, &rows)).await {
+                    Ok(p) => p,
+                    Err(_) => Published { error: Some(Error::BusDown), ..Published::default() },
+                };
+                observe_published(&metrics, &rows, &published.sent);
+                published
+            })
+        };
+        let (n, published) = match self.store.send(DrainOutbox { rows, limit, publish: Box::new(publish) }).await {
+            Ok(Ok(drained)) => drained,
+            Ok(Err(Error::NotMigrated)) => {
+                // Start-up: the schema is being migrated; the relay is woken when it is done.
+                log::debug!("outbox relay: waiting for the migrations");
+                return Ok(None);
+            }
+            Ok(Err(e)) => {
+                if self.db_failing.swap(true, Ordering::Relaxed) {
+                    log::debug!("outbox relay: still cannot drain the outbox: {e}");
+                } else {
+                    log::warn!("outbox relay: cannot drain the outbox: {e}; retrying on every poll");
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if self.db_failing.swap(false, Ordering::Relaxed) {
+            log::info!("outbox relay: draining the outbox again");
+        }
+        if let Some(e) = published.error {
+            return Err(e);
+        }
+        Ok(Some((n, published.sent.len())))
     }
 
     /// Graceful shutdown: publish what the broker will take within `budget`.
@@ -194,11 +242,24 @@ impl<'a> Message<'a> {
 }
 
 /// Publishes the rows (persistent, mandatory) as [`messages`], then awaits every confirm.
+/// A nack, or a view that no queue took, refuses that message's rows. A channel-level error
+/// (the broker closing the channel over something sent on it, e.g. an exchange that does
+/// not exist) refuses every row not yet confirmed: which message caused it cannot be told,
+/// and each is then retried alone, so only the culprit keeps failing. Any other error (the
+/// connection lost) refuses nothing: the rows are simply published again.
 async fn publish_batch(ch: &Channel, rows: &[OutboxRow]) -> Published {
-    let mut sent = Vec::with_capacity(rows.len());
+    let mut out = Published::default();
     let msgs = messages(rows);
     let mut confirms = Vec::with_capacity(msgs.len());
-    for m in &msgs {
+    let mut unconfirmed: Vec<i64> = Vec::new();
+    let mut channel_refused = None;
+    let mut note = |e: lapin::Error, out: &mut Published| {
+        if e.is_amqp_soft_error() && channel_refused.is_none() {
+            channel_refused = Some(e.to_string());
+        }
+        out.error.get_or_insert(e.into());
+    };
+    for (i, m) in msgs.iter().enumerate() {
         let mut props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
@@ -210,27 +271,41 @@ async fn publish_batch(ch: &Channel, rows: &[OutboxRow]) -> Published {
         let opts = BasicPublishOptions { mandatory: true, ..Default::default() };
         match ch.basic_publish(m.exchange.into(), "".into(), opts, &m.body, props).await {
             Ok(confirm) => confirms.push((m, confirm)),
-            Err(e) => return Published { sent, error: Some(e.into()) },
+            Err(e) => {
+                note(e, &mut out);
+                unconfirmed.extend(msgs[i..].iter().flat_map(|m| m.ids.iter().copied()));
+                break;
+            }
         }
     }
-    let mut broker_error = None;
     for (m, confirm) in confirms {
         match confirm.await {
             Ok(c) if c.is_ack() => {
                 // Unroutable: change events with no replica queue bound are fine to drop (every
                 // replica re-syncs from a snapshot when it subscribes); a view is not, it stays.
                 let unroutable = c.take_message().is_some();
-                if !(unroutable && m.exchange == topology::VIEWS_EXCHANGE) {
-                    sent.extend(m.ids.iter().copied());
+                if unroutable && m.exchange == topology::VIEWS_EXCHANGE {
+                    out.refused.extend(m.ids.iter().copied());
+                    out.refused_because = format!("no queue is bound to {}", m.exchange);
+                } else {
+                    out.sent.extend(m.ids.iter().copied());
                 }
             }
-            Ok(_) => {} // nacked: stays in the outbox
+            Ok(_) => {
+                out.refused.extend(m.ids.iter().copied());
+                out.refused_because = "nacked by the broker".into();
+            }
             Err(e) => {
-                broker_error.get_or_insert(e.into());
+                note(e, &mut out);
+                unconfirmed.extend(m.ids.iter().copied());
             }
         }
     }
-    Published { sent, error: broker_error }
+    if let Some(why) = channel_refused {
+        out.refused.extend(unconfirmed);
+        out.refused_because = why;
+    }
+    out
 }
 
 /// Commit → broker confirm: how long each sent change waited to leave this service.

@@ -150,6 +150,8 @@ impl RpcClient {
         let (tx, rx) = oneshot::channel();
         self.lock_pending().insert(id.clone(), tx);
         let body = serde_json::to_vec(query)?;
+        // Any failure from here on (a publish refused, a reply that never comes) is the
+        // broker's or the owner's, and reaches the caller as a 503 naming it.
         let props = BasicProperties::default()
             .with_reply_to(REPLY_TO.into())
             .with_correlation_id(id.as_str().into())
@@ -176,7 +178,9 @@ impl RpcClient {
                 return Err(Error::RpcTimeout(owner.name()));
             }
         };
-        let reply: Reply = serde_json::from_slice(&raw)?;
+        // An unreadable reply is the owner failing to answer (a 503 naming it), not our fault.
+        let reply: Reply = serde_json::from_slice(&raw)
+            .map_err(|e| Error::RpcFailed(owner.name(), format!("unreadable reply: {e}")))?;
         if reply.ok {
             Ok(reply.rows)
         } else {

@@ -6,6 +6,7 @@ mod contract;
 mod cross_service;
 mod epochs;
 mod faults;
+mod hostile;
 mod instances;
 mod observability;
 mod openapi;

@@ -3,6 +3,7 @@ use common::{
     auth, http,
     input::{self, ItemId},
     replica::feed::Replicas,
+    service::Core,
     ApiError,
 };
 
@@ -23,6 +24,7 @@ pub async fn detail(
     path: web::Path<String>,
     state: web::Data<Replicas>,
     views: web::Data<ViewWriter>,
+    core: web::Data<Core>,
 ) -> Result<HttpResponse, ApiError> {
     let user = auth::authenticate(&req, &state.users).await?;
     let ItemId(id) = ItemId::from_path(&path)?;
@@ -34,8 +36,9 @@ pub async fn detail(
         .ok_or(ApiError::NotFoundEmpty)?;
     let alarmed = state.alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
     // The view is committed before we answer: a 200 means it will show in /visit.
-    views
-        .submit(RecordView { user_id: user.id, item_id: id, request_id: common::service::request_id(&req) })
+    let view =
+        views.submit(RecordView { user_id: user.id, item_id: id, request_id: common::service::request_id(&req) });
+    common::error::within_write_deadline(core.settings.write_timeout, view)
         .await
         .map_err(|e| ApiError::from_dependency(e, "recording this view"))?;
     Ok(http::json_bytes(StatusCode::OK, state.items.render_one(&item, alarmed.contains(&id))))
