@@ -298,11 +298,19 @@ async fn disagreement(
             Ok(rows) => rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect(),
             Err(e) => return Some(format!("user_db: {e}")),
         };
+    let mut missing = 0;
+    let mut example = String::new();
     for ((user, item), (ok, _)) in views {
         let n = stored.get(&(*user, *item as i64)).copied().unwrap_or(0);
         if n < *ok as i64 {
-            return Some(format!("user {user} item {item}: {ok} views answered 200, {n} in the visit table"));
+            missing += *ok as i64 - n;
+            if example.is_empty() {
+                example = format!("user {user} item {item}: {ok} views answered 200, {n} in the visit table");
+            }
         }
+    }
+    if missing > 0 {
+        return Some(format!("{missing} views answered 200 are not in the visit table, e.g. {example}"));
     }
     for (user, token) in users {
         let alarms: Vec<i64> = match alarm_db
