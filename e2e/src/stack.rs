@@ -158,10 +158,6 @@ impl Stack {
         let name = format!("{}_db", c.name().trim_end_matches("-db"));
         pg(self.port(c), &name).await
     }
-
-    pub fn log(&self, c: Component) -> PathBuf {
-        self.run_dir.join("logs").join(format!("{}.log", c.name()))
-    }
 }
 
 impl Drop for Stack {
