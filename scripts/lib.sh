@@ -224,7 +224,9 @@ ensure_curl_installed() {
 : "${AMQP_PORT:=5672}" "${RABBIT_MGMT_PORT:=15672}" "${RABBIT_DIST_PORT:=25672}"
 : "${ITEM_HTTP_PORT:=5001}" "${ALARM_HTTP_PORT:=6001}" "${USER_HTTP_PORT:=7001}"
 
-MOA_RUN_DIR=$MOA_REPO_DIR/.run
+# MOA_RUN_DIR: where the stack keeps its state (data, logs, pid files); overridable so a
+# test can run a whole scripts/up stack of its own in a temporary directory
+MOA_RUN_DIR=$(realpath -m -- "${MOA_RUN_DIR:-$MOA_REPO_DIR/.run}")
 MOA_COMPONENTS=(item-db alarm-db user-db rabbitmq item alarm user)
 # shellcheck disable=SC2034
 MOA_SERVICES=(item alarm user)
@@ -272,22 +274,54 @@ pid_file() { echo "$MOA_RUN_DIR/pids/$1.pid"; }
 log_file() { echo "$MOA_RUN_DIR/logs/$1.log"; }
 service_bin() { echo "${MOA_BIN_DIR:-$MOA_REPO_DIR/target/release}/$1"; }
 
-# pg_pid DIR: pid of the postmaster whose data dir is DIR/data, if it runs
-pg_pid() {
-  local pid
-  pid=$(read_pid "$1/data/postmaster.pid")
-  if pid_alive "$pid"; then echo "$pid"; fi
+# pids_in_dir DIR: live (not zombie) processes whose working directory is DIR. Every
+# PostgreSQL process (postmaster, backends, background workers) runs in its data directory.
+pids_in_dir() {
+  local dir=$1 p pid
+  for p in /proc/[0-9]*; do
+    pid=${p#/proc/}
+    [ "$(readlink "$p/cwd" 2>/dev/null)" = "$dir" ] && pid_alive "$pid" && echo "$pid"
+  done
+  return 0
 }
 
-# rabbit_pid DIR: pid of the RabbitMQ node started in DIR (its rabbitmq-server start
-# script, parent of beam.smp and leader of their process group), if it runs
+# pg_pid DIR: pid of the postmaster whose data dir is DIR/data, if it runs. The pid in a
+# stale postmaster.pid (left by kill -9) may have been reused by another process: where
+# /proc tells (as root), the process must also run in that data directory.
+pg_pid() {
+  local pid cwd
+  pid=$(read_pid "$1/data/postmaster.pid")
+  pid_alive "$pid" || return 0
+  if cwd=$(readlink "/proc/$pid/cwd" 2>/dev/null); then
+    [ "$cwd" = "$(realpath -m -- "$1/data")" ] || return 0
+  fi
+  echo "$pid"
+}
+
+# rabbit_pid DIR: pid of the RabbitMQ node started in DIR, if it runs: its rabbitmq-server
+# start script (leader of the process group, stops beam.smp gracefully on SIGTERM) while the
+# script's beam.smp runs. After a kill -9 of beam.smp the script may still be alive for a
+# moment: that is no node. After a kill -9 of the script beam.smp runs on alone (reparented
+# to PID 1): that is the node, found by its environment.
 rabbit_pid() {
-  local pid
+  local mnesia=$1/mnesia pid child p
   pid=$(read_pid "$1/rabbit.pid")
   if pid_alive "$pid" && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = rabbitmq-server ] &&
-    grep -qzxF -- "RABBITMQ_MNESIA_BASE=$1/mnesia" "/proc/$pid/environ" 2>/dev/null; then
-    echo "$pid"
+    grep -qzxF -- "RABBITMQ_MNESIA_BASE=$mnesia" "/proc/$pid/environ" 2>/dev/null; then
+    for child in $(cat "/proc/$pid/task/$pid/children" 2>/dev/null); do
+      if [ "$(cat "/proc/$child/comm" 2>/dev/null)" = beam.smp ] && pid_alive "$child"; then
+        echo "$pid"
+        return 0
+      fi
+    done
   fi
+  for p in /proc/[0-9]*; do
+    [ "$(cat "$p/comm" 2>/dev/null)" = beam.smp ] || continue
+    if grep -qzxF -- "RABBITMQ_MNESIA_BASE=$mnesia" "$p/environ" 2>/dev/null && pid_alive "${p#/proc/}"; then
+      echo "${p#/proc/}"
+      return 0
+    fi
+  done
 }
 
 # service_pid NAME: pid from .run/pids/NAME.pid if that process is still our service

@@ -20,6 +20,8 @@ use serde_json::Value;
 
 pub use reqwest::Method;
 
+pub mod stack;
+
 /// Where `scripts/test` put the throwaway servers.
 pub struct TestEnv {
     pub pg_port: u16,

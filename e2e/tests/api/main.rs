@@ -3,6 +3,7 @@
 
 mod compose;
 mod contract;
+mod crash;
 mod cross_service;
 mod epochs;
 mod faults;

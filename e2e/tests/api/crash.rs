@@ -1,0 +1,558 @@
+//! Crashes under load: a `scripts/up` stack of its own serves concurrent alarm sets/clears and
+//! item views (valid tokens) while its components — the three PostgreSQL servers, RabbitMQ and
+//! the three services — are killed with SIGKILL, each restarted at once by `scripts/up
+//! COMPONENT`. First every component is crashed twice in a row (kill, restart, kill again at
+//! once, restart), then random ones until `MOA_CRASH_SECONDS` (default 60) have passed.
+//!
+//! Afterwards nothing acknowledged may be lost and no cache may disagree with its database:
+//! - per (user, item) pair the last acknowledged alarm change is in alarm_db (a pair whose last
+//!   request had an unknown outcome — timeout, connection error, 503 — may be in either state),
+//!   with one row at most;
+//! - every view answered `200` is in user_db's `visit` table (not merely in an outbox), and no
+//!   more views are stored than were answered `200` or had an unknown outcome;
+//! - the alarm list, the item list's `is_alarm_set` flags and `/visit` (its items and flags)
+//!   agree with alarm_db and user_db for every user of the load.
+//!
+//! The run prints writes, views, kills, availability and the time to converge.
+//! `MOA_CRASH_SECONDS=600 scripts/test -E 'test(crash)'` runs a long one.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use e2e::stack::{Component, Stack};
+
+/// Users under load; worker `w` drives users `w`, `w + WORKERS`, ... alone, so the requests
+/// on one (user, item) pair are sequential and "the last acknowledged change" is well defined.
+const USERS: usize = 12;
+const WORKERS: usize = 6;
+/// Alarms churn on items 1..=ALARM_ITEMS (a small set, so pairs see many changes).
+const ALARM_ITEMS: u64 = 12;
+/// The demo seed's items are 1..=100; views go to those and, now and then, to this unknown one.
+const SEED_ITEMS: u64 = 100;
+const UNKNOWN_ITEM: u64 = 987_654;
+/// A client gives up after this; what it asked may still happen later (see `Pair::Lost`).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on the time to converge after the last restart.
+const CONVERGE_WITHIN: Duration = Duration::from_secs(60);
+
+fn crash_seconds() -> u64 {
+    match std::env::var("MOA_CRASH_SECONDS") {
+        Ok(v) => v.parse().unwrap_or_else(|_| panic!("MOA_CRASH_SECONDS must be a number of seconds, not {v:?}")),
+        Err(_) => 60,
+    }
+}
+
+/// xorshift64*: a small deterministic generator; the seed is printed so a run can be repeated.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// What alarm_db must hold for one (user, item) pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pair {
+    Set,
+    Clear,
+    /// The last request's outcome is unknown (connection error, 503, 500): either state. A later
+    /// acknowledged change decides again: the service that failed is gone or answered, and
+    /// writes commit in order (one write lane), so the unknown one cannot overtake it.
+    Unknown,
+    /// The client timed out: the request may still be executing and commit after any later
+    /// change, so this pair may be in either state for the rest of the run.
+    Lost,
+}
+
+#[derive(Default, Debug)]
+struct Tally {
+    writes_acked: u64,
+    writes_unknown: u64,
+    views_ok: u64,
+    views_unknown: u64,
+    expected_4xx: u64,
+    requests: u64,
+    /// "<request> -> <status or error>" for every answer no fault excuses (a 4xx on a valid
+    /// request, a 500): the test fails on any.
+    unexpected: BTreeMap<String, u64>,
+    /// "<request> -> <status or error>" for the unknown outcomes, for the report.
+    unknown: BTreeMap<String, u64>,
+    pairs: BTreeMap<(i64, u64), Pair>,
+    /// (user, item) -> (views answered 200, views with an unknown outcome)
+    views: BTreeMap<(i64, u64), (u64, u64)>,
+}
+
+impl Tally {
+    fn merge(&mut self, o: Tally) {
+        self.writes_acked += o.writes_acked;
+        self.writes_unknown += o.writes_unknown;
+        self.views_ok += o.views_ok;
+        self.views_unknown += o.views_unknown;
+        self.expected_4xx += o.expected_4xx;
+        self.requests += o.requests;
+        for (k, v) in o.unexpected {
+            *self.unexpected.entry(k).or_default() += v;
+        }
+        for (k, v) in o.unknown {
+            *self.unknown.entry(k).or_default() += v;
+        }
+        self.pairs.extend(o.pairs); // disjoint: one worker per user
+        self.views.extend(o.views);
+    }
+}
+
+/// The answer to one request: a status, or why there was none.
+enum Answer {
+    Status(u16),
+    Timeout,
+    Failed(String),
+}
+
+impl Answer {
+    fn label(&self) -> String {
+        match self {
+            Answer::Status(s) => s.to_string(),
+            Answer::Timeout => "client timeout".into(),
+            Answer::Failed(e) => e.clone(),
+        }
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder) -> Answer {
+    match req.send().await {
+        Ok(r) => Answer::Status(r.status().as_u16()),
+        Err(e) if e.is_timeout() => Answer::Timeout,
+        Err(e) if e.is_connect() => Answer::Failed("connection refused".into()),
+        Err(_) => Answer::Failed("connection lost".into()),
+    }
+}
+
+async fn worker(
+    http: reqwest::Client,
+    item_port: u16,
+    alarm_port: u16,
+    users: Vec<(i64, String)>,
+    mut rng: Rng,
+    stop: Arc<AtomicBool>,
+) -> Tally {
+    let mut t = Tally::default();
+    while !stop.load(Ordering::Relaxed) {
+        let (user, token) = &users[rng.below(users.len() as u64) as usize];
+        let roll = rng.below(100);
+        t.requests += 1;
+        if roll < 55 {
+            // alarm set or clear
+            let item = 1 + rng.below(ALARM_ITEMS);
+            let set = roll < 30;
+            let (method, ok) = if set { (reqwest::Method::POST, 201) } else { (reqwest::Method::DELETE, 200) };
+            let req = http
+                .request(method.clone(), format!("http://127.0.0.1:{alarm_port}/"))
+                .header("USER-TOKEN", token)
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"item_id": {item}}}"#));
+            let answer = send(req).await;
+            let what = format!("{method} alarm /");
+            let pair = t.pairs.entry((*user, item)).or_insert(Pair::Unknown);
+            match answer {
+                Answer::Status(s) if s == ok => {
+                    t.writes_acked += 1;
+                    if *pair != Pair::Lost {
+                        *pair = if set { Pair::Set } else { Pair::Clear };
+                    }
+                }
+                Answer::Timeout => {
+                    t.writes_unknown += 1;
+                    *pair = Pair::Lost;
+                    *t.unknown.entry(format!("{what} -> {}", answer.label())).or_default() += 1;
+                }
+                Answer::Status(503) | Answer::Failed(_) => {
+                    t.writes_unknown += 1;
+                    if *pair != Pair::Lost {
+                        *pair = Pair::Unknown;
+                    }
+                    *t.unknown.entry(format!("{what} -> {}", answer.label())).or_default() += 1;
+                }
+                Answer::Status(_) => {
+                    // a 500, or a 4xx on a valid request: a bug; the state is unknown from here
+                    t.writes_unknown += 1;
+                    if *pair != Pair::Lost {
+                        *pair = Pair::Unknown;
+                    }
+                    *t.unexpected.entry(format!("{what} -> {}", answer.label())).or_default() += 1;
+                }
+            }
+        } else {
+            // an item view: 1 in 20 of an item that does not exist (404 {} is the right answer)
+            let unknown_item = roll >= 95;
+            let item = if unknown_item { UNKNOWN_ITEM } else { 1 + rng.below(SEED_ITEMS) };
+            let req = http.get(format!("http://127.0.0.1:{item_port}/{item}")).header("USER-TOKEN", token);
+            let answer = send(req).await;
+            let what = if unknown_item { "GET item /<unknown id>" } else { "GET item /<id>" };
+            let counts = t.views.entry((*user, item)).or_default();
+            match answer {
+                Answer::Status(200) if !unknown_item => {
+                    t.views_ok += 1;
+                    counts.0 += 1;
+                }
+                Answer::Status(404) if unknown_item => t.expected_4xx += 1,
+                Answer::Status(503) | Answer::Failed(_) | Answer::Timeout => {
+                    t.views_unknown += 1;
+                    counts.1 += 1;
+                    *t.unknown.entry(format!("{what} -> {}", answer.label())).or_default() += 1;
+                }
+                Answer::Status(_) => {
+                    t.views_unknown += 1;
+                    counts.1 += 1;
+                    *t.unexpected.entry(format!("{what} -> {}", answer.label())).or_default() += 1;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5 + rng.below(10))).await;
+    }
+    t
+}
+
+#[derive(Default)]
+struct Kills {
+    /// (component, killed pid, how long `scripts/up COMPONENT` took)
+    done: Vec<(Component, u32, Duration)>,
+}
+
+/// SIGKILL `c` and restart it at once with `scripts/up c`; it must run again afterwards.
+fn crash_and_restart(stack: &Stack, c: Component, kills: &mut Kills) -> Result<(), String> {
+    let pid = stack.kill9(c);
+    let took = stack.up(c)?;
+    match stack.pid(c) {
+        Some(new) if new != pid => {}
+        other => return Err(format!("after scripts/up {} it runs as {other:?} (killed pid {pid})", c.name())),
+    }
+    eprintln!("crash: kill -9 {} (pid {pid}), scripts/up {0} took {:.1} s", c.name(), took.as_secs_f64());
+    kills.done.push((c, pid, took));
+    Ok(())
+}
+
+/// Every component twice in a row (in a random order), then random ones until `until`.
+fn killer(stack: &Stack, until: Instant, mut rng: Rng, kills: &mut Kills) -> Result<(), String> {
+    let mut order = Component::ALL.to_vec();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    for c in order {
+        crash_and_restart(stack, c, kills)?;
+        crash_and_restart(stack, c, kills)?;
+    }
+    loop {
+        let pause = Duration::from_millis(1000 + rng.below(3000));
+        if Instant::now() + pause >= until {
+            return Ok(());
+        }
+        std::thread::sleep(pause);
+        let c = Component::ALL[rng.below(Component::ALL.len() as u64) as usize];
+        crash_and_restart(stack, c, kills)?;
+    }
+}
+
+async fn get_json(http: &reqwest::Client, url: String, token: &str) -> Result<serde_json::Value, String> {
+    let r = http.get(&url).header("USER-TOKEN", token).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let status = r.status().as_u16();
+    let text = r.text().await.map_err(|e| format!("GET {url}: body: {e}"))?;
+    if status != 200 {
+        return Err(format!("GET {url} -> {status} {text}"));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("GET {url}: {e}: {text}"))
+}
+
+fn payload_ids(v: &serde_json::Value, only_alarmed: bool) -> Vec<i64> {
+    v["payload"]
+        .as_array()
+        .map(|a| {
+            a.iter().filter(|i| !only_alarmed || i["is_alarm_set"] == true).filter_map(|i| i["id"].as_i64()).collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The first way in which a cache or the visit table disagrees with what it must hold, if any.
+async fn disagreement(
+    http: &reqwest::Client,
+    stack: &Stack,
+    users: &[(i64, String)],
+    views: &BTreeMap<(i64, u64), (u64, u64)>,
+) -> Option<String> {
+    let alarm_db = stack.db(Component::AlarmDb).await;
+    let user_db = stack.db(Component::UserDb).await;
+    let stored: BTreeMap<(i64, i64), i64> =
+        match user_db.query("SELECT user_id, item_id, count(*) FROM visit GROUP BY user_id, item_id", &[]).await {
+            Ok(rows) => rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect(),
+            Err(e) => return Some(format!("user_db: {e}")),
+        };
+    let mut missing = 0;
+    let mut example = String::new();
+    for ((user, item), (ok, _)) in views {
+        let n = stored.get(&(*user, *item as i64)).copied().unwrap_or(0);
+        if n < *ok as i64 {
+            missing += *ok as i64 - n;
+            if example.is_empty() {
+                example = format!("user {user} item {item}: {ok} views answered 200, {n} in the visit table");
+            }
+        }
+    }
+    if missing > 0 {
+        return Some(format!("{missing} views answered 200 are not in the visit table, e.g. {example}"));
+    }
+    for (user, token) in users {
+        let alarms: Vec<i64> = match alarm_db
+            .query("SELECT item_id::int8 FROM alarm WHERE user_id = $1 ORDER BY item_id DESC", &[&(*user as i32)])
+            .await
+        {
+            Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+            Err(e) => return Some(format!("alarm_db: {e}")),
+        };
+        let recent: Vec<i64> = match user_db
+            .query(
+                "SELECT item_id FROM recent_visit WHERE user_id = $1 ORDER BY viewed_at DESC, seq DESC LIMIT 3",
+                &[user],
+            )
+            .await
+        {
+            Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+            Err(e) => return Some(format!("user_db: {e}")),
+        };
+        let alarm_list =
+            match get_json(http, format!("http://127.0.0.1:{}/", stack.port(Component::Alarm)), token).await {
+                Ok(v) => payload_ids(&v, false),
+                Err(e) => return Some(e),
+            };
+        if alarm_list != alarms {
+            return Some(format!("user {user}: alarm list {alarm_list:?}, alarm_db {alarms:?}"));
+        }
+        let flags = match get_json(http, format!("http://127.0.0.1:{}/", stack.port(Component::Item)), token).await {
+            Ok(v) => payload_ids(&v, true),
+            Err(e) => return Some(e),
+        };
+        if flags != alarms {
+            return Some(format!("user {user}: item list flags {flags:?}, alarm_db {alarms:?}"));
+        }
+        let visit = match get_json(http, format!("http://127.0.0.1:{}/visit", stack.port(Component::User)), token).await
+        {
+            Ok(v) => v,
+            Err(e) => return Some(e),
+        };
+        let visit_ids = payload_ids(&visit, false);
+        if visit_ids != recent {
+            return Some(format!("user {user}: /visit {visit_ids:?}, recent_visit in user_db {recent:?}"));
+        }
+        let visit_flags = payload_ids(&visit, true);
+        let want: Vec<i64> = visit_ids.iter().copied().filter(|i| alarms.contains(i)).collect();
+        if visit_flags != want {
+            return Some(format!("user {user}: /visit flags {visit_flags:?}, alarm_db says {want:?}"));
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_any_component_under_load_loses_nothing_and_caches_converge() {
+    let seconds = crash_seconds();
+    let seed = std::env::var("MOA_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    }) | 1;
+    eprintln!("crash: {seconds} s of load and kills (MOA_CRASH_SECONDS), seed {seed} (MOA_CRASH_SEED)");
+    let stack = Arc::new(tokio::task::spawn_blocking(Stack::up_all).await.expect("scripts/up"));
+    let users: Vec<(i64, String)> = stack
+        .db(Component::UserDb)
+        .await
+        .query(&format!("SELECT id, access_token FROM \"user\" ORDER BY id LIMIT {USERS}"), &[])
+        .await
+        .expect("users")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(users.len(), USERS, "the demo seed has {USERS} users at least");
+
+    let http = reqwest::Client::builder().timeout(CLIENT_TIMEOUT).build().expect("http client");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut rng = Rng(seed);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let mine: Vec<_> = users.iter().skip(w).step_by(WORKERS).cloned().collect();
+            tokio::spawn(worker(
+                http.clone(),
+                stack.port(Component::Item),
+                stack.port(Component::Alarm),
+                mine,
+                Rng(rng.next() | 1),
+                stop.clone(),
+            ))
+        })
+        .collect();
+
+    let kills = Arc::new(Mutex::new(Kills::default()));
+    let killed = {
+        let (stack, kills) = (stack.clone(), kills.clone());
+        let until = started + Duration::from_secs(seconds);
+        let rng = Rng(rng.next() | 1);
+        tokio::task::spawn_blocking(move || killer(&stack, until, rng, &mut kills.lock().unwrap()))
+            .await
+            .expect("killer thread")
+    };
+    stop.store(true, Ordering::Relaxed);
+    let mut tally = Tally::default();
+    for w in workers {
+        tally.merge(w.await.expect("load worker"));
+    }
+    let load_time = started.elapsed();
+    let kills = std::mem::take(&mut kills.lock().unwrap().done);
+    if let Err(e) = killed {
+        panic!("a crashed component did not come back: {e}\n(logs in {})", stack.run_dir.join("logs").display());
+    }
+
+    // ---------------------------------------------------------------- the report
+    let answered = tally.writes_acked + tally.views_ok + tally.expected_4xx;
+    eprintln!(
+        "crash: {:.0} s, {} kills, {} requests: availability {:.1} % (2xx or the expected 404)",
+        load_time.as_secs_f64(),
+        kills.len(),
+        tally.requests,
+        100.0 * answered as f64 / tally.requests.max(1) as f64
+    );
+    eprintln!(
+        "crash: writes {} acknowledged, {} unknown outcome; views {} answered 200, {} unknown outcome; {} expected 404",
+        tally.writes_acked, tally.writes_unknown, tally.views_ok, tally.views_unknown, tally.expected_4xx
+    );
+    let mut per_component: BTreeMap<Component, (u32, Duration, Duration)> = BTreeMap::new();
+    for (c, _, took) in &kills {
+        let e = per_component.entry(*c).or_insert((0, Duration::ZERO, Duration::ZERO));
+        e.0 += 1;
+        e.1 += *took;
+        e.2 = e.2.max(*took);
+    }
+    for (c, (n, total, max)) in &per_component {
+        eprintln!(
+            "crash:   {:<9} killed {n} times, scripts/up took {:.1} s on average, {:.1} s at most",
+            c.name(),
+            total.as_secs_f64() / f64::from(*n),
+            max.as_secs_f64()
+        );
+    }
+    for (what, n) in &tally.unknown {
+        eprintln!("crash:   unknown outcome: {what} x {n}");
+    }
+    for (what, n) in &tally.unexpected {
+        eprintln!("crash:   UNEXPECTED: {what} x {n}");
+    }
+
+    // ---------------------------------------------------------------- the checks
+    for c in Component::ALL {
+        assert!(stack.pid(c).is_some(), "{} runs after the last restart", c.name());
+    }
+    assert!(
+        tally.writes_acked >= 50 && tally.views_ok >= 50,
+        "the load ran: {} writes acknowledged, {} views answered 200",
+        tally.writes_acked,
+        tally.views_ok
+    );
+    // Every acknowledged alarm change is in alarm_db, and no pair has two rows.
+    let alarm_db = stack.db(Component::AlarmDb).await;
+    let rows = alarm_db
+        .query("SELECT user_id::int8, item_id::int8, count(*) FROM alarm GROUP BY user_id, item_id", &[])
+        .await
+        .expect("alarm_db answers after the restarts");
+    let in_db: BTreeMap<(i64, i64), i64> = rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect();
+    let doubled: Vec<_> = in_db.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "one alarm row per (user, item): {doubled:?}");
+    let mut lost = Vec::new();
+    for ((user, item), pair) in &tally.pairs {
+        let present = in_db.contains_key(&(*user, *item as i64));
+        match pair {
+            Pair::Set if !present => lost.push(format!("user {user} item {item}: set acknowledged, not in alarm_db")),
+            Pair::Clear if present => {
+                lost.push(format!("user {user} item {item}: clear acknowledged, still in alarm_db"))
+            }
+            _ => {}
+        }
+    }
+    let uncertain = tally.pairs.values().filter(|p| matches!(p, Pair::Unknown | Pair::Lost)).count();
+    eprintln!(
+        "crash: {} (user, item) pairs written, {} of them last with an unknown outcome",
+        tally.pairs.len(),
+        uncertain
+    );
+    assert!(lost.is_empty(), "acknowledged alarm changes lost:\n{}", lost.join("\n"));
+
+    // Every cache agrees with the databases, and every 200 view is stored, in bounded time.
+    let checker = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("http client");
+    let converging = Instant::now();
+    let mut last = String::new();
+    let mut printed = 0;
+    let converged = loop {
+        match disagreement(&checker, &stack, &users, &tally.views).await {
+            None => break Some(converging.elapsed()),
+            Some(d) => {
+                // what is still catching up, as it changes (a few lines at most)
+                if d != last && printed < 8 {
+                    eprintln!("crash:   at {:.1} s still waiting: {d}", converging.elapsed().as_secs_f64());
+                    printed += 1;
+                }
+                last = d;
+            }
+        }
+        if converging.elapsed() > CONVERGE_WITHIN {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    match converged {
+        Some(t) => eprintln!("crash: converged {:.1} s after the last restart", t.as_secs_f64()),
+        None => panic!(
+            "not converged within {CONVERGE_WITHIN:?} after the last restart: {last}\n(logs in {})",
+            stack.run_dir.join("logs").display()
+        ),
+    }
+    // No view is stored more often than it was asked for (a 200 or an unknown outcome).
+    let user_db = stack.db(Component::UserDb).await;
+    let ids: Vec<i64> = users.iter().map(|(id, _)| *id).collect();
+    let rows = user_db
+        .query(
+            "SELECT user_id, item_id, count(*), count(DISTINCT event_id) FROM visit WHERE user_id = ANY($1) GROUP BY 1, 2",
+            &[&ids],
+        )
+        .await
+        .expect("user_db");
+    let mut stored_views = 0;
+    let mut extra = Vec::new();
+    let mut seen = BTreeSet::new();
+    for r in &rows {
+        let (user, item, n): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+        stored_views += n;
+        seen.insert((user, item as u64));
+        let (ok, unknown) = tally.views.get(&(user, item as u64)).copied().unwrap_or((0, 0));
+        if n as u64 > ok + unknown {
+            extra.push(format!("user {user} item {item}: {n} stored, {ok} answered 200, {unknown} unknown"));
+        }
+    }
+    eprintln!(
+        "crash: views stored {stored_views} (answered 200: {}, unknown: {})",
+        tally.views_ok, tally.views_unknown
+    );
+    assert!(extra.is_empty(), "views stored that nobody made:\n{}", extra.join("\n"));
+    assert!(
+        tally.unexpected.is_empty(),
+        "answers no crash excuses (a 4xx on a valid request, a 500): {:?}\n(logs in {})",
+        tally.unexpected,
+        stack.run_dir.join("logs").display()
+    );
+}
