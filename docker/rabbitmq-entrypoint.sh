@@ -1,34 +1,49 @@
 #!/bin/sh
-# Writes the broker's only user (from RABBITMQ_DEFAULT_USER / RABBITMQ_DEFAULT_PASS) as a
-# definitions file beside the topology, then hands over to the image's own entrypoint.
-# RabbitMQ hashes the plain password when it imports the file.
+# Writes the broker's users as definitions files beside the topology, then hands over to the
+# image's own entrypoint. RabbitMQ hashes the plain passwords when it imports the files.
+#
+#   RABBITMQ_DEFAULT_USER / RABBITMQ_DEFAULT_PASS   the operator: administrator, for the
+#                                                   dashboard and rabbitmqctl-like tools
+#   ITEM_AMQP_PASSWORD, ALARM_AMQP_PASSWORD,        the services' own users item-service,
+#   USER_AMQP_PASSWORD                              alarm-service, user-service, no tag, with
+#                                                   the permissions of service-users.json
+# Every one is required: no default password (docs/security.md).
 set -eu
+
+dir=${MOA_DEFINITIONS_DIR:-/etc/rabbitmq/definitions.d}
+moa=${MOA_RABBITMQ_DIR:-/etc/rabbitmq/moa}
 
 user=${RABBITMQ_DEFAULT_USER:-}
 pass=${RABBITMQ_DEFAULT_PASS:-}
 if [ -z "$user" ] || [ -z "$pass" ]; then
-  echo "set RABBITMQ_DEFAULT_USER and RABBITMQ_DEFAULT_PASS" >&2
+  echo "set RABBITMQ_DEFAULT_USER and RABBITMQ_DEFAULT_PASS (the operator's account)" >&2
   exit 2
 fi
-if [ "$user" = guest ]; then
-  echo "refusing to run with the guest account; choose another RABBITMQ_DEFAULT_USER" >&2
-  exit 2
-fi
+case $user in
+  guest)
+    echo "refusing to run with the guest account; choose another RABBITMQ_DEFAULT_USER" >&2
+    exit 2 ;;
+  item-service | alarm-service | user-service)
+    echo "RABBITMQ_DEFAULT_USER must not be a service's user ($user): the operator is separate" >&2
+    exit 2 ;;
+esac
 
 # JSON string escaping of backslashes and double quotes
 json_escape() { printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g'; }
 u=$(json_escape "$user")
 p=$(json_escape "$pass")
 
-file=/etc/rabbitmq/definitions.d/10-user.json
 umask 077
-cat >"$file" <<JSON
+cat >"$dir/10-operator.json" <<JSON
 {
   "vhosts": [{"name": "/"}],
   "users": [{"name": "$u", "password": "$p", "tags": "administrator"}],
   "permissions": [{"user": "$u", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]
 }
 JSON
-chown rabbitmq:rabbitmq "$file" 2>/dev/null || true
+# fails, naming the variable, when a service's password is not set
+sh "$moa/render-users.sh" "$moa/service-users.json" >"$dir/20-service-users.json.new"
+mv "$dir/20-service-users.json.new" "$dir/20-service-users.json"
+chown rabbitmq:rabbitmq "$dir/10-operator.json" "$dir/20-service-users.json" 2>/dev/null || true
 
 exec docker-entrypoint.sh "$@"

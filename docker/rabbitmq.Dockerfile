@@ -4,8 +4,10 @@
 # rabbitmq/definitions.json (exchanges, queues, bindings, policies) is imported at boot.
 # When definitions are imported, RabbitMQ does not create its default user, not even
 # from RABBITMQ_DEFAULT_USER / RABBITMQ_DEFAULT_PASS. So load_definitions points at a
-# directory, and docker/rabbitmq-entrypoint.sh writes the user from those two variables
-# into it when the container starts (the password never lands in the image).
+# directory, and docker/rabbitmq-entrypoint.sh writes the users into it when the container
+# starts: the operator from those two variables, the services' own users from
+# rabbitmq/service-users.json with ITEM_/ALARM_/USER_AMQP_PASSWORD (no password lands in
+# the image).
 
 FROM rabbitmq:3.10-management
 COPY rabbitmq/rabbitmq.conf /etc/rabbitmq/rabbitmq.conf
@@ -15,6 +17,7 @@ RUN sed -i 's#^load_definitions = .*#load_definitions = /etc/rabbitmq/definition
       /etc/rabbitmq/rabbitmq.conf \
  && grep -qx 'load_definitions = /etc/rabbitmq/definitions.d' /etc/rabbitmq/rabbitmq.conf \
  && chown -R rabbitmq:rabbitmq /etc/rabbitmq/definitions.d
+COPY rabbitmq/service-users.json rabbitmq/render-users.sh /etc/rabbitmq/moa/
 COPY docker/rabbitmq-entrypoint.sh /usr/local/bin/moa-rabbitmq-entrypoint.sh
 ENTRYPOINT ["moa-rabbitmq-entrypoint.sh"]
 CMD ["rabbitmq-server"]

@@ -325,8 +325,15 @@ impl System {
         format!("{}_{}", self.name, svc.name())
     }
 
+    /// The operator's (guest, administrator) URL of this system's virtual host.
     pub fn amqp_url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/{}", self.infra.amqp_port, self.name)
+    }
+
+    /// The URL `svc` connects with: its own restricted user (rabbitmq/service-users.json).
+    pub fn service_amqp_url(&self, svc: Svc) -> String {
+        let (user, password) = service_credentials(svc);
+        format!("amqp://{user}:{password}@127.0.0.1:{}/{}", self.infra.amqp_port, self.name)
     }
 
     /// Starts a system on `seed`, or returns None (saying SKIP) when that seed is absent.
@@ -353,6 +360,7 @@ impl System {
         mgmt(infra.mgmt_port, "PUT", &format!("/api/vhosts/{name}"), None);
         let perms = r#"{"configure":".*","write":".*","read":".*"}"#;
         mgmt(infra.mgmt_port, "PUT", &format!("/api/permissions/{name}/guest"), Some(perms));
+        prepare_vhost(infra.mgmt_port, &name);
         let mut system = System {
             name,
             infra,
@@ -378,7 +386,7 @@ impl System {
                 format!("{}_DATABASE_URL", svc.prefix()),
                 format!("postgres://postgres:postgres@127.0.0.1:{}/{}", self.infra.pg_port, self.db_name(svc)),
             ),
-            ("AMQP_URL".into(), self.amqp_url()),
+            ("AMQP_URL".into(), self.service_amqp_url(svc)),
             ("HTTP_WORKERS".into(), "2".into()),
             ("DB_POOL_SIZE".into(), "4".into()),
             ("RUST_LOG".into(), std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into())),
@@ -624,4 +632,33 @@ macro_rules! system {
             None => return,
         }
     };
+}
+
+/// The RabbitMQ user of `svc` and its local password (rabbitmq/local-passwords.env, which
+/// `scripts/infra rabbit-start` gives the brokers of `scripts/test`).
+pub fn service_credentials(svc: Svc) -> (String, String) {
+    let path = env().repo_dir.join("rabbitmq/local-passwords.env");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let key = format!("{}_AMQP_PASSWORD=", svc.prefix());
+    let password = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&key))
+        .unwrap_or_else(|| panic!("{} sets no {key}", path.display()));
+    (format!("{}-service", svc.name()), password.to_string())
+}
+
+/// Makes a fresh virtual host look like the broker's "/" at boot: the shared topology from
+/// rabbitmq/definitions.json (the services only check it, they do not create it) and the
+/// services' users' permissions from rabbitmq/service-users.json (users are global, their
+/// permissions are per virtual host).
+fn prepare_vhost(mgmt_port: u16, vhost: &str) {
+    let repo = &env().repo_dir;
+    let read = |f: &str| std::fs::read_to_string(repo.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    mgmt(mgmt_port, "POST", &format!("/api/definitions/{vhost}"), Some(&read("rabbitmq/definitions.json")));
+    let users: Value = serde_json::from_str(&read("rabbitmq/service-users.json")).expect("service-users.json");
+    for p in users["permissions"].as_array().expect("permissions") {
+        let user = p["user"].as_str().expect("user");
+        let body = serde_json::json!({"configure": p["configure"], "write": p["write"], "read": p["read"]});
+        mgmt(mgmt_port, "PUT", &format!("/api/permissions/{vhost}/{user}"), Some(&body.to_string()));
+    }
 }

@@ -1,14 +1,21 @@
-//! Names and declarations of every exchange and queue. Every service declares the shared
-//! topology at each (re)connect, idempotently, with the same arguments as
-//! `rabbitmq/definitions.json` (a mismatch would make RabbitMQ refuse the declaration).
+//! Names of every exchange and queue, and the check that the shared ones exist.
+//!
+//! The shared topology (exchanges, durable queues, bindings, policies) is created by the
+//! broker itself from `rabbitmq/definitions.json`, imported at boot. The services only check
+//! it, with passive declares, at each (re)connect: a passive declare needs no permission, so
+//! each service's RabbitMQ user may configure nothing but its own per-instance queues and
+//! cannot delete, re-create or re-bind what other services rely on (docs/security.md).
 
 use lapin::{
-    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    options::{ExchangeDeclareOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable},
     Channel, ExchangeKind,
 };
 
-use crate::{error::Result, settings::Domain};
+use crate::{
+    error::{Error, Result},
+    settings::Domain,
+};
 
 /// Fanout exchange of a domain's change-data events.
 pub fn events_exchange(d: Domain) -> &'static str {
@@ -37,10 +44,6 @@ pub const VISITS_EXCHANGE: &str = "user.visits";
 /// Where rejected (malformed, unprocessable) messages go, and the queue that keeps them.
 pub const DEAD_LETTERS: &str = "dead-letters";
 
-fn durable_fanout() -> ExchangeDeclareOptions {
-    ExchangeDeclareOptions { durable: true, ..Default::default() }
-}
-
 /// Arguments that route rejected messages to the dead-letter exchange.
 pub fn dead_letter_args() -> FieldTable {
     let mut args = FieldTable::default();
@@ -48,41 +51,64 @@ pub fn dead_letter_args() -> FieldTable {
     args
 }
 
-/// Declares every shared exchange and queue (not the per-instance cache queues).
+/// Every shared exchange (all durable fanouts), as `rabbitmq/definitions.json` declares them.
+pub const SHARED_EXCHANGES: [&str; 6] =
+    ["item.events", "alarm.events", "user.events", VIEWS_EXCHANGE, VISITS_EXCHANGE, DEAD_LETTERS];
+/// Every shared durable queue, as `rabbitmq/definitions.json` declares them.
+pub const SHARED_QUEUES: [&str; 5] = ["item.rpc", "user.rpc", "alarm.rpc", VIEWS_QUEUE, DEAD_LETTERS];
+
+/// Checks that every shared exchange and queue exists (not the per-instance queues), with
+/// passive declares. A missing one fails with an error that names it and says where it
+/// comes from; the broker also closes the channel, and the caller starts over on a new one.
 pub async fn declare_shared(ch: &Channel) -> Result<()> {
-    for ex in [
-        events_exchange(Domain::Item),
-        events_exchange(Domain::Alarm),
-        events_exchange(Domain::User),
-        VIEWS_EXCHANGE,
-        VISITS_EXCHANGE,
-        DEAD_LETTERS,
-    ] {
-        ch.exchange_declare(ex.into(), ExchangeKind::Fanout, durable_fanout(), FieldTable::default()).await?;
+    let passive_exchange = ExchangeDeclareOptions { passive: true, ..Default::default() };
+    for ex in SHARED_EXCHANGES {
+        ch.exchange_declare(ex.into(), ExchangeKind::Fanout, passive_exchange, FieldTable::default())
+            .await
+            .map_err(|e| missing("exchange", ex, e))?;
     }
-    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
-    ch.queue_declare(DEAD_LETTERS.into(), durable, FieldTable::default()).await?;
-    ch.queue_bind(
-        DEAD_LETTERS.into(),
-        DEAD_LETTERS.into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    for d in Domain::ALL {
-        ch.queue_declare(rpc_queue(d).into(), durable, FieldTable::default()).await?;
+    let passive_queue = QueueDeclareOptions { passive: true, ..Default::default() };
+    for q in SHARED_QUEUES {
+        ch.queue_declare(q.into(), passive_queue, FieldTable::default()).await.map_err(|e| missing("queue", q, e))?;
     }
-    let mut views_args = dead_letter_args();
-    views_args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-    ch.queue_declare(VIEWS_QUEUE.into(), durable, views_args).await?;
-    ch.queue_bind(
-        VIEWS_QUEUE.into(),
-        VIEWS_EXCHANGE.into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
     Ok(())
+}
+
+fn missing(kind: &str, name: &str, e: lapin::Error) -> Error {
+    Error::Config(format!(
+        "RabbitMQ {kind} {name} is not usable ({e}); the broker creates the shared topology from \
+         rabbitmq/definitions.json at boot (load_definitions), the services do not"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names the services check are the ones the definitions file creates.
+    #[test]
+    fn the_shared_names_are_those_of_the_definitions_file() {
+        let defs: serde_json::Value =
+            serde_json::from_str(include_str!("../../../rabbitmq/definitions.json")).expect("definitions.json parses");
+        let names = |key: &str| -> Vec<String> {
+            let mut v: Vec<String> = defs[key]
+                .as_array()
+                .expect("a list")
+                .iter()
+                .filter_map(|o| o["name"].as_str().map(String::from))
+                .collect();
+            v.sort();
+            v
+        };
+        let sorted = |a: &[&str]| -> Vec<String> {
+            let mut v: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names("exchanges"), sorted(&SHARED_EXCHANGES));
+        assert_eq!(names("queues"), sorted(&SHARED_QUEUES));
+        for d in Domain::ALL {
+            assert!(SHARED_EXCHANGES.contains(&events_exchange(d)) && SHARED_QUEUES.contains(&rpc_queue(d)));
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! `docker-compose.yml` is valid and keeps the rules of the design: each service is given
-//! its own database and no other, nothing is mounted, RabbitMQ runs without guest, and
-//! every container has a healthcheck that its dependants wait for.
+//! its own database and its own RabbitMQ user and no other's, nothing is mounted, RabbitMQ
+//! runs without guest, no password has a default, only the services' HTTP ports are published
+//! beyond this host, and every container has a healthcheck that its dependants wait for.
 //! (Docker itself need not run: `docker-compose config` only parses and resolves.)
 
 use std::{
@@ -10,23 +11,42 @@ use std::{
 
 use serde_json::{Map, Value};
 
-/// `docker-compose config` of the repository's compose file, as JSON; None when
-/// docker-compose is not installed.
-fn resolved_config() -> Option<Value> {
-    let repo = &e2e::env().repo_dir;
+/// Every variable the compose file requires (no default), with the value the tests give it.
+const REQUIRED: [(&str, &str); 5] = [
+    ("POSTGRES_PASSWORD", "pg-test-secret"),
+    ("RABBITMQ_ADMIN_PASSWORD", "admin-test-secret"),
+    ("ITEM_AMQP_PASSWORD", "item-test-secret"),
+    ("ALARM_AMQP_PASSWORD", "alarm-test-secret"),
+    ("USER_AMQP_PASSWORD", "user-test-secret"),
+];
+
+/// `docker-compose config` of the repository's compose file with exactly `vars` set (none
+/// of the caller's, no .env file): the resolved file as JSON, or docker-compose's complaint.
+/// None when docker-compose is not installed.
+fn resolved_config(vars: &[(&str, &str)]) -> Option<Result<Value, String>> {
+    let e = e2e::env();
+    let repo = &e.repo_dir;
+    // An empty env file: a developer's .env beside the compose file must not count.
+    std::fs::create_dir_all(&e.state_dir).expect("state dir");
+    let empty_env = e.state_dir.join(format!("compose-{}.env", std::process::id()));
+    std::fs::write(&empty_env, "").expect("empty env file");
     let mut cmd = Command::new("docker-compose");
-    cmd.arg("-f").arg(repo.join("docker-compose.yml")).arg("config").current_dir(repo);
-    // The defaults of the file, not whatever the caller has exported.
-    for var in ["POSTGRES_PASSWORD", "RABBITMQ_USER", "RABBITMQ_PASSWORD"] {
+    cmd.arg("-f").arg(repo.join("docker-compose.yml")).arg("--env-file").arg(&empty_env).arg("config");
+    cmd.current_dir(repo);
+    for (var, _) in REQUIRED {
         cmd.env_remove(var);
     }
+    cmd.env_remove("RABBITMQ_ADMIN_USER");
+    cmd.envs(vars.iter().copied());
     let out = match cmd.output() {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => panic!("running docker-compose: {e}"),
     };
-    assert!(out.status.success(), "docker-compose config failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    Some(yaml_to_json(&out.stdout))
+    if !out.status.success() {
+        return Some(Err(String::from_utf8_lossy(&out.stderr).into_owned()));
+    }
+    Some(Ok(yaml_to_json(&out.stdout)))
 }
 
 /// This docker-compose (1.x) prints YAML only; Debian's docker-compose depends on
@@ -64,19 +84,47 @@ fn env_of(service: &Value) -> Map<String, Value> {
     }
 }
 
+/// The networks a service joins, sorted (list or map form).
+fn networks_of(service: &Value) -> Vec<String> {
+    let mut nets: Vec<String> = match &service["networks"] {
+        Value::Object(m) => m.keys().cloned().collect(),
+        Value::Array(a) => a.iter().filter_map(Value::as_str).map(String::from).collect(),
+        _ => vec!["default".into()],
+    };
+    nets.sort_unstable();
+    nets
+}
+
+fn whole_env(env: &Map<String, Value>) -> String {
+    Value::Object(env.clone()).to_string()
+}
+
 fn env_str<'a>(env: &'a Map<String, Value>, key: &str) -> &'a str {
     env.get(key).and_then(Value::as_str).unwrap_or_else(|| panic!("{key} is not set: {env:?}"))
 }
 
-fn published_ports(service: &Value) -> Vec<String> {
+/// `(host address, published port)` of each port a service publishes; the address is
+/// None when it listens on every interface.
+fn published_ports(service: &Value) -> Vec<(Option<String>, String)> {
     service["ports"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|p| match p {
-            Value::Object(o) => o["published"].to_string().trim_matches('"').to_string(),
-            Value::String(s) => s.split(':').next().unwrap_or("").to_string(),
-            other => other.to_string(),
+            Value::Object(o) => (
+                o.get("host_ip").and_then(Value::as_str).map(String::from),
+                o["published"].to_string().trim_matches('"').to_string(),
+            ),
+            // "[host_ip:]published:target[/protocol]"
+            Value::String(s) => {
+                let parts: Vec<&str> = s.split(':').collect();
+                match parts.as_slice() {
+                    [ip, published, _] => (Some(ip.to_string()), published.to_string()),
+                    [published, _] => (None, published.to_string()),
+                    _ => panic!("unexpected port {s}"),
+                }
+            }
+            other => panic!("unexpected port {other}"),
         })
         .collect()
 }
@@ -86,10 +134,12 @@ const DOMAINS: [(&str, &str, &str); 3] =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compose_file_gives_each_service_only_its_own_database_and_no_guest() {
-    let Some(config) = resolved_config() else {
+    let Some(config) = resolved_config(&REQUIRED) else {
         eprintln!("SKIP: docker-compose not installed");
         return;
     };
+    let config = config.unwrap_or_else(|e| panic!("docker-compose config failed:\n{e}"));
+    let secret = |var: &str| REQUIRED.iter().find(|(v, _)| *v == var).map(|(_, s)| *s).expect("a required variable");
     let services = config["services"].as_object().expect("services");
     let mut names: Vec<&str> = services.keys().map(String::as_str).collect();
     names.sort_unstable();
@@ -103,16 +153,27 @@ async fn the_compose_file_gives_each_service_only_its_own_database_and_no_guest(
         assert_ne!(service["healthcheck"]["disable"], true, "{name}");
     }
 
-    // RabbitMQ: a user of our own, never guest, and the services log in with it.
+    // RabbitMQ: an operator of our own (never guest) and one user per service.
     let rabbit = &services["rabbitmq"];
     let rabbit_env = env_of(rabbit);
-    let rabbit_user = env_str(&rabbit_env, "RABBITMQ_DEFAULT_USER");
-    let rabbit_pass = env_str(&rabbit_env, "RABBITMQ_DEFAULT_PASS");
-    assert_ne!(rabbit_user, "guest");
-    assert!(!rabbit_pass.is_empty() && rabbit_pass != "guest");
-    assert!(published_ports(rabbit).contains(&"15672".to_string()));
+    let operator = env_str(&rabbit_env, "RABBITMQ_DEFAULT_USER");
+    assert!(!["guest", "item-service", "alarm-service", "user-service"].contains(&operator), "{operator}");
+    assert_eq!(env_str(&rabbit_env, "RABBITMQ_DEFAULT_PASS"), secret("RABBITMQ_ADMIN_PASSWORD"));
+    for var in ["ITEM_AMQP_PASSWORD", "ALARM_AMQP_PASSWORD", "USER_AMQP_PASSWORD"] {
+        assert_eq!(env_str(&rabbit_env, var), secret(var), "the broker creates the services' users");
+    }
+    assert_eq!(
+        published_ports(rabbit),
+        [(Some("127.0.0.1".to_string()), "15672".to_string())],
+        "the dashboard is published on this host only, AMQP not at all"
+    );
     let whole = config.to_string();
     assert!(!whole.contains("guest:guest"), "guest appears in {whole}");
+    assert_eq!(networks_of(rabbit), ["bus"]);
+    for db in ["item-db", "alarm-db", "user-db"] {
+        assert!(published_ports(&services[db]).is_empty(), "{db} publishes a port");
+        assert_eq!(env_str(&env_of(&services[db]), "POSTGRES_PASSWORD"), secret("POSTGRES_PASSWORD"));
+    }
 
     for (domain, prefix, port) in DOMAINS {
         let service = &services[domain];
@@ -135,16 +196,26 @@ async fn the_compose_file_gives_each_service_only_its_own_database_and_no_guest(
             }
         }
         let amqp = env_str(&env, "AMQP_URL");
+        let own_password = secret(&format!("{prefix}_AMQP_PASSWORD"));
         assert!(
-            amqp.starts_with(&format!("amqp://{rabbit_user}:{rabbit_pass}@rabbitmq:5672/")),
-            "{domain} uses the compose RabbitMQ user: {amqp}"
+            amqp.starts_with(&format!("amqp://{domain}-service:{own_password}@rabbitmq:5672/")),
+            "{domain} logs in to RabbitMQ as its own user: {amqp}"
         );
+        for (var, other) in REQUIRED.iter().filter(|(v, _)| *v != "POSTGRES_PASSWORD" && !v.starts_with(prefix)) {
+            assert!(!whole_env(&env).contains(other), "{domain} is given {var}");
+        }
         assert_eq!(env_str(&env, "HTTP_HOST"), "0.0.0.0");
         assert_eq!(env_str(&env, &format!("{prefix}_HTTP_PORT")), port);
-        assert!(published_ports(service).contains(&port.to_string()), "{domain} publishes {port}");
+        assert_eq!(published_ports(service), [(None, port.to_string())], "{domain} publishes {port} and nothing else");
         assert_eq!(service["build"]["args"]["SERVICE"], domain, "{domain} is built from the one Dockerfile");
         let db = &services[&format!("{domain}-db")];
         assert_eq!(db["build"]["args"]["DOMAIN"], domain);
+        // Only its service can reach a database: one network each; services meet RabbitMQ on `bus`.
+        let data_net = format!("{domain}-data");
+        assert_eq!(networks_of(db), std::slice::from_ref(&data_net), "{domain}-db");
+        let mut expected_nets = vec!["bus".to_string(), data_net];
+        expected_nets.sort_unstable();
+        assert_eq!(networks_of(service), expected_nets, "{domain}");
         assert!(db["build"]["dockerfile"].as_str().is_some_and(|f| f.ends_with("postgres.Dockerfile")), "{db}");
 
         let deps = service["depends_on"]
@@ -158,6 +229,23 @@ async fn the_compose_file_gives_each_service_only_its_own_database_and_no_guest(
         assert_eq!(dep_names, expected, "{domain} waits for its database and RabbitMQ only");
         for (dep, how) in deps {
             assert_eq!(how["condition"], "service_healthy", "{domain} waits until {dep} is healthy");
+        }
+    }
+}
+
+/// No password has a default: leaving out any one of them stops docker-compose with a
+/// message that names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compose_file_has_no_default_password() {
+    for (missing, _) in REQUIRED {
+        let vars: Vec<(&str, &str)> = REQUIRED.iter().copied().filter(|(v, _)| *v != missing).collect();
+        let Some(outcome) = resolved_config(&vars) else {
+            eprintln!("SKIP: docker-compose not installed");
+            return;
+        };
+        match outcome {
+            Ok(config) => panic!("docker-compose accepted the file without {missing}: {config}"),
+            Err(e) => assert!(e.contains(missing), "the complaint names {missing}: {e}"),
         }
     }
 }

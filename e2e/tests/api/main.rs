@@ -11,6 +11,7 @@ mod hostile;
 mod instances;
 mod observability;
 mod openapi;
+mod privilege;
 mod soak;
 mod visits;
 mod writes;
