@@ -90,8 +90,12 @@ impl consume::Handler for VisitFeed {
         Box::pin(async move {
             let (events, mut bad) = parse_change_events(&delivery.data);
             let mut rows = Vec::with_capacity(events.len());
+            // Only what came through user.visits (which only the user service may publish to).
+            let via = delivery.exchange.as_str();
             for event in events {
-                if event.entity == Visit::KIND {
+                if via != topology::VISITS_EXCHANGE {
+                    bad.push(format!("visit event that did not come through {}", topology::VISITS_EXCHANGE));
+                } else if event.entity == Visit::KIND {
                     rows.push(event.into_row());
                 } else {
                     bad.push(format!("not a visit event: {}", event.entity));

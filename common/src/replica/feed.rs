@@ -50,6 +50,11 @@ struct Feed {
 impl consume::Handler for Feed {
     fn handle<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, consume::Outcome> {
         Box::pin(async move {
+            // Only the owner's exchange speaks for the owner's entities: the broker sets the
+            // exchange a message came through, and each service may publish only to its own
+            // (docs/security.md). A message put into this queue another way (through the
+            // default exchange, which every service may use for RPC) is refused.
+            let via = delivery.exchange.as_str();
             let (events, mut bad) = parse_change_events(&delivery.data);
             let (mut items, mut users, mut alarms) = (Vec::new(), Vec::new(), Vec::new());
             for event in events {
@@ -60,15 +65,23 @@ impl consume::Handler for Feed {
                     event.key,
                     event.version
                 );
-                let rows = match event.entity.as_str() {
-                    "item" => &mut items,
-                    "user" => &mut users,
-                    "alarm" => &mut alarms,
+                let (rows, owner) = match event.entity.as_str() {
+                    "item" => (&mut items, Item::OWNER),
+                    "user" => (&mut users, User::OWNER),
+                    "alarm" => (&mut alarms, Alarm::OWNER),
                     other => {
                         bad.push(format!("event for an entity not replicated here: {other}"));
                         continue;
                     }
                 };
+                if via != topology::events_exchange(owner) {
+                    bad.push(format!(
+                        "{} event that did not come through {}",
+                        event.entity,
+                        topology::events_exchange(owner)
+                    ));
+                    continue;
+                }
                 rows.push(event.into_row());
             }
             // One lock per entity and message: the relay sends whole drains in one message.
