@@ -103,6 +103,9 @@ impl Bus {
     }
 }
 
+/// How long one connection attempt (TCP, AMQP handshake, authentication) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Adds a short heartbeat so a dead peer is noticed in seconds, unless the URL sets one.
 fn with_heartbeat(url: &str) -> String {
     if url.contains("heartbeat=") {
@@ -120,8 +123,13 @@ async fn supervise(url: String, name: String, tx: watch::Sender<Option<Link>>, s
     let mut failures = 0u32;
     loop {
         let props = ConnectionProperties::default().with_connection_name(name.clone().into());
+        // Bounded: lapin's connect can stay pending for good when the broker drops the socket
+        // mid-handshake (RabbitMQ does after its 10 s handshake timeout on a loaded machine),
+        // which left a service without RabbitMQ until restarted.
         let attempt = tokio::select! {
-            r = Connection::connect(&url, props) => r,
+            r = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&url, props)) => r.unwrap_or_else(|_| {
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no connection within the connect timeout").into())
+            }),
             _ = shutdown.notified() => return,
         };
         match attempt {
