@@ -37,7 +37,8 @@ pub struct ItemView {
     pub name: String,
     #[schema(examples("cjmall"))]
     pub broadcaster: String,
-    #[schema(examples("패션·잡화"))]
+    /// `null` for an item without one (always present).
+    #[schema(required = true, examples("패션·잡화"))]
     pub category: Option<String>,
     #[schema(examples(78900))]
     pub price: i32,
@@ -77,10 +78,7 @@ pub struct UserList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(examples(json!({"item_id": 50}), json!({"item_id": "50"})))]
 pub struct AlarmRequest {
-    /// An existing item's id, as a JSON number or a string of digits (the original
-    /// specification sends a string). Floats, null, booleans, arrays, objects, non-digit
-    /// strings and values beyond 64 bits are 400; ids beyond the alarm table's `integer`
-    /// range (2147483647) are 400 too; ids of no item (negative ones included) are `404 {}`.
+    // described by ItemIdValue's schema (a doc comment here would wrap it in another oneOf)
     #[schema(inline)]
     pub item_id: ItemIdValue,
 }
@@ -97,6 +95,12 @@ pub enum ItemIdValue {
 impl utoipa::PartialSchema for ItemIdValue {
     fn schema() -> RefOr<Schema> {
         OneOfBuilder::new()
+            .description(Some(
+                "An existing item's id, as a JSON number or a string of digits (the original specification \
+                 sends a string). Floats, null, booleans, arrays, objects, non-digit strings and values beyond \
+                 64 bits are 400; ids beyond the alarm table's `integer` range (2147483647) are 400 too; ids of \
+                 no item (negative ones included) are `404 {}`.",
+            ))
             .item(
                 ObjectBuilder::new()
                     .schema_type(Type::Integer)
@@ -420,6 +424,7 @@ mod tests {
         let one: ItemEnvelope = serde_json::from_slice(&c.render_one(&item, true)).unwrap();
         assert_eq!(one.payload.id, 7);
         let item = Item { category: Some("패션·잡화".into()), id: 8, ..item };
+        assert_eq!(one.payload.category, None);
         let row = crate::entity::VersionedRow {
             key: "8".into(),
             version: 1,
@@ -433,14 +438,37 @@ mod tests {
     }
 
     #[test]
+    fn what_the_user_list_writes_is_the_documented_type() {
+        let d = crate::replica::UserDirectory::detached();
+        let user = json!({"id": 1, "name": "이도윤", "access_token": "t"});
+        let row = crate::entity::VersionedRow {
+            key: "1".into(),
+            version: 1,
+            deleted: false,
+            data: crate::entity::raw_json(&user),
+        };
+        d.apply_rows(&[row]);
+        let list: UserList = serde_json::from_slice(&d.render_list(Page::default())).unwrap();
+        assert_eq!((list.count, list.payload[0].id), (1, 1));
+    }
+
+    #[test]
     fn the_documented_examples_are_the_contracts() {
         let doc = document(SharedApi::openapi(), "t", "d", 1);
         let v = serde_json::to_value(&doc).unwrap();
         assert_eq!(v["openapi"], "3.1.0");
         assert_eq!(v["components"]["schemas"]["Item"]["examples"][0], item_example());
+        let required = v["components"]["schemas"]["Item"]["required"].as_array().unwrap();
+        assert!(required.contains(&json!("category")), "category is always there, maybe null: {required:?}");
         let item: ItemView = serde_json::from_value(item_example()).unwrap();
         assert_eq!(item.price, 78900);
         let _: AlarmRequest = serde_json::from_value(json!({"item_id": "50"})).unwrap();
+        let alarm = utoipa::openapi::OpenApiBuilder::new()
+            .components(Some(utoipa::openapi::ComponentsBuilder::new().schema_from::<AlarmRequest>().build()))
+            .build();
+        let item_id =
+            &serde_json::to_value(&alarm).unwrap()["components"]["schemas"]["AlarmRequest"]["properties"]["item_id"];
+        assert_eq!(item_id["oneOf"].as_array().map(Vec::len), Some(2), "a number or a string: {item_id}");
         assert_eq!(
             v["components"]["responses"]["Unauthorized"]["content"]["application/json"]["example"],
             json!({"result": "Unauthorized", "hint": "USER-TOKEN header is missing"})
