@@ -298,7 +298,7 @@ responses! {
     InternalError => error_response(
         "An unexpected failure on our side (logged; the body carries no detail).",
         "ErrorBody",
-        error("Internal Server Error", "internal error"),
+        error("Internal Server Error", "the server failed to handle this request; it has been logged"),
     );
 }
 
