@@ -70,12 +70,12 @@ async fn metrics_cover_requests_caches_rpc_outbox_events_and_replicas() {
     assert!(user.text.contains("moa_views_total{outcome=\"stored\"} 1"), "{}", user.text);
 }
 
-/// The sum of one counter's series in a service's `/metrics`.
-async fn counter_sum(sys: &e2e::System, svc: Svc, name: &str) -> f64 {
+/// The sum of one counter's series in a service's `/metrics`, of those whose line contains `with`.
+async fn counter_sum(sys: &e2e::System, svc: Svc, name: &str, with: &str) -> f64 {
     let r = sys.request(Method::GET, sys.port(svc), "/metrics", None, None).await;
     r.text
         .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(with))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -101,23 +101,28 @@ async fn drop_unroutable_on_the_dashboard_counts_the_rpc_replies_and_nothing_els
         sys.get(Svc::User, "/visit", &token).await.ids() == vec![5]
     })
     .await;
-    let mut rpc = 0.0;
+    // Answered calls each had a reply; a call that timed out (a busy test machine) may or may
+    // not have had one, late: the count lies between the two, and is exact without timeouts.
+    let (mut answered, mut all) = (0.0, 0.0);
     for svc in Svc::ALL {
-        rpc += counter_sum(&sys, svc, "moa_rpc_calls_total").await;
+        answered += counter_sum(&sys, svc, "moa_rpc_calls_total", "outcome=\"ok\"").await;
+        answered += counter_sum(&sys, svc, "moa_rpc_calls_total", "outcome=\"error\"").await;
+        all += counter_sum(&sys, svc, "moa_rpc_calls_total", "").await;
     }
-    assert!(rpc >= 7.0, "the snapshots and the 4 misses went over RPC: {rpc}");
+    assert!(answered >= 7.0, "the snapshots and the 4 misses went over RPC: {answered}");
     // The management API refreshes its statistics every 5 s.
     let path = format!("/api/vhosts/{}", sys.name);
     let mut last = serde_json::Value::Null;
     for _ in 0..40 {
         let v: serde_json::Value = serde_json::from_str(&e2e::mgmt(sys.infra.mgmt_port, "GET", &path, None)).unwrap();
         let stats = &v["message_stats"];
-        if stats["drop_unroutable"].as_f64() == Some(rpc) {
+        let dropped = stats["drop_unroutable"].as_f64().unwrap_or(-1.0);
+        if answered <= dropped && dropped <= all {
             assert_eq!(stats["return_unroutable"].as_f64().unwrap_or(0.0), 0.0, "{stats}");
             return;
         }
         last = stats.clone();
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    panic!("drop_unroutable is not the {rpc} RPC replies: {last}");
+    panic!("drop_unroutable is not the RPC replies ({answered} answered calls of {all}): {last}");
 }
