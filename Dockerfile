@@ -1,6 +1,6 @@
 # One image per service: docker build --build-arg SERVICE=item|alarm|user -t moa-item .
 #
-# Stage 1 compiles only the named service's binary (its openapi.json and migrations are
+# Stage 1 compiles only the named service's binary (its OpenAPI document and migrations are
 # compiled into it). Stage 2 is a slim Debian with the binary, curl for the healthcheck
 # and an unprivileged user; configuration comes from environment variables only.
 

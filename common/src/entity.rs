@@ -138,9 +138,12 @@ impl Entity for Item {
     }
 }
 
-/// `"user"(id bigint pk, name varchar not null, access_token varchar not null)`
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
+/// `"user"(id bigint pk, name varchar not null, access_token varchar not null)`; also the
+/// user service's list entries, as they are written (see `crate::openapi`).
+#[derive(Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[schema(examples(json!({"id": 10, "name": "...", "access_token": "..."})))]
 pub struct User {
+    #[schema(examples(10))]
     pub id: i64,
     pub name: String,
     pub access_token: String,

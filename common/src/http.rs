@@ -30,9 +30,14 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> HttpResponse {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// Every error except the contract's `{}` bodies: the HTTP reason phrase and one sentence
+/// saying what was wrong (also the OpenAPI documents' `ErrorBody`).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(examples(json!({"result": "Unauthorized", "hint": "USER-TOKEN header is missing"})))]
+pub struct ErrorBody<'a> {
+    /// The HTTP reason phrase of the status.
     result: &'a str,
+    /// What was wrong, in one sentence.
     hint: String,
 }
 
@@ -132,6 +137,9 @@ pub fn parse_json_object(
 }
 
 /// Liveness: the process answers. No auth, no dependencies.
+#[utoipa::path(get, path = "/health", tag = "operations", operation_id = "health", security(()),
+    summary = "Liveness: the process answers", description = "No token, no dependency checked.",
+    responses((status = 200, description = "Alive", body = crate::openapi::Health)))]
 pub async fn health() -> HttpResponse {
     json_bytes(StatusCode::OK, r#"{"status":"ok"}"#)
 }

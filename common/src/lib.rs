@@ -11,6 +11,7 @@ pub mod entity;
 pub mod error;
 pub mod http;
 pub mod input;
+pub mod openapi;
 pub mod replica;
 pub mod service;
 pub mod settings;

@@ -129,6 +129,11 @@ fn describe_metrics(m: &Metrics) {
 
 /// `GET /ready`: 200 when the database answers (and is migrated), RabbitMQ is connected and
 /// every replica has loaded its snapshot; otherwise 503 naming what is missing.
+#[utoipa::path(get, path = "/ready", tag = "operations", operation_id = "ready", security(()),
+    summary = "Readiness: own database reachable and migrated, RabbitMQ connected, every replica loaded",
+    responses((status = 200, description = "Ready", body = crate::openapi::Ready),
+        (status = 503, description = "Not ready; the hint lists what is missing (no Retry-After here).",
+            body = crate::openapi::NotReady)))]
 pub async fn ready(core: web::Data<Core>) -> HttpResponse {
     let db = match tokio::time::timeout(Duration::from_secs(1), core.store.send(Ping)).await {
         Ok(Ok(Ok(()))) => Ok(()),
@@ -166,6 +171,10 @@ pub async fn ready(core: web::Data<Core>) -> HttpResponse {
 }
 
 /// `GET /metrics` in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics", security(()),
+    summary = "Metrics in the Prometheus text format (names `moa_*`)",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String,
+        content_type = "text/plain")))]
 pub async fn metrics(core: web::Data<Core>) -> HttpResponse {
     if let Ok(Ok(Ok(n))) = tokio::time::timeout(Duration::from_millis(500), core.store.send(OutboxBacklog)).await {
         core.metrics.set("moa_outbox_backlog", String::new(), n as f64);
@@ -214,7 +223,8 @@ pub struct Application {
 
 impl Application {
     /// Binds the listener and builds the server with the service's routes.
-    pub fn build<F>(core: Core, openapi: &'static str, routes: F) -> Result<Application>
+    /// `openapi` is the service's document (see [`crate::openapi::document`]).
+    pub fn build<F>(core: Core, openapi: &utoipa::openapi::OpenApi, routes: F) -> Result<Application>
     where
         F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
     {
@@ -226,11 +236,13 @@ impl Application {
         let domain = s.domain.name();
         let instance: Arc<str> = Arc::from(s.instance_id.as_str());
         let replicas = web::Data::new(core.replicas.clone());
+        let openapi = web::Data::new(crate::openapi::OpenApiJson::new(openapi)?);
         let server = HttpServer::new(move || {
             let instance = instance.clone();
             App::new()
                 .app_data(data.clone())
                 .app_data(replicas.clone())
+                .app_data(openapi.clone())
                 .app_data(web::QueryConfig::default().error_handler(http::query_error_handler))
                 .wrap_fn(move |req, srv| {
                     let started = Instant::now();
@@ -276,7 +288,7 @@ impl Application {
                 .service(resource_get("/health", http::health))
                 .service(resource_get("/ready", ready))
                 .service(resource_get("/metrics", metrics))
-                .service(resource_get("/openapi.json", move || async move { http::json_bytes(StatusCode::OK, openapi) }))
+                .service(resource_get("/openapi.json", crate::openapi::openapi_json))
                 .configure(routes.clone())
                 .default_service(web::to(http::not_found))
         })

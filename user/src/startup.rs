@@ -15,7 +15,7 @@ pub fn build(settings: Settings) -> Result<Application> {
     let visits = recent::start(&core);
     views::start(&core, visits.clone());
     let visits = web::Data::from(visits);
-    Application::build(core, include_str!("../openapi.json"), move |cfg| {
+    Application::build(core, &routes::openapi(), move |cfg| {
         cfg.app_data(visits.clone());
         routes::configure(cfg);
     })

@@ -1,9 +1,28 @@
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
-use common::{auth, http, input::ItemId, replica::feed::Replicas, service::Core, ApiError};
+use common::{auth, http, input::ItemId, openapi, replica::feed::Replicas, service::Core, ApiError};
 
 use crate::store::{AlarmWriter, WriteAlarm};
 
 /// `POST /` `{"item_id": 50}` or `{"item_id": "50"}` → `201 {}`.
+#[utoipa::path(post, path = "/", tag = "contract", operation_id = "setAlarm", security(("UserToken" = [])),
+    summary = "Set the caller's alarm on an item (idempotent)",
+    description = "Setting an alarm that is already set is still `201 {}` and leaves one alarm row.",
+    request_body(content = openapi::AlarmRequest, description = "`item_id` as a JSON number or as a string of \
+        digits (the original specification sends a string). Sent with `Content-Type: application/json`; \
+        `application/x-www-form-urlencoded` (curl -d's default) and no Content-Type are accepted too, the body \
+        still being JSON. At most BODY_LIMIT_BYTES (default 16384).",
+        examples(("number" = (value = json!({"item_id": 50}))), ("string" = (value = json!({"item_id": "50"}))))),
+    responses(
+        (status = 201, description = "Set: exactly `{}`", body = openapi::Empty),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::ItemNotFound),
+        (status = 408, response = openapi::RequestTimeout),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 415, response = openapi::UnsupportedMediaType),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable)
+    ))]
 pub async fn set(
     req: HttpRequest,
     body: web::Payload,
@@ -16,6 +35,25 @@ pub async fn set(
 }
 
 /// `DELETE /` with the same body → `200 {}`, whether or not the alarm was set.
+#[utoipa::path(delete, path = "/", tag = "contract", operation_id = "clearAlarm", security(("UserToken" = [])),
+    summary = "Clear the caller's alarm on an item (idempotent)",
+    description = "Clearing an alarm that is not set is also `200 {}`.",
+    request_body(content = openapi::AlarmRequest, description = "`item_id` as a JSON number or as a string of \
+        digits (the original specification sends a string). Sent with `Content-Type: application/json`; \
+        `application/x-www-form-urlencoded` (curl -d's default) and no Content-Type are accepted too, the body \
+        still being JSON. At most BODY_LIMIT_BYTES (default 16384).",
+        examples(("number" = (value = json!({"item_id": 50}))), ("string" = (value = json!({"item_id": "50"}))))),
+    responses(
+        (status = 200, description = "Cleared (or was not set): exactly `{}`", body = openapi::Empty),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::ItemNotFound),
+        (status = 408, response = openapi::RequestTimeout),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 415, response = openapi::UnsupportedMediaType),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable)
+    ))]
 pub async fn clear(
     req: HttpRequest,
     body: web::Payload,
@@ -58,6 +96,15 @@ async fn write(
 }
 
 /// `GET /`: the items the caller has alarms on, id descending, each with `is_alarm_set: true`.
+#[utoipa::path(get, path = "/", tag = "contract", operation_id = "listAlarms", security(("UserToken" = [])),
+    summary = "The items the caller has alarms on, id descending (is_alarm_set always true)",
+    description = "Items deleted from item_db are left out.",
+    responses(
+        (status = 200, description = "The alarmed items", body = openapi::ItemList),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable)
+    ))]
 pub async fn list(req: HttpRequest, state: web::Data<Replicas>) -> Result<HttpResponse, ApiError> {
     let user = auth::authenticate(&req, &state.users).await?;
     let alarmed = state.alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "your alarms"))?;

@@ -5,6 +5,21 @@ use common::http;
 
 mod alarms;
 
+/// The alarm service's own operations; [`common::openapi::document`] adds the shared ones.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(alarms::set, alarms::list, alarms::clear), components(schemas(common::openapi::AlarmRequest)))]
+pub struct AlarmApi;
+
+/// This service's OpenAPI document, served at `GET /openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    common::openapi::document(
+        <AlarmApi as utoipa::OpenApi>::openapi(),
+        "HomeShopping Moa alarm service",
+        "The calling user's alarms on items (alarm_db).",
+        6001,
+    )
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/")

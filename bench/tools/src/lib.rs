@@ -112,3 +112,36 @@ pub fn read_tokens(path: &str) -> Result<Vec<String>, String> {
     }
     Ok(tokens)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashSet, path::Path};
+
+    /// The CSVs in bench/plans are for the demo seed (for running the plans by hand against
+    /// a plain `scripts/up`): every token must be a demo user's, every item id a demo item.
+    #[test]
+    fn the_committed_plan_csvs_fit_the_demo_seed() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let users = std::fs::read_to_string(root.join("seed/demo/user/init_database.sql")).unwrap();
+        let tokens: HashSet<&str> = users.lines().filter_map(|l| l.split('\t').nth(2)).collect();
+        for csv in ["tokens", "tokens-load", "alarmed", "pairs", "mix"] {
+            let path = root.join(format!("bench/plans/{csv}.csv"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut lines = text.lines();
+            assert!(lines.next().unwrap().starts_with("token"), "{csv}: header");
+            let mut n = 0;
+            for line in lines {
+                let mut cols = line.split(',');
+                let token = cols.next().unwrap();
+                assert!(tokens.contains(token), "{csv}: {token} is no demo user's token");
+                for item in cols {
+                    let id: i64 = item.parse().unwrap();
+                    assert!((1..=100).contains(&id), "{csv}: item {id} is not a demo item");
+                }
+                n += 1;
+            }
+            assert!(n >= 8, "{csv}: {n} rows");
+        }
+        assert_eq!(super::read_tokens(root.join("bench/plans/tokens-load.csv").to_str().unwrap()).unwrap().len(), 50);
+    }
+}

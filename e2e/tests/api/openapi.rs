@@ -1,6 +1,7 @@
-//! Each service's `/openapi.json` matches what the service does: every documented operation
-//! is routed, every other method on a documented path is 405, and every status (and body
-//! shape) a request gets is one the document lists for that operation.
+//! Each service's `/openapi.json` (generated from the handlers by utoipa, `common::openapi`)
+//! matches what the service does: every documented operation is routed, every other method on
+//! a documented path is 405, every status (and body shape) a request gets is one the document
+//! lists for that operation, and every example in it fits its own schema.
 
 use e2e::{system, Method, Resp, Seed, Svc, System};
 use serde_json::{json, Value};
@@ -22,7 +23,7 @@ async fn document(sys: &System, svc: Svc) -> Value {
     let r = sys.request(Method::GET, sys.port(svc), "/openapi.json", None, None).await;
     assert_eq!(r.status, 200, "{svc:?} /openapi.json: {r:?}");
     assert!(r.content_type.starts_with("application/json"), "{r:?}");
-    assert_eq!(r.json["openapi"], "3.0.3", "{svc:?}");
+    assert_eq!(r.json["openapi"], "3.1.0", "{svc:?}");
     assert!(r.json["paths"].is_object(), "{svc:?} has paths");
     r.json
 }
@@ -199,28 +200,46 @@ fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
     }
 }
 
-/// Where `value` breaks `schema` (the subset of OpenAPI 3.0 schemas our documents use).
+/// Whether `value` is of the JSON Schema type `name`.
+fn is_type(name: &str, value: &Value) -> bool {
+    match name {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        "null" => value.is_null(),
+        other => panic!("unexpected schema type {other}"),
+    }
+}
+
+/// Where `value` breaks `schema` (the subset of OpenAPI 3.1 schemas our documents use).
 fn mismatch(doc: &Value, schema: &Value, value: &Value, at: &str) -> Option<String> {
     let schema = resolve(doc, schema);
-    if value.is_null() && schema["nullable"] == true {
-        return None;
-    }
     if let Some(options) = schema["oneOf"].as_array() {
         let fits = options.iter().filter(|s| mismatch(doc, s, value, at).is_none()).count();
         return (fits != 1).then(|| format!("{at}: {value} fits {fits} of oneOf"));
     }
-    let type_ok = match schema["type"].as_str() {
-        None => true,
-        Some("object") => value.is_object(),
-        Some("array") => value.is_array(),
-        Some("string") => value.is_string(),
-        Some("integer") => value.is_i64() || value.is_u64(),
-        Some("number") => value.is_number(),
-        Some("boolean") => value.is_boolean(),
-        Some(other) => panic!("unexpected schema type {other}"),
+    // 3.1: `"type": "string"` or `"type": ["string", "null"]`
+    let type_ok = match &schema["type"] {
+        Value::Null => true,
+        Value::String(t) => is_type(t, value),
+        Value::Array(ts) => ts.iter().any(|t| is_type(t.as_str().expect("a type name"), value)),
+        other => panic!("unexpected schema type {other}"),
     };
     if !type_ok {
         return Some(format!("{at}: {value} is not {}", schema["type"]));
+    }
+    if let (Some(max), Some(s)) = (schema["maxLength"].as_u64(), value.as_str()) {
+        if s.chars().count() as u64 > max {
+            return Some(format!("{at}: {value} is longer than {max}"));
+        }
+    }
+    if let (Some(min), Some(n)) = (schema["minimum"].as_f64(), value.as_f64()) {
+        if n < min {
+            return Some(format!("{at}: {value} is below {min}"));
+        }
     }
     if let Some(allowed) = schema["enum"].as_array() {
         if !allowed.contains(value) {
@@ -319,5 +338,85 @@ async fn every_observed_status_and_body_is_documented_for_its_operation() {
     // The probes really exercised the error statuses, not only successes.
     for status in [200, 201, 400, 401, 404, 413, 415] {
         assert!(seen.contains(&status), "no probe got {status}: {seen:?}");
+    }
+}
+
+/// Every example in a document: (where, the example, the schema it illustrates).
+fn examples(doc: &Value) -> Vec<(String, Value, Value)> {
+    let mut out = Vec::new();
+    for (name, schema) in doc["components"]["schemas"].as_object().expect("schemas") {
+        for e in schema["examples"].as_array().into_iter().flatten() {
+            out.push((format!("schema {name}"), e.clone(), schema.clone()));
+        }
+        for (prop, p) in schema["properties"].as_object().into_iter().flatten() {
+            for e in p["examples"].as_array().into_iter().flatten() {
+                out.push((format!("schema {name}.{prop}"), e.clone(), p.clone()));
+            }
+        }
+    }
+    let mut media = Vec::new();
+    for (name, r) in doc["components"]["responses"].as_object().expect("responses") {
+        for (ct, m) in r["content"].as_object().into_iter().flatten() {
+            media.push((format!("response {name} {ct}"), m.clone()));
+        }
+    }
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("a path item") {
+            let at = format!("{} {path}", method.to_uppercase());
+            for (ct, m) in op["requestBody"]["content"].as_object().into_iter().flatten() {
+                media.push((format!("{at} request {ct}"), m.clone()));
+            }
+            for (status, r) in op["responses"].as_object().into_iter().flatten() {
+                for (ct, m) in r["content"].as_object().into_iter().flatten() {
+                    media.push((format!("{at} {status} {ct}"), m.clone()));
+                }
+            }
+        }
+    }
+    for (at, m) in media {
+        if let Some(e) = m.get("example") {
+            out.push((at.clone(), e.clone(), m["schema"].clone()));
+        }
+        for (name, e) in m["examples"].as_object().into_iter().flatten() {
+            out.push((format!("{at} example {name}"), e["value"].clone(), m["schema"].clone()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_fits_its_schema_and_the_contracts_examples_are_there() {
+    let sys = system!(Seed::Demo);
+    for svc in Svc::ALL {
+        let doc = document(&sys, svc).await;
+        let all = examples(&doc);
+        assert!(all.len() >= 10, "{svc:?}: only {} examples", all.len());
+        for (at, example, schema) in &all {
+            if let Some(m) = mismatch(&doc, schema, example, "example") {
+                panic!("{svc:?} {at}: the example does not fit its schema: {m}");
+            }
+        }
+        // api.md's examples, as they appear there
+        let item = json!({"id": 50, "name": "...", "broadcaster": "cjmall", "category": "패션·잡화", "price": 78900, "is_alarm_set": true});
+        assert_eq!(doc["components"]["schemas"]["Item"]["examples"][0], item, "{svc:?}");
+        let unauthorized = json!({"result": "Unauthorized", "hint": "USER-TOKEN header is missing"});
+        assert_eq!(
+            doc["components"]["responses"]["Unauthorized"]["content"]["application/json"]["example"],
+            unauthorized
+        );
+        let values: Vec<&Value> = all.iter().map(|(_, e, _)| e).collect();
+        match svc {
+            Svc::Alarm => {
+                for body in [json!({"item_id": 50}), json!({"item_id": "50"})] {
+                    assert!(values.contains(&&body), "alarm: the contract's body {body} is an example");
+                }
+            }
+            Svc::User => {
+                let user = json!({"id": 10, "name": "...", "access_token": "..."});
+                assert_eq!(doc["components"]["schemas"]["User"]["examples"][0], user);
+                assert!(values.contains(&&json!({"count": 0, "payload": []})), "user: the empty /visit");
+            }
+            Svc::Item => {}
+        }
     }
 }

@@ -2,6 +2,7 @@ use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use common::{
     auth, http,
     input::{self, ItemId},
+    openapi,
     replica::feed::Replicas,
     service::Core,
     ApiError,
@@ -11,6 +12,21 @@ use crate::store::{RecordView, ViewWriter};
 
 /// `GET /`: every item, id descending, with the caller's `is_alarm_set`
 /// (optionally one page: `?limit=&offset=`).
+#[utoipa::path(get, path = "/", tag = "contract", operation_id = "listItems", security(("UserToken" = [])),
+    summary = "Every item, id descending, with the caller's is_alarm_set",
+    description = "Without `limit` and `offset` (the contract's request) the whole list. With them, one page \
+        of it; `count` is then the number of items in the page.",
+    params(
+        ("limit" = Option<u64>, Query, description = "At most this many items (an addition to the contract; absent: all)."),
+        ("offset" = Option<u64>, Query, description = "Skip this many items of the id-descending list (default 0).")
+    ),
+    responses(
+        (status = 200, description = "Every item (or one page)", body = openapi::ItemList),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable)
+    ))]
 pub async fn list(req: HttpRequest, state: web::Data<Replicas>) -> Result<HttpResponse, ApiError> {
     let user = auth::authenticate(&req, &state.users).await?;
     let page = input::parse_page(req.query_string())?;
@@ -19,6 +35,20 @@ pub async fn list(req: HttpRequest, state: web::Data<Replicas>) -> Result<HttpRe
 }
 
 /// `GET /{item_id}`: one item, and a view recorded for `/visit`.
+#[utoipa::path(get, path = "/{item_id}", tag = "contract", operation_id = "getItem", security(("UserToken" = [])),
+    summary = "One item; records that the caller viewed it",
+    description = "The view is committed (item_db outbox) before 200 is sent: a 200 means it will show in the \
+        user service's `/visit`. If item_db is down this answers 503.",
+    params(("item_id" = i64, Path, example = 50,
+        description = "Item id: an integer (optionally negative) of the 64-bit range; anything else is 400.")),
+    responses(
+        (status = 200, description = "The item in the single envelope", body = openapi::ItemEnvelope),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, response = openapi::ItemNotFound),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable)
+    ))]
 pub async fn detail(
     req: HttpRequest,
     path: web::Path<String>,

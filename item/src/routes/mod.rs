@@ -5,6 +5,22 @@ use common::http;
 
 mod items;
 
+/// The item service's own operations; [`common::openapi::document`] adds the shared ones.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(items::list, items::detail))]
+pub struct ItemApi;
+
+/// This service's OpenAPI document, served at `GET /openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    common::openapi::document(
+        <ItemApi as utoipa::OpenApi>::openapi(),
+        "HomeShopping Moa item service",
+        "Items (item_db), each with the calling user's `is_alarm_set`. Opening an item records a view for \
+         the user service's `GET /visit`.",
+        5001,
+    )
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/").route(web::get().to(items::list)).default_service(web::to(http::method_not_allowed)),

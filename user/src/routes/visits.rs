@@ -1,5 +1,5 @@
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
-use common::{auth, http, replica::feed::Replicas, service::Core, ApiError};
+use common::{auth, http, openapi, replica::feed::Replicas, service::Core, ApiError};
 
 use crate::{
     recent::{self, VisitBook},
@@ -10,6 +10,17 @@ use crate::{
 pub const RECENT_LIMIT: i64 = 3;
 
 /// `GET /visit`: the caller's 3 most recently viewed items, newest first, each once.
+#[utoipa::path(get, path = "/visit", tag = "contract", operation_id = "recentVisits", security(("UserToken" = [])),
+    summary = "The caller's recently viewed items, most recent first, at most 3, each item once",
+    description = "Repeated views of an item show it once, at its latest view (A, B, A → A, B). Items deleted \
+        from item_db are left out (the list may then hold fewer than 3).",
+    responses(
+        (status = 200, description = "The recently viewed items", body = openapi::ItemList,
+            example = json!({"count": 0, "payload": []})),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 500, response = openapi::InternalError),
+        (status = 503, response = openapi::Unavailable)
+    ))]
 pub async fn recent(
     req: HttpRequest,
     state: web::Data<Replicas>,
