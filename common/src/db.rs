@@ -22,19 +22,19 @@ pub const CHANGE_CAPTURE: Migration =
 
 /// The table other domains' replicas are persisted in (see `replica::persist`).
 pub const REPLICA_TABLE: Migration =
-    Migration { version: 100, name: "persisted replicas", sql: include_str!("../sql/0100_replica.sql") };
+    Migration { version: 2, name: "persisted replicas", sql: include_str!("../sql/0002_replica.sql") };
 
 /// Delete-on-publish outbox and a one-statement capture trigger (after the two above).
 pub const LEAN_OUTBOX: Migration =
-    Migration { version: 101, name: "lean outbox", sql: include_str!("../sql/0101_lean_outbox.sql") };
+    Migration { version: 3, name: "lean outbox", sql: include_str!("../sql/0003_lean_outbox.sql") };
 
 /// The owner epoch (`moa_epoch()`) and the epoch of persisted replicas (after the three above).
 pub const OWNER_EPOCH: Migration =
-    Migration { version: 110, name: "owner epoch", sql: include_str!("../sql/0110_owner_epoch.sql") };
+    Migration { version: 20, name: "owner epoch", sql: include_str!("../sql/0020_owner_epoch.sql") };
 /// Outbox rows that could not be delivered back off instead of holding back the rows after
 /// them (`attempts`, `next_attempt_at`; see `store::DrainOutbox`).
 pub const OUTBOX_RETRY: Migration =
-    Migration { version: 102, name: "outbox retry back-off", sql: include_str!("../sql/0102_outbox_retry.sql") };
+    Migration { version: 21, name: "outbox retry back-off", sql: include_str!("../sql/0021_outbox_retry.sql") };
 
 /// Builds the pool without connecting: a service starts (and reports not-ready) while its
 /// database is down, and the pool connects when it returns. Every connection runs with
@@ -77,6 +77,23 @@ pub async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<usize> {
     )
     .await?;
     let result = async {
+        // Versions were renumbered (1, 2, 3, 10.., 20..) so that their order is the order they
+        // apply in; a database migrated before knows some by their old numbers (100, 101, 2..):
+        // move those to the new ones, by name (through negatives: the version is the key).
+        let names: Vec<&str> = migrations.iter().map(|m| m.name).collect();
+        let versions: Vec<i32> = migrations.iter().map(|m| m.version).collect();
+        let moved = conn
+            .execute(
+                "UPDATE moa_migrations m SET version = -v.version
+                 FROM unnest($1::text[], $2::int4[]) AS v(name, version)
+                 WHERE m.name = v.name AND m.version <> v.version",
+                &[&names, &versions],
+            )
+            .await?;
+        if moved > 0 {
+            conn.execute("UPDATE moa_migrations SET version = -version WHERE version < 0", &[]).await?;
+            log::info!("renumbered {moved} applied migrations to the current numbering");
+        }
         let mut applied = 0;
         for m in migrations {
             let done =
@@ -86,6 +103,8 @@ pub async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<usize> {
             }
             log::info!("applying migration {} ({})", m.version, m.name);
             let tx = conn.transaction().await?;
+            // "trigger ... does not exist, skipping" (DROP ... IF EXISTS) is not news at a first start.
+            tx.batch_execute("SET LOCAL client_min_messages = warning").await?;
             tx.batch_execute(m.sql).await?;
             tx.execute("INSERT INTO moa_migrations (version, name) VALUES ($1, $2)", &[&m.version, &m.name]).await?;
             tx.commit().await?;

@@ -86,11 +86,12 @@ impl Core {
         describe_metrics(&metrics);
         let store = Store::new(&settings, migrations)?;
         let wake = store.outbox_wake();
+        let migrated = store.migrated_flag();
         let store = store.start();
         let bus =
             Bus::start(&settings.amqp_url, format!("{}-service {}", settings.domain.name(), settings.instance_id));
         let rpc = RpcClient::start(&bus, &settings.instance_id, metrics.clone());
-        rpc::serve(&bus, settings.domain, store.clone(), settings.prefetch);
+        rpc::serve(&bus, settings.domain, store.clone(), migrated, settings.prefetch);
         let relay = OutboxRelay::start(&bus, store.clone(), wake, settings.outbox_poll, metrics.clone());
         let replicas = replicas_for(&settings, &store, &rpc, &metrics);
         // Bind and consume first, then snapshot (see replica::feed).

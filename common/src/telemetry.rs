@@ -36,6 +36,9 @@ fn is_own(target: &str) -> bool {
 fn cap(target: &str) -> LevelFilter {
     if is_own(target) {
         LevelFilter::Trace
+    } else if target.starts_with("tracing::span") {
+        // lapin's tracing spans, bridged to log records: "io_loop;" at every connection, no news.
+        LevelFilter::Warn
     } else {
         LevelFilter::Info
     }

@@ -8,7 +8,7 @@ pub static MIGRATIONS: [Migration; 6] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
-    Migration { version: 2, name: "item change capture", sql: include_str!("../migrations/0002_item_capture.sql") },
+    Migration { version: 10, name: "item change capture", sql: include_str!("../migrations/0010_item_capture.sql") },
     common::db::OWNER_EPOCH,
     common::db::OUTBOX_RETRY,
 ];

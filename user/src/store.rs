@@ -12,14 +12,14 @@ pub static MIGRATIONS: [Migration; 9] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
-    Migration { version: 2, name: "user change capture", sql: include_str!("../migrations/0002_user_capture.sql") },
-    Migration { version: 3, name: "visits", sql: include_str!("../migrations/0003_visits.sql") },
+    Migration { version: 10, name: "user change capture", sql: include_str!("../migrations/0010_user_capture.sql") },
+    Migration { version: 11, name: "visits", sql: include_str!("../migrations/0011_visits.sql") },
     Migration {
-        version: 4,
+        version: 12,
         name: "recent visit capture",
-        sql: include_str!("../migrations/0004_recent_visit_capture.sql"),
+        sql: include_str!("../migrations/0012_recent_visit_capture.sql"),
     },
-    Migration { version: 5, name: "record visit function", sql: include_str!("../migrations/0005_record_visit.sql") },
+    Migration { version: 13, name: "record visit function", sql: include_str!("../migrations/0013_record_visit.sql") },
     common::db::OWNER_EPOCH,
     common::db::OUTBOX_RETRY,
 ];
@@ -41,7 +41,7 @@ impl Handler<RecordVisit> for Store {
         let wake = self.outbox_wake();
         Box::pin(async move {
             let conn = pool.get().await?;
-            // One round trip: moa_record_visit (migration 5) stores it and returns the pair's state.
+            // One round trip: moa_record_visit (migration 13) stores it and returns the pair's state.
             let row = conn
                 .query_one(
                     "SELECT inserted, key, version, deleted, data, (SELECT moa_epoch())

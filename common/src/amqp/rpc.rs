@@ -7,7 +7,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -190,12 +190,18 @@ impl RpcClient {
 }
 
 /// Answers [`Query`]s about `domain`'s entities from its store.
-pub fn serve(bus: &Bus, domain: Domain, store: Addr<Store>, prefetch: u16) {
+/// It starts answering once the store has applied its migrations: before that every answer
+/// would be an error, and a request left in the queue is answered in time (or expires there).
+pub fn serve(bus: &Bus, domain: Domain, store: Addr<Store>, migrated: Arc<AtomicBool>, prefetch: u16) {
     let bus2 = bus.clone();
     bus.run_on_each_connection("rpc server", move |link| {
         let store = store.clone();
         let bus = bus2.clone();
+        let migrated = migrated.clone();
         async move {
+            while !migrated.load(Ordering::SeqCst) {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
             let ch = link.conn.create_channel().await?;
             topology::declare_shared(&ch).await?;
             ch.basic_qos(prefetch, BasicQosOptions::default()).await?;

@@ -9,6 +9,7 @@ mod epochs;
 mod faults;
 mod hostile;
 mod instances;
+mod migrations;
 mod observability;
 mod openapi;
 mod privilege;

@@ -1,5 +1,5 @@
 //! The alarm write path under concurrency: coalesced set-based batches
-//! (alarm migration 4, `moa_write_alarms`) and the delete-on-publish outbox (common 0101).
+//! (alarm migration 12, `moa_write_alarms`) and the delete-on-publish outbox (common 0003).
 
 use std::{collections::BTreeSet, time::Duration};
 
