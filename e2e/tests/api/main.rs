@@ -8,6 +8,7 @@ mod faults;
 mod instances;
 mod observability;
 mod openapi;
+mod outages;
 mod soak;
 mod visits;
 mod writes;
