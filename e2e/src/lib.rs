@@ -256,6 +256,24 @@ impl Infra {
         ));
     }
 
+    /// Freezes `svc`'s own PostgreSQL server (SIGSTOP to the postmaster and every backend): a
+    /// server that hangs rather than refuses, so callers meet their timeouts. [`Infra::thaw_pg`]
+    /// resumes it.
+    pub fn freeze_pg(&self, svc: Svc) {
+        self.signal_pg(svc, "STOP");
+    }
+
+    pub fn thaw_pg(&self, svc: Svc) {
+        self.signal_pg(svc, "CONT");
+    }
+
+    fn signal_pg(&self, svc: Svc, signal: &str) {
+        lib_sh(&format!(
+            "pid=$(pg_pid '{}'); [ -n \"$pid\" ] && kill -{signal} $pid $(pgrep -P $pid)",
+            self.pg_dir(svc).display()
+        ));
+    }
+
     pub fn start_pg(&self, svc: Svc) {
         infra_cmd(&["pg-start", &self.pg_dir(svc).to_string_lossy(), &self.pg_port(svc).to_string()]);
     }
@@ -269,7 +287,16 @@ impl Drop for Infra {
             let _ = Command::new(&script).arg("rabbit-stop").arg(dir.join("rabbit")).output();
         }
         for svc in &self.own_pg {
-            let _ = Command::new(&script).arg("pg-stop").arg(dir.join(format!("pg-{}", svc.name()))).output();
+            let pg_dir = dir.join(format!("pg-{}", svc.name()));
+            // A server a failed test left frozen (freeze_pg) could not stop.
+            let lib = env().repo_dir.join("scripts/lib.sh");
+            let thaw = format!(
+                ". '{}' && pid=$(pg_pid '{}') && [ -n \"$pid\" ] && kill -CONT $pid $(pgrep -P $pid)",
+                lib.display(),
+                pg_dir.display()
+            );
+            let _ = Command::new("bash").arg("-c").arg(thaw).output();
+            let _ = Command::new(&script).arg("pg-stop").arg(pg_dir).output();
         }
         if std::env::var("KEEP_TEST_STATE").is_err() {
             let _ = std::fs::remove_dir_all(dir);

@@ -11,10 +11,9 @@ use e2e::{eventually, mgmt, Infra, Method, Resp, Seed, Svc, System};
 
 const BACK: Duration = Duration::from_secs(10);
 
-/// Scheduling margin on top of a documented timeout: the slowest of 20 runs of these tests
-/// on the 2-core CI machine, with the rest of the suite running beside them, was ~60 ms
-/// over the timeout; 150 ms leaves room without hiding a broken bound.
-const MARGIN: Duration = Duration::from_millis(150);
+/// Scheduling margin on top of a documented timeout, for the 2-core CI machine with the rest
+/// of the suite beside: measured there, RPC misses took 304–314 ms (bound 300 ms) and a
+/// crashed database's 503 took 2–44 ms; 150 ms leaves room without hiding a broken bound.
 /// `RPC_TIMEOUT_MS`: how long a cache miss waits for the owning service (docs/failures.md).
 const RPC_BOUND: Duration = Duration::from_millis(300);
 /// `DB_TIMEOUT_MS`: how long a request waits for its own database (docs/failures.md).
@@ -28,6 +27,7 @@ async fn timed(request: impl Future<Output = Resp>) -> (Resp, Duration) {
 }
 
 fn assert_within(took: Duration, bound: Duration, what: &str) {
+    eprintln!("{what}: answered in {took:?} (bound {bound:?} + {MARGIN:?})");
     assert!(took <= bound + MARGIN, "{what} answered in {took:?}; the documented bound is {bound:?} (+{MARGIN:?})");
 }
 
@@ -182,7 +182,6 @@ async fn own_database_crashed_is_503_within_the_timeout_and_the_others_go_on() {
         sys.get(Svc::Item, "/5", &token).await.status == 200
     })
     .await;
-
     // alarm_db crashes: alarm writes are 503, the alarm list comes from memory, views go on.
     sys.infra.crash_pg(Svc::Alarm);
     for _ in 0..3 {
@@ -215,6 +214,34 @@ async fn own_database_crashed_is_503_within_the_timeout_and_the_others_go_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a hung item_db holds GET /{id} past 10 s until the write-path deadlines of issue 11 are merged"]
+async fn own_database_hung_is_503_within_the_timeout() {
+    let sys = demo(Infra::shared().with_own_pg(&[Svc::Item, Svc::Alarm])).await;
+    let token = sys.token().await;
+    assert_eq!(sys.get(Svc::Item, "/5", &token).await.status, 200);
+    // A database that hangs (every server process stopped) rather than refuses: a refused
+    // connection is answered at once, a hung one only by the timeout the docs give.
+    sys.infra.freeze_pg(Svc::Item);
+    sys.infra.freeze_pg(Svc::Alarm);
+    for _ in 0..2 {
+        let (r, took) = timed(sys.get(Svc::Item, "/5", &token)).await;
+        r.assert_error(503, "Service Unavailable");
+        assert!(r.json["hint"].as_str().unwrap().contains("database"), "{r:?}");
+        assert_within(took, DB_BOUND, "a view with item_db hung");
+        let (r, took) = timed(sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 5}"#)).await;
+        r.assert_error(503, "Service Unavailable");
+        assert_within(took, DB_BOUND, "an alarm write with alarm_db hung");
+    }
+    sys.infra.thaw_pg(Svc::Item);
+    sys.infra.thaw_pg(Svc::Alarm);
+    eventually(BACK, "the databases resumed: writes work again", || async {
+        sys.get(Svc::Item, "/5", &token).await.status == 200
+            && sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 5}"#).await.status == 201
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_are_dead_lettered_and_consumers_go_on() {
     let sys = demo(Infra::shared()).await;
     let token = sys.token().await;
@@ -235,7 +262,7 @@ async fn malformed_messages_are_dead_lettered_and_consumers_go_on() {
     // cannot help, so it is dead-lettered rather than held.
     publish(
         "item.views",
-        r#"{"event_id":"0b6f6c1e-8a47-4f0e-9d1a-2f4c7f1e9a00","user_id":1,"item_id":1,"viewed_at_us":9223372036854775807,"seq":1}"#,
+        r#"{"event_id":"0b6f6c1e-8a47-4f0e-9d1a-2f4c7f1e9a00","user_id":1,"item_id":1,"viewed_at_us":-9223372036854775807,"seq":1}"#,
     );
     publish("alarm.events", r#"{"garbage": true}"#);
     // Every instance has its own replica queue: 3 copies of the bad event, plus 3 bad views.
