@@ -75,7 +75,8 @@ async fn views_survive_a_two_minute_user_db_crash_and_a_user_service_crash_and_n
     // Back while user_db is still down: it cannot become ready, but it consumes and holds again.
     let user_port = sys.start_again(Svc::User);
     eventually(Duration::from_secs(60), "the restarted user service is alive", || async {
-        sys.request(e2e::Method::GET, user_port, "/health", None, None).await.status == 200
+        let health = sys.http.get(format!("http://127.0.0.1:{user_port}/health")).send().await;
+        health.is_ok_and(|r| r.status() == 200)
     })
     .await;
     tokio::time::sleep(OUTAGE.saturating_sub(down_since.elapsed())).await;
