@@ -99,19 +99,20 @@ impl Seed {
     }
 }
 
-/// The PostgreSQL server and RabbitMQ node a system runs on: the shared ones `scripts/test`
-/// started, or dedicated ones this test starts (and may stop and restart) itself.
+/// The PostgreSQL servers and the RabbitMQ node a system runs on: the shared ones
+/// `scripts/test` started, or dedicated ones this test starts (and may stop, crash and
+/// restart) itself: `Infra::shared().with_own_rabbit().with_own_pg(&[Svc::User])`.
 pub struct Infra {
-    pub pg_port: u16,
     pub amqp_port: u16,
     pub mgmt_port: u16,
-    dedicated: Option<Dedicated>,
-}
-
-struct Dedicated {
-    dir: PathBuf,
-    dist_port: u16,
-    with_pg: bool,
+    /// The server each domain's database lives on.
+    pg_ports: BTreeMap<Svc, u16>,
+    /// This test's own directory for dedicated servers (created on first use).
+    dir: Option<PathBuf>,
+    /// The distribution port of a dedicated RabbitMQ node.
+    own_rabbit: Option<u16>,
+    /// Domains whose database has a server of its own (under `dir/pg-<domain>`).
+    own_pg: Vec<Svc>,
 }
 
 fn infra_cmd(args: &[&str]) {
@@ -125,18 +126,50 @@ fn infra_cmd(args: &[&str]) {
     );
 }
 
+/// Runs a bash snippet with `scripts/lib.sh` sourced (its helpers: `as_user`, `pg_bin`, ...).
+fn lib_sh(snippet: &str) {
+    let lib = env().repo_dir.join("scripts/lib.sh");
+    let out =
+        Command::new("bash").arg("-c").arg(format!(". '{}' && {snippet}", lib.display())).output().expect("bash runs");
+    assert!(
+        out.status.success(),
+        "{snippet} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl Infra {
     pub fn shared() -> Infra {
         let e = env();
-        Infra { pg_port: e.pg_port, amqp_port: e.amqp_port, mgmt_port: e.mgmt_port, dedicated: None }
+        Infra {
+            amqp_port: e.amqp_port,
+            mgmt_port: e.mgmt_port,
+            pg_ports: Svc::ALL.iter().map(|s| (*s, e.pg_port)).collect(),
+            dir: None,
+            own_rabbit: None,
+            own_pg: Vec::new(),
+        }
     }
 
-    /// A RabbitMQ node of this test's own (and, with `with_pg`, a PostgreSQL server too),
-    /// so the test can stop and restart them without disturbing other tests.
-    pub fn dedicated(with_pg: bool) -> Infra {
-        let dir = env().state_dir.join(format!("infra-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)));
-        std::fs::create_dir_all(&dir).expect("infra dir");
-        let _ = Command::new("chmod").arg("755").arg(&dir).status();
+    fn own_dir(&mut self) -> PathBuf {
+        self.dir
+            .get_or_insert_with(|| {
+                let dir = env().state_dir.join(format!(
+                    "infra-{}-{}",
+                    std::process::id(),
+                    SEQ.fetch_add(1, Ordering::SeqCst)
+                ));
+                std::fs::create_dir_all(&dir).expect("infra dir");
+                let _ = Command::new("chmod").arg("755").arg(&dir).status();
+                dir
+            })
+            .clone()
+    }
+
+    /// A RabbitMQ node of this test's own, so it can stop or kill it without disturbing others.
+    pub fn with_own_rabbit(mut self) -> Infra {
+        self.own_dir();
         // RabbitMQ's CLI uses DIST_PORT + 10000..10010, so keep the distribution port low.
         let dist_port = loop {
             let p = free_port();
@@ -144,64 +177,131 @@ impl Infra {
                 break p;
             }
         };
-        let infra = Infra {
-            pg_port: if with_pg { free_port() } else { env().pg_port },
-            amqp_port: free_port(),
-            mgmt_port: free_port(),
-            dedicated: Some(Dedicated { dir, dist_port, with_pg }),
-        };
-        infra.start_rabbit();
-        if with_pg {
-            infra.start_pg();
+        self.amqp_port = free_port();
+        self.mgmt_port = free_port();
+        self.own_rabbit = Some(dist_port);
+        self.start_rabbit();
+        self
+    }
+
+    /// A PostgreSQL server of this test's own for each of `domains`: stopping one stops
+    /// that domain's database only.
+    pub fn with_own_pg(mut self, domains: &[Svc]) -> Infra {
+        self.own_dir();
+        for svc in domains {
+            if !self.own_pg.contains(svc) {
+                self.own_pg.push(*svc);
+                self.pg_ports.insert(*svc, free_port());
+                self.start_pg(*svc);
+            }
         }
-        infra
+        self
     }
 
-    fn dedicated_dir(&self, what: &str) -> PathBuf {
-        self.dedicated
-            .as_ref()
-            .map(|d| d.dir.join(what))
-            .unwrap_or_else(|| panic!("only a dedicated {what} can be stopped"))
+    /// The port of the server that holds `svc`'s database.
+    pub fn pg_port(&self, svc: Svc) -> u16 {
+        self.pg_ports[&svc]
     }
 
+    fn rabbit_dir(&self) -> PathBuf {
+        match (&self.dir, self.own_rabbit) {
+            (Some(dir), Some(_)) => dir.join("rabbit"),
+            _ => panic!("only a RabbitMQ node of the test's own (Infra::with_own_rabbit) can be stopped"),
+        }
+    }
+
+    fn pg_dir(&self, svc: Svc) -> PathBuf {
+        match &self.dir {
+            Some(dir) if self.own_pg.contains(&svc) => dir.join(format!("pg-{}", svc.name())),
+            _ => panic!("only a PostgreSQL server of the test's own (Infra::with_own_pg) can be stopped"),
+        }
+    }
+
+    /// Stops the test's RabbitMQ node gracefully (SIGTERM).
     pub fn stop_rabbit(&self) {
-        infra_cmd(&["rabbit-stop", &self.dedicated_dir("rabbit").to_string_lossy()]);
+        infra_cmd(&["rabbit-stop", &self.rabbit_dir().to_string_lossy()]);
+    }
+
+    /// Kills the test's RabbitMQ node with SIGKILL, as a crash would (every process of its
+    /// process group: the start script, beam.smp and its helpers), and waits until it is gone.
+    pub fn kill_rabbit(&self) {
+        let dir = self.rabbit_dir();
+        lib_sh(&format!(
+            "pid=$(read_pid '{0}/rabbit.pid'); [ -n \"$pid\" ] && kill -KILL -- -$pid; \
+             for i in $(seq 100); do pid_alive $pid || exit 0; sleep 0.1; done; exit 1",
+            dir.display()
+        ));
     }
 
     pub fn start_rabbit(&self) {
-        let dist = self.dedicated.as_ref().map(|d| d.dist_port).unwrap_or_default();
+        let dist = self.own_rabbit.expect("a RabbitMQ node of the test's own");
         infra_cmd(&[
             "rabbit-start",
-            &self.dedicated_dir("rabbit").to_string_lossy(),
+            &self.rabbit_dir().to_string_lossy(),
             &self.amqp_port.to_string(),
             &self.mgmt_port.to_string(),
             &dist.to_string(),
         ]);
     }
 
-    pub fn stop_pg(&self) {
-        infra_cmd(&["pg-stop", &self.dedicated_dir("pg").to_string_lossy()]);
+    /// Stops `svc`'s own PostgreSQL server gracefully (`pg_ctl -m fast`).
+    pub fn stop_pg(&self, svc: Svc) {
+        infra_cmd(&["pg-stop", &self.pg_dir(svc).to_string_lossy()]);
     }
 
-    pub fn start_pg(&self) {
-        infra_cmd(&["pg-start", &self.dedicated_dir("pg").to_string_lossy(), &self.pg_port.to_string()]);
+    /// Stops `svc`'s own PostgreSQL server as a crash would: `pg_ctl -m immediate` (every
+    /// server process quits at once, no checkpoint; the next start runs crash recovery).
+    pub fn crash_pg(&self, svc: Svc) {
+        lib_sh(&format!(
+            "as_user postgres \"$(pg_bin pg_ctl)\" -D '{}/data' stop -m immediate -w -t 30 >/dev/null",
+            self.pg_dir(svc).display()
+        ));
+    }
+
+    /// Freezes `svc`'s own PostgreSQL server (SIGSTOP to the postmaster and every backend): a
+    /// server that hangs rather than refuses, so callers meet their timeouts. [`Infra::thaw_pg`]
+    /// resumes it.
+    pub fn freeze_pg(&self, svc: Svc) {
+        self.signal_pg(svc, "STOP");
+    }
+
+    pub fn thaw_pg(&self, svc: Svc) {
+        self.signal_pg(svc, "CONT");
+    }
+
+    fn signal_pg(&self, svc: Svc, signal: &str) {
+        lib_sh(&format!(
+            "pid=$(pg_pid '{}'); [ -n \"$pid\" ] && kill -{signal} $pid $(pgrep -P $pid)",
+            self.pg_dir(svc).display()
+        ));
+    }
+
+    pub fn start_pg(&self, svc: Svc) {
+        infra_cmd(&["pg-start", &self.pg_dir(svc).to_string_lossy(), &self.pg_port(svc).to_string()]);
     }
 }
 
 impl Drop for Infra {
     fn drop(&mut self) {
-        if let Some(d) = &self.dedicated {
-            let _ = Command::new(env().repo_dir.join("scripts/infra"))
-                .arg("rabbit-stop")
-                .arg(d.dir.join("rabbit"))
-                .output();
-            if d.with_pg {
-                let _ =
-                    Command::new(env().repo_dir.join("scripts/infra")).arg("pg-stop").arg(d.dir.join("pg")).output();
-            }
-            if std::env::var("KEEP_TEST_STATE").is_err() {
-                let _ = std::fs::remove_dir_all(&d.dir);
-            }
+        let Some(dir) = &self.dir else { return };
+        let script = env().repo_dir.join("scripts/infra");
+        if self.own_rabbit.is_some() {
+            let _ = Command::new(&script).arg("rabbit-stop").arg(dir.join("rabbit")).output();
+        }
+        for svc in &self.own_pg {
+            let pg_dir = dir.join(format!("pg-{}", svc.name()));
+            // A server a failed test left frozen (freeze_pg) could not stop.
+            let lib = env().repo_dir.join("scripts/lib.sh");
+            let thaw = format!(
+                ". '{}' && pid=$(pg_pid '{}') && [ -n \"$pid\" ] && kill -CONT $pid $(pgrep -P $pid)",
+                lib.display(),
+                pg_dir.display()
+            );
+            let _ = Command::new("bash").arg("-c").arg(thaw).output();
+            let _ = Command::new(&script).arg("pg-stop").arg(pg_dir).output();
+        }
+        if std::env::var("KEEP_TEST_STATE").is_err() {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
@@ -226,14 +326,24 @@ impl Resp {
         Resp { status, content_type, text, json }
     }
 
-    pub fn ids(&self) -> Vec<i64> {
-        self.json["payload"].as_array().map(|a| a.iter().filter_map(|i| i["id"].as_i64()).collect()).unwrap_or_default()
+    /// The list's payload. Asserts the status first: a `503` or `500` is never read as an
+    /// empty list.
+    pub fn payload(&self) -> &Vec<Value> {
+        assert_eq!(self.status, 200, "a list answers 200: {self:?}");
+        assert_eq!(self.content_type, "application/json; charset=utf-8", "{self:?}");
+        self.json["payload"].as_array().unwrap_or_else(|| panic!("a list has a payload array: {self:?}"))
     }
+    /// The ids in a list answer (which must be a `200` with a payload).
+    pub fn ids(&self) -> Vec<i64> {
+        self.payload().iter().map(|i| i["id"].as_i64().unwrap_or_else(|| panic!("an id in {i}"))).collect()
+    }
+    /// The ids of the items flagged `is_alarm_set` in a list answer (which must be a `200`).
     pub fn alarmed_ids(&self) -> Vec<i64> {
-        self.json["payload"]
-            .as_array()
-            .map(|a| a.iter().filter(|i| i["is_alarm_set"] == true).filter_map(|i| i["id"].as_i64()).collect())
-            .unwrap_or_default()
+        self.payload()
+            .iter()
+            .filter(|i| i["is_alarm_set"].as_bool().unwrap_or_else(|| panic!("is_alarm_set is a boolean in {i}")))
+            .map(|i| i["id"].as_i64().unwrap_or_else(|| panic!("an id in {i}")))
+            .collect()
     }
     /// Asserts the contract's error body: `{"result": <reason>, "hint": <non-empty>}`.
     pub fn assert_error(&self, status: u16, result: &str) {
@@ -267,6 +377,25 @@ pub struct System {
     stopped_ports: BTreeMap<Svc, u16>,
     pub http: reqwest::Client,
     extra_env: Vec<(String, String)>,
+}
+
+/// Records that the running test skips itself, and why: `scripts/test` lists every skip in
+/// its summary (from `$MOA_TEST_STATE_DIR/skipped`), so a skipped test is never mistaken for
+/// a passed one. The test's name is its thread's name (libtest and nextest name the thread
+/// after the test, and `#[tokio::test]` runs the body on that thread).
+pub fn skip(reason: &str) {
+    let test = std::thread::current().name().unwrap_or("a test").to_string();
+    eprintln!("SKIP {test}: {reason}");
+    let line = format!("{test}: {reason}\n");
+    let path = env().state_dir.join("skipped");
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+    if let Err(e) = written {
+        panic!("cannot record the skip in {}: {e}", path.display());
+    }
 }
 
 pub fn free_port() -> u16 {
@@ -347,15 +476,15 @@ impl System {
 
     pub async fn start_on(infra: Infra, seed: Seed, extra_env: &[(&str, &str)]) -> Option<System> {
         let Some(dir) = seed.dir() else {
-            eprintln!("SKIP: seed {seed:?} not found (the provided dumps live in ../shared/seed beside the clone)");
+            skip(&format!("seed {seed:?} not found (the provided dumps live in ../shared/seed beside the clone)"));
             return None;
         };
         let name = format!("t{}_{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
-        let admin = pg(infra.pg_port, "postgres").await;
         for svc in Svc::ALL {
+            let admin = pg(infra.pg_port(svc), "postgres").await;
             let db = format!("{name}_{}", svc.name());
             admin.batch_execute(&format!("CREATE DATABASE \"{db}\"")).await.expect("create database");
-            psql_file(infra.pg_port, &db, &dir.join(svc.name()).join("init_database.sql"));
+            psql_file(infra.pg_port(svc), &db, &dir.join(svc.name()).join("init_database.sql"));
         }
         mgmt(infra.mgmt_port, "PUT", &format!("/api/vhosts/{name}"), None);
         let perms = r#"{"configure":".*","write":".*","read":".*"}"#;
@@ -384,7 +513,7 @@ impl System {
             (format!("{}_HTTP_PORT", svc.prefix()), port.to_string()),
             (
                 format!("{}_DATABASE_URL", svc.prefix()),
-                format!("postgres://postgres:postgres@127.0.0.1:{}/{}", self.infra.pg_port, self.db_name(svc)),
+                format!("postgres://postgres:postgres@127.0.0.1:{}/{}", self.infra.pg_port(svc), self.db_name(svc)),
             ),
             ("AMQP_URL".into(), self.service_amqp_url(svc)),
             ("HTTP_WORKERS".into(), "2".into()),
@@ -428,6 +557,11 @@ impl System {
             .unwrap_or_else(|| panic!("{} is not running", svc.name()))
     }
 
+    /// The process ids of the running instances of `svc`.
+    pub fn pids(&self, svc: Svc) -> Vec<u32> {
+        self.instances.iter().filter(|i| i.svc == svc).map(|i| i.child.id()).collect()
+    }
+
     pub fn ports(&self, svc: Svc) -> Vec<u16> {
         self.instances.iter().filter(|i| i.svc == svc).map(|i| i.port).collect()
     }
@@ -455,6 +589,18 @@ impl System {
                 env().state_dir.join("logs").display()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills every instance of `svc` with SIGKILL, as a crash would, and waits until it is gone.
+    pub fn kill(&mut self, svc: Svc) {
+        let (killing, keep): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.instances).into_iter().partition(|i| i.svc == svc);
+        self.instances = keep;
+        for mut i in killing {
+            self.stopped_ports.insert(svc, i.port);
+            i.child.kill().unwrap_or_else(|e| panic!("SIGKILL {}: {e}", svc.name()));
+            i.child.wait().unwrap_or_else(|e| panic!("wait for {}: {e}", svc.name()));
         }
     }
 
@@ -508,9 +654,45 @@ impl System {
 
     /// Starts `svc` again on the port it had, and waits until it is ready.
     pub async fn restart(&mut self, svc: Svc) {
-        let port = self.stopped_ports.get(&svc).copied();
-        let port = self.spawn(svc, port);
+        let port = self.start_again(svc);
         self.wait_ready_port(svc, port).await;
+    }
+
+    /// Starts `svc` again on the port it had, without waiting for `/ready` (which a service
+    /// whose database is down never reaches). Returns the port.
+    pub fn start_again(&mut self, svc: Svc) -> u16 {
+        let port = self.stopped_ports.get(&svc).copied();
+        self.spawn(svc, port)
+    }
+
+    /// The management API's view of one of this system's queues (messages, consumers, ...).
+    pub fn queue(&self, name: &str) -> Value {
+        let q = mgmt(self.infra.mgmt_port, "GET", &format!("/api/queues/{}/{name}", self.name), None);
+        serde_json::from_str(&q).unwrap_or_else(|e| panic!("queue {name}: {e}: {q}"))
+    }
+
+    /// Messages in `dead-letters`, as the broker counts them (the management API's counts
+    /// lag its queues by up to ~5 s).
+    pub fn dead_letters(&self) -> i64 {
+        self.queue("dead-letters")["messages"].as_i64().unwrap_or(0)
+    }
+
+    /// Runs `scripts/dead-letters ARGS` against this system's broker and vhost; returns stdout.
+    pub fn dead_letters_script(&self, args: &[&str]) -> String {
+        let out = Command::new(env().repo_dir.join("scripts/dead-letters"))
+            .args(args)
+            .env("RABBIT_MGMT_PORT", self.infra.mgmt_port.to_string())
+            .env("RABBIT_VHOST", &self.name)
+            .env("DEAD_LETTERS_SPOOL", env().state_dir.join(format!("dead-letters-{}", self.name)))
+            .output()
+            .expect("scripts/dead-letters runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "scripts/dead-letters {args:?} failed:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
     }
 
     pub async fn request(
@@ -545,7 +727,7 @@ impl System {
 
     /// Runs SQL in `svc`'s database, as an operator with psql would.
     pub async fn sql(&self, svc: Svc, sql: &str) -> Vec<tokio_postgres::Row> {
-        let client = pg(self.infra.pg_port, &self.db_name(svc)).await;
+        let client = pg(self.infra.pg_port(svc), &self.db_name(svc)).await;
         client.query(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
@@ -567,10 +749,10 @@ impl System {
     pub async fn recreate_db(&self, svc: Svc, seed: Seed) {
         let dir = seed.dir().expect("the seed exists");
         let db = self.db_name(svc);
-        let admin = pg(self.infra.pg_port, "postgres").await;
+        let admin = pg(self.infra.pg_port(svc), "postgres").await;
         admin.batch_execute(&format!("DROP DATABASE \"{db}\" WITH (FORCE)")).await.expect("drop database");
         admin.batch_execute(&format!("CREATE DATABASE \"{db}\"")).await.expect("create database");
-        psql_file(self.infra.pg_port, &db, &dir.join(svc.name()).join("init_database.sql"));
+        psql_file(self.infra.pg_port(svc), &db, &dir.join(svc.name()).join("init_database.sql"));
     }
 }
 
@@ -580,18 +762,18 @@ impl Drop for System {
             let _ = i.child.kill();
             let _ = i.child.wait();
         }
-        if self.infra.dedicated.is_some() {
-            return; // the Infra's own drop removes everything
+        if self.infra.own_rabbit.is_none() {
+            mgmt(self.infra.mgmt_port, "DELETE", &format!("/api/vhosts/{}", self.name), None);
         }
-        mgmt(self.infra.mgmt_port, "DELETE", &format!("/api/vhosts/{}", self.name), None);
         if std::env::var("KEEP_TEST_STATE").is_err() {
-            for svc in Svc::ALL {
+            // Databases on servers of the test's own go with the Infra's directory.
+            for svc in Svc::ALL.into_iter().filter(|s| !self.infra.own_pg.contains(s)) {
                 let _ = Command::new("psql")
                     .args([
                         "-h",
                         "127.0.0.1",
                         "-p",
-                        &self.infra.pg_port.to_string(),
+                        &self.infra.pg_port(svc).to_string(),
                         "-U",
                         "postgres",
                         "-d",

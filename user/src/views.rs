@@ -1,5 +1,11 @@
 //! The view consumer: stores each view from the shared `user.views` queue exactly once
 //! (acked only after it is committed; duplicates are recognised by event id).
+//!
+//! Only a view that can never be stored is dead-lettered: one that does not parse, or one
+//! the database refuses for its content. A view that cannot be stored *yet* (user_db down,
+//! restarting, out of connections, ...) is held and retried by the consumer for as long
+//! as the outage lasts (`common::amqp::consume`), so no outage, however long, sends a view
+//! that was answered 200 to `dead-letters`.
 
 use std::sync::Arc;
 
@@ -42,9 +48,32 @@ pub fn parse_view(data: &[u8]) -> Result<ViewEvent, String> {
     Ok(v)
 }
 
+/// Whether the database refused a view for what it holds: SQLSTATE class 22 (data exception,
+/// e.g. a time out of range) or 23 (integrity constraint). Storing it again would fail again.
+/// Every other failure may pass — no connection, the server starting up or shutting down
+/// (57P01, 57P03), too many connections (53300), a serialization failure, even a function
+/// missing during a deploy — so the view waits for it instead of being dead-lettered.
+fn refused_for_its_content(e: &common::error::Error) -> bool {
+    match e {
+        common::error::Error::Db(e) => {
+            e.as_db_error().is_some_and(|db| matches!(db.code().code().get(..2), Some("22" | "23")))
+        }
+        _ => false,
+    }
+}
+
 impl consume::Handler for ViewRecorder {
     fn handle<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, consume::Outcome> {
         Box::pin(async move {
+            // Only the item service records views: a message put into user.views another way
+            // (the default exchange reaches any queue by name) is not one (docs/security.md).
+            if delivery.exchange.as_str() != topology::VIEWS_EXCHANGE {
+                self.metrics.inc("moa_events_dead_lettered_total", String::new(), 1.0);
+                return consume::Outcome::DeadLetter(format!(
+                    "a view that did not come through {}",
+                    topology::VIEWS_EXCHANGE
+                ));
+            }
             let view = match parse_view(&delivery.data) {
                 Ok(v) => v,
                 Err(why) => {
@@ -61,6 +90,10 @@ impl consume::Handler for ViewRecorder {
                     log::info!(target: "moa::access", "[{}] view of item {item} by user {user} {outcome}", request_id);
                     self.metrics.inc("moa_views_total", format!("outcome=\"{outcome}\""), 1.0);
                     consume::Outcome::Ack
+                }
+                Ok(Err(e)) if refused_for_its_content(&e) => {
+                    self.metrics.inc("moa_events_dead_lettered_total", String::new(), 1.0);
+                    consume::Outcome::DeadLetter(format!("user_db refuses this view: {e}"))
                 }
                 Ok(Err(e)) => consume::Outcome::Retry(format!("cannot store a view yet: {e}")),
                 Err(e) => consume::Outcome::Retry(e.to_string()),

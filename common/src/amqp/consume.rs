@@ -1,6 +1,14 @@
 //! A consumer that survives reconnects and never loses or loops on a message:
-//! ack after the effect is committed, dead-letter what cannot be processed, retry (after a
-//! pause) what failed for a passing reason.
+//! ack after the effect is committed, dead-letter what cannot be processed, and hold what
+//! failed for a passing reason (its store is down), retrying it in place with back-off.
+//!
+//! A held delivery is never nacked back to the queue: a quorum queue counts every return of
+//! a message as a failed delivery, so requeueing a healthy message while its store is down
+//! would walk it towards a delivery limit and into `dead-letters` however healthy it is.
+//! Holding it instead keeps it unacknowledged on this channel; the channel's prefetch bounds
+//! how many are held, so consumption stops by itself while the store is down and resumes
+//! when it answers. If the connection drops meanwhile, RabbitMQ gives the held deliveries to
+//! the next consumer (see `docs/architecture.md`, "Views").
 
 use std::{sync::Arc, time::Duration};
 
@@ -8,7 +16,7 @@ use futures_util::{future::BoxFuture, StreamExt};
 use lapin::{
     message::Delivery,
     options::{
-        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions, QueueBindOptions,
+        BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions, QueueBindOptions,
         QueueDeclareOptions,
     },
     types::FieldTable,
@@ -43,7 +51,8 @@ pub fn request_id_of(delivery: &Delivery) -> String {
 pub enum Outcome {
     /// Done (or a harmless duplicate).
     Ack,
-    /// Failed for a passing reason (database down): back to the queue after a pause.
+    /// Failed for a passing reason (database down): held, and handled again after a back-off,
+    /// as long as the connection lasts. Never requeued.
     Retry(String),
     /// Can never succeed (malformed): to the dead-letter queue, visible in the dashboard.
     DeadLetter(String),
@@ -123,7 +132,7 @@ pub fn start<H: Handler>(
                 async move {
                     match delivery {
                         Ok(delivery) => {
-                            let outcome = handler.handle(&delivery).await;
+                            let outcome = handle_until_settled(name, handler.as_ref(), &delivery).await;
                             settle(name, &delivery, outcome).await;
                         }
                         Err(e) => log::warn!("{name}: consumer error: {e}"),
@@ -138,15 +147,56 @@ pub fn start<H: Handler>(
     });
 }
 
-async fn settle(name: &str, delivery: &Delivery, outcome: Outcome) {
-    let result = match outcome {
-        Outcome::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
-        Outcome::Retry(why) => {
-            log::warn!("{name}: will retry a message: {why}");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
+/// First pause before a held delivery is handled again.
+const HOLD_FIRST_PAUSE: Duration = Duration::from_millis(200);
+/// Longest pause between two attempts: how long a store that answers again may wait for
+/// the held deliveries to notice.
+const HOLD_MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// The pause before attempt `attempt + 1` (attempt 1 failed: the first pause), doubling up
+/// to [`HOLD_MAX_PAUSE`].
+fn hold_pause(attempt: u32) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(16);
+    HOLD_FIRST_PAUSE.saturating_mul(1 << doublings).min(HOLD_MAX_PAUSE)
+}
+
+/// Handles `delivery` until the outcome is an ack or a dead-letter: a `Retry` holds the
+/// delivery (unacknowledged) and tries again after a back-off, for as long as it takes. The
+/// caller drops this future when the connection is lost; the broker then redelivers.
+async fn handle_until_settled<H: Handler>(name: &str, handler: &H, delivery: &Delivery) -> Settled {
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        match handler.handle(delivery).await {
+            Outcome::Retry(why) => {
+                // The first failure and then about one line a minute per held delivery:
+                // an outage of hours must not flood the log.
+                if attempt == 1 || attempt.is_multiple_of(12) {
+                    log::warn!("{name}: holding a message (attempt {attempt}) until its store answers: {why}");
+                }
+                tokio::time::sleep(hold_pause(attempt)).await;
+            }
+            Outcome::Ack => {
+                if attempt > 1 {
+                    log::info!("{name}: a held message was handled after {attempt} attempts");
+                }
+                return Settled::Ack;
+            }
+            Outcome::DeadLetter(why) => return Settled::DeadLetter(why),
         }
-        Outcome::DeadLetter(why) => {
+    }
+}
+
+/// How a delivery ends: there is no "requeue".
+enum Settled {
+    Ack,
+    DeadLetter(String),
+}
+
+async fn settle(name: &str, delivery: &Delivery, settled: Settled) {
+    let result = match settled {
+        Settled::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
+        Settled::DeadLetter(why) => {
             log::error!("{name}: dead-lettering a message: {why}");
             delivery.acker.reject(BasicRejectOptions { requeue: false }).await
         }
@@ -154,5 +204,17 @@ async fn settle(name: &str, delivery: &Delivery, outcome: Outcome) {
     if let Err(e) = result {
         // The channel is gone; the broker redelivers the message to the next consumer.
         log::warn!("{name}: could not settle a delivery: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_deliveries_back_off_from_200_ms_to_5_s() {
+        let pauses: Vec<u64> = (1..=8).map(|a| hold_pause(a).as_millis() as u64).collect();
+        assert_eq!(pauses, [200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        assert_eq!(hold_pause(u32::MAX), HOLD_MAX_PAUSE, "no overflow after days of holding");
     }
 }

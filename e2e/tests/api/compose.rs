@@ -135,7 +135,7 @@ const DOMAINS: [(&str, &str, &str); 3] =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compose_file_gives_each_service_only_its_own_database_and_no_guest() {
     let Some(config) = resolved_config(&REQUIRED) else {
-        eprintln!("SKIP: docker-compose not installed");
+        e2e::skip("docker-compose is not installed");
         return;
     };
     let config = config.unwrap_or_else(|e| panic!("docker-compose config failed:\n{e}"));

@@ -1,10 +1,36 @@
-//! Keep serving and lose nothing when a service, a database or RabbitMQ dies.
+//! Keep serving and lose nothing when a service, a database or RabbitMQ dies. Crashes are
+//! crashes: services and the broker are killed with SIGKILL, databases stopped with
+//! `pg_ctl -m immediate`; only the tests about a graceful stop use SIGTERM.
 
-use std::time::{Duration, Instant};
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
 
-use e2e::{eventually, mgmt, Infra, Method, Seed, Svc, System};
+use e2e::{eventually, mgmt, Infra, Method, Resp, Seed, Svc, System};
 
 const BACK: Duration = Duration::from_secs(10);
+
+/// Scheduling margin on top of a documented timeout, for the 2-core CI machine with the rest
+/// of the suite beside: measured there, RPC misses took 304–314 ms (bound 300 ms) and a
+/// crashed database's 503 took 2–44 ms; 150 ms leaves room without hiding a broken bound.
+const MARGIN: Duration = Duration::from_millis(150);
+/// `RPC_TIMEOUT_MS`: how long a cache miss waits for the owning service (docs/failures.md).
+const RPC_BOUND: Duration = Duration::from_millis(300);
+/// `DB_TIMEOUT_MS`: how long a request waits for its own database (docs/failures.md).
+const DB_BOUND: Duration = Duration::from_millis(2000);
+
+/// The answer and how long it took.
+async fn timed(request: impl Future<Output = Resp>) -> (Resp, Duration) {
+    let started = Instant::now();
+    let r = request.await;
+    (r, started.elapsed())
+}
+
+fn assert_within(took: Duration, bound: Duration, what: &str) {
+    eprintln!("{what}: answered in {took:?} (bound {bound:?} + {MARGIN:?})");
+    assert!(took <= bound + MARGIN, "{what} answered in {took:?}; the documented bound is {bound:?} (+{MARGIN:?})");
+}
 
 async fn demo(infra: Infra) -> System {
     System::start_on(infra, Seed::Demo, &[]).await.expect("the demo seed is part of the repository")
@@ -19,7 +45,7 @@ async fn alarm_service_down_item_list_flags_stay_right() {
         sys.get(Svc::Item, "/", &token).await.alarmed_ids() == vec![11]
     })
     .await;
-    sys.get(Svc::Item, "/11", &token).await;
+    assert_eq!(sys.get(Svc::Item, "/11", &token).await.status, 200);
     assert_eq!(sys.stop(Svc::Alarm), vec![Some(0)], "SIGTERM is a clean exit");
     assert_eq!(sys.get(Svc::Item, "/", &token).await.alarmed_ids(), vec![11]);
     assert_eq!(sys.get(Svc::Item, "/11", &token).await.json["payload"]["is_alarm_set"], true);
@@ -27,8 +53,8 @@ async fn alarm_service_down_item_list_flags_stay_right() {
         sys.get(Svc::User, "/visit", &token).await.alarmed_ids() == vec![11]
     })
     .await;
-    // The item service restarted while the alarm service is down: persisted replica.
-    sys.stop(Svc::Item);
+    // The item service crashed and restarted while the alarm service is down: persisted replica.
+    sys.kill(Svc::Item);
     sys.restart(Svc::Item).await;
     assert_eq!(sys.get(Svc::Item, "/", &token).await.alarmed_ids(), vec![11], "flags right after a restart");
     sys.restart(Svc::Alarm).await;
@@ -40,44 +66,46 @@ async fn alarm_service_down_item_list_flags_stay_right() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn user_service_down_known_tokens_work_and_views_wait() {
+async fn user_service_crashed_known_tokens_work_and_views_wait() {
     let mut sys = demo(Infra::shared()).await;
     let token = sys.token().await;
-    sys.get(Svc::Item, "/", &token).await; // the token is now known to the item service
-    sys.get(Svc::Alarm, "/", &token).await;
-    sys.stop(Svc::User);
+    assert_eq!(sys.get(Svc::Item, "/", &token).await.status, 200); // the token is now known to the item service
+    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.status, 200);
+    sys.kill(Svc::User);
     assert_eq!(sys.get(Svc::Item, "/", &token).await.status, 200);
     assert_eq!(sys.get(Svc::Item, "/2", &token).await.status, 200, "a view while the user service is down");
     sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 2}"#).await.assert_empty(201);
-    // A token never seen: cannot be told, so 503 naming the user service, fast.
-    let started = Instant::now();
-    let r = sys.get(Svc::Item, "/", "never-seen-token").await;
-    let took = started.elapsed();
-    r.assert_error(503, "Service Unavailable");
-    assert!(r.json["hint"].as_str().unwrap().contains("user service"), "{r:?}");
-    assert!(took < Duration::from_millis(1500), "answered in {took:?}");
+    // A token never seen: cannot be told, so 503 naming the user service, within the RPC timeout.
+    for attempt in 0..3 {
+        let (r, took) = timed(sys.get(Svc::Item, "/", &format!("never-seen-token-{attempt}"))).await;
+        r.assert_error(503, "Service Unavailable");
+        assert!(r.json["hint"].as_str().unwrap().contains("user service"), "{r:?}");
+        assert_within(took, RPC_BOUND, "a never-seen token with the user service down");
+    }
     sys.restart(Svc::User).await;
     eventually(BACK, "the view made meanwhile shows in /visit", || async {
         let v = sys.get(Svc::User, "/visit", &token).await;
         v.ids() == vec![2] && v.alarmed_ids() == vec![2]
     })
     .await;
-    sys.get(Svc::Item, "/", "never-seen-token").await.assert_error(401, "Unauthorized");
+    sys.get(Svc::Item, "/", "never-seen-token-0").await.assert_error(401, "Unauthorized");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn item_service_down_alarms_on_known_items_still_work() {
+async fn item_service_crashed_alarms_on_known_items_still_work() {
     let mut sys = demo(Infra::shared()).await;
     let token = sys.token().await;
-    sys.stop(Svc::Item);
+    sys.kill(Svc::Item);
     sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 3}"#).await.assert_empty(201);
     assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![3]);
-    // Unknown item with its owner down: 503 naming it, not a 404 that may be wrong.
-    let r = sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 5000}"#).await;
+    // Unknown item with its owner down: 503 naming it, not a 404 that may be wrong, within
+    // the RPC timeout.
+    let (r, took) = timed(sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 5000}"#)).await;
     r.assert_error(503, "Service Unavailable");
     assert!(r.json["hint"].as_str().unwrap().contains("item service"), "{r:?}");
-    // The alarm service restarted while the item service is down still knows the items.
-    sys.stop(Svc::Alarm);
+    assert_within(took, RPC_BOUND, "an unknown item with the item service down");
+    // The alarm service restarted (after a crash) while the item service is down still knows the items.
+    sys.kill(Svc::Alarm);
     sys.restart(Svc::Alarm).await;
     assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![3]);
     sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 4}"#).await.assert_empty(201);
@@ -89,13 +117,13 @@ async fn item_service_down_alarms_on_known_items_still_work() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rabbitmq_down_gets_serve_writes_commit_and_everything_arrives_after() {
-    let sys = demo(Infra::dedicated(false)).await;
+async fn rabbitmq_crashed_gets_serve_writes_commit_and_everything_arrives_after() {
+    let sys = demo(Infra::shared().with_own_rabbit()).await;
     let token = sys.token().await;
-    sys.get(Svc::Item, "/1", &token).await;
+    assert_eq!(sys.get(Svc::Item, "/1", &token).await.status, 200);
     eventually(BACK, "first view stored", || async { sys.get(Svc::User, "/visit", &token).await.ids() == vec![1] })
         .await;
-    sys.infra.stop_rabbit();
+    sys.infra.kill_rabbit();
     for (svc, path) in [(Svc::Item, "/"), (Svc::Item, "/5"), (Svc::Alarm, "/"), (Svc::User, "/"), (Svc::User, "/visit")]
     {
         assert_eq!(sys.get(svc, path, &token).await.status, 200, "{svc:?} {path} while RabbitMQ is down");
@@ -125,32 +153,97 @@ async fn rabbitmq_down_gets_serve_writes_commit_and_everything_arrives_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn own_database_down_is_503_fast_and_recovers() {
-    let sys = demo(Infra::dedicated(true)).await;
+async fn own_database_crashed_is_503_within_the_timeout_and_the_others_go_on() {
+    // Each domain's database on a server of its own: a crash of one leaves the others up.
+    let sys = demo(Infra::shared().with_own_pg(&Svc::ALL)).await;
     let token = sys.token().await;
-    sys.get(Svc::Item, "/", &token).await;
-    sys.infra.stop_pg();
-    assert_eq!(sys.get(Svc::Item, "/", &token).await.status, 200, "the list is served from memory");
-    let started = Instant::now();
-    let r = sys.get(Svc::Item, "/5", &token).await;
-    r.assert_error(503, "Service Unavailable");
-    assert!(r.json["hint"].as_str().unwrap().contains("database"), "{r:?}");
-    assert!(started.elapsed() < Duration::from_secs(5), "bounded: {:?}", started.elapsed());
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 5}"#).await.assert_error(503, "Service Unavailable");
-    // /visit is answered from the in-memory visit book.
-    assert_eq!(sys.get(Svc::User, "/visit", &token).await.status, 200);
-    let ready = sys.request(Method::GET, sys.port(Svc::Alarm), "/ready", None, None).await;
-    assert_eq!(ready.status, 503);
-    assert_eq!(ready.json["checks"]["database"], "down");
-    sys.infra.start_pg();
-    eventually(BACK, "pools recover by themselves", || async {
-        sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 5}"#).await.status == 201
-            && sys.get(Svc::Item, "/5", &token).await.status == 200
+    assert_eq!(sys.get(Svc::Item, "/", &token).await.ids().len(), 100);
+    let database_down = |svc: Svc| {
+        let sys = &sys;
+        async move {
+            let ready = sys.request(Method::GET, sys.port(svc), "/ready", None, None).await;
+            assert_eq!(ready.status, 503, "{svc:?} /ready: {ready:?}");
+            assert_eq!(ready.json["checks"]["database"], "down", "{svc:?} /ready: {ready:?}");
+        }
+    };
+
+    // item_db crashes: the list comes from memory; a view cannot be recorded, so 503.
+    sys.infra.crash_pg(Svc::Item);
+    assert_eq!(sys.get(Svc::Item, "/", &token).await.ids().len(), 100, "the list is served from memory");
+    for _ in 0..3 {
+        let (r, took) = timed(sys.get(Svc::Item, "/5", &token)).await;
+        r.assert_error(503, "Service Unavailable");
+        assert!(r.json["hint"].as_str().unwrap().contains("database"), "{r:?}");
+        assert_within(took, DB_BOUND, "a view with item_db down");
+    }
+    database_down(Svc::Item).await;
+    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 5}"#).await.assert_empty(201);
+    sys.infra.start_pg(Svc::Item);
+    eventually(BACK, "item_db is back: views are recorded again", || async {
+        sys.get(Svc::Item, "/5", &token).await.status == 200
     })
     .await;
-    eventually(BACK, "the item view and alarm flow again", || async {
+    // alarm_db crashes: alarm writes are 503, the alarm list comes from memory, views go on.
+    sys.infra.crash_pg(Svc::Alarm);
+    for _ in 0..3 {
+        let (r, took) = timed(sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 6}"#)).await;
+        r.assert_error(503, "Service Unavailable");
+        assert!(r.json["hint"].as_str().unwrap().contains("database"), "{r:?}");
+        assert_within(took, DB_BOUND, "an alarm write with alarm_db down");
+    }
+    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![5], "the alarm list is served from memory");
+    assert_eq!(sys.get(Svc::Item, "/6", &token).await.status, 200);
+    database_down(Svc::Alarm).await;
+    sys.infra.start_pg(Svc::Alarm);
+    eventually(BACK, "alarm_db is back: alarm writes work again", || async {
+        sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 6}"#).await.status == 201
+    })
+    .await;
+
+    // user_db crashes: /visit comes from memory; a view is recorded (200) and waits.
+    sys.infra.crash_pg(Svc::User);
+    assert_eq!(sys.get(Svc::User, "/visit", &token).await.ids(), vec![6, 5], "/visit from the visit book");
+    assert_eq!(sys.get(Svc::Item, "/7", &token).await.status, 200, "views are recorded in item_db");
+    database_down(Svc::User).await;
+    sys.infra.start_pg(Svc::User);
+    eventually(BACK, "every view and alarm shows in /visit", || async {
         let v = sys.get(Svc::User, "/visit", &token).await;
-        v.ids() == vec![5] && v.alarmed_ids() == vec![5]
+        v.ids() == vec![7, 6, 5] && v.alarmed_ids() == vec![6, 5]
+    })
+    .await;
+    assert_eq!(sys.dead_letters(), 0, "no view was dead-lettered");
+}
+
+/// `WRITE_TIMEOUT_MS` in this test: a write to a database that hangs is answered by the
+/// write-path deadline (a pooled connection to a hung server is handed out at once).
+const WRITE_BOUND: Duration = Duration::from_millis(2000);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_database_hung_is_503_within_the_timeout() {
+    let infra = Infra::shared().with_own_pg(&[Svc::Item, Svc::Alarm]);
+    let sys = System::start_on(infra, Seed::Demo, &[("WRITE_TIMEOUT_MS", "2000")])
+        .await
+        .expect("the demo seed is part of the repository");
+    let token = sys.token().await;
+    assert_eq!(sys.get(Svc::Item, "/5", &token).await.status, 200);
+    // A database that hangs (every server process stopped) rather than refuses: a refused
+    // connection is answered at once, a hung one only by the timeout the docs give.
+    sys.infra.freeze_pg(Svc::Item);
+    sys.infra.freeze_pg(Svc::Alarm);
+    for _ in 0..2 {
+        let (r, took) = timed(sys.get(Svc::Item, "/5", &token)).await;
+        r.assert_error(503, "Service Unavailable");
+        assert!(r.json["hint"].as_str().unwrap().contains("database"), "{r:?}");
+        assert_within(took, WRITE_BOUND, "a view with item_db hung");
+        let (r, took) = timed(sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 5}"#)).await;
+        r.assert_error(503, "Service Unavailable");
+        assert_within(took, WRITE_BOUND, "an alarm write with alarm_db hung");
+    }
+    sys.infra.thaw_pg(Svc::Item);
+    sys.infra.thaw_pg(Svc::Alarm);
+    eventually(BACK, "the databases resumed: writes work again", || async {
+        sys.get(Svc::Item, "/5", &token).await.status == 200
+            && sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 5}"#).await.status == 201
     })
     .await;
 }
@@ -172,19 +265,31 @@ async fn malformed_messages_are_dead_lettered_and_consumers_go_on() {
     };
     publish("item.views", "this is not json");
     publish("item.views", r#"{"event_id":"nope","user_id":1,"item_id":1,"viewed_at_us":1,"seq":1}"#);
+    // Well-formed, but user_db refuses it for its content (a time out of range): retrying
+    // cannot help, so it is dead-lettered rather than held.
+    publish(
+        "item.views",
+        r#"{"event_id":"0b6f6c1e-8a47-4f0e-9d1a-2f4c7f1e9a00","user_id":1,"item_id":1,"viewed_at_us":-9223372036854775807,"seq":1}"#,
+    );
     publish("alarm.events", r#"{"garbage": true}"#);
-    // Every instance has its own replica queue: 3 copies of the bad event, plus 2 bad views.
+    // Every instance has its own replica queue: 3 copies of the bad event, plus 3 bad views.
     let dead_letters = || {
         let q = mgmt(sys.infra.mgmt_port, "GET", &format!("/api/queues/{vhost}/dead-letters"), None);
         serde_json::from_str::<serde_json::Value>(&q).ok().and_then(|v| v["messages"].as_i64()).unwrap_or(-1)
     };
     let waited =
-        eventually(Duration::from_secs(20), "5 messages in the dead-letter queue", || async { dead_letters() >= 5 })
+        eventually(Duration::from_secs(20), "6 messages in the dead-letter queue", || async { dead_letters() >= 6 })
             .await;
     // The management API's counts lag a few seconds; give extra messages time to show up.
     tokio::time::sleep(Duration::from_secs(6).saturating_sub(waited)).await;
-    assert_eq!(dead_letters(), 5, "exactly the malformed messages are dead-lettered");
-    sys.get(Svc::Item, "/9", &token).await;
+    assert_eq!(dead_letters(), 6, "exactly the malformed messages are dead-lettered");
+    // The operator's view of them: where each came from, left in place.
+    let listed = sys.dead_letters_script(&["list"]);
+    assert!(listed.starts_with("6 message(s) in dead-letters"), "{listed}");
+    assert_eq!(listed.matches("from exchange 'item.views' (queue 'user.views', rejected)").count(), 3, "{listed}");
+    assert_eq!(listed.matches("from exchange 'alarm.events'").count(), 3, "{listed}");
+    assert_eq!(sys.dead_letters_script(&["count"]).trim(), "6");
+    assert_eq!(sys.get(Svc::Item, "/9", &token).await.status, 200);
     eventually(Duration::from_secs(2), "consumers go on", || async {
         sys.get(Svc::User, "/visit", &token).await.ids() == vec![9]
     })
@@ -195,9 +300,9 @@ async fn malformed_messages_are_dead_lettered_and_consumers_go_on() {
 async fn tokens_never_reach_logs_hints_or_metrics() {
     let mut sys = demo(Infra::shared()).await;
     let token = sys.token().await;
-    sys.get(Svc::Item, "/", &token).await;
-    sys.get(Svc::Item, "/3", &token).await;
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 3}"#).await;
+    assert_eq!(sys.get(Svc::Item, "/", &token).await.status, 200);
+    assert_eq!(sys.get(Svc::Item, "/3", &token).await.status, 200);
+    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 3}"#).await.assert_empty(201);
     let bad = sys.get(Svc::Item, "/", "secret-wrong-token-123").await;
     assert!(!bad.text.contains("secret-wrong-token-123"));
     for svc in Svc::ALL {

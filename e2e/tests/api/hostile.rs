@@ -124,7 +124,7 @@ async fn a_request_head_that_never_ends_is_a_408_and_the_connection_is_closed() 
 /// or rolls back: every write to it waits, like behind a stuck batch or an operator's open
 /// transaction.
 async fn lock(sys: &System, svc: Svc, table: &str) -> tokio_postgres::Client {
-    let client = e2e::pg(sys.infra.pg_port, &sys.db_name(svc)).await;
+    let client = e2e::pg(sys.infra.pg_port(svc), &sys.db_name(svc)).await;
     client.batch_execute(&format!("BEGIN; LOCK TABLE {table} IN EXCLUSIVE MODE")).await.expect("lock");
     client
 }

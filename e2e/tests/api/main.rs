@@ -12,6 +12,7 @@ mod instances;
 mod migrations;
 mod observability;
 mod openapi;
+mod outages;
 mod privilege;
 mod soak;
 mod visits;
