@@ -84,16 +84,7 @@ async fn write_behind(entity: &'static str, store: Addr<Store>, mut rx: mpsc::Un
             }
         };
         // Fold in the saves queued behind it; a reset waits for the next round.
-        loop {
-            match rx.try_recv() {
-                Ok(Command::Save(more)) => batch.extend(more),
-                Ok(reset @ Command::Reset(..)) => {
-                    next = Some(reset);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+        next = fold_saves(&mut rx, &mut batch);
         loop {
             match store.send(PersistReplica { entity, rows: batch.clone() }).await {
                 Ok(Ok(_)) => break,
@@ -104,22 +95,24 @@ async fn write_behind(entity: &'static str, store: Addr<Store>, mut rx: mpsc::Un
                         continue;
                     }
                     // Fold in what arrived meanwhile; the upsert keeps the newest version.
-                    loop {
-                        match rx.try_recv() {
-                            Ok(Command::Save(more)) => batch.extend(more),
-                            Ok(reset @ Command::Reset(..)) => {
-                                next = Some(reset);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
+                    next = fold_saves(&mut rx, &mut batch);
                 }
                 Err(_) => return,
             }
         }
         if next.is_none() {
             next = rx.recv().await;
+        }
+    }
+}
+
+/// Moves the saves waiting in `rx` into `batch`, up to the first reset, which it returns.
+fn fold_saves(rx: &mut mpsc::UnboundedReceiver<Command>, batch: &mut Vec<VersionedRow>) -> Option<Command> {
+    loop {
+        match rx.try_recv() {
+            Ok(Command::Save(more)) => batch.extend(more),
+            Ok(reset @ Command::Reset(..)) => return Some(reset),
+            Err(_) => return None,
         }
     }
 }

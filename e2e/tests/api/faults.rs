@@ -366,9 +366,15 @@ async fn a_restored_replica_catches_up_by_digest_on_what_it_missed_late_commits_
         sys.get(Svc::Item, "/", &token).await.alarmed_ids() == vec![4, 3, 2, 1]
     })
     .await;
-    let log = sys.log(Svc::Item);
-    assert!(
-        log.lines().any(|l| l.contains("alarm replica synced from alarm") && l.contains("by digest")),
-        "the restored replica compared digests instead of reading every row:\n{log}"
-    );
+    // The sync applies the rows, then logs how it went: the list can be right a moment before.
+    // (Its first start's sync, a full snapshot, is the first such line; the restart's is the second.)
+    let synced = |log: &str| -> Vec<String> {
+        log.lines().filter(|l| l.contains("alarm replica synced from alarm")).map(str::to_owned).collect()
+    };
+    eventually(Duration::from_secs(2), "the restarted item service logged its alarm replica's sync", || async {
+        synced(&sys.log(Svc::Item)).len() >= 2
+    })
+    .await;
+    let line = synced(&sys.log(Svc::Item)).pop().unwrap_or_default();
+    assert!(line.contains("by digest"), "the restored replica compared digests instead of reading every row: {line}");
 }
