@@ -134,3 +134,21 @@ async fn drop_unroutable_on_the_dashboard_counts_the_rpc_replies_and_nothing_els
     }
     panic!("drop_unroutable is not the RPC replies ({answered} answered calls of {all}): {last}");
 }
+
+/// A clean start on a healthy machine logs no warning (a warning must mean something is
+/// wrong), no PostgreSQL notice, and counts no failed RPC call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_start_logs_no_warning_and_counts_no_error() {
+    let sys = system!(Seed::Demo);
+    for svc in Svc::ALL {
+        let log = sys.log(svc);
+        let noisy: Vec<&str> =
+            log.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ") || l.contains("NOTICE")).collect();
+        assert!(noisy.is_empty(), "{svc:?} logged at start:\n{}", noisy.join("\n"));
+        assert!(!log.contains("io_loop"), "{svc:?} logged lapin's tracing spans");
+        for outcome in ["error", "timeout", "bus_down"] {
+            let failed = counter_sum(&sys, svc, "moa_rpc_calls_total", &format!("outcome=\"{outcome}\"")).await;
+            assert_eq!(failed, 0.0, "{svc:?} counted RPC calls that ended in {outcome}");
+        }
+    }
+}
