@@ -46,6 +46,13 @@ async fn metrics_cover_requests_caches_rpc_outbox_events_and_replicas() {
     .await;
     let sys = &sys;
     let text = |svc| async move { sys.request(Method::GET, sys.port(svc), "/metrics", None, None).await };
+    // The view of item 3 is published by the item service's relay and stored by the user
+    // service a moment after its 200: wait for both to show.
+    eventually(Duration::from_secs(5), "the view published and stored", || async {
+        text(Svc::Item).await.text.contains("moa_outbox_publish_seconds_count ")
+            && text(Svc::User).await.text.contains("moa_views_total{outcome=\"stored\"} 1")
+    })
+    .await;
     let item = text(Svc::Item).await;
     assert_eq!(item.status, 200);
     assert!(item.content_type.starts_with("text/plain"));
