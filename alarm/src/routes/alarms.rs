@@ -3,14 +3,16 @@ use common::{auth, http, input::ItemId, openapi, replica::feed::Replicas, servic
 
 use crate::store::{AlarmWriter, WriteAlarm};
 
+/// The body of a set and of a clear, as the documents describe it.
+const ALARM_BODY: &str = "`item_id` as a JSON number or as a string of digits (the original specification sends a \
+    string). Sent with `Content-Type: application/json`; `application/x-www-form-urlencoded` (curl -d's default) \
+    and no Content-Type are accepted too, the body still being JSON. At most BODY_LIMIT_BYTES (default 16384).";
+
 /// `POST /` `{"item_id": 50}` or `{"item_id": "50"}` → `201 {}`.
 #[utoipa::path(post, path = "/", tag = "contract", operation_id = "setAlarm", security(("UserToken" = [])),
     summary = "Set the caller's alarm on an item (idempotent)",
     description = "Setting an alarm that is already set is still `201 {}` and leaves one alarm row.",
-    request_body(content = openapi::AlarmRequest, description = "`item_id` as a JSON number or as a string of \
-        digits (the original specification sends a string). Sent with `Content-Type: application/json`; \
-        `application/x-www-form-urlencoded` (curl -d's default) and no Content-Type are accepted too, the body \
-        still being JSON. At most BODY_LIMIT_BYTES (default 16384).",
+    request_body(content = openapi::AlarmRequest, description = ALARM_BODY,
         examples(("number" = (value = json!({"item_id": 50}))), ("string" = (value = json!({"item_id": "50"}))))),
     responses(
         (status = 201, description = "Set: exactly `{}`", body = openapi::Empty),
@@ -38,10 +40,7 @@ pub async fn set(
 #[utoipa::path(delete, path = "/", tag = "contract", operation_id = "clearAlarm", security(("UserToken" = [])),
     summary = "Clear the caller's alarm on an item (idempotent)",
     description = "Clearing an alarm that is not set is also `200 {}`.",
-    request_body(content = openapi::AlarmRequest, description = "`item_id` as a JSON number or as a string of \
-        digits (the original specification sends a string). Sent with `Content-Type: application/json`; \
-        `application/x-www-form-urlencoded` (curl -d's default) and no Content-Type are accepted too, the body \
-        still being JSON. At most BODY_LIMIT_BYTES (default 16384).",
+    request_body(content = openapi::AlarmRequest, description = ALARM_BODY,
         examples(("number" = (value = json!({"item_id": 50}))), ("string" = (value = json!({"item_id": "50"}))))),
     responses(
         (status = 200, description = "Cleared (or was not set): exactly `{}`", body = openapi::Empty),
