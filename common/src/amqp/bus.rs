@@ -114,26 +114,6 @@ impl Bus {
 /// How long one connection attempt (TCP, AMQP handshake, authentication) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn logs_show_a_node_by_its_address_only() {
-        assert_eq!(node_address("amqp://item:s3cret@10.0.0.7:5673/%2f?heartbeat=10"), "10.0.0.7:5673");
-        assert_eq!(node_address("amqp://rabbitmq-2:5672"), "rabbitmq-2:5672");
-        assert_eq!(node_address("amqps://u:p:q@h/%2f"), "h");
-    }
-
-    #[test]
-    fn instances_spread_over_the_nodes() {
-        assert_eq!(first_node("anything", 1), 0);
-        let firsts: std::collections::BTreeSet<usize> =
-            (0..60).map(|i| first_node(&format!("item-service item-{i}"), 3)).collect();
-        assert_eq!(firsts.len(), 3, "60 instance names start on every one of 3 nodes");
-    }
-}
-
 /// Adds a short heartbeat so a dead peer is noticed in seconds, unless the URL sets one.
 fn with_heartbeat(url: &str) -> String {
     if url.contains("heartbeat=") {
@@ -240,5 +220,25 @@ async fn supervise(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_show_a_node_by_its_address_only() {
+        assert_eq!(node_address("amqp://item:s3cret@10.0.0.7:5673/%2f?heartbeat=10"), "10.0.0.7:5673");
+        assert_eq!(node_address("amqp://rabbitmq-2:5672"), "rabbitmq-2:5672");
+        assert_eq!(node_address("amqps://u:p:q@h/%2f"), "h");
+    }
+
+    #[test]
+    fn instances_spread_over_the_nodes() {
+        assert_eq!(first_node("anything", 1), 0);
+        let firsts: std::collections::BTreeSet<usize> =
+            (0..60).map(|i| first_node(&format!("item-service item-{i}"), 3)).collect();
+        assert_eq!(firsts.len(), 3, "60 instance names start on every one of 3 nodes");
     }
 }
