@@ -42,6 +42,9 @@ pub struct Core {
     pub relay: OutboxRelay,
     pub metrics: Metrics,
     pub replicas: Replicas,
+    /// Set on SIGTERM / SIGINT: `/ready` answers 503 from then on, so a load balancer moves
+    /// new requests elsewhere while this instance finishes what it has (`SHUTDOWN_DRAIN_MS`).
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Builds the three replicas: this domain's own entities from its store, the others from
@@ -96,7 +99,8 @@ impl Core {
         let replicas = replicas_for(&settings, &store, &rpc, &metrics);
         // Bind and consume first, then snapshot (see replica::feed).
         feed::start(&bus, &settings, replicas.clone(), metrics.clone());
-        Ok(Core { settings, store, bus, rpc, relay, metrics, replicas })
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        Ok(Core { settings, store, bus, rpc, relay, metrics, replicas, draining })
     }
 }
 
@@ -145,6 +149,9 @@ pub async fn ready(core: web::Data<Core>) -> HttpResponse {
     let amqp = core.bus.is_connected();
     let replicas = core.replicas.status();
     let mut missing = Vec::new();
+    if core.draining.load(Ordering::SeqCst) {
+        missing.push("shutting down".to_string());
+    }
     if let Err(e) = &db {
         missing.push(format!("database unreachable ({e})"));
     }
@@ -298,6 +305,8 @@ impl Application {
         // have their own deadline, see http::read_body).
         .client_request_timeout(s.header_timeout)
         .shutdown_timeout(10)
+        // Signals are ours (run_until_stopped): the listener closes only after the drain.
+        .disable_signals()
         .listen(listener)?
         .run();
         log::info!("{domain} service listening on {}:{port} ({:?})", s.http_host, s.domain);
@@ -312,12 +321,44 @@ impl Application {
     /// the outbox is flushed as far as the broker allows, and the AMQP connection is closed
     /// (unacknowledged deliveries return to their queues).
     pub async fn run_until_stopped(self) -> Result<()> {
+        let handle = self.server.handle();
+        let draining = self.core.draining.clone();
+        let drain = self.core.settings.shutdown_drain;
+        actix_web::rt::spawn(async move {
+            let signal = stop_signal().await;
+            draining.store(true, Ordering::SeqCst);
+            if !drain.is_zero() {
+                // A load balancer checking /ready stops sending here within its check
+                // interval; requests that still arrive meanwhile are served as usual.
+                log::info!("{signal}: /ready is 503; serving for {} ms more before closing", drain.as_millis());
+                tokio::time::sleep(drain).await;
+            } else {
+                log::info!("{signal}: shutting down");
+            }
+            handle.stop(true).await;
+        });
         self.server.await?;
         log::info!("http server stopped; flushing the outbox");
         self.core.relay.flush(Duration::from_secs(3)).await;
         self.core.bus.close().await;
         log::info!("bye");
         Ok(())
+    }
+}
+
+/// Waits for SIGTERM or SIGINT; answers which one.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        (term, int) => {
+            // Without signal handlers the process could only be killed: say so, and wait forever.
+            log::error!("cannot listen for signals: {:?} {:?}", term.err(), int.err());
+            std::future::pending().await
+        }
     }
 }
 

@@ -107,6 +107,10 @@ pub struct Settings {
     /// `OWN_READ_TIMEOUT_MS`: how long a read the owner serves from its own database (the alarm
     /// list) waits for it before answering from memory instead, default 250.
     pub own_read_timeout: Duration,
+    /// `SHUTDOWN_DRAIN_MS`: after SIGTERM, how long `/ready` answers 503 while requests are
+    /// still served, before the listener closes: one or two health-check intervals of the load
+    /// balancer in front (`docs/deployment.md`). Default 0 (no load balancer).
+    pub shutdown_drain: Duration,
     /// `EPOCH_PROBE_MS`: how often each replica asks its owner for its epoch and newest
     /// version (a restored or re-created owner database is noticed within this), default 1000.
     pub epoch_probe: Duration,
@@ -183,6 +187,7 @@ pub fn env_var_names(domain: Domain) -> Vec<String> {
             "NEGATIVE_CACHE_MS",
             "EPOCH_PROBE_MS",
             "OWN_READ_TIMEOUT_MS",
+            "SHUTDOWN_DRAIN_MS",
         ]
         .map(String::from),
     );
@@ -258,6 +263,7 @@ impl Settings {
             negative_ttl: Duration::from_millis(positive("NEGATIVE_CACHE_MS", 2000)?),
             epoch_probe: Duration::from_millis(positive("EPOCH_PROBE_MS", 1000)?),
             own_read_timeout: Duration::from_millis(positive("OWN_READ_TIMEOUT_MS", 250)?),
+            shutdown_drain: Duration::from_millis(num("SHUTDOWN_DRAIN_MS", 0)?),
         })
     }
 }

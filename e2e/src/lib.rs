@@ -614,6 +614,32 @@ impl System {
 
     /// Stops every instance of `svc` with SIGTERM (graceful), waits for it to exit and
     /// returns the exit codes (None: it had to be killed).
+    /// Sends SIGTERM to the instance on `port` and returns at once (see [`System::reap`]).
+    pub fn terminate(&self, port: u16) {
+        let i = self.instances.iter().find(|i| i.port == port).unwrap_or_else(|| panic!("nothing runs on :{port}"));
+        let _ = Command::new("kill").args(["-TERM", &i.child.id().to_string()]).status();
+    }
+
+    /// Waits up to `within` for the instance on `port` to exit: its exit code (None: killed
+    /// by a signal, or still running at the deadline and then killed).
+    pub async fn reap(&mut self, port: u16, within: Duration) -> Option<i32> {
+        let at = self.instances.iter().position(|i| i.port == port).unwrap_or_else(|| panic!("nothing on :{port}"));
+        let mut i = self.instances.remove(at);
+        self.stopped_ports.insert(i.svc, i.port);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = i.child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = i.child.kill();
+                let _ = i.child.wait();
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn stop(&mut self, svc: Svc) -> Vec<Option<i32>> {
         let mut codes = Vec::new();
         let (stopping, keep): (Vec<_>, Vec<_>) =

@@ -169,3 +169,26 @@ async fn an_instance_given_several_rabbitmq_nodes_connects_to_the_one_that_answe
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_instance_is_not_ready_but_serves_through_its_drain_then_exits_cleanly() {
+    let mut sys = system!(Seed::Demo);
+    let port = sys.spawn_env(Svc::Alarm, None, &[("SHUTDOWN_DRAIN_MS", "1500")]);
+    sys.wait_ready_port(Svc::Alarm, port).await;
+    let token = sys.token().await;
+    let ready = |sys: &e2e::System| {
+        let url = format!("http://127.0.0.1:{port}/ready");
+        let http = sys.http.clone();
+        async move { http.get(url).send().await.map(|r| r.status().as_u16()).ok() }
+    };
+    assert_eq!(ready(&sys).await, Some(200));
+    sys.terminate(port);
+    eventually(Duration::from_millis(500), "/ready turns 503 at SIGTERM", || async { ready(&sys).await == Some(503) })
+        .await;
+    let r = sys.request(e2e::Method::GET, port, "/ready", None, None).await;
+    assert!(r.json["hint"].as_str().unwrap_or_default().contains("shutting down"), "{r:?}");
+    // Still serving during the drain: a load balancer's requests already on their way succeed.
+    sys.request(e2e::Method::POST, port, "/", Some(&token), Some(r#"{"item_id": 3}"#)).await.assert_empty(201);
+    assert_eq!(sys.request(e2e::Method::GET, port, "/", Some(&token), None).await.ids(), vec![3]);
+    assert_eq!(sys.reap(port, Duration::from_secs(15)).await, Some(0), "a clean exit after the drain");
+}
