@@ -15,6 +15,7 @@ mod openapi;
 mod outages;
 mod privilege;
 mod soak;
+mod user_list;
 mod visits;
 mod writes;
 
