@@ -52,7 +52,7 @@ impl Handler<WriteAlarms> for Store {
     fn handle(&mut self, WriteAlarms(writes): WriteAlarms, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool();
         let wake = self.outbox_wake();
-        Box::pin(async move {
+        self.run(async move {
             let conn = pool.get().await?;
             let users: Vec<i32> = writes.iter().map(|w| w.user_id).collect();
             let items: Vec<i32> = writes.iter().map(|w| w.item_id).collect();

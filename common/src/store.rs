@@ -25,6 +25,8 @@ use crate::{
 
 pub struct Store {
     pool: Pool,
+    /// Where every statement runs (see [`Store::run`]).
+    db: tokio::runtime::Handle,
     database_url: String,
     /// Woken by NOTIFY moa_outbox (a change was committed) so the relay need not wait for its poll.
     outbox_wake: Arc<Notify>,
@@ -34,6 +36,9 @@ pub struct Store {
 
 impl Store {
     pub fn new(settings: &Settings, migrations: &'static [Migration]) -> Result<Self> {
+        let db = db_runtime()?;
+        // The pool's own tasks (its reaper, connection set-up) belong on that runtime too.
+        let _inside = db.enter();
         Ok(Store {
             pool: db::pool(
                 &settings.database_url,
@@ -41,6 +46,7 @@ impl Store {
                 settings.db_timeout,
                 settings.db_statement_timeout,
             )?,
+            db,
             database_url: settings.database_url.clone(),
             outbox_wake: Arc::new(Notify::new()),
             migrations,
@@ -51,6 +57,32 @@ impl Store {
     /// The pool, for domain message handlers (which run inside this actor).
     pub fn pool(&self) -> Pool {
         self.pool.clone()
+    }
+
+    /// Runs a message's database work on the database runtime and answers with its result:
+    /// what every handler returns. The actor itself only hands work out, so the System
+    /// arbiter (which also runs the AMQP consumers, the relay and the replica feeds) is not
+    /// where statements are built, sent and their rows decoded, and that work spreads over
+    /// the runtime's threads. The work runs to its end even if the asker stops waiting,
+    /// as a future run in the actor's context did.
+    pub fn run<T, F>(&self, work: F) -> ResponseFuture<Result<T>>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let task = self.db.spawn(work);
+        Box::pin(async move {
+            task.await.map_err(|e| {
+                log::error!("store: a database task failed: {e}");
+                Error::StoreGone
+            })?
+        })
+    }
+
+    /// The database runtime, for work a handler starts that outlives its message (e.g. a
+    /// streamed list's producer).
+    pub fn db_runtime(&self) -> tokio::runtime::Handle {
+        self.db.clone()
     }
 
     pub fn outbox_wake(&self) -> Arc<Notify> {
@@ -71,19 +103,34 @@ impl Actor for Store {
         let migrations = self.migrations;
         let migrated = self.migrated.clone();
         let wake = self.outbox_wake.clone();
-        ctx.spawn(
-            async move {
-                db::migrate_when_reachable(&pool, migrations).await;
-                migrated.store(true, std::sync::atomic::Ordering::SeqCst);
-                // Anything committed while nobody listened is picked up by the relay's poll too.
-                wake.notify_one();
-            }
-            .into_actor(self),
-        );
+        self.db.spawn(async move {
+            db::migrate_when_reachable(&pool, migrations).await;
+            migrated.store(true, std::sync::atomic::Ordering::SeqCst);
+            // Anything committed while nobody listened is picked up by the relay's poll too.
+            wake.notify_one();
+        });
         let url = self.database_url.clone();
         let wake = self.outbox_wake.clone();
-        ctx.spawn(listen_for_outbox(url, wake).into_actor(self));
+        self.db.spawn(listen_for_outbox(url, wake));
     }
+}
+
+/// The process's database runtime: a multi-thread tokio runtime with one worker per CPU
+/// (at least two), shared by every store of the process, built on first use and kept for
+/// the process's life (a runtime cannot be dropped from async code).
+fn db_runtime() -> Result<tokio::runtime::Handle> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt.handle().clone());
+    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("moa-db")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start the database runtime: {e}")))?;
+    Ok(RUNTIME.get_or_init(|| rt).handle().clone())
 }
 
 /// Keeps a LISTEN moa_outbox session open (reconnecting as needed) and turns every
@@ -149,7 +196,7 @@ impl Handler<Ping> for Store {
     fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
         let migrated = self.migrated.clone();
-        Box::pin(async move {
+        self.run(async move {
             let conn = pool.get().await?;
             conn.simple_query("SELECT 1").await?;
             if !migrated.load(std::sync::atomic::Ordering::SeqCst) {
@@ -269,7 +316,7 @@ impl Handler<Query> for Store {
     fn handle(&mut self, q: Query, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
         let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
-        Box::pin(async move {
+        self.run(async move {
             let conn = migrated_conn(pool, migrated).await?;
             let rows = match &q {
                 Query::Snapshot { entity, after, limit } => {
@@ -545,7 +592,7 @@ impl Handler<OutboxBacklog> for Store {
 
     fn handle(&mut self, _: OutboxBacklog, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
-        Box::pin(async move {
+        self.run(async move {
             let conn = pool.get().await?;
             let row = conn.query_one("SELECT count(*) FROM moa_outbox", &[]).await?;
             Ok(row.try_get(0)?)
@@ -568,7 +615,7 @@ impl Handler<PersistReplica> for Store {
 
     fn handle(&mut self, msg: PersistReplica, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
-        Box::pin(async move {
+        self.run(async move {
             let mut conn = pool.get().await?;
             let tx = bookkeeping(&mut conn).await?;
             let written = upsert_replica_rows(&tx, msg.entity, &msg.rows).await?;
@@ -620,7 +667,7 @@ impl Handler<ResetReplica> for Store {
 
     fn handle(&mut self, msg: ResetReplica, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
-        Box::pin(async move {
+        self.run(async move {
             let mut conn = pool.get().await?;
             let tx = bookkeeping(&mut conn).await?;
             tx.execute(
@@ -651,7 +698,7 @@ impl Handler<LoadReplica> for Store {
     fn handle(&mut self, msg: LoadReplica, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
         let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
-        Box::pin(async move {
+        self.run(async move {
             let mut conn = migrated_conn(pool, migrated).await?;
             // One read of the whole persisted copy (1M alarms at scale) at start, off every
             // request's path: exempt from DB_STATEMENT_TIMEOUT_MS.

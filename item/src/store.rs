@@ -35,7 +35,7 @@ impl Handler<RecordViews> for Store {
     fn handle(&mut self, RecordViews(views): RecordViews, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool();
         let wake = self.outbox_wake();
-        Box::pin(async move {
+        self.run(async move {
             let conn = pool.get().await?;
             let users: Vec<i64> = views.iter().map(|v| v.user_id).collect();
             let items: Vec<i64> = views.iter().map(|v| v.item_id).collect();

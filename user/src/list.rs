@@ -82,12 +82,13 @@ impl Handler<StreamUsers> for Store {
 
     fn handle(&mut self, msg: StreamUsers, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool();
+        let db = self.db_runtime();
         Box::pin(async move {
             let (head_tx, head_rx) = oneshot::channel();
             let (rest_tx, rest_rx) = mpsc::channel(CHANNEL_PAGES);
             // Ends with the response: when the last page is sent, the client goes away, or
             // the client stops reading (SEND_TIMEOUT); it never outlives its request by more.
-            tokio::spawn(async move {
+            db.spawn(async move {
                 let _turn = msg.turn;
                 let mut out = Output { head: Some(head_tx), rest: rest_tx };
                 if let Err(e) = produce(pool, msg.page, &mut out).await {

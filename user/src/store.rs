@@ -39,7 +39,7 @@ impl Handler<RecordVisit> for Store {
     fn handle(&mut self, RecordVisit { view: v, request_id }: RecordVisit, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool();
         let wake = self.outbox_wake();
-        Box::pin(async move {
+        self.run(async move {
             let conn = pool.get().await?;
             // One round trip: moa_record_visit (migration 13) stores it and returns the pair's state.
             let row = conn
@@ -74,7 +74,7 @@ impl Handler<RecentVisits> for Store {
 
     fn handle(&mut self, msg: RecentVisits, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool();
-        Box::pin(async move {
+        self.run(async move {
             let conn = pool.get().await?;
             let rows = conn
                 .query(
