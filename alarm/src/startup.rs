@@ -15,7 +15,7 @@ use crate::{
 
 pub fn build(settings: Settings) -> Result<Application> {
     let core = Core::start(settings, &MIGRATIONS)?;
-    let writer = web::Data::new(alarm_writer(core.store.clone(), core.settings.write_lanes));
+    let writer = web::Data::new(alarm_writer(core.store.clone(), core.settings.write_lanes, &core.tasks));
     Application::build(core, &routes::openapi(), move |cfg| {
         cfg.app_data(writer.clone());
         routes::configure(cfg);

@@ -21,6 +21,7 @@ use crate::{
     entity::{Epoch, RawJson, VersionedRow},
     error::{Error, Result},
     settings::Settings,
+    tasks::Tasks,
 };
 
 pub struct Store {
@@ -32,10 +33,12 @@ pub struct Store {
     outbox_wake: Arc<Notify>,
     migrations: &'static [Migration],
     migrated: Arc<std::sync::atomic::AtomicBool>,
+    /// Owns the migrations and the LISTEN session.
+    tasks: Tasks,
 }
 
 impl Store {
-    pub fn new(settings: &Settings, migrations: &'static [Migration]) -> Result<Self> {
+    pub fn new(settings: &Settings, migrations: &'static [Migration], tasks: &Tasks) -> Result<Self> {
         let db = db_runtime()?;
         // The pool's own tasks (its reaper, connection set-up) belong on that runtime too.
         let _inside = db.enter();
@@ -51,6 +54,7 @@ impl Store {
             outbox_wake: Arc::new(Notify::new()),
             migrations,
             migrated: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            tasks: tasks.clone(),
         })
     }
 
@@ -103,7 +107,7 @@ impl Actor for Store {
         let migrations = self.migrations;
         let migrated = self.migrated.clone();
         let wake = self.outbox_wake.clone();
-        self.db.spawn(async move {
+        self.tasks.spawn_once_on(&self.db, "migrations", async move {
             db::migrate_when_reachable(&pool, migrations).await;
             migrated.store(true, std::sync::atomic::Ordering::SeqCst);
             // Anything committed while nobody listened is picked up by the relay's poll too.
@@ -111,7 +115,7 @@ impl Actor for Store {
         });
         let url = self.database_url.clone();
         let wake = self.outbox_wake.clone();
-        self.db.spawn(listen_for_outbox(url, wake));
+        self.tasks.spawn_on(&self.db, "outbox listener", listen_for_outbox(url, wake));
     }
 }
 
@@ -144,6 +148,8 @@ async fn listen_for_outbox(url: String, wake: Arc<Notify>) {
         let session = async {
             let (client, mut connection) = tokio_postgres::connect(&url, NoTls).await?;
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            // Ends by itself when `client` is dropped (this session ending, or the listener
+            // being stopped): a connection closes when its last client is gone.
             let driver = tokio::spawn(async move {
                 let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                 while let Some(msg) = messages.next().await {
@@ -231,8 +237,9 @@ pub enum Query {
     /// ascending, after version `after`.
     Buckets { entity: String, width: i64, buckets: Vec<i64>, after: i64, limit: u32 },
     /// The owner's epoch and the newest version it has handed out, as one row: key `epoch`,
-    /// version = that newest version, data = the epoch as a JSON string. Cheap (no table
-    /// scan): replicas ask it every few seconds to notice a restored or re-created owner.
+    /// version = that newest version, data = the entity's tombstone horizon (the newest
+    /// collected tombstone's version, a JSON number; see [`CollectTombstones`]). Cheap (no
+    /// table scan): replicas ask it every few seconds to notice a restored or re-created owner.
     Epoch { entity: String },
 }
 
@@ -374,11 +381,11 @@ impl Handler<Query> for Store {
                     )
                     .await?
                 }
-                Query::Epoch { .. } => {
+                Query::Epoch { entity } => {
                     conn.query(
-                        "SELECT 'epoch', moa_max_version(), false, to_jsonb(e.epoch), e.epoch
+                        "SELECT 'epoch', moa_max_version(), false, to_jsonb(moa_tombstone_horizon($1)), e.epoch
                          FROM (SELECT moa_epoch() AS epoch) e",
-                        &[],
+                        &[entity],
                     )
                     .await?
                 }
@@ -715,5 +722,55 @@ impl Handler<LoadReplica> for Store {
             tx.commit().await?;
             to_rows(rows)
         })
+    }
+}
+
+/// Collects the tombstones older than `retention` (`moa_collect_tombstones`,
+/// `common/sql/0022_collect_tombstones.sql`); answers how many. Run periodically by every
+/// instance (they take turns), off every request's path: exempt from the statement timeout.
+#[derive(Message)]
+#[rtype(result = "Result<i64>")]
+pub struct CollectTombstones {
+    pub retention: Duration,
+}
+
+impl Handler<CollectTombstones> for Store {
+    type Result = ResponseFuture<Result<i64>>;
+
+    fn handle(&mut self, msg: CollectTombstones, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool.clone();
+        let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
+        self.run(async move {
+            let mut conn = migrated_conn(pool, migrated).await?;
+            let tx = conn.transaction().await?;
+            tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
+            let row = tx
+                .query_one("SELECT moa_collect_tombstones(make_interval(secs => $1))", &[&msg.retention.as_secs_f64()])
+                .await?;
+            tx.commit().await?;
+            Ok(row.try_get(0)?)
+        })
+    }
+}
+
+/// How long a tombstone is kept: a replica away (and its persisted copy) for longer rebuilds
+/// from its owner's snapshot when it comes back, instead of catching up by digest.
+pub const TOMBSTONE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often each instance collects tombstones.
+pub const TOMBSTONE_COLLECTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// The periodic collection (owned by the service's [`crate::tasks::Tasks`]). A failure (the
+/// database down) is retried at the next period.
+pub async fn collect_tombstones_periodically(store: Addr<Store>) {
+    loop {
+        tokio::time::sleep(TOMBSTONE_COLLECTION_EVERY).await;
+        match store.send(CollectTombstones { retention: TOMBSTONE_RETENTION }).await {
+            Ok(Ok(n)) if n > 0 => {
+                log::info!("collected {n} tombstones older than {} days", TOMBSTONE_RETENTION.as_secs() / 86400)
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => log::info!("tombstone collection failed, retried in an hour: {e}"),
+            Err(_) => return,
+        }
     }
 }

@@ -4,13 +4,14 @@ use actix::prelude::*;
 use common::{amqp::topology::VIEWS_EXCHANGE, batch::Coalescer, db::Migration, store::Store, Result};
 use tokio_postgres::types::Type;
 
-pub static MIGRATIONS: [Migration; 6] = [
+pub static MIGRATIONS: [Migration; 7] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
     Migration { version: 10, name: "item change capture", sql: include_str!("../migrations/0010_item_capture.sql") },
     common::db::OWNER_EPOCH,
     common::db::OUTBOX_RETRY,
+    common::db::TOMBSTONES,
 ];
 
 /// A view of `item_id` by `user_id`, to queue in the outbox. Committed before the detail
@@ -66,6 +67,6 @@ impl Handler<RecordViews> for Store {
 pub type ViewWriter = Coalescer<RecordView, ()>;
 
 /// Starts the [`ViewWriter`], `lanes` batches in flight at once (`WRITE_LANES`).
-pub fn view_writer(store: Addr<Store>, lanes: usize) -> ViewWriter {
-    Coalescer::to_store("item views", lanes, store, RecordViews)
+pub fn view_writer(store: Addr<Store>, lanes: usize, tasks: &common::tasks::Tasks) -> ViewWriter {
+    Coalescer::to_store("item views", lanes, store, tasks, RecordViews)
 }

@@ -46,7 +46,14 @@ async fn alarm_service_down_item_list_flags_stay_right() {
     })
     .await;
     assert_eq!(sys.get(Svc::Item, "/11", &token).await.status, 200);
+    let stopping = Instant::now();
     assert_eq!(sys.stop(Svc::Alarm), vec![Some(0)], "SIGTERM is a clean exit");
+    // Quickly, and with every background task stopped by its owner (common::tasks): none
+    // failed, none had to be aborted.
+    assert!(stopping.elapsed() < Duration::from_secs(6), "stopped in {:?}", stopping.elapsed());
+    let log = sys.log(Svc::Alarm);
+    assert!(log.contains("bye"), "a graceful stop ends with its last line: {log}");
+    assert!(!log.contains("background task"), "a background task failed or outlived the stop: {log}");
     assert_eq!(sys.get(Svc::Item, "/", &token).await.alarmed_ids(), vec![11]);
     assert_eq!(sys.get(Svc::Item, "/11", &token).await.json["payload"]["is_alarm_set"], true);
     eventually(Duration::from_secs(2), "/visit from caches", || async {

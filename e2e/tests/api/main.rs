@@ -7,6 +7,7 @@ mod crash;
 mod cross_service;
 mod epochs;
 mod faults;
+mod history;
 mod hostile;
 mod instances;
 mod migrations;
