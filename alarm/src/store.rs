@@ -10,7 +10,7 @@ use common::{
 };
 use tokio_postgres::types::Type;
 
-pub static MIGRATIONS: [Migration; 8] = [
+pub static MIGRATIONS: [Migration; 9] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
@@ -27,6 +27,7 @@ pub static MIGRATIONS: [Migration; 8] = [
     },
     common::db::OWNER_EPOCH,
     common::db::OUTBOX_RETRY,
+    common::db::TOMBSTONES,
 ];
 
 /// Sets (`set: true`) or clears the alarm of `user_id` on `item_id`; both are idempotent.
@@ -52,7 +53,7 @@ impl Handler<WriteAlarms> for Store {
     fn handle(&mut self, WriteAlarms(writes): WriteAlarms, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool();
         let wake = self.outbox_wake();
-        Box::pin(async move {
+        self.run(async move {
             let conn = pool.get().await?;
             let users: Vec<i32> = writes.iter().map(|w| w.user_id).collect();
             let items: Vec<i32> = writes.iter().map(|w| w.item_id).collect();
@@ -109,6 +110,6 @@ pub type AlarmWriter = Coalescer<WriteAlarm, Vec<VersionedRow>>;
 /// one commits, the next requests gather for the next. See docs/performance.md for how the
 /// count was chosen. With one lane, a batch that waits on a row lock (an operator's open
 /// transaction on that alarm) holds up the writes queued behind it until it gets the lock.
-pub fn alarm_writer(store: Addr<Store>, lanes: usize) -> AlarmWriter {
-    Coalescer::to_store("alarm writes", lanes, store, WriteAlarms)
+pub fn alarm_writer(store: Addr<Store>, lanes: usize, tasks: &common::tasks::Tasks) -> AlarmWriter {
+    Coalescer::to_store("alarm writes", lanes, store, tasks, WriteAlarms)
 }

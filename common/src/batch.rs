@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use crate::{
     error::{Error, Result},
     store::Store,
+    tasks::Tasks,
 };
 
 /// Requests per batch at most, for the store-backed coalescers: a set-based statement costs
@@ -39,7 +40,8 @@ where
 {
     /// Starts `lanes` tasks that each run one batch of at most `max_batch` requests at a time.
     /// `run` must answer a batch with one response per request, in order.
-    pub fn start<F, Fut>(name: &'static str, lanes: usize, max_batch: usize, run: F) -> Self
+    /// The lanes are owned by `tasks` (stopped with the service, or when every handle is dropped).
+    pub fn start<F, Fut>(name: &'static str, lanes: usize, max_batch: usize, tasks: &Tasks, run: F) -> Self
     where
         F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<Resp>>> + Send + 'static,
@@ -50,7 +52,9 @@ where
         for _ in 0..lanes.max(1) {
             let rx = rx.clone();
             let run = run.clone();
-            tokio::spawn(async move {
+            // Ends by itself when every handle is dropped (the HTTP server's apps, at a stop):
+            // not a failure, so registered as work that ends (a panic is still reported).
+            tasks.spawn_once(name, async move {
                 while let Some(batch) = next_batch(&rx, max_batch).await {
                     let (reqs, waiters): (Vec<Req>, Vec<Waiter<Resp>>) = batch.into_iter().unzip();
                     for (waiter, answer) in waiters.into_iter().zip(run_batch(name, &*run, reqs).await) {
@@ -65,12 +69,18 @@ where
 
     /// A coalescer whose batches are messages to the store actor: `message` wraps a batch
     /// (`WriteAlarms`, `RecordViews`), whose handler answers one response per request.
-    pub fn to_store<M>(name: &'static str, lanes: usize, store: actix::Addr<Store>, message: fn(Vec<Req>) -> M) -> Self
+    pub fn to_store<M>(
+        name: &'static str,
+        lanes: usize,
+        store: actix::Addr<Store>,
+        tasks: &Tasks,
+        message: fn(Vec<Req>) -> M,
+    ) -> Self
     where
         M: actix::Message<Result = Result<Vec<Resp>>> + Send + 'static,
         Store: actix::Handler<M>,
     {
-        Coalescer::start(name, lanes, MAX_BATCH, move |batch| {
+        Coalescer::start(name, lanes, MAX_BATCH, tasks, move |batch| {
             let request = store.send(message(batch));
             async move { request.await? }
         })
@@ -138,7 +148,7 @@ mod tests {
     async fn concurrent_requests_share_batches_and_each_gets_its_own_answer() {
         let calls = Arc::new(AtomicUsize::new(0));
         let c2 = calls.clone();
-        let doubler = Coalescer::start("test", 1, 64, move |reqs: Vec<u32>| {
+        let doubler = Coalescer::start("test", 1, 64, &Tasks::new(), move |reqs: Vec<u32>| {
             c2.fetch_add(1, Ordering::SeqCst);
             async move {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -156,7 +166,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_batch_fails_every_request_in_it_with_the_same_kind_of_error() {
-        let failing = Coalescer::start("test", 1, 64, |_reqs: Vec<u32>| async {
+        let failing = Coalescer::start("test", 1, 64, &Tasks::new(), |_reqs: Vec<u32>| async {
             Err::<Vec<u32>, _>(Error::DbUnavailable("down".into()))
         });
         let answers = futures_util::future::join_all((0..5u32).map(|i| failing.submit(i))).await;
@@ -165,7 +175,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_wrong_number_of_answers_is_an_error_not_a_mix_up() {
-        let short = Coalescer::start("test", 1, 64, |_reqs: Vec<u32>| async { Ok(vec![]) as Result<Vec<u32>> });
+        let short =
+            Coalescer::start("test", 1, 64, &Tasks::new(), |_reqs: Vec<u32>| async { Ok(vec![]) as Result<Vec<u32>> });
         assert!(matches!(short.submit(1).await, Err(Error::Malformed(_))));
     }
 }

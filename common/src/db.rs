@@ -31,6 +31,10 @@ pub const LEAN_OUTBOX: Migration =
 /// The owner epoch (`moa_epoch()`) and the epoch of persisted replicas (after the three above).
 pub const OWNER_EPOCH: Migration =
     Migration { version: 20, name: "owner epoch", sql: include_str!("../sql/0020_owner_epoch.sql") };
+/// Tombstones collected after a retention period, and the horizon replicas compare with
+/// (`moa_collect_tombstones`, `moa_tombstone_horizon`; see `store::CollectTombstones`).
+pub const TOMBSTONES: Migration =
+    Migration { version: 22, name: "tombstone collection", sql: include_str!("../sql/0022_collect_tombstones.sql") };
 /// Outbox rows that could not be delivered back off instead of holding back the rows after
 /// them (`attempts`, `next_attempt_at`; see `store::DrainOutbox`).
 pub const OUTBOX_RETRY: Migration =

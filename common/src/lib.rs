@@ -16,6 +16,7 @@ pub mod replica;
 pub mod service;
 pub mod settings;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
 
 pub use error::{ApiError, Error, Result};

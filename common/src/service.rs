@@ -28,6 +28,7 @@ use crate::{
     replica::{feed, feed::Replicas, AlarmIndex, Index, ItemIndex, Replica, Source, UserIndex},
     settings::{Domain, Settings},
     store::{OutboxBacklog, Ping, Store},
+    tasks::Tasks,
     telemetry::{self, Metrics},
 };
 use metrics::SharedString;
@@ -45,37 +46,46 @@ pub struct Core {
     /// Set on SIGTERM / SIGINT: `/ready` answers 503 from then on, so a load balancer moves
     /// new requests elsewhere while this instance finishes what it has (`SHUTDOWN_DRAIN_MS`).
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Every background task of this instance, stopped with it (`run_until_stopped`).
+    pub tasks: Tasks,
 }
 
 /// Builds the three replicas: this domain's own entities from its store, the others from
 /// their owners over RPC.
-fn replicas_for(settings: &Settings, store: &Addr<Store>, rpc: &RpcClient, metrics: &Metrics) -> Replicas {
+fn replicas_for(
+    settings: &Settings,
+    store: &Addr<Store>,
+    rpc: &RpcClient,
+    metrics: &Metrics,
+    tasks: &Tasks,
+) -> Replicas {
     fn build<E: Entity, I: Index<E>>(
         settings: &Settings,
         store: &Addr<Store>,
         rpc: &RpcClient,
         metrics: &Metrics,
+        tasks: &Tasks,
     ) -> Arc<Replica<E, I>> {
         let owner = E::OWNER;
         Arc::new(if owner == settings.domain {
             Replica::new(Source::Local(store.clone()), settings, metrics.clone())
         } else {
             Replica::new(Source::Remote { rpc: rpc.clone(), owner }, settings, metrics.clone())
-                .with_persistence(store.clone())
+                .with_persistence(store.clone(), tasks)
         })
     }
     let replicas = Replicas {
-        items: build::<_, ItemIndex>(settings, store, rpc, metrics),
-        users: build::<_, UserIndex>(settings, store, rpc, metrics),
-        alarms: build::<_, AlarmIndex>(settings, store, rpc, metrics),
+        items: build::<_, ItemIndex>(settings, store, rpc, metrics, tasks),
+        users: build::<_, UserIndex>(settings, store, rpc, metrics, tasks),
+        alarms: build::<_, AlarmIndex>(settings, store, rpc, metrics, tasks),
     };
     let r = replicas.clone();
-    tokio::spawn(async move {
+    tasks.spawn_once("replica restore", async move {
         futures_util::join!(r.items.restore(), r.users.restore(), r.alarms.restore());
     });
     // Each replica watches its owner's epoch for as long as the service runs.
     let r = replicas.clone();
-    tokio::spawn(async move {
+    tasks.spawn("owner epoch watch", async move {
         futures_util::join!(r.items.watch_owner(), r.users.watch_owner(), r.alarms.watch_owner());
     });
     replicas
@@ -87,7 +97,8 @@ impl Core {
         crate::error::name_own_database(settings.domain.name(), &settings.database_url);
         let metrics = Metrics::default();
         describe_metrics(&metrics);
-        let store = Store::new(&settings, migrations)?;
+        let tasks = Tasks::new();
+        let store = Store::new(&settings, migrations, &tasks)?;
         let wake = store.outbox_wake();
         let migrated = store.migrated_flag();
         let store = store.start();
@@ -96,11 +107,12 @@ impl Core {
         let rpc = RpcClient::start(&bus, &settings.instance_id, metrics.clone());
         rpc::serve(&bus, settings.domain, store.clone(), migrated, settings.prefetch);
         let relay = OutboxRelay::start(&bus, store.clone(), wake, settings.outbox_poll, metrics.clone());
-        let replicas = replicas_for(&settings, &store, &rpc, &metrics);
+        let replicas = replicas_for(&settings, &store, &rpc, &metrics, &tasks);
         // Bind and consume first, then snapshot (see replica::feed).
         feed::start(&bus, &settings, replicas.clone(), metrics.clone());
+        tasks.spawn("tombstone collection", crate::store::collect_tombstones_periodically(store.clone()));
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        Ok(Core { settings, store, bus, rpc, relay, metrics, replicas, draining })
+        Ok(Core { settings, store, bus, rpc, relay, metrics, replicas, tasks, draining })
     }
 }
 
@@ -341,6 +353,9 @@ impl Application {
         log::info!("http server stopped; flushing the outbox");
         self.core.relay.flush(Duration::from_secs(3)).await;
         self.core.bus.close().await;
+        // Every loop and any start-up work still running: stopped, so nothing outlives the
+        // service (a task still running after the grace period is aborted and named).
+        self.core.tasks.shutdown(Duration::from_secs(2)).await;
         log::info!("bye");
         Ok(())
     }

@@ -21,19 +21,27 @@ use crate::{
     entity::{Epoch, RawJson, VersionedRow},
     error::{Error, Result},
     settings::Settings,
+    tasks::Tasks,
 };
 
 pub struct Store {
     pool: Pool,
+    /// Where every statement runs (see [`Store::run`]).
+    db: tokio::runtime::Handle,
     database_url: String,
     /// Woken by NOTIFY moa_outbox (a change was committed) so the relay need not wait for its poll.
     outbox_wake: Arc<Notify>,
     migrations: &'static [Migration],
     migrated: Arc<std::sync::atomic::AtomicBool>,
+    /// Owns the migrations and the LISTEN session.
+    tasks: Tasks,
 }
 
 impl Store {
-    pub fn new(settings: &Settings, migrations: &'static [Migration]) -> Result<Self> {
+    pub fn new(settings: &Settings, migrations: &'static [Migration], tasks: &Tasks) -> Result<Self> {
+        let db = db_runtime()?;
+        // The pool's own tasks (its reaper, connection set-up) belong on that runtime too.
+        let _inside = db.enter();
         Ok(Store {
             pool: db::pool(
                 &settings.database_url,
@@ -41,16 +49,44 @@ impl Store {
                 settings.db_timeout,
                 settings.db_statement_timeout,
             )?,
+            db,
             database_url: settings.database_url.clone(),
             outbox_wake: Arc::new(Notify::new()),
             migrations,
             migrated: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            tasks: tasks.clone(),
         })
     }
 
     /// The pool, for domain message handlers (which run inside this actor).
     pub fn pool(&self) -> Pool {
         self.pool.clone()
+    }
+
+    /// Runs a message's database work on the database runtime and answers with its result:
+    /// what every handler returns. The actor itself only hands work out, so the System
+    /// arbiter (which also runs the AMQP consumers, the relay and the replica feeds) is not
+    /// where statements are built, sent and their rows decoded, and that work spreads over
+    /// the runtime's threads. The work runs to its end even if the asker stops waiting,
+    /// as a future run in the actor's context did.
+    pub fn run<T, F>(&self, work: F) -> ResponseFuture<Result<T>>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let task = self.db.spawn(work);
+        Box::pin(async move {
+            task.await.map_err(|e| {
+                log::error!("store: a database task failed: {e}");
+                Error::StoreGone
+            })?
+        })
+    }
+
+    /// The database runtime, for work a handler starts that outlives its message (e.g. a
+    /// streamed list's producer).
+    pub fn db_runtime(&self) -> tokio::runtime::Handle {
+        self.db.clone()
     }
 
     pub fn outbox_wake(&self) -> Arc<Notify> {
@@ -71,19 +107,34 @@ impl Actor for Store {
         let migrations = self.migrations;
         let migrated = self.migrated.clone();
         let wake = self.outbox_wake.clone();
-        ctx.spawn(
-            async move {
-                db::migrate_when_reachable(&pool, migrations).await;
-                migrated.store(true, std::sync::atomic::Ordering::SeqCst);
-                // Anything committed while nobody listened is picked up by the relay's poll too.
-                wake.notify_one();
-            }
-            .into_actor(self),
-        );
+        self.tasks.spawn_once_on(&self.db, "migrations", async move {
+            db::migrate_when_reachable(&pool, migrations).await;
+            migrated.store(true, std::sync::atomic::Ordering::SeqCst);
+            // Anything committed while nobody listened is picked up by the relay's poll too.
+            wake.notify_one();
+        });
         let url = self.database_url.clone();
         let wake = self.outbox_wake.clone();
-        ctx.spawn(listen_for_outbox(url, wake).into_actor(self));
+        self.tasks.spawn_on(&self.db, "outbox listener", listen_for_outbox(url, wake));
     }
+}
+
+/// The process's database runtime: a multi-thread tokio runtime with one worker per CPU
+/// (at least two), shared by every store of the process, built on first use and kept for
+/// the process's life (a runtime cannot be dropped from async code).
+fn db_runtime() -> Result<tokio::runtime::Handle> {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt.handle().clone());
+    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("moa-db")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Config(format!("cannot start the database runtime: {e}")))?;
+    Ok(RUNTIME.get_or_init(|| rt).handle().clone())
 }
 
 /// Keeps a LISTEN moa_outbox session open (reconnecting as needed) and turns every
@@ -97,6 +148,8 @@ async fn listen_for_outbox(url: String, wake: Arc<Notify>) {
         let session = async {
             let (client, mut connection) = tokio_postgres::connect(&url, NoTls).await?;
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            // Ends by itself when `client` is dropped (this session ending, or the listener
+            // being stopped): a connection closes when its last client is gone.
             let driver = tokio::spawn(async move {
                 let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                 while let Some(msg) = messages.next().await {
@@ -149,7 +202,7 @@ impl Handler<Ping> for Store {
     fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
         let migrated = self.migrated.clone();
-        Box::pin(async move {
+        self.run(async move {
             let conn = pool.get().await?;
             conn.simple_query("SELECT 1").await?;
             if !migrated.load(std::sync::atomic::Ordering::SeqCst) {
@@ -184,8 +237,9 @@ pub enum Query {
     /// ascending, after version `after`.
     Buckets { entity: String, width: i64, buckets: Vec<i64>, after: i64, limit: u32 },
     /// The owner's epoch and the newest version it has handed out, as one row: key `epoch`,
-    /// version = that newest version, data = the epoch as a JSON string. Cheap (no table
-    /// scan): replicas ask it every few seconds to notice a restored or re-created owner.
+    /// version = that newest version, data = the entity's tombstone horizon (the newest
+    /// collected tombstone's version, a JSON number; see [`CollectTombstones`]). Cheap (no
+    /// table scan): replicas ask it every few seconds to notice a restored or re-created owner.
     Epoch { entity: String },
 }
 
@@ -269,7 +323,7 @@ impl Handler<Query> for Store {
     fn handle(&mut self, q: Query, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
         let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
-        Box::pin(async move {
+        self.run(async move {
             let conn = migrated_conn(pool, migrated).await?;
             let rows = match &q {
                 Query::Snapshot { entity, after, limit } => {
@@ -327,11 +381,11 @@ impl Handler<Query> for Store {
                     )
                     .await?
                 }
-                Query::Epoch { .. } => {
+                Query::Epoch { entity } => {
                     conn.query(
-                        "SELECT 'epoch', moa_max_version(), false, to_jsonb(e.epoch), e.epoch
+                        "SELECT 'epoch', moa_max_version(), false, to_jsonb(moa_tombstone_horizon($1)), e.epoch
                          FROM (SELECT moa_epoch() AS epoch) e",
-                        &[],
+                        &[entity],
                     )
                     .await?
                 }
@@ -545,7 +599,7 @@ impl Handler<OutboxBacklog> for Store {
 
     fn handle(&mut self, _: OutboxBacklog, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
-        Box::pin(async move {
+        self.run(async move {
             let conn = pool.get().await?;
             let row = conn.query_one("SELECT count(*) FROM moa_outbox", &[]).await?;
             Ok(row.try_get(0)?)
@@ -568,7 +622,7 @@ impl Handler<PersistReplica> for Store {
 
     fn handle(&mut self, msg: PersistReplica, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
-        Box::pin(async move {
+        self.run(async move {
             let mut conn = pool.get().await?;
             let tx = bookkeeping(&mut conn).await?;
             let written = upsert_replica_rows(&tx, msg.entity, &msg.rows).await?;
@@ -620,7 +674,7 @@ impl Handler<ResetReplica> for Store {
 
     fn handle(&mut self, msg: ResetReplica, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
-        Box::pin(async move {
+        self.run(async move {
             let mut conn = pool.get().await?;
             let tx = bookkeeping(&mut conn).await?;
             tx.execute(
@@ -651,7 +705,7 @@ impl Handler<LoadReplica> for Store {
     fn handle(&mut self, msg: LoadReplica, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
         let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
-        Box::pin(async move {
+        self.run(async move {
             let mut conn = migrated_conn(pool, migrated).await?;
             // One read of the whole persisted copy (1M alarms at scale) at start, off every
             // request's path: exempt from DB_STATEMENT_TIMEOUT_MS.
@@ -668,5 +722,55 @@ impl Handler<LoadReplica> for Store {
             tx.commit().await?;
             to_rows(rows)
         })
+    }
+}
+
+/// Collects the tombstones older than `retention` (`moa_collect_tombstones`,
+/// `common/sql/0022_collect_tombstones.sql`); answers how many. Run periodically by every
+/// instance (they take turns), off every request's path: exempt from the statement timeout.
+#[derive(Message)]
+#[rtype(result = "Result<i64>")]
+pub struct CollectTombstones {
+    pub retention: Duration,
+}
+
+impl Handler<CollectTombstones> for Store {
+    type Result = ResponseFuture<Result<i64>>;
+
+    fn handle(&mut self, msg: CollectTombstones, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool.clone();
+        let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
+        self.run(async move {
+            let mut conn = migrated_conn(pool, migrated).await?;
+            let tx = conn.transaction().await?;
+            tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
+            let row = tx
+                .query_one("SELECT moa_collect_tombstones(make_interval(secs => $1))", &[&msg.retention.as_secs_f64()])
+                .await?;
+            tx.commit().await?;
+            Ok(row.try_get(0)?)
+        })
+    }
+}
+
+/// How long a tombstone is kept: a replica away (and its persisted copy) for longer rebuilds
+/// from its owner's snapshot when it comes back, instead of catching up by digest.
+pub const TOMBSTONE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often each instance collects tombstones.
+pub const TOMBSTONE_COLLECTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// The periodic collection (owned by the service's [`crate::tasks::Tasks`]). A failure (the
+/// database down) is retried at the next period.
+pub async fn collect_tombstones_periodically(store: Addr<Store>) {
+    loop {
+        tokio::time::sleep(TOMBSTONE_COLLECTION_EVERY).await;
+        match store.send(CollectTombstones { retention: TOMBSTONE_RETENTION }).await {
+            Ok(Ok(n)) if n > 0 => {
+                log::info!("collected {n} tombstones older than {} days", TOMBSTONE_RETENTION.as_secs() / 86400)
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => log::info!("tombstone collection failed, retried in an hour: {e}"),
+            Err(_) => return,
+        }
     }
 }

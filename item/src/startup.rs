@@ -14,7 +14,7 @@ use crate::{
 
 pub fn build(settings: Settings) -> Result<Application> {
     let core = Core::start(settings, &MIGRATIONS)?;
-    let views = web::Data::new(view_writer(core.store.clone(), core.settings.write_lanes));
+    let views = web::Data::new(view_writer(core.store.clone(), core.settings.write_lanes, &core.tasks));
     Application::build(core, &routes::openapi(), move |cfg| {
         cfg.app_data(views.clone());
         routes::configure(cfg);

@@ -4,13 +4,14 @@ use actix::prelude::*;
 use common::{amqp::topology::VIEWS_EXCHANGE, batch::Coalescer, db::Migration, store::Store, Result};
 use tokio_postgres::types::Type;
 
-pub static MIGRATIONS: [Migration; 6] = [
+pub static MIGRATIONS: [Migration; 7] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
     Migration { version: 10, name: "item change capture", sql: include_str!("../migrations/0010_item_capture.sql") },
     common::db::OWNER_EPOCH,
     common::db::OUTBOX_RETRY,
+    common::db::TOMBSTONES,
 ];
 
 /// A view of `item_id` by `user_id`, to queue in the outbox. Committed before the detail
@@ -35,7 +36,7 @@ impl Handler<RecordViews> for Store {
     fn handle(&mut self, RecordViews(views): RecordViews, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool();
         let wake = self.outbox_wake();
-        Box::pin(async move {
+        self.run(async move {
             let conn = pool.get().await?;
             let users: Vec<i64> = views.iter().map(|v| v.user_id).collect();
             let items: Vec<i64> = views.iter().map(|v| v.item_id).collect();
@@ -66,6 +67,6 @@ impl Handler<RecordViews> for Store {
 pub type ViewWriter = Coalescer<RecordView, ()>;
 
 /// Starts the [`ViewWriter`], `lanes` batches in flight at once (`WRITE_LANES`).
-pub fn view_writer(store: Addr<Store>, lanes: usize) -> ViewWriter {
-    Coalescer::to_store("item views", lanes, store, RecordViews)
+pub fn view_writer(store: Addr<Store>, lanes: usize, tasks: &common::tasks::Tasks) -> ViewWriter {
+    Coalescer::to_store("item views", lanes, store, tasks, RecordViews)
 }

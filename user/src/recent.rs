@@ -132,7 +132,7 @@ pub fn start(core: &Core) -> Arc<VisitBook> {
     );
     // user_db re-created or restored: the book is rebuilt from it.
     let b = book.clone();
-    tokio::spawn(async move { b.watch_owner().await });
+    core.tasks.spawn("visit book epoch watch", async move { b.watch_owner().await });
     book
 }
 

@@ -1,5 +1,7 @@
 //! The user domain's messages to its store actor: storing views and reading recent ones.
 
+use std::time::Duration;
+
 use actix::prelude::*;
 use common::{
     db::Migration,
@@ -8,7 +10,7 @@ use common::{
     Result,
 };
 
-pub static MIGRATIONS: [Migration; 9] = [
+pub static MIGRATIONS: [Migration; 11] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
@@ -22,6 +24,8 @@ pub static MIGRATIONS: [Migration; 9] = [
     Migration { version: 13, name: "record visit function", sql: include_str!("../migrations/0013_record_visit.sql") },
     common::db::OWNER_EPOCH,
     common::db::OUTBOX_RETRY,
+    common::db::TOMBSTONES,
+    Migration { version: 23, name: "visit retention", sql: include_str!("../migrations/0014_visit_retention.sql") },
 ];
 
 /// Stores one view, once: a duplicate event id changes nothing. Answers whether it was new
@@ -39,7 +43,7 @@ impl Handler<RecordVisit> for Store {
     fn handle(&mut self, RecordVisit { view: v, request_id }: RecordVisit, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool();
         let wake = self.outbox_wake();
-        Box::pin(async move {
+        self.run(async move {
             let conn = pool.get().await?;
             // One round trip: moa_record_visit (migration 13) stores it and returns the pair's state.
             let row = conn
@@ -74,7 +78,7 @@ impl Handler<RecentVisits> for Store {
 
     fn handle(&mut self, msg: RecentVisits, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool();
-        Box::pin(async move {
+        self.run(async move {
             let conn = pool.get().await?;
             let rows = conn
                 .query(
@@ -85,5 +89,57 @@ impl Handler<RecentVisits> for Store {
                 .await?;
             rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
         })
+    }
+}
+
+/// How long a stored view is kept in `visit` (by when it was received): long past any
+/// redelivery. See `migrations/0014_visit_retention.sql`.
+pub const VISIT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How often each instance trims the visit book.
+pub const VISIT_TRIM_EVERY: Duration = Duration::from_secs(3600);
+
+/// Removes views older than `retention` from `visit`, and each user's `recent_visit` rows
+/// beyond the newest `keep` (what `/visit` shows). Answers how many of each were removed.
+#[derive(Message)]
+#[rtype(result = "Result<(i64, i64)>")]
+pub struct TrimVisits {
+    pub retention: Duration,
+    pub keep: i32,
+}
+
+impl Handler<TrimVisits> for Store {
+    type Result = ResponseFuture<Result<(i64, i64)>>;
+
+    fn handle(&mut self, msg: TrimVisits, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool();
+        self.run(async move {
+            let mut conn = pool.get().await?;
+            // Off every request's path, and over whole tables: no statement timeout.
+            let tx = conn.transaction().await?;
+            tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
+            let row = tx
+                .query_one(
+                    "SELECT visits, recent FROM moa_trim_visits(make_interval(secs => $1), $2)",
+                    &[&msg.retention.as_secs_f64(), &msg.keep],
+                )
+                .await?;
+            tx.commit().await?;
+            Ok((row.try_get(0)?, row.try_get(1)?))
+        })
+    }
+}
+
+/// The periodic trim (owned by the service's tasks); a failure is retried at the next period.
+pub async fn trim_visits_periodically(store: Addr<Store>, keep: i32) {
+    loop {
+        tokio::time::sleep(VISIT_TRIM_EVERY).await;
+        match store.send(TrimVisits { retention: VISIT_RETENTION, keep }).await {
+            Ok(Ok((0, 0))) => {}
+            Ok(Ok((visits, recent))) => {
+                log::info!("visit book trimmed: {visits} views past the retention, {recent} recent views beyond {keep} per user")
+            }
+            Ok(Err(e)) => log::info!("visit trim failed, retried in an hour: {e}"),
+            Err(_) => return,
+        }
     }
 }

@@ -123,6 +123,8 @@ fn check_epoch<E: Entity, I>(state: &State<E, I>, epoch: Option<&Epoch>) -> Epoc
 struct OwnerMark {
     epoch: Epoch,
     max_version: i64,
+    /// The newest tombstone the owner has collected (0: none, or an owner that does not say).
+    horizon: i64,
 }
 
 pub struct Replica<E: Entity, I: Index<E>> {
@@ -173,8 +175,8 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
     }
 
     /// Persists this replica in the service's own database (`moa_replica`).
-    pub fn with_persistence(mut self, store: Addr<Store>) -> Self {
-        self.persister = Some(persist::Persister::start(E::KIND, store));
+    pub fn with_persistence(mut self, store: Addr<Store>, tasks: &crate::tasks::Tasks) -> Self {
+        self.persister = Some(persist::Persister::start(E::KIND, store, tasks));
         self.restored.send_replace(false);
         self
     }
@@ -322,8 +324,8 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
             )
             .await?;
         match rows.first() {
-            Some(VersionedRow { version, epoch: Some(epoch), .. }) => {
-                Ok(OwnerMark { epoch: epoch.clone(), max_version: *version })
+            Some(VersionedRow { version, epoch: Some(epoch), data, .. }) => {
+                Ok(OwnerMark { epoch: epoch.clone(), max_version: *version, horizon: data.get().parse().unwrap_or(0) })
             }
             _ => Err(Error::RpcFailed(E::OWNER.name(), "an epoch answer of an unexpected shape".into())),
         }
@@ -339,6 +341,13 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
             _ if self.max_version() > owner.max_version => {
                 Some(format!("it holds version {} but the owner's newest is {}", self.max_version(), owner.max_version))
             }
+            // Away since before tombstones it never saw were collected: a digest cannot show
+            // a deletion whose tombstone is gone (common/sql/0022_collect_tombstones.sql).
+            _ if self.max_version() < owner.horizon => Some(format!(
+                "its newest version {} is older than the owner's collected tombstones (up to {})",
+                self.max_version(),
+                owner.horizon
+            )),
             _ => None,
         }
     }

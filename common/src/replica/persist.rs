@@ -26,9 +26,9 @@ pub struct Persister {
 }
 
 impl Persister {
-    pub fn start(entity: &'static str, store: Addr<Store>) -> Persister {
+    pub fn start(entity: &'static str, store: Addr<Store>, tasks: &crate::tasks::Tasks) -> Persister {
         let (tx, rx) = mpsc::unbounded_channel::<Command>();
-        tokio::spawn(write_behind(entity, store.clone(), rx));
+        tasks.spawn("replica persister", write_behind(entity, store.clone(), rx));
         Persister { entity, store, tx }
     }
 

@@ -46,7 +46,14 @@ async fn alarm_service_down_item_list_flags_stay_right() {
     })
     .await;
     assert_eq!(sys.get(Svc::Item, "/11", &token).await.status, 200);
+    let stopping = Instant::now();
     assert_eq!(sys.stop(Svc::Alarm), vec![Some(0)], "SIGTERM is a clean exit");
+    // Quickly, and with every background task stopped by its owner (common::tasks): none
+    // failed, none had to be aborted.
+    assert!(stopping.elapsed() < Duration::from_secs(6), "stopped in {:?}", stopping.elapsed());
+    let log = sys.log(Svc::Alarm);
+    assert!(log.contains("bye"), "a graceful stop ends with its last line: {log}");
+    assert!(!log.contains("background task"), "a background task failed or outlived the stop: {log}");
     assert_eq!(sys.get(Svc::Item, "/", &token).await.alarmed_ids(), vec![11]);
     assert_eq!(sys.get(Svc::Item, "/11", &token).await.json["payload"]["is_alarm_set"], true);
     eventually(Duration::from_secs(2), "/visit from caches", || async {
@@ -203,6 +210,11 @@ async fn own_database_crashed_is_503_within_the_timeout_and_the_others_go_on() {
     // user_db crashes: /visit comes from memory; a view is recorded (200) and waits.
     sys.infra.crash_pg(Svc::User);
     assert_eq!(sys.get(Svc::User, "/visit", &token).await.ids(), vec![6, 5], "/visit from the visit book");
+    // The user list is read from user_db as it streams (user/src/list.rs): 503 naming it.
+    let (r, took) = timed(sys.get(Svc::User, "/", &token)).await;
+    r.assert_error(503, "Service Unavailable");
+    assert!(r.json["hint"].as_str().unwrap().contains("user service's database"), "{r:?}");
+    assert_within(took, DB_BOUND, "the user list with user_db down");
     assert_eq!(sys.get(Svc::Item, "/7", &token).await.status, 200, "views are recorded in item_db");
     database_down(Svc::User).await;
     sys.infra.start_pg(Svc::User);
@@ -211,6 +223,7 @@ async fn own_database_crashed_is_503_within_the_timeout_and_the_others_go_on() {
         v.ids() == vec![7, 6, 5] && v.alarmed_ids() == vec![6, 5]
     })
     .await;
+    assert_eq!(sys.get(Svc::User, "/", &token).await.ids().len(), 50, "the user list is back");
     assert_eq!(sys.dead_letters(), 0, "no view was dead-lettered");
 }
 

@@ -7,6 +7,7 @@ mod crash;
 mod cross_service;
 mod epochs;
 mod faults;
+mod history;
 mod hostile;
 mod instances;
 mod migrations;
@@ -15,6 +16,7 @@ mod openapi;
 mod outages;
 mod privilege;
 mod soak;
+mod user_list;
 mod visits;
 mod writes;
 

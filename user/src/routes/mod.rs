@@ -4,7 +4,7 @@ use actix_web::web;
 use common::http;
 
 mod users;
-mod visits;
+pub mod visits;
 
 /// The user service's own operations; [`common::openapi::document`] adds the shared ones.
 #[derive(utoipa::OpenApi)]

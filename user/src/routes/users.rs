@@ -1,8 +1,11 @@
-use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
-use common::{auth, http, input, openapi, replica::feed::Replicas, ApiError};
+use actix_web::{body::BodyStream, http::StatusCode, web, HttpRequest, HttpResponse};
+use common::{auth, http, input, openapi, replica::feed::Replicas, service::Core, ApiError};
+
+use crate::list::{StreamUsers, UserLists};
 
 /// `GET /` (and `POST /`, as the original spec's example sends): every user, id descending
-/// (optionally one page: `?limit=&offset=`).
+/// (optionally one page: `?limit=&offset=`), streamed from user_db page by page
+/// ([`crate::list`]): user_db down is a `503` naming it.
 #[utoipa::path(get, path = "/", tag = "contract", operation_id = "listUsers", security(("UserToken" = [])),
     summary = "Every user, id descending",
     params(
@@ -16,11 +19,37 @@ use common::{auth, http, input, openapi, replica::feed::Replicas, ApiError};
         (status = 500, response = openapi::InternalError),
         (status = 503, response = openapi::Unavailable)
     ))]
-pub async fn list(req: HttpRequest, state: web::Data<Replicas>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    req: HttpRequest,
+    state: web::Data<Replicas>,
+    core: web::Data<Core>,
+    lists: web::Data<UserLists>,
+) -> Result<HttpResponse, ApiError> {
     auth::authenticate(&req, &state.users).await?;
     let page = input::parse_page(req.query_string())?;
-    let body = state.users.render_list(page);
-    Ok(http::json_bytes(StatusCode::OK, body))
+    let unavailable = |e| ApiError::from_dependency(e, "the user list");
+    let turn = lists.turn().await.map_err(unavailable)?;
+    let body = core
+        .store
+        .send(StreamUsers { page, turn })
+        .await
+        .map_err(common::Error::from)
+        .and_then(|r| r)
+        .map_err(unavailable)?;
+    Ok(match body.rest {
+        // It fitted in one page: sent with a Content-Length, as before.
+        None => http::json_bytes(StatusCode::OK, body.head),
+        Some(rest) => {
+            let pages = futures_util::stream::unfold((Some(body.head), rest), |(head, mut rest)| async move {
+                let next = match head {
+                    Some(head) => Ok(head),
+                    None => rest.recv().await?,
+                };
+                Some((next, (None, rest)))
+            });
+            http::json_bytes(StatusCode::OK, BodyStream::new(pages))
+        }
+    })
 }
 
 /// `POST /`: the same as `GET /`; its own handler so that the document has one operation
@@ -39,6 +68,11 @@ pub async fn list(req: HttpRequest, state: web::Data<Replicas>) -> Result<HttpRe
         (status = 500, response = openapi::InternalError),
         (status = 503, response = openapi::Unavailable)
     ))]
-pub async fn list_by_post(req: HttpRequest, state: web::Data<Replicas>) -> Result<HttpResponse, ApiError> {
-    list(req, state).await
+pub async fn list_by_post(
+    req: HttpRequest,
+    state: web::Data<Replicas>,
+    core: web::Data<Core>,
+    lists: web::Data<UserLists>,
+) -> Result<HttpResponse, ApiError> {
+    list(req, state, core, lists).await
 }

@@ -1,0 +1,106 @@
+//! Nothing grows with history without bound: tombstones are collected after a retention
+//! (`common/sql/0022_collect_tombstones.sql`), and a replica that was away since before a
+//! collection still converges: it rebuilds from its owner instead of catching up by digest,
+//! which cannot show a deletion whose tombstone is gone.
+
+use std::time::Duration;
+
+use e2e::{eventually, Infra, Seed, Svc, System};
+
+const CONVERGE: Duration = Duration::from_secs(5);
+const REBUILD_LINE: &str = "older than the owner's collected tombstones";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_away_while_tombstones_were_collected_rebuilds_and_forgets_the_deleted_rows() {
+    let mut sys = System::start_on(Infra::shared(), Seed::Demo, &[("EPOCH_PROBE_MS", "200")])
+        .await
+        .expect("the demo seed is part of the repository");
+    let users = sys.users(3).await;
+    let (gone, gone_token) = users[2].clone();
+    let token = users[0].1.clone();
+    assert_eq!(sys.get(Svc::Item, "/", &gone_token).await.status, 200);
+    // The item service's persisted copy holds the user it will restore at its restart.
+    eventually(CONVERGE, "the item service persisted the user", || async {
+        let q = format!("SELECT count(*) FROM moa_replica WHERE entity = 'user' AND key = '{gone}' AND NOT deleted");
+        sys.sql(Svc::Item, &q).await[0].get::<_, i64>(0) == 1
+    })
+    .await;
+
+    // Away: the user is deleted, a newer user added, and the tombstone collected (a retention
+    // of 0 stands for "the item service was away longer than the retention").
+    sys.stop(Svc::Item);
+    sys.sql(Svc::User, &format!(r#"DELETE FROM "user" WHERE id = {gone}"#)).await;
+    sys.sql(Svc::User, r#"INSERT INTO "user" (id, name, access_token) VALUES (9001, '새 사용자', 'newer-token')"#)
+        .await;
+    let collected: i64 = sys.sql(Svc::User, "SELECT moa_collect_tombstones(interval '0')").await[0].get(0);
+    assert!(collected >= 1, "collected {collected}");
+    let left = sys.sql(Svc::User, &format!("SELECT count(*) FROM moa_entity_version WHERE key = '{gone}'")).await;
+    assert_eq!(left[0].get::<_, i64>(0), 0, "the tombstone is gone");
+    // A second collection finds nothing more, and the newest row of an entity is kept even
+    // when it is a tombstone (so a rebuilt replica is never below the horizon).
+    let again: i64 = sys.sql(Svc::User, "SELECT moa_collect_tombstones(interval '0')").await[0].get(0);
+    assert_eq!(again, 0);
+
+    sys.restart(Svc::Item).await;
+    eventually(CONVERGE, "the deleted user's token stops working in the item service", || async {
+        sys.get(Svc::Item, "/", &gone_token).await.status == 401
+    })
+    .await;
+    assert_eq!(sys.get(Svc::Item, "/", "newer-token").await.status, 200);
+    assert_eq!(sys.get(Svc::Item, "/", &token).await.status, 200);
+    // Rebuilt at the restart (by its sync and perhaps by its epoch watch at the same moment),
+    // not on every epoch probe after (the probe runs every 200 ms here).
+    let rebuilds = || sys.log(Svc::Item).lines().filter(|l| l.contains(REBUILD_LINE)).count();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let at_restart = rebuilds();
+    assert!((1..=2).contains(&at_restart), "{at_restart} rebuilds:\n{}", sys.log(Svc::Item));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rebuilds(), at_restart, "no rebuild after the first:\n{}", sys.log(Svc::Item));
+    // The user service's own replica (and the alarm service's, which stayed up) saw the
+    // deletion as an event: no rebuild there.
+    assert!(!sys.log(Svc::User).contains(REBUILD_LINE));
+    assert!(!sys.log(Svc::Alarm).contains(REBUILD_LINE));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tombstones_younger_than_the_retention_are_kept() {
+    let sys = System::start(Seed::Demo).await.expect("the demo seed is part of the repository");
+    sys.sql(Svc::User, r#"DELETE FROM "user" WHERE id = 5"#).await;
+    sys.sql(Svc::User, r#"INSERT INTO "user" (id, name, access_token) VALUES (9002, 'n', 'tok-9002')"#).await;
+    let collected: i64 = sys.sql(Svc::User, "SELECT moa_collect_tombstones(interval '1 day')").await[0].get(0);
+    assert_eq!(collected, 0);
+    let kept = sys.sql(Svc::User, "SELECT count(*) FROM moa_entity_version WHERE entity = 'user' AND deleted").await;
+    assert_eq!(kept[0].get::<_, i64>(0), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_visit_book_keeps_what_visit_needs_and_views_within_the_retention() {
+    let sys = System::start(Seed::Demo).await.expect("the demo seed is part of the repository");
+    let (user, token) = sys.users(1).await.remove(0);
+    for item in [11, 12, 13, 14, 15] {
+        assert_eq!(sys.get(Svc::Item, &format!("/{item}"), &token).await.status, 200);
+    }
+    let visit = || async { sys.get(Svc::User, "/visit", &token).await.ids() };
+    eventually(CONVERGE, "every view stored", || async { visit().await == vec![15, 14, 13] }).await;
+    // A view received long ago (as if stored 40 days back), of another user.
+    sys.sql(
+        Svc::User,
+        "INSERT INTO visit (event_id, user_id, item_id, viewed_at, seq, received_at)
+         VALUES (gen_random_uuid(), 2, 1, now() - interval '40 days', 1, now() - interval '40 days')",
+    )
+    .await;
+    let sys = &sys;
+    let count = |sql: &'static str| async move { sys.sql(Svc::User, sql).await[0].get::<_, i64>(0) };
+    assert_eq!(count("SELECT count(*) FROM visit").await, 6);
+    let trimmed = sys.sql(Svc::User, "SELECT visits, recent FROM moa_trim_visits(interval '30 days', 3)").await;
+    assert_eq!((trimmed[0].get::<_, i64>(0), trimmed[0].get::<_, i64>(1)), (1, 2));
+    // Every view answered 200 within the retention is still stored; /visit is unchanged.
+    assert_eq!(count("SELECT count(*) FROM visit").await, 5);
+    let q = format!("SELECT item_id FROM recent_visit WHERE user_id = {user} ORDER BY item_id");
+    let kept: Vec<i64> = sys.sql(Svc::User, &q).await.iter().map(|r| r.get(0)).collect();
+    assert_eq!(kept, vec![13, 14, 15]);
+    assert_eq!(visit().await, vec![15, 14, 13]);
+    // A trimmed item viewed again comes back on top, in this instance's book too.
+    assert_eq!(sys.get(Svc::Item, "/11", &token).await.status, 200);
+    eventually(CONVERGE, "the new view shows", || async { visit().await == vec![11, 15, 14] }).await;
+}
