@@ -9,6 +9,7 @@ use common::{
 use actix_web::web;
 
 use crate::{
+    lists::AlarmLists,
     routes,
     store::{alarm_writer, MIGRATIONS},
 };
@@ -16,8 +17,9 @@ use crate::{
 pub fn build(settings: Settings) -> Result<Application> {
     let core = Core::start(settings, &MIGRATIONS)?;
     let writer = web::Data::new(alarm_writer(core.store.clone(), core.settings.write_lanes));
+    let lists = web::Data::new(AlarmLists::new(core.store.clone(), core.settings.own_read_timeout));
     Application::build(core, &routes::openapi(), move |cfg| {
-        cfg.app_data(writer.clone());
+        cfg.app_data(writer.clone()).app_data(lists.clone());
         routes::configure(cfg);
     })
 }

@@ -82,6 +82,26 @@ impl Handler<WriteAlarms> for Store {
     }
 }
 
+/// The items `user_id` has alarms on, from alarm_db: the owner's own answer, the same on every
+/// instance (a replica of another instance may be a few milliseconds behind a write).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<i64>>")]
+pub struct AlarmsOf(pub i32);
+
+impl Handler<AlarmsOf> for Store {
+    type Result = ResponseFuture<Result<Vec<i64>>>;
+
+    fn handle(&mut self, AlarmsOf(user_id): AlarmsOf, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool();
+        Box::pin(async move {
+            let conn = pool.get().await?;
+            let rows =
+                conn.query_typed("SELECT item_id FROM alarm WHERE user_id = $1", &[(&user_id, Type::INT4)]).await?;
+            rows.iter().map(|r| Ok(i64::from(r.try_get::<_, i32>(0)?))).collect()
+        })
+    }
+}
+
 /// Concurrent alarm writes, gathered into [`WriteAlarms`] batches.
 pub type AlarmWriter = Coalescer<WriteAlarm, Vec<VersionedRow>>;
 

@@ -89,7 +89,7 @@ impl Core {
         let migrated = store.migrated_flag();
         let store = store.start();
         let bus =
-            Bus::start(&settings.amqp_url, format!("{}-service {}", settings.domain.name(), settings.instance_id));
+            Bus::start(&settings.amqp_urls, format!("{}-service {}", settings.domain.name(), settings.instance_id));
         let rpc = RpcClient::start(&bus, &settings.instance_id, metrics.clone());
         rpc::serve(&bus, settings.domain, store.clone(), migrated, settings.prefetch);
         let relay = OutboxRelay::start(&bus, store.clone(), wake, settings.outbox_poll, metrics.clone());

@@ -82,8 +82,9 @@ pub struct Settings {
     /// `BODY_TIMEOUT_MS`: how long a client may take to send a request's body once the
     /// handler reads it (past it: 408 with the error body, connection closed), default 5000.
     pub body_timeout: Duration,
-    /// `AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`.
-    pub amqp_url: String,
+    /// `AMQP_URL`: one node's URL, or the nodes of a cluster as comma-separated URLs (tried in
+    /// turn, see `amqp::bus`). Default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub amqp_urls: Vec<String>,
     /// `RPC_TIMEOUT_MS`: how long a cache miss waits for the owning service, default 300.
     pub rpc_timeout: Duration,
     /// `SNAPSHOT_TIMEOUT_MS`: how long one snapshot page may take, default 10000.
@@ -103,6 +104,9 @@ pub struct Settings {
     /// `NEGATIVE_CACHE_MS`: how long an owner's "no such token / item" is remembered, so that
     /// repeated unknown tokens cost the owner one lookup, not one each; default 2000.
     pub negative_ttl: Duration,
+    /// `OWN_READ_TIMEOUT_MS`: how long a read the owner serves from its own database (the alarm
+    /// list) waits for it before answering from memory instead, default 250.
+    pub own_read_timeout: Duration,
     /// `EPOCH_PROBE_MS`: how often each replica asks its owner for its epoch and newest
     /// version (a restored or re-created owner database is noticed within this), default 1000.
     pub epoch_probe: Duration,
@@ -116,7 +120,7 @@ impl std::fmt::Debug for Settings {
             .field("http", &format_args!("{}:{}", self.http_host, self.http_port))
             .field("http_workers", &self.http_workers)
             .field("database_url", &redact_url(&self.database_url))
-            .field("amqp_url", &redact_url(&self.amqp_url))
+            .field("amqp_urls", &self.amqp_urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>())
             .field("rpc_timeout", &self.rpc_timeout)
             .field("db_statement_timeout", &self.db_statement_timeout)
             .field("write_timeout", &self.write_timeout)
@@ -126,6 +130,22 @@ impl std::fmt::Debug for Settings {
 }
 
 /// `scheme://user:secret@host/db` → `scheme://user:***@host/db`.
+/// `AMQP_URL` as a list: one URL, or several separated by commas (the nodes of a cluster).
+/// Blanks around commas are ignored; every entry must be an amqp:// or amqps:// URL.
+pub fn parse_amqp_urls(value: &str) -> Result<Vec<String>, Error> {
+    let urls: Vec<String> = value.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect();
+    if urls.is_empty() {
+        return Err(Error::Config("AMQP_URL is empty: give one amqp:// URL, or several separated by commas".into()));
+    }
+    if let Some(bad) = urls.iter().find(|u| !u.starts_with("amqp://") && !u.starts_with("amqps://")) {
+        return Err(Error::Config(format!(
+            "AMQP_URL must be amqp:// URLs separated by commas; {} is not one",
+            redact_url(bad)
+        )));
+    }
+    Ok(urls)
+}
+
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
@@ -162,6 +182,7 @@ pub fn env_var_names(domain: Domain) -> Vec<String> {
             "INSTANCE_ID",
             "NEGATIVE_CACHE_MS",
             "EPOCH_PROBE_MS",
+            "OWN_READ_TIMEOUT_MS",
         ]
         .map(String::from),
     );
@@ -195,10 +216,8 @@ impl Settings {
         if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
             return Err(Error::Config(format!("{p}_DATABASE_URL must be a postgres:// URL")));
         }
-        let amqp_url = var("AMQP_URL").unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-        if !amqp_url.starts_with("amqp://") && !amqp_url.starts_with("amqps://") {
-            return Err(Error::Config("AMQP_URL must be an amqp:// URL".into()));
-        }
+        let amqp_urls =
+            parse_amqp_urls(&var("AMQP_URL").unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into()))?;
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) as u64;
         let positive = |k: &str, default: u64| -> Result<u64, Error> {
             let v = num(k, default)?;
@@ -226,7 +245,7 @@ impl Settings {
             write_timeout: Duration::from_millis(positive("WRITE_TIMEOUT_MS", 5000)?),
             header_timeout: Duration::from_millis(positive("HEADER_TIMEOUT_MS", 5000)?),
             body_timeout: Duration::from_millis(positive("BODY_TIMEOUT_MS", 5000)?),
-            amqp_url,
+            amqp_urls,
             rpc_timeout: Duration::from_millis(positive("RPC_TIMEOUT_MS", 300)?),
             snapshot_timeout: Duration::from_millis(positive("SNAPSHOT_TIMEOUT_MS", 10_000)?),
             snapshot_page_size: positive("SNAPSHOT_PAGE_SIZE", 20_000)? as u32,
@@ -238,6 +257,7 @@ impl Settings {
             instance_id,
             negative_ttl: Duration::from_millis(positive("NEGATIVE_CACHE_MS", 2000)?),
             epoch_probe: Duration::from_millis(positive("EPOCH_PROBE_MS", 1000)?),
+            own_read_timeout: Duration::from_millis(positive("OWN_READ_TIMEOUT_MS", 250)?),
         })
     }
 }
@@ -260,6 +280,26 @@ mod tests {
             assert_eq!(s.http_port, d.default_http_port());
             assert_eq!(s.rpc_timeout, Duration::from_millis(300));
         }
+    }
+
+    #[test]
+    fn amqp_url_takes_one_node_or_a_comma_separated_cluster() {
+        let one = Settings::from_lookup(Domain::Item, lookup(&[("AMQP_URL", "amqp://a:b@h:5672/%2f")])).unwrap();
+        assert_eq!(one.amqp_urls, vec!["amqp://a:b@h:5672/%2f"]);
+        let three = Settings::from_lookup(
+            Domain::Item,
+            lookup(&[("AMQP_URL", "amqp://a:b@h:5672/%2f, amqp://a:b@h:5673/%2f,amqps://a:b@h:5674/%2f,")]),
+        )
+        .unwrap();
+        assert_eq!(three.amqp_urls, vec!["amqp://a:b@h:5672/%2f", "amqp://a:b@h:5673/%2f", "amqps://a:b@h:5674/%2f"]);
+        for bad in [" , ", "amqp://a:b@h:5672/%2f,http://a:secret@h/"] {
+            let err = Settings::from_lookup(Domain::Item, lookup(&[("AMQP_URL", bad)])).unwrap_err().to_string();
+            assert!(err.contains("AMQP_URL"), "{bad:?}: {err}");
+            assert!(!err.contains("secret"), "credentials stay out of errors: {err}");
+        }
+        // Credentials never reach the logs, for any node.
+        let shown = format!("{three:?}");
+        assert!(shown.contains("h:5674") && !shown.contains("a:b@"), "{shown}");
     }
 
     #[test]

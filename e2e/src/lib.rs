@@ -526,6 +526,11 @@ impl System {
 
     /// Starts one more instance of `svc` (on `port`, or a free one). Returns its port.
     pub fn spawn(&mut self, svc: Svc, port: Option<u16>) -> u16 {
+        self.spawn_env(svc, port, &[])
+    }
+
+    /// [`System::spawn`] with some variables of its environment replaced (`AMQP_URL`, ...).
+    pub fn spawn_env(&mut self, svc: Svc, port: Option<u16>, overrides: &[(&str, &str)]) -> u16 {
         let e = env();
         let port = port.unwrap_or_else(free_port);
         let logs = e.state_dir.join("logs");
@@ -542,6 +547,9 @@ impl System {
         // Only what we set: no stray *_DATABASE_URL from the caller's environment.
         cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
         for (k, v) in self.service_env(svc, port) {
+            cmd.env(k, v);
+        }
+        for (k, v) in overrides {
             cmd.env(k, v);
         }
         let child = cmd.stdout(out).stderr(err).spawn().unwrap_or_else(|err| panic!("start {}: {err}", svc.name()));

@@ -1,7 +1,10 @@
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use common::{auth, http, input::ItemId, openapi, replica::feed::Replicas, service::Core, ApiError};
 
-use crate::store::{AlarmWriter, WriteAlarm};
+use crate::{
+    lists::AlarmLists,
+    store::{AlarmWriter, WriteAlarm},
+};
 
 /// The body of a set and of a clear, as the documents describe it.
 const ALARM_BODY: &str = "`item_id` as a JSON number or as a string of digits (the original specification sends a \
@@ -97,16 +100,22 @@ async fn write(
 /// `GET /`: the items the caller has alarms on, id descending, each with `is_alarm_set: true`.
 #[utoipa::path(get, path = "/", tag = "contract", operation_id = "listAlarms", security(("UserToken" = [])),
     summary = "The items the caller has alarms on, id descending (is_alarm_set always true)",
-    description = "Items deleted from item_db are left out.",
+    description = "Items deleted from item_db are left out. Read from alarm_db, so every instance gives the same \
+        answer at once after a write; while alarm_db is down, from this instance's memory.",
     responses(
         (status = 200, description = "The alarmed items", body = openapi::ItemList),
         (status = 401, response = openapi::Unauthorized),
         (status = 500, response = openapi::InternalError),
         (status = 503, response = openapi::Unavailable)
     ))]
-pub async fn list(req: HttpRequest, state: web::Data<Replicas>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    req: HttpRequest,
+    state: web::Data<Replicas>,
+    lists: web::Data<AlarmLists>,
+) -> Result<HttpResponse, ApiError> {
     let user = auth::authenticate(&req, &state.users).await?;
-    let alarmed = state.alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
+    let alarmed =
+        lists.items_of(user.id, &state.alarms).await.map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
     let ids: Vec<i64> = alarmed.iter().rev().copied().collect();
     let body = state
         .items

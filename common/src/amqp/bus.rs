@@ -4,6 +4,11 @@
 //! restarts), so we own recovery: one task keeps a connection open, publishing it on a watch
 //! channel, and every component (consumer, RPC client/server, relay) rebuilds its channel,
 //! QoS, topology and consumers each time a new connection appears.
+//!
+//! Given the nodes of a cluster (`AMQP_URL` with comma-separated URLs), it connects to one
+//! of them and, when that connection is lost or refused, to the next: a new connection is a
+//! new generation like any reconnect, so per-instance queues are declared again on the node
+//! now serving us and the replicas catch up by digest as after any outage.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -27,13 +32,16 @@ pub struct Bus {
 }
 
 impl Bus {
-    /// Starts the supervisor. It retries forever with capped back-off; the service runs
-    /// (serving from caches) while RabbitMQ is away.
-    pub fn start(url: &str, connection_name: String) -> Bus {
+    /// Starts the supervisor over the nodes `urls` (at least one). It retries forever, node
+    /// after node, with capped back-off once every node has failed; the service runs (serving
+    /// from caches) while RabbitMQ is away.
+    pub fn start(urls: &[String], connection_name: String) -> Bus {
         let (tx, rx) = watch::channel(None);
         let shutdown = Arc::new(tokio::sync::Notify::new());
-        let url = with_heartbeat(url);
-        tokio::spawn(supervise(url, connection_name, tx, shutdown.clone()));
+        let nodes: Vec<Node> = urls.iter().map(|u| Node { url: with_heartbeat(u), shown: node_address(u) }).collect();
+        // Instances start on different nodes (by their names), so a cluster's connections spread.
+        let first = first_node(&connection_name, nodes.len());
+        tokio::spawn(supervise(nodes, first, connection_name, tx, shutdown.clone()));
         Bus { state: rx, shutdown }
     }
 
@@ -117,17 +125,52 @@ fn with_heartbeat(url: &str) -> String {
     }
 }
 
-async fn supervise(url: String, name: String, tx: watch::Sender<Option<Link>>, shutdown: Arc<tokio::sync::Notify>) {
+/// One RabbitMQ node: its URL (with heartbeat) and, for logs, its address without credentials.
+struct Node {
+    url: String,
+    shown: String,
+}
+
+/// `host:port` of an amqp URL (what logs may show of it; the credentials never).
+fn node_address(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or(rest).to_string()
+}
+
+/// The node an instance tries first: spread by a hash of its connection name.
+fn first_node(connection_name: &str, nodes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    connection_name.hash(&mut h);
+    (h.finish() % nodes.max(1) as u64) as usize
+}
+
+async fn supervise(
+    nodes: Vec<Node>,
+    mut current: usize,
+    name: String,
+    tx: watch::Sender<Option<Link>>,
+    shutdown: Arc<tokio::sync::Notify>,
+) {
+    if nodes.is_empty() {
+        log::error!("no RabbitMQ node given (AMQP_URL): running without RabbitMQ");
+        return;
+    }
     let mut generation = 0u64;
     let mut delay = Duration::from_millis(200);
     let mut failures = 0u32;
+    // Nodes tried since the last success: back off only once every node has refused.
+    let mut tried_this_round = 0usize;
     loop {
+        let node = &nodes[current % nodes.len()];
+        let url = &node.url;
         let props = ConnectionProperties::default().with_connection_name(name.clone().into());
         // Bounded: lapin's connect can stay pending for good when the broker drops the socket
         // mid-handshake (RabbitMQ does after its 10 s handshake timeout on a loaded machine),
         // which left a service without RabbitMQ until restarted.
         let attempt = tokio::select! {
-            r = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&url, props)) => r.unwrap_or_else(|_| {
+            r = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props)) => r.unwrap_or_else(|_| {
                 Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no connection within the connect timeout").into())
             }),
             _ = shutdown.notified() => return,
@@ -136,21 +179,22 @@ async fn supervise(url: String, name: String, tx: watch::Sender<Option<Link>>, s
             Ok(conn) => {
                 generation += 1;
                 failures = 0;
+                tried_this_round = 0;
                 delay = Duration::from_millis(200);
-                log::info!("rabbitmq connected (connection {generation})");
+                log::info!("rabbitmq connected to {} (connection {generation})", node.shown);
                 let conn = Arc::new(conn);
                 let mut events = conn.events_listener();
                 let _ = tx.send(Some(Link { conn: conn.clone(), generation }));
                 loop {
                     tokio::select! {
                         ev = events.next() => match ev {
-                            Some(Event::Error(e)) => { log::warn!("rabbitmq connection {generation} failed: {e}"); break; }
+                            Some(Event::Error(e)) => { log::warn!("rabbitmq connection {generation} to {} failed: {e}", node.shown); break; }
                             None => break,
                             Some(_) => {}
                         },
                         _ = tokio::time::sleep(Duration::from_millis(500)) => {
                             if !conn.status().connected() {
-                                log::warn!("rabbitmq connection {generation} is no longer connected");
+                                log::warn!("rabbitmq connection {generation} to {} is no longer connected", node.shown);
                                 break;
                             }
                         }
@@ -158,16 +202,43 @@ async fn supervise(url: String, name: String, tx: watch::Sender<Option<Link>>, s
                     }
                 }
                 let _ = tx.send(None);
+                // The node we lost is likely down: the next one is tried first, at once.
+                current += 1;
             }
             Err(e) => {
                 failures += 1;
                 // Say it once, then every ~10 attempts: an outage should not flood the log.
                 if failures == 1 || failures.is_multiple_of(10) {
-                    log::warn!("rabbitmq unreachable ({e}); retrying (attempt {failures})");
+                    log::warn!("rabbitmq node {} unreachable ({e}); retrying (attempt {failures})", node.shown);
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
+                current += 1;
+                tried_this_round += 1;
+                if tried_this_round >= nodes.len() {
+                    tried_this_round = 0;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_show_a_node_by_its_address_only() {
+        assert_eq!(node_address("amqp://item:s3cret@10.0.0.7:5673/%2f?heartbeat=10"), "10.0.0.7:5673");
+        assert_eq!(node_address("amqp://rabbitmq-2:5672"), "rabbitmq-2:5672");
+        assert_eq!(node_address("amqps://u:p:q@h/%2f"), "h");
+    }
+
+    #[test]
+    fn instances_spread_over_the_nodes() {
+        assert_eq!(first_node("anything", 1), 0);
+        let firsts: std::collections::BTreeSet<usize> =
+            (0..60).map(|i| first_node(&format!("item-service item-{i}"), 3)).collect();
+        assert_eq!(firsts.len(), 3, "60 instance names start on every one of 3 nodes");
     }
 }

@@ -146,3 +146,26 @@ async fn database_violations(sys: &e2e::System) -> Vec<String> {
     }
     violations
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_given_several_rabbitmq_nodes_connects_to_the_one_that_answers() {
+    let mut sys = system!(Seed::Demo);
+    // Two nodes that refuse (nothing listens there) around the live one: whichever it tries
+    // first, the instance must end up on the live node, with its queues and consumers.
+    let dead = |port: u16| format!("amqp://item-service:x@127.0.0.1:{port}/{}", sys.name);
+    let nodes = format!("{},{},{}", dead(e2e::free_port()), sys.service_amqp_url(Svc::Item), dead(e2e::free_port()));
+    let port = sys.spawn_env(Svc::Item, None, &[("AMQP_URL", &nodes)]);
+    sys.wait_ready_port(Svc::Item, port).await;
+    let token = sys.token().await;
+    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 7}"#).await.assert_empty(201);
+    eventually(Duration::from_secs(1), "the instance hears of the alarm through the live node", || async {
+        sys.request(e2e::Method::GET, port, "/", Some(&token), None).await.alarmed_ids() == vec![7]
+    })
+    .await;
+    // Its views reach the user service through the same node.
+    assert_eq!(sys.request(e2e::Method::GET, port, "/7", Some(&token), None).await.status, 200);
+    eventually(Duration::from_secs(5), "the view is stored", || async {
+        sys.get(Svc::User, "/visit", &token).await.ids() == vec![7]
+    })
+    .await;
+}
