@@ -496,9 +496,12 @@ lb_wait_up() {
   return 1
 }
 
-# lb_action INSTANCE ACTION: ready | drain | maint, through the stats page's admin form
+# lb_action INSTANCE ACTION: ready | drain | maint, through the stats page's admin form, in
+# both backends of its service (the ready instances, and the live ones as the fallback)
 lb_action() {
-  local d
+  local d b
   d=$(service_domain "$1")
-  curl -s -o /dev/null --max-time 2 -d "s=$1&action=$2&b=$d" "http://127.0.0.1:$LB_STATS_PORT/stats" 2>/dev/null
+  for b in "$d" "$d-alive"; do
+    curl -s -o /dev/null --max-time 2 -d "s=$1&action=$2&b=$b" "http://127.0.0.1:$LB_STATS_PORT/stats" 2>/dev/null || true
+  done
 }
