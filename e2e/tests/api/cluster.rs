@@ -235,10 +235,6 @@ async fn a_cluster_behind_the_balancer_loses_nothing_to_kills_and_a_rolling_rest
     for name in killed {
         stack.kill9_named(name);
     }
-    let status = blocking(|| stack.run_script("status", &[]).1);
-    for name in killed {
-        assert!(status_line(&status, name).contains(" crashed "), "scripts/status: {name} crashed:\n{status}");
-    }
     // An alarm set now reaches the item instance that lives on within 5 s of the loss.
     let probe_item = 77;
     let alarm_url = format!("http://127.0.0.1:{}/", stack.port(Component::Alarm));
@@ -272,6 +268,10 @@ async fn a_cluster_behind_the_balancer_loses_nothing_to_kills_and_a_rolling_rest
         set.as_secs_f64(),
         lost_at.elapsed().as_secs_f64()
     );
+    let status = blocking(|| stack.run_script("status", &[]).1);
+    for name in killed {
+        assert!(status_line(&status, name).contains(" crashed "), "scripts/status: {name} crashed:\n{status}");
+    }
     tokio::time::sleep(Duration::from_secs(loss_seconds).saturating_sub(lost_at.elapsed())).await;
     for name in killed {
         let took = blocking(|| stack.up_named(name)).unwrap_or_else(|e| panic!("{e}"));
