@@ -8,6 +8,15 @@
 #   USER_AMQP_PASSWORD                              alarm-service, user-service, no tag, with
 #                                                   the permissions of service-users.json
 # Every one is required: no default password (docs/security.md).
+#
+# In a cluster (docker-compose.cluster.yml) also:
+#   MOA_CLUSTER_NODES      the nodes, space-separated (rabbit@rabbitmq-1 rabbit@rabbitmq-2 ...):
+#                          the cluster forms itself at boot by RabbitMQ's classic config
+#                          peer discovery
+#   RABBITMQ_ERLANG_COOKIE the secret the nodes (and the CLI tools) share; required then
+# Once the node runs it takes a replica of every quorum queue (rabbitmq-queues grow): a quorum
+# queue gets its members when it is declared, by whichever node imported the definitions
+# first, and never grows by itself.
 set -eu
 
 dir=${MOA_DEFINITIONS_DIR:-/etc/rabbitmq/definitions.d}
@@ -45,5 +54,38 @@ JSON
 sh "$moa/render-users.sh" "$moa/service-users.json" >"$dir/20-service-users.json.new"
 mv "$dir/20-service-users.json.new" "$dir/20-service-users.json"
 chown rabbitmq:rabbitmq "$dir/10-operator.json" "$dir/20-service-users.json" 2>/dev/null || true
+
+if [ -n "${MOA_CLUSTER_NODES:-}" ]; then
+  cookie=${RABBITMQ_ERLANG_COOKIE:-}
+  if [ -z "$cookie" ]; then
+    echo "set RABBITMQ_ERLANG_COOKIE: the nodes of a cluster share it (no default)" >&2
+    exit 2
+  fi
+  conf=/etc/rabbitmq/rabbitmq.conf
+  if ! grep -q '^cluster_formation' "$conf"; then
+    {
+      echo 'cluster_formation.peer_discovery_backend = classic_config'
+      i=0
+      for node in $MOA_CLUSTER_NODES; do
+        i=$((i + 1))
+        echo "cluster_formation.classic_config.nodes.$i = $node"
+      done
+    } >>"$conf"
+  fi
+  # the cookie as a file, for the node and the CLI tools alike (the image's own support for
+  # RABBITMQ_ERLANG_COOKIE is deprecated)
+  for home in /var/lib/rabbitmq /root; do
+    printf '%s' "$cookie" >"$home/.erlang.cookie"
+    chmod 600 "$home/.erlang.cookie"
+  done
+  chown rabbitmq:rabbitmq /var/lib/rabbitmq/.erlang.cookie
+  unset RABBITMQ_ERLANG_COOKIE
+  self=rabbit@$(hostname)
+  (
+    until rabbitmq-diagnostics -q check_running >/dev/null 2>&1; do sleep 5; done
+    rabbitmq-queues grow "$self" all --errors-only >/dev/null 2>&1 ||
+      echo "moa: rabbitmq-queues grow $self all failed; run it by hand" >&2
+  ) &
+fi
 
 exec docker-entrypoint.sh "$@"

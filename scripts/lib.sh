@@ -227,12 +227,87 @@ ensure_curl_installed() {
 # MOA_RUN_DIR: where the stack keeps its state (data, logs, pid files); overridable so a
 # test can run a whole scripts/up stack of its own in a temporary directory
 MOA_RUN_DIR=$(realpath -m -- "${MOA_RUN_DIR:-$MOA_REPO_DIR/.run}")
-MOA_COMPONENTS=(item-db alarm-db user-db rabbitmq item alarm user)
 # shellcheck disable=SC2034
 MOA_SERVICES=(item alarm user)
 
-is_service() { case $1 in item | alarm | user) return 0 ;; *) return 1 ;; esac; }
+# ---------------------------------------------------------------- topology (docs/deployment.md)
+#
+# MOA_NODES RabbitMQ nodes and MOA_INSTANCES instances of each service. With one of each (the
+# default) the components are the classic ones: item-db alarm-db user-db rabbitmq item alarm
+# user. With several nodes they are rabbitmq-1..N (a RabbitMQ cluster); with several instances
+# item-1..M, alarm-1..M, user-1..M on ports of their own and `lb`, an HAProxy on the usual
+# service ports. scripts/up records the topology in $MOA_RUN_DIR/topology, so a later
+# `scripts/up item-1` or `scripts/down` knows it without flags. Precedence: scripts/up's flags,
+# then MOA_RABBITMQ_NODES / MOA_INSTANCES, then the recorded topology, then 1.
+
+topology_file() { echo "$MOA_RUN_DIR/topology"; }
+
+# set_topology NODES INSTANCES: fixes the topology and the component list
+set_topology() {
+  local n=$1 m=$2 i s
+  [[ $n =~ ^[1-9][0-9]?$ ]] || die "RabbitMQ nodes: '$n' is not a number from 1 to 99"
+  [[ $m =~ ^[1-9][0-9]?$ ]] || die "instances: '$m' is not a number from 1 to 99"
+  MOA_NODES=$n
+  MOA_INSTANCES=$m
+  MOA_COMPONENTS=(item-db alarm-db user-db)
+  if [ "$n" -eq 1 ]; then
+    MOA_COMPONENTS+=(rabbitmq)
+  else
+    for (( i = 1; i <= n; i++ )); do MOA_COMPONENTS+=("rabbitmq-$i"); done
+  fi
+  for s in "${MOA_SERVICES[@]}"; do
+    if [ "$m" -eq 1 ]; then
+      MOA_COMPONENTS+=("$s")
+    else
+      for (( i = 1; i <= m; i++ )); do MOA_COMPONENTS+=("$s-$i"); done
+    fi
+  done
+  [ "$m" -eq 1 ] || MOA_COMPONENTS+=(lb)
+}
+
+# recorded_topology: "NODES INSTANCES" of the stack in $MOA_RUN_DIR, or nothing
+recorded_topology() {
+  local f
+  f=$(topology_file)
+  [ -r "$f" ] || return 0
+  printf '%s %s\n' "$(sed -n 's/^nodes=//p' "$f")" "$(sed -n 's/^instances=//p' "$f")"
+}
+
+# record_topology: remembers the current topology in $MOA_RUN_DIR
+record_topology() {
+  mkdir -p "$MOA_RUN_DIR"
+  printf 'nodes=%s\ninstances=%s\n' "$MOA_NODES" "$MOA_INSTANCES" >"$(topology_file)"
+}
+
+moa_recorded=()
+read -r -a moa_recorded < <(recorded_topology) || true
+set_topology "${MOA_RABBITMQ_NODES:-${moa_recorded[0]:-1}}" "${MOA_INSTANCES:-${moa_recorded[1]:-1}}"
+unset moa_recorded
+
+# Every instance's port: ${DOMAIN}_INSTANCE_PORT + k - 1 for instance k (defaults 5101, 6101,
+# 7101); RabbitMQ node i uses AMQP_PORT, RABBIT_MGMT_PORT and RABBIT_DIST_PORT + i - 1.
+: "${ITEM_INSTANCE_PORT:=$(( ITEM_HTTP_PORT + 100 ))}" "${ALARM_INSTANCE_PORT:=$(( ALARM_HTTP_PORT + 100 ))}"
+: "${USER_INSTANCE_PORT:=$(( USER_HTTP_PORT + 100 ))}"
+# The load balancer's statistics page (HAProxy's; CSV at /stats;csv), on 127.0.0.1 only.
+: "${LB_STATS_PORT:=8404}"
+
+# service_domain NAME: item-2 | item -> item (nothing for a non-service)
+service_domain() {
+  case $1 in
+    item | alarm | user) echo "$1" ;;
+    item-[0-9]* | alarm-[0-9]* | user-[0-9]*) echo "${1%-*}" ;;
+  esac
+}
+# instance_index NAME: item-2 -> 2, item -> 1
+instance_index() {
+  case $1 in
+    *-[0-9]*) echo "${1##*-}" ;;
+    *) echo 1 ;;
+  esac
+}
+is_service() { [ -n "$(service_domain "$1")" ] && [[ ! $1 =~ -db$ ]]; }
 is_db() { case $1 in item-db | alarm-db | user-db) return 0 ;; *) return 1 ;; esac; }
+is_rabbit() { case $1 in rabbitmq | rabbitmq-[0-9]*) return 0 ;; *) return 1 ;; esac; }
 
 # contains WORD LIST...: true if WORD is one of LIST
 contains() {
@@ -243,36 +318,82 @@ contains() {
 }
 
 # select_components ARG...: sets MOA_SELECTED to the named components (all when none
-# are named), in start order
+# are named), in start order. In a cluster, `rabbitmq` names every node and `item` every
+# item instance (and so on).
 select_components() {
-  local c
+  local c x names=() group
   for c in "$@"; do
-    contains "$c" "${MOA_COMPONENTS[@]}" || die "unknown component '$c' (known: ${MOA_COMPONENTS[*]})"
+    if contains "$c" "${MOA_COMPONENTS[@]}"; then
+      names+=("$c")
+      continue
+    fi
+    group=()
+    for x in "${MOA_COMPONENTS[@]}"; do
+      [[ $x =~ ^$c-[0-9]+$ ]] && group+=("$x")
+    done
+    [ ${#group[@]} -gt 0 ] ||
+      die "unknown component '$c' (known: ${MOA_COMPONENTS[*]}; topology: $MOA_NODES RabbitMQ node(s), $MOA_INSTANCES instance(s) per service)"
+    names+=("${group[@]}")
   done
   MOA_SELECTED=()
   for c in "${MOA_COMPONENTS[@]}"; do
-    if [ $# -eq 0 ] || contains "$c" "$@"; then MOA_SELECTED+=("$c"); fi
+    if [ $# -eq 0 ] || contains "$c" "${names[@]}"; then MOA_SELECTED+=("$c"); fi
   done
 }
 
-component_port() {
+# rabbit_ports NAME: "AMQP MGMT DIST" of a RabbitMQ node (rabbitmq or rabbitmq-i)
+rabbit_ports() {
+  local i
+  i=$(instance_index "$1")
+  echo "$(( AMQP_PORT + i - 1 )) $(( RABBIT_MGMT_PORT + i - 1 )) $(( RABBIT_DIST_PORT + i - 1 ))"
+}
+# rabbit_nodename NAME: the Erlang node name scripts/infra gives the node (by its AMQP port)
+rabbit_nodename() {
+  local p
+  read -r -a p < <(rabbit_ports "$1")
+  echo "moa-${p[0]}@localhost"
+}
+
+# service_public_port DOMAIN: where clients reach the service (the instance or the load balancer)
+service_public_port() {
   case $1 in
-    item-db) echo "$ITEM_DB_PORT" ;;
-    alarm-db) echo "$ALARM_DB_PORT" ;;
-    user-db) echo "$USER_DB_PORT" ;;
-    rabbitmq) echo "$AMQP_PORT" ;;
     item) echo "$ITEM_HTTP_PORT" ;;
     alarm) echo "$ALARM_HTTP_PORT" ;;
     user) echo "$USER_HTTP_PORT" ;;
   esac
 }
 
+component_port() {
+  local d base
+  case $1 in
+    item-db) echo "$ITEM_DB_PORT" ;;
+    alarm-db) echo "$ALARM_DB_PORT" ;;
+    user-db) echo "$USER_DB_PORT" ;;
+    rabbitmq | rabbitmq-[0-9]*) echo "$(( AMQP_PORT + $(instance_index "$1") - 1 ))" ;;
+    item | alarm | user) service_public_port "$1" ;;
+    lb) echo "$ITEM_HTTP_PORT,$ALARM_HTTP_PORT,$USER_HTTP_PORT" ;;
+    *)
+      d=$(service_domain "$1")
+      [ -n "$d" ] || return 0
+      base=${d^^}_INSTANCE_PORT
+      echo "$(( ${!base} + $(instance_index "$1") - 1 ))"
+      ;;
+  esac
+}
+
 db_name() { echo "${1%-db}_db"; }          # item-db | item -> item_db
 pg_dir() { echo "$MOA_RUN_DIR/pg/${1%-db}"; } # item-db | item -> .run/pg/item
-rabbit_dir() { echo "$MOA_RUN_DIR/rabbitmq"; }
+rabbit_dir() { echo "$MOA_RUN_DIR/${1:-rabbitmq}"; } # rabbitmq-2 -> .run/rabbitmq-2
+lb_dir() { echo "$MOA_RUN_DIR/lb"; }
 pid_file() { echo "$MOA_RUN_DIR/pids/$1.pid"; }
 log_file() { echo "$MOA_RUN_DIR/logs/$1.log"; }
-service_bin() { echo "${MOA_BIN_DIR:-$MOA_REPO_DIR/target/release}/$1"; }
+service_bin() { echo "${MOA_BIN_DIR:-$MOA_REPO_DIR/target/release}/$(service_domain "$1")"; }
+HAPROXY_BIN=${HAPROXY_BIN:-/usr/sbin/haproxy}
+
+ensure_haproxy_installed() {
+  [ -x "$HAPROXY_BIN" ] || apt_install haproxy
+  [ -x "$HAPROXY_BIN" ] || die "haproxy installed but $HAPROXY_BIN is missing"
+}
 
 # pids_in_dir DIR: live (not zombie) processes whose working directory is DIR. Every
 # PostgreSQL process (postmaster, backends, background workers) runs in its data directory.
@@ -342,9 +463,45 @@ service_pid() {
 component_pid() {
   case $1 in
     *-db) pg_pid "$(pg_dir "$1")" ;;
-    rabbitmq) rabbit_pid "$(rabbit_dir)" ;;
-    *) service_pid "$1" ;;
+    rabbitmq | rabbitmq-[0-9]*) rabbit_pid "$(rabbit_dir "$1")" ;;
+    *) service_pid "$1" ;; # the services and lb (HAProxy): pid file, then the binary
+
   esac
 }
 
 pg_url() { echo "postgres://postgres:postgres@127.0.0.1:$1/$2"; }
+
+# ---------------------------------------------------------------- load balancer (HAProxy)
+
+# lb_csv: HAProxy's statistics as CSV (one line per frontend, server and backend), or nothing
+lb_csv() { curl -s --max-time 2 "http://127.0.0.1:$LB_STATS_PORT/stats;csv" 2>/dev/null || true; }
+
+# lb_server_field INSTANCE FIELD: a field of HAProxy's CSV for instance item-1 ... (columns:
+# 5 scur = requests in progress, 18 status = UP, DOWN, MAINT, "UP 1/2" ...)
+lb_server_field() {
+  local d
+  d=$(service_domain "$1")
+  lb_csv | awk -F, -v b="$d" -v s="$1" -v f="$2" '$1 == b && $2 == s { print $f }'
+}
+
+# lb_wait_up INSTANCE SECONDS: until the balancer sends requests to the instance
+lb_wait_up() {
+  local name=$1 secs=$2 i st
+  for (( i = 0; i < secs * 10; i++ )); do
+    st=$(lb_server_field "$name" 18)
+    [ "$st" = UP ] && return 0
+    sleep 0.1
+  done
+  warn "lb: $name is ${st:-unknown}, not UP, after ${secs}s"
+  return 1
+}
+
+# lb_action INSTANCE ACTION: ready | drain | maint, through the stats page's admin form, in
+# both backends of its service (the ready instances, and the live ones as the fallback)
+lb_action() {
+  local d b
+  d=$(service_domain "$1")
+  for b in "$d" "$d-alive"; do
+    curl -s -o /dev/null --max-time 2 -d "s=$1&action=$2&b=$b" "http://127.0.0.1:$LB_STATS_PORT/stats" 2>/dev/null || true
+  done
+}

@@ -2,8 +2,13 @@
 //! three services, started, crashed and restarted with the operator's own scripts, in a
 //! temporary run directory (`MOA_RUN_DIR`) on free ports, running the debug binaries the
 //! harness was given (`MOA_BIN_DIR`), so no release build is needed.
+//!
+//! [`Stack::up_cluster`] starts the cluster topology instead (`scripts/up --rabbitmq-nodes N
+//! --instances M`): components `rabbitmq-1..N`, `item-1..M`, ... and `lb`, addressed by name
+//! ([`Stack::kill9_named`], [`Stack::up_named`], [`Stack::down_named`]).
 
 use std::{
+    collections::BTreeSet,
     path::{Path, PathBuf},
     process::Command,
     sync::atomic::{AtomicU32, Ordering},
@@ -69,6 +74,35 @@ pub struct Stack {
     pub run_dir: PathBuf,
     /// (variable, value) for every port `scripts/lib.sh` reads.
     ports: Vec<(&'static str, u16)>,
+    /// RabbitMQ nodes and instances per service (1 and 1: the classic topology).
+    pub nodes: u16,
+    pub instances: u16,
+}
+
+/// The start of `n` consecutive free ports, none of them in `taken` (ports picked for the same
+/// stack, which nobody listens on yet); they are added to `taken`. Picked from 15000..32000,
+/// below the kernel's ephemeral range (32768..): a port bound to `:0` comes from that range,
+/// where any outgoing connection may take it before the server listens on it (a RabbitMQ
+/// node's management listener failed so with `eaddrinuse`), like `scripts/lib.sh`'s free_port.
+fn free_range(n: u16, taken: &mut BTreeSet<u16>) -> u16 {
+    let mut seed = u64::from(std::process::id()) << 32
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    for _ in 0..2000 {
+        // xorshift: a different candidate each round, and in each test process
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let start = 15000 + (seed % 17000) as u16;
+        let range = start..start + n;
+        if range.clone().any(|p| taken.contains(&p)) {
+            continue;
+        }
+        if range.clone().all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            taken.extend(range);
+            return start;
+        }
+    }
+    panic!("no {n} consecutive free ports found")
 }
 
 /// The output of a script that ran, for failure messages.
@@ -91,12 +125,145 @@ impl Stack {
             }
         };
         ports.push(("RABBIT_DIST_PORT", dist));
-        let stack = Stack { run_dir, ports };
+        let stack = Stack { run_dir, ports, nodes: 1, instances: 1 };
         let started = Instant::now();
         let out = stack.script("up", &[]);
         assert!(out.status.success(), "scripts/up failed:\n{}", output_text(&out));
         eprintln!("stack: scripts/up in {} took {:.1} s", stack.run_dir.display(), started.elapsed().as_secs_f64());
         stack
+    }
+
+    /// `scripts/up --rabbitmq-nodes NODES --instances INSTANCES` in a new run directory, every
+    /// port free: node i on AMQP_PORT + i - 1 (and the management and distribution ports alike),
+    /// instance k of item on ITEM_INSTANCE_PORT + k - 1, the load balancer on the service ports.
+    pub fn up_cluster(nodes: u16, instances: u16) -> Stack {
+        let e = env();
+        let run_dir =
+            e.state_dir.join(format!("cluster-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)));
+        let mut taken = BTreeSet::new();
+        let mut ports: Vec<(&'static str, u16)> = Vec::new();
+        for var in
+            ["ITEM_DB_PORT", "ALARM_DB_PORT", "USER_DB_PORT", "ITEM_HTTP_PORT", "ALARM_HTTP_PORT", "USER_HTTP_PORT"]
+        {
+            ports.push((var, free_range(1, &mut taken)));
+        }
+        ports.push(("LB_STATS_PORT", free_range(1, &mut taken)));
+        ports.push(("AMQP_PORT", free_range(nodes, &mut taken)));
+        ports.push(("RABBIT_MGMT_PORT", free_range(nodes, &mut taken)));
+        // (RabbitMQ's CLI uses DIST_PORT + 10000..10010: below 42000 here)
+        ports.push(("RABBIT_DIST_PORT", free_range(nodes, &mut taken)));
+        for var in ["ITEM_INSTANCE_PORT", "ALARM_INSTANCE_PORT", "USER_INSTANCE_PORT"] {
+            ports.push((var, free_range(instances, &mut taken)));
+        }
+        let stack = Stack { run_dir, ports, nodes, instances };
+        let started = Instant::now();
+        let out = stack.script("up", &["--rabbitmq-nodes", &nodes.to_string(), "--instances", &instances.to_string()]);
+        assert!(
+            out.status.success(),
+            "scripts/up --rabbitmq-nodes {nodes} --instances {instances} failed:\n{}",
+            output_text(&out)
+        );
+        eprintln!(
+            "stack: scripts/up --rabbitmq-nodes {nodes} --instances {instances} in {} took {:.1} s",
+            stack.run_dir.display(),
+            started.elapsed().as_secs_f64()
+        );
+        stack
+    }
+
+    /// A port variable of `scripts/lib.sh` this stack set (`"LB_STATS_PORT"`, ...).
+    pub fn port_var(&self, var: &str) -> u16 {
+        self.ports.iter().find(|(v, _)| *v == var).map(|(_, p)| *p).unwrap_or_else(|| panic!("{var} is not set"))
+    }
+
+    /// The HTTP port of instance `name` (`"item-2"`).
+    pub fn instance_port(&self, name: &str) -> u16 {
+        let (domain, k) = name.rsplit_once('-').unwrap_or_else(|| panic!("{name} is no instance"));
+        let k: u16 = k.parse().unwrap_or_else(|_| panic!("{name} is no instance"));
+        self.port_var(&format!("{}_INSTANCE_PORT", domain.to_uppercase())) + k - 1
+    }
+
+    /// The management port of RabbitMQ node `i` (1-based).
+    pub fn mgmt_port(&self, i: u16) -> u16 {
+        self.port_var("RABBIT_MGMT_PORT") + i - 1
+    }
+
+    /// Every component of the topology, in start order (`scripts/status`'s lines).
+    pub fn components(&self) -> Vec<String> {
+        let mut all: Vec<String> = ["item-db", "alarm-db", "user-db"].iter().map(|s| s.to_string()).collect();
+        if self.nodes == 1 {
+            all.push("rabbitmq".into());
+        } else {
+            all.extend((1..=self.nodes).map(|i| format!("rabbitmq-{i}")));
+        }
+        for d in ["item", "alarm", "user"] {
+            if self.instances == 1 {
+                all.push(d.into());
+            } else {
+                all.extend((1..=self.instances).map(|k| format!("{d}-{k}")));
+            }
+        }
+        if self.instances > 1 {
+            all.push("lb".into());
+        }
+        all
+    }
+
+    /// Runs `scripts/NAME ARGS...` against this stack: (success, stdout and stderr).
+    pub fn run_script(&self, name: &str, args: &[&str]) -> (bool, String) {
+        let out = self.script(name, args);
+        (out.status.success(), output_text(&out))
+    }
+
+    /// `scripts/up NAME` (`"rabbitmq-2"`, `"item-1"`): how long it took, or its output.
+    pub fn up_named(&self, name: &str) -> Result<Duration, String> {
+        let started = Instant::now();
+        match self.run_script("up", &[name]) {
+            (true, _) => Ok(started.elapsed()),
+            (false, out) => Err(format!("scripts/up {name} failed:\n{out}")),
+        }
+    }
+
+    /// `scripts/down NAME`: a graceful stop (an instance is drained out of the balancer first).
+    pub fn down_named(&self, name: &str) -> Result<Duration, String> {
+        let started = Instant::now();
+        match self.run_script("down", &[name]) {
+            (true, _) => Ok(started.elapsed()),
+            (false, out) => Err(format!("scripts/down {name} failed:\n{out}")),
+        }
+    }
+
+    /// The process whose crash takes component `name` down (see [`Stack::pid`]).
+    pub fn pid_named(&self, name: &str) -> Option<u32> {
+        let pid = if name.starts_with("rabbitmq") {
+            beam_pid(&self.run_dir.join(name).join("mnesia"))?
+        } else if let Some(domain) = name.strip_suffix("-db") {
+            first_line_pid(&self.run_dir.join("pg").join(domain).join("data/postmaster.pid"))?
+        } else {
+            first_line_pid(&self.run_dir.join("pids").join(format!("{name}.pid")))?
+        };
+        alive(pid).then_some(pid)
+    }
+
+    /// SIGKILL to component `name`'s process; returns its pid.
+    pub fn kill9_named(&self, name: &str) -> u32 {
+        let pid = self.pid_named(name).unwrap_or_else(|| panic!("{name} does not run, nothing to kill"));
+        let status = Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill runs");
+        assert!(status.success(), "kill -9 {pid} ({name})");
+        pid
+    }
+
+    /// `scripts/infra rabbit-ctl` on node `i`: a RabbitMQ CLI tool (`rabbitmqctl`,
+    /// `rabbitmq-queues`) run against that node; its output, or a panic with it.
+    pub fn rabbit_ctl(&self, i: u16, args: &[&str]) -> String {
+        let dir =
+            if self.nodes == 1 { self.run_dir.join("rabbitmq") } else { self.run_dir.join(format!("rabbitmq-{i}")) };
+        let dir = dir.display().to_string();
+        let mut all = vec!["rabbit-ctl", dir.as_str()];
+        all.extend_from_slice(args);
+        let (ok, out) = self.run_script("infra", &all);
+        assert!(ok, "scripts/infra {} failed:\n{out}", all.join(" "));
+        out
     }
 
     fn script(&self, name: &str, args: &[&str]) -> std::process::Output {
@@ -107,7 +274,10 @@ impl Stack {
             .env("MOA_BIN_DIR", &e.bin_dir)
             .env("SEED_DIR", e.repo_dir.join("seed/demo"))
             .env("RUST_LOG", std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()))
-            .env("READY_TIMEOUT", "120");
+            .env("READY_TIMEOUT", "120")
+            // the topology is the stack's own (the run directory records it), never the caller's
+            .env_remove("MOA_RABBITMQ_NODES")
+            .env_remove("MOA_INSTANCES");
         for (var, port) in &self.ports {
             cmd.env(var, port.to_string());
         }

@@ -3,6 +3,8 @@
 //! runs without guest, no password has a default, only the services' HTTP ports are published
 //! beyond this host, and every container has a healthcheck that its dependants wait for.
 //! (Docker itself need not run: `docker-compose config` only parses and resolves.)
+//! `docker-compose.cluster.yml` (three RabbitMQ nodes, two instances per service, HAProxy) is
+//! held to the same rules, and its instances are reached through the balancer only.
 
 use std::{
     io::Write,
@@ -20,10 +22,17 @@ const REQUIRED: [(&str, &str); 5] = [
     ("USER_AMQP_PASSWORD", "user-test-secret"),
 ];
 
+/// What the cluster file requires besides [`REQUIRED`].
+const CLUSTER_COOKIE: (&str, &str) = ("RABBITMQ_ERLANG_COOKIE", "cookie-test-secret");
+
 /// `docker-compose config` of the repository's compose file with exactly `vars` set (none
 /// of the caller's, no .env file): the resolved file as JSON, or docker-compose's complaint.
 /// None when docker-compose is not installed.
 fn resolved_config(vars: &[(&str, &str)]) -> Option<Result<Value, String>> {
+    resolved_config_of("docker-compose.yml", vars)
+}
+
+fn resolved_config_of(file: &str, vars: &[(&str, &str)]) -> Option<Result<Value, String>> {
     let e = e2e::env();
     let repo = &e.repo_dir;
     // An empty env file: a developer's .env beside the compose file must not count.
@@ -31,12 +40,12 @@ fn resolved_config(vars: &[(&str, &str)]) -> Option<Result<Value, String>> {
     let empty_env = e.state_dir.join(format!("compose-{}.env", std::process::id()));
     std::fs::write(&empty_env, "").expect("empty env file");
     let mut cmd = Command::new("docker-compose");
-    cmd.arg("-f").arg(repo.join("docker-compose.yml")).arg("--env-file").arg(&empty_env).arg("config");
+    cmd.arg("-f").arg(repo.join(file)).arg("--env-file").arg(&empty_env).arg("config");
     cmd.current_dir(repo);
     for (var, _) in REQUIRED {
         cmd.env_remove(var);
     }
-    cmd.env_remove("RABBITMQ_ADMIN_USER");
+    cmd.env_remove("RABBITMQ_ADMIN_USER").env_remove(CLUSTER_COOKIE.0);
     cmd.envs(vars.iter().copied());
     let out = match cmd.output() {
         Ok(out) => out,
@@ -245,6 +254,169 @@ async fn the_compose_file_has_no_default_password() {
         };
         match outcome {
             Ok(config) => panic!("docker-compose accepted the file without {missing}: {config}"),
+            Err(e) => assert!(e.contains(missing), "the complaint names {missing}: {e}"),
+        }
+    }
+}
+
+fn cluster_vars() -> Vec<(&'static str, &'static str)> {
+    let mut vars = REQUIRED.to_vec();
+    vars.push(CLUSTER_COOKIE);
+    vars
+}
+
+/// The cluster file: three RabbitMQ nodes forming their cluster by classic config peer
+/// discovery, two instances of each service given only their own database and RabbitMQ user
+/// and every node, HAProxy alone publishing the service ports; nothing mounted, every
+/// container with a healthcheck, the dashboards and statistics on this host only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_compose_file_keeps_the_rules_and_hides_the_instances_behind_the_balancer() {
+    let vars = cluster_vars();
+    let Some(config) = resolved_config_of("docker-compose.cluster.yml", &vars) else {
+        e2e::skip("docker-compose is not installed");
+        return;
+    };
+    let config = config.unwrap_or_else(|e| panic!("docker-compose -f docker-compose.cluster.yml config failed:\n{e}"));
+    let secret = |var: &str| vars.iter().find(|(v, _)| *v == var).map(|(_, s)| *s).expect("a required variable");
+    let services = config["services"].as_object().expect("services");
+    let mut names: Vec<&str> = services.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "alarm-1",
+            "alarm-2",
+            "alarm-db",
+            "item-1",
+            "item-2",
+            "item-db",
+            "lb",
+            "rabbitmq-1",
+            "rabbitmq-2",
+            "rabbitmq-3",
+            "user-1",
+            "user-2",
+            "user-db"
+        ]
+    );
+    assert!(config.get("volumes").is_none(), "no named volumes");
+    for (name, service) in services {
+        assert!(service.get("volumes").is_none(), "{name} mounts something: everything is baked into the images");
+        let test = &service["healthcheck"]["test"];
+        assert!(test.is_array() || test.is_string(), "{name} has a healthcheck: {service}");
+    }
+    let whole = config.to_string();
+    assert!(!whole.contains("guest:guest"), "guest appears in {whole}");
+
+    // The nodes: one image, a fixed hostname each, peer discovery naming all three, the shared
+    // cookie from the environment, the operator and the services' users; dashboards on 127.0.0.1.
+    let nodes = ["rabbitmq-1", "rabbitmq-2", "rabbitmq-3"];
+    for (i, node) in nodes.iter().enumerate() {
+        let service = &services[*node];
+        assert_eq!(service["hostname"], *node, "{node}: the node name rabbit@{node} survives re-creation");
+        assert!(service["build"]["dockerfile"].as_str().is_some_and(|f| f.ends_with("rabbitmq.Dockerfile")));
+        let env = env_of(service);
+        assert_eq!(env_str(&env, "MOA_CLUSTER_NODES"), "rabbit@rabbitmq-1 rabbit@rabbitmq-2 rabbit@rabbitmq-3");
+        assert_eq!(env_str(&env, "RABBITMQ_ERLANG_COOKIE"), secret("RABBITMQ_ERLANG_COOKIE"));
+        assert_eq!(env_str(&env, "RABBITMQ_DEFAULT_PASS"), secret("RABBITMQ_ADMIN_PASSWORD"));
+        let operator = env_str(&env, "RABBITMQ_DEFAULT_USER");
+        assert!(!["guest", "item-service", "alarm-service", "user-service"].contains(&operator), "{operator}");
+        for var in ["ITEM_AMQP_PASSWORD", "ALARM_AMQP_PASSWORD", "USER_AMQP_PASSWORD"] {
+            assert_eq!(env_str(&env, var), secret(var), "{node} creates the services' users");
+        }
+        assert_eq!(networks_of(service), ["bus"], "{node}");
+        assert_eq!(
+            published_ports(service),
+            [(Some("127.0.0.1".to_string()), (15672 + i).to_string())],
+            "{node}: its dashboard on this host only, AMQP not at all"
+        );
+    }
+    for db in ["item-db", "alarm-db", "user-db"] {
+        assert!(published_ports(&services[db]).is_empty(), "{db} publishes a port");
+    }
+
+    // The instances: their own database and user, every node, nothing published.
+    for (domain, prefix, port) in DOMAINS {
+        for k in 1..=2 {
+            let name = format!("{domain}-{k}");
+            let service = &services[&name];
+            let env = env_of(service);
+            let db_vars: Vec<&String> = env.keys().filter(|k| k.ends_with("_DATABASE_URL")).collect();
+            assert_eq!(db_vars, [&format!("{prefix}_DATABASE_URL")], "{name} gets exactly its own database URL");
+            assert!(
+                env_str(&env, &format!("{prefix}_DATABASE_URL")).ends_with(&format!("@{domain}-db:5432/{domain}_db")),
+                "{name}"
+            );
+            let own_password = secret(&format!("{prefix}_AMQP_PASSWORD"));
+            let urls: Vec<&str> = env_str(&env, "AMQP_URL").split(',').collect();
+            let expected: Vec<String> =
+                nodes.iter().map(|n| format!("amqp://{domain}-service:{own_password}@{n}:5672/%2f")).collect();
+            assert_eq!(urls, expected, "{name} is given every node, as its own RabbitMQ user");
+            for (var, other) in REQUIRED.iter().filter(|(v, _)| *v != "POSTGRES_PASSWORD" && !v.starts_with(prefix)) {
+                assert!(!whole_env(&env).contains(other), "{name} is given {var}");
+            }
+            assert!(!whole_env(&env).contains(secret("RABBITMQ_ERLANG_COOKIE")), "{name} is given the cookie");
+            assert_eq!(env_str(&env, &format!("{prefix}_HTTP_PORT")), port);
+            assert!(published_ports(service).is_empty(), "{name} is reached through the balancer only");
+            let mut expected_nets = vec!["bus".to_string(), format!("{domain}-data"), "web".to_string()];
+            expected_nets.sort_unstable();
+            assert_eq!(networks_of(service), expected_nets, "{name}");
+            let deps = service["depends_on"].as_object().unwrap_or_else(|| panic!("{name} depends_on: {service}"));
+            let mut dep_names: Vec<&str> = deps.keys().map(String::as_str).collect();
+            dep_names.sort_unstable();
+            let own_db = format!("{domain}-db");
+            let mut expected = vec![own_db.as_str(), "rabbitmq-1", "rabbitmq-2", "rabbitmq-3"];
+            expected.sort_unstable();
+            assert_eq!(dep_names, expected, "{name} waits for its database and the cluster only");
+            for (dep, how) in deps {
+                assert_eq!(how["condition"], "service_healthy", "{name} waits until {dep} is healthy");
+            }
+        }
+    }
+
+    // The balancer: the only one to publish the service ports, on the instances' network only.
+    let lb = &services["lb"];
+    assert!(lb["build"]["dockerfile"].as_str().is_some_and(|f| f.ends_with("haproxy.Dockerfile")), "{lb}");
+    assert_eq!(networks_of(lb), ["web"], "the balancer reaches the instances and nothing else");
+    let mut ports = published_ports(lb);
+    ports.sort();
+    assert_eq!(
+        ports,
+        [
+            (None, "5001".to_string()),
+            (None, "6001".to_string()),
+            (None, "7001".to_string()),
+            (Some("127.0.0.1".to_string()), "8404".to_string())
+        ],
+        "the service ports on every interface, the statistics on this host only"
+    );
+    assert!(env_of(lb).is_empty(), "the balancer is given no secret");
+
+    // HAProxy's configuration (baked into its image) names every instance.
+    let cfg = std::fs::read_to_string(e2e::env().repo_dir.join("docker/haproxy.cfg")).expect("docker/haproxy.cfg");
+    for (domain, _, port) in DOMAINS {
+        for k in 1..=2 {
+            assert!(
+                cfg.contains(&format!("server {domain}-{k} {domain}-{k}:{port}")),
+                "haproxy.cfg sends to {domain}-{k}"
+            );
+        }
+    }
+    assert!(cfg.contains("option httpchk GET /ready"), "the balancer checks /ready");
+}
+
+/// The cluster file has no default secret either, the Erlang cookie included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_compose_file_has_no_default_secret() {
+    let all = cluster_vars();
+    for (missing, _) in &all {
+        let vars: Vec<(&str, &str)> = all.iter().copied().filter(|(v, _)| v != missing).collect();
+        let Some(outcome) = resolved_config_of("docker-compose.cluster.yml", &vars) else {
+            e2e::skip("docker-compose is not installed");
+            return;
+        };
+        match outcome {
+            Ok(config) => panic!("docker-compose accepted the cluster file without {missing}: {config}"),
             Err(e) => assert!(e.contains(missing), "the complaint names {missing}: {e}"),
         }
     }

@@ -29,17 +29,17 @@ use e2e::stack::{Component, Stack};
 
 /// Users under load; worker `w` drives users `w`, `w + WORKERS`, ... alone, so the requests
 /// on one (user, item) pair are sequential and "the last acknowledged change" is well defined.
-const USERS: usize = 12;
-const WORKERS: usize = 6;
+pub(crate) const USERS: usize = 12;
+pub(crate) const WORKERS: usize = 6;
 /// Alarms churn on items 1..=ALARM_ITEMS (a small set, so pairs see many changes).
 const ALARM_ITEMS: u64 = 12;
 /// The demo seed's items are 1..=100; views go to those and, now and then, to this unknown one.
 const SEED_ITEMS: u64 = 100;
 const UNKNOWN_ITEM: u64 = 987_654;
 /// A client gives up after this; what it asked may still happen later (see `Pair::Lost`).
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on the time to converge after the last restart.
-const CONVERGE_WITHIN: Duration = Duration::from_secs(60);
+pub(crate) const CONVERGE_WITHIN: Duration = Duration::from_secs(60);
 
 fn crash_seconds() -> u64 {
     match std::env::var("MOA_CRASH_SECONDS") {
@@ -49,23 +49,23 @@ fn crash_seconds() -> u64 {
 }
 
 /// xorshift64*: a small deterministic generator; the seed is printed so a run can be repeated.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
 
 /// What alarm_db must hold for one (user, item) pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pair {
+pub(crate) enum Pair {
     Set,
     Clear,
     /// The last request's outcome is unknown (connection error, 503, 500): either state. A later
@@ -78,25 +78,25 @@ enum Pair {
 }
 
 #[derive(Default, Debug)]
-struct Tally {
-    writes_acked: u64,
-    writes_unknown: u64,
-    views_ok: u64,
-    views_unknown: u64,
-    expected_4xx: u64,
-    requests: u64,
+pub(crate) struct Tally {
+    pub(crate) writes_acked: u64,
+    pub(crate) writes_unknown: u64,
+    pub(crate) views_ok: u64,
+    pub(crate) views_unknown: u64,
+    pub(crate) expected_4xx: u64,
+    pub(crate) requests: u64,
     /// "<request> -> <status or error>" for every answer no fault excuses (a 4xx on a valid
     /// request, a 500): the test fails on any.
-    unexpected: BTreeMap<String, u64>,
+    pub(crate) unexpected: BTreeMap<String, u64>,
     /// "<request> -> <status or error>" for the unknown outcomes, for the report.
-    unknown: BTreeMap<String, u64>,
-    pairs: BTreeMap<(i64, u64), Pair>,
+    pub(crate) unknown: BTreeMap<String, u64>,
+    pub(crate) pairs: BTreeMap<(i64, u64), Pair>,
     /// (user, item) -> (views answered 200, views with an unknown outcome)
-    views: BTreeMap<(i64, u64), (u64, u64)>,
+    pub(crate) views: BTreeMap<(i64, u64), (u64, u64)>,
 }
 
 impl Tally {
-    fn merge(&mut self, o: Tally) {
+    pub(crate) fn merge(&mut self, o: Tally) {
         self.writes_acked += o.writes_acked;
         self.writes_unknown += o.writes_unknown;
         self.views_ok += o.views_ok;
@@ -140,7 +140,7 @@ async fn send(req: reqwest::RequestBuilder) -> Answer {
     }
 }
 
-async fn worker(
+pub(crate) async fn worker(
     http: reqwest::Client,
     item_port: u16,
     alarm_port: u16,
@@ -291,6 +291,19 @@ async fn disagreement(
     users: &[(i64, String)],
     views: &BTreeMap<(i64, u64), (u64, u64)>,
 ) -> Option<String> {
+    let ports = (stack.port(Component::Item), stack.port(Component::Alarm), stack.port(Component::User));
+    disagreement_at(http, stack, ports, users, views).await
+}
+
+/// [`disagreement`] as seen by the instances on `(item, alarm, user)` ports (the cluster test
+/// asks every instance, not the balancer, which would ask one of them).
+pub(crate) async fn disagreement_at(
+    http: &reqwest::Client,
+    stack: &Stack,
+    (item_port, alarm_port, user_port): (u16, u16, u16),
+    users: &[(i64, String)],
+    views: &BTreeMap<(i64, u64), (u64, u64)>,
+) -> Option<String> {
     let alarm_db = stack.db(Component::AlarmDb).await;
     let user_db = stack.db(Component::UserDb).await;
     let stored: BTreeMap<(i64, i64), i64> =
@@ -330,23 +343,21 @@ async fn disagreement(
             Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
             Err(e) => return Some(format!("user_db: {e}")),
         };
-        let alarm_list =
-            match get_json(http, format!("http://127.0.0.1:{}/", stack.port(Component::Alarm)), token).await {
-                Ok(v) => payload_ids(&v, false),
-                Err(e) => return Some(e),
-            };
+        let alarm_list = match get_json(http, format!("http://127.0.0.1:{alarm_port}/"), token).await {
+            Ok(v) => payload_ids(&v, false),
+            Err(e) => return Some(e),
+        };
         if alarm_list != alarms {
             return Some(format!("user {user}: alarm list {alarm_list:?}, alarm_db {alarms:?}"));
         }
-        let flags = match get_json(http, format!("http://127.0.0.1:{}/", stack.port(Component::Item)), token).await {
+        let flags = match get_json(http, format!("http://127.0.0.1:{item_port}/"), token).await {
             Ok(v) => payload_ids(&v, true),
             Err(e) => return Some(e),
         };
         if flags != alarms {
             return Some(format!("user {user}: item list flags {flags:?}, alarm_db {alarms:?}"));
         }
-        let visit = match get_json(http, format!("http://127.0.0.1:{}/visit", stack.port(Component::User)), token).await
-        {
+        let visit = match get_json(http, format!("http://127.0.0.1:{user_port}/visit"), token).await {
             Ok(v) => v,
             Err(e) => return Some(e),
         };

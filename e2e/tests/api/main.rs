@@ -1,6 +1,7 @@
 //! Black-box tests of the HTTP contract (../shared/spec/api.md) and of cross-service
 //! behaviour, with the real binaries, PostgreSQL and RabbitMQ.
 
+mod cluster;
 mod compose;
 mod contract;
 mod crash;
