@@ -131,12 +131,25 @@ impl Answer {
     }
 }
 
-async fn send(req: reqwest::RequestBuilder) -> Answer {
+/// The answer, and for an error status who said what: the service's `hint`, or the first
+/// words of another body (a load balancer's own page), so a report can tell them apart.
+async fn send(req: reqwest::RequestBuilder) -> (Answer, String) {
     match req.send().await {
-        Ok(r) => Answer::Status(r.status().as_u16()),
-        Err(e) if e.is_timeout() => Answer::Timeout,
-        Err(e) if e.is_connect() => Answer::Failed("connection refused".into()),
-        Err(_) => Answer::Failed("connection lost".into()),
+        Ok(r) => {
+            let status = r.status().as_u16();
+            if status < 500 {
+                return (Answer::Status(status), String::new());
+            }
+            let body = r.text().await.unwrap_or_default();
+            let said = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["hint"].as_str().map(|h| format!("(service: {h})")))
+                .unwrap_or_else(|| format!("(not the service: {})", body.split_whitespace().collect::<Vec<_>>().join(" ")));
+            (Answer::Status(status), said.chars().take(160).collect())
+        }
+        Err(e) if e.is_timeout() => (Answer::Timeout, String::new()),
+        Err(e) if e.is_connect() => (Answer::Failed("connection refused".into()), String::new()),
+        Err(_) => (Answer::Failed("connection lost".into()), String::new()),
     }
 }
 
@@ -163,7 +176,7 @@ pub(crate) async fn worker(
                 .header("USER-TOKEN", token)
                 .header("content-type", "application/json")
                 .body(format!(r#"{{"item_id": {item}}}"#));
-            let answer = send(req).await;
+            let (answer, said) = send(req).await;
             let what = format!("{method} alarm /");
             let pair = t.pairs.entry((*user, item)).or_insert(Pair::Unknown);
             match answer {
@@ -176,14 +189,14 @@ pub(crate) async fn worker(
                 Answer::Timeout => {
                     t.writes_unknown += 1;
                     *pair = Pair::Lost;
-                    *t.unknown.entry(format!("{what} -> {}", answer.label())).or_default() += 1;
+                    *t.unknown.entry(format!("{what} -> {} {said}", answer.label())).or_default() += 1;
                 }
                 Answer::Status(503) | Answer::Failed(_) => {
                     t.writes_unknown += 1;
                     if *pair != Pair::Lost {
                         *pair = Pair::Unknown;
                     }
-                    *t.unknown.entry(format!("{what} -> {}", answer.label())).or_default() += 1;
+                    *t.unknown.entry(format!("{what} -> {} {said}", answer.label())).or_default() += 1;
                 }
                 Answer::Status(_) => {
                     // a 500, or a 4xx on a valid request: a bug; the state is unknown from here
@@ -191,7 +204,7 @@ pub(crate) async fn worker(
                     if *pair != Pair::Lost {
                         *pair = Pair::Unknown;
                     }
-                    *t.unexpected.entry(format!("{what} -> {}", answer.label())).or_default() += 1;
+                    *t.unexpected.entry(format!("{what} -> {} {said}", answer.label())).or_default() += 1;
                 }
             }
         } else {
@@ -199,7 +212,7 @@ pub(crate) async fn worker(
             let unknown_item = roll >= 95;
             let item = if unknown_item { UNKNOWN_ITEM } else { 1 + rng.below(SEED_ITEMS) };
             let req = http.get(format!("http://127.0.0.1:{item_port}/{item}")).header("USER-TOKEN", token);
-            let answer = send(req).await;
+            let (answer, said) = send(req).await;
             let what = if unknown_item { "GET item /<unknown id>" } else { "GET item /<id>" };
             let counts = t.views.entry((*user, item)).or_default();
             match answer {
@@ -211,12 +224,12 @@ pub(crate) async fn worker(
                 Answer::Status(503) | Answer::Failed(_) | Answer::Timeout => {
                     t.views_unknown += 1;
                     counts.1 += 1;
-                    *t.unknown.entry(format!("{what} -> {}", answer.label())).or_default() += 1;
+                    *t.unknown.entry(format!("{what} -> {} {said}", answer.label())).or_default() += 1;
                 }
                 Answer::Status(_) => {
                     t.views_unknown += 1;
                     counts.1 += 1;
-                    *t.unexpected.entry(format!("{what} -> {}", answer.label())).or_default() += 1;
+                    *t.unexpected.entry(format!("{what} -> {} {said}", answer.label())).or_default() += 1;
                 }
             }
         }
