@@ -704,6 +704,17 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_below_the_owners_tombstone_horizon_rebuilds_and_one_at_or_above_it_does_not() {
+        let c = ItemCatalog::detached();
+        c.apply_rows(&[item_row(1, 40, 100, false)]);
+        let owner = |horizon| OwnerMark { epoch: Epoch::from("e"), max_version: 100, horizon };
+        assert!(c.rebuild_reason(&owner(0)).is_none(), "no collection yet");
+        assert!(c.rebuild_reason(&owner(40)).is_none(), "it saw everything up to the horizon");
+        let why = c.rebuild_reason(&owner(41)).expect("away since before the collection");
+        assert!(why.contains("collected tombstones"), "{why}");
+    }
+
+    #[test]
     fn newer_versions_win_whatever_the_arrival_order() {
         let c = ItemCatalog::detached();
         c.apply_rows(&[item_row(1, 5, 500, false)]);
