@@ -144,7 +144,9 @@ async fn send(req: reqwest::RequestBuilder) -> (Answer, String) {
             let said = serde_json::from_str::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v["hint"].as_str().map(|h| format!("(service: {h})")))
-                .unwrap_or_else(|| format!("(not the service: {})", body.split_whitespace().collect::<Vec<_>>().join(" ")));
+                .unwrap_or_else(|| {
+                    format!("(not the service: {})", body.split_whitespace().collect::<Vec<_>>().join(" "))
+                });
             (Answer::Status(status), said.chars().take(160).collect())
         }
         Err(e) if e.is_timeout() => (Answer::Timeout, String::new()),
