@@ -264,6 +264,21 @@ type Conn = bb8::PooledConnection<'static, bb8_postgres::PostgresConnectionManag
 
 /// A connection for reads that must not run before the migrations (a snapshot taken before
 /// the backfill would look empty): "not yet" instead.
+/// Runs `sql` in a transaction of its own exempt from `DB_STATEMENT_TIMEOUT_MS`: for work off
+/// every request's path that reads or changes whole tables (the persisted copy at start,
+/// periodic collection), which the request-sized timeout would cut short.
+pub async fn query_untimed(
+    client: &mut tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>> {
+    let tx = client.transaction().await?;
+    tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
+    let rows = tx.query(sql, params).await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
 async fn migrated_conn(pool: Pool, migrated: bool) -> Result<Conn> {
     if !migrated {
         return Err(Error::NotMigrated);
@@ -707,19 +722,15 @@ impl Handler<LoadReplica> for Store {
         let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
         self.run(async move {
             let mut conn = migrated_conn(pool, migrated).await?;
-            // One read of the whole persisted copy (1M alarms at scale) at start, off every
-            // request's path: exempt from DB_STATEMENT_TIMEOUT_MS.
-            let tx = conn.transaction().await?;
-            tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
-            let rows = tx
-                .query(
-                    "SELECT r.key, r.version, r.deleted, r.data, r.epoch
-                     FROM moa_replica r JOIN moa_replica_epoch e ON e.entity = r.entity AND e.epoch = r.epoch
-                     WHERE r.entity = $1",
-                    &[&msg.entity],
-                )
-                .await?;
-            tx.commit().await?;
+            // One read of the whole persisted copy (1M alarms at scale) at start.
+            let rows = query_untimed(
+                &mut conn,
+                "SELECT r.key, r.version, r.deleted, r.data, r.epoch
+                 FROM moa_replica r JOIN moa_replica_epoch e ON e.entity = r.entity AND e.epoch = r.epoch
+                 WHERE r.entity = $1",
+                &[&msg.entity],
+            )
+            .await?;
             to_rows(rows)
         })
     }
@@ -742,12 +753,9 @@ impl Handler<CollectTombstones> for Store {
         let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
         self.run(async move {
             let mut conn = migrated_conn(pool, migrated).await?;
-            let tx = conn.transaction().await?;
-            tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
-            let row = tx
-                .query_one("SELECT moa_collect_tombstones(make_interval(secs => $1))", &[&msg.retention.as_secs_f64()])
-                .await?;
-            tx.commit().await?;
+            let sql = "SELECT moa_collect_tombstones(make_interval(secs => $1))";
+            let rows = query_untimed(&mut conn, sql, &[&msg.retention.as_secs_f64()]).await?;
+            let row = rows.first().ok_or_else(|| Error::Malformed("moa_collect_tombstones answered no row".into()))?;
             Ok(row.try_get(0)?)
         })
     }

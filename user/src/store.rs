@@ -6,8 +6,8 @@ use actix::prelude::*;
 use common::{
     db::Migration,
     entity::{VersionedRow, ViewEvent},
-    store::{to_rows_at, Store},
-    Result,
+    store::{query_untimed, to_rows_at, Store},
+    Error, Result,
 };
 
 pub static MIGRATIONS: [Migration; 11] = [
@@ -114,16 +114,9 @@ impl Handler<TrimVisits> for Store {
         let pool = self.pool();
         self.run(async move {
             let mut conn = pool.get().await?;
-            // Off every request's path, and over whole tables: no statement timeout.
-            let tx = conn.transaction().await?;
-            tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
-            let row = tx
-                .query_one(
-                    "SELECT visits, recent FROM moa_trim_visits(make_interval(secs => $1), $2)",
-                    &[&msg.retention.as_secs_f64(), &msg.keep],
-                )
-                .await?;
-            tx.commit().await?;
+            let sql = "SELECT visits, recent FROM moa_trim_visits(make_interval(secs => $1), $2)";
+            let rows = query_untimed(&mut conn, sql, &[&msg.retention.as_secs_f64(), &msg.keep]).await?;
+            let row = rows.first().ok_or_else(|| Error::Malformed("moa_trim_visits answered no row".into()))?;
             Ok((row.try_get(0)?, row.try_get(1)?))
         })
     }

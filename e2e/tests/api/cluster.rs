@@ -31,7 +31,7 @@ use e2e::{
 };
 use serde_json::Value;
 
-use crate::crash::{disagreement_at, worker, Pair, Rng, Tally, CLIENT_TIMEOUT, CONVERGE_WITHIN, USERS, WORKERS};
+use crate::crash::{disagreement_at, start_load, Pair, Rng, Tally, CLIENT_TIMEOUT, CONVERGE_WITHIN, USERS};
 
 const NODES: u16 = 3;
 const INSTANCES: u16 = 2;
@@ -143,30 +143,6 @@ async fn check_the_cluster(http: &reqwest::Client, stack: &Stack, token: &str) {
 }
 
 // ---------------------------------------------------------------- under load
-
-/// The load of the crash test (crash.rs: alarm sets/clears and item views by 12 users), through
-/// the balancer; `stop` ends it and the workers' tallies come back.
-fn start_load(
-    http: &reqwest::Client,
-    stack: &Stack,
-    users: &[(i64, String)],
-    rng: &mut Rng,
-    stop: &Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<Tally>> {
-    (0..WORKERS)
-        .map(|w| {
-            let mine: Vec<_> = users.iter().skip(w).step_by(WORKERS).cloned().collect();
-            tokio::spawn(worker(
-                http.clone(),
-                stack.port(Component::Item),
-                stack.port(Component::Alarm),
-                mine,
-                Rng(rng.next() | 1),
-                stop.clone(),
-            ))
-        })
-        .collect()
-}
 
 async fn finish_load(stop: &Arc<AtomicBool>, workers: Vec<tokio::task::JoinHandle<Tally>>) -> Tally {
     stop.store(true, Ordering::Relaxed);

@@ -240,6 +240,31 @@ pub(crate) async fn worker(
     t
 }
 
+/// The load: alarm sets/clears and item views by the users, split over [`WORKERS`] workers, sent
+/// to the stack's service ports (the balancer's, in a cluster); `stop` ends it, and the workers'
+/// tallies come back from their handles.
+pub(crate) fn start_load(
+    http: &reqwest::Client,
+    stack: &Stack,
+    users: &[(i64, String)],
+    rng: &mut Rng,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Tally>> {
+    (0..WORKERS)
+        .map(|w| {
+            let mine: Vec<_> = users.iter().skip(w).step_by(WORKERS).cloned().collect();
+            tokio::spawn(worker(
+                http.clone(),
+                stack.port(Component::Item),
+                stack.port(Component::Alarm),
+                mine,
+                Rng(rng.next() | 1),
+                stop.clone(),
+            ))
+        })
+        .collect()
+}
+
 #[derive(Default)]
 struct Kills {
     /// (component, killed pid, how long `scripts/up COMPONENT` took)
@@ -412,19 +437,7 @@ async fn kill_9_of_any_component_under_load_loses_nothing_and_caches_converge() 
     let stop = Arc::new(AtomicBool::new(false));
     let mut rng = Rng(seed);
     let started = Instant::now();
-    let workers: Vec<_> = (0..WORKERS)
-        .map(|w| {
-            let mine: Vec<_> = users.iter().skip(w).step_by(WORKERS).cloned().collect();
-            tokio::spawn(worker(
-                http.clone(),
-                stack.port(Component::Item),
-                stack.port(Component::Alarm),
-                mine,
-                Rng(rng.next() | 1),
-                stop.clone(),
-            ))
-        })
-        .collect();
+    let workers = start_load(&http, &stack, &users, &mut rng, &stop);
 
     let kills = Arc::new(Mutex::new(Kills::default()));
     let killed = {
