@@ -22,6 +22,10 @@ pub struct RecordView {
     pub user_id: i64,
     pub item_id: i64,
     pub request_id: String,
+    /// The client's (or the load balancer's) `Idempotency-Key`: a view sent again with the same
+    /// key (a retry on another instance after one died under it) gets the same event id, and
+    /// the user service stores an event id once. None: every view is a view of its own.
+    pub idempotency_key: Option<String>,
 }
 
 /// Several [`RecordView`]s in one statement and one commit, in order. Each gets its own
@@ -41,18 +45,24 @@ impl Handler<RecordViews> for Store {
             let users: Vec<i64> = views.iter().map(|v| v.user_id).collect();
             let items: Vec<i64> = views.iter().map(|v| v.item_id).collect();
             let request_ids: Vec<&str> = views.iter().map(|v| v.request_id.as_str()).collect();
+            let keys: Vec<Option<&str>> = views.iter().map(|v| v.idempotency_key.as_deref()).collect();
+            // With a key, the event id is a hash of (user, item, key): the same view sent twice
+            // is one event; without, a fresh random id (the column's default).
             conn.execute_typed(
-                "INSERT INTO moa_outbox (exchange, payload, request_id)
+                "INSERT INTO moa_outbox (exchange, payload, request_id, event_id)
                  SELECT $1, jsonb_build_object('user_id', v.user_id, 'item_id', v.item_id,
                             'viewed_at_us', (extract(epoch FROM clock_timestamp()) * 1000000)::bigint),
-                        v.request_id
-                 FROM unnest($2, $3, $4) WITH ORDINALITY AS v(user_id, item_id, request_id, n)
+                        v.request_id,
+                        CASE WHEN v.key IS NULL THEN gen_random_uuid()
+                             ELSE md5('view|' || v.user_id || '|' || v.item_id || '|' || v.key)::uuid END
+                 FROM unnest($2, $3, $4, $5) WITH ORDINALITY AS v(user_id, item_id, request_id, key, n)
                  ORDER BY v.n",
                 &[
                     (&VIEWS_EXCHANGE, Type::TEXT),
                     (&users, Type::INT8_ARRAY),
                     (&items, Type::INT8_ARRAY),
                     (&request_ids, Type::TEXT_ARRAY),
+                    (&keys, Type::TEXT_ARRAY),
                 ],
             )
             .await?;

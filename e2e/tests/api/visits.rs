@@ -94,3 +94,37 @@ async fn concurrent_views_are_batched_and_each_is_stored_once() {
         assert!(visit.ids().iter().all(|id| (1..=12).contains(id)), "{visit:?}");
     }
 }
+
+/// A view sent again with the same `Idempotency-Key` (what the load balancer does when an
+/// instance dies under a request: docs/deployment.md) is one view; other keys, and views
+/// without a key, are views of their own; a malformed key is ignored (the view still counts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_retried_with_its_idempotency_key_is_stored_once() {
+    let sys = system!(Seed::Demo);
+    let (user, token) = sys.users(1).await.remove(0);
+    let port = sys.port(Svc::Item);
+    let view = |key: Option<&'static str>| {
+        let mut req = sys.http.get(format!("http://127.0.0.1:{port}/5")).header("USER-TOKEN", &token);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        async move { req.send().await.map(|r| r.status().as_u16()).ok() }
+    };
+    // The same key three times (the retries may reach the item service before or after the
+    // first event was published: both are one view), another key, two without one, a bad one.
+    for key in [Some("req-1"), Some("req-1"), Some("req-2"), None, None, Some("req-1"), Some("not ascii é")] {
+        assert_eq!(view(key).await, Some(200), "{key:?}");
+    }
+    let stored = || async {
+        sys.sql(Svc::User, &format!("SELECT count(*) FROM visit WHERE user_id = {user} AND item_id = 5")).await[0]
+            .get::<_, i64>(0)
+    };
+    eventually(Duration::from_secs(5), "req-1 once, req-2, two without a key, the bad key's", || async {
+        stored().await == 5
+    })
+    .await;
+    // And it stays at 5: nothing else was in flight.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stored().await, 5);
+    assert_eq!(sys.get(Svc::User, "/visit", &token).await.ids(), vec![5]);
+}

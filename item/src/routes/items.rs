@@ -66,10 +66,21 @@ pub async fn detail(
         .ok_or(ApiError::NotFoundEmpty)?;
     let alarmed = state.alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
     // The view is committed before we answer: a 200 means it will show in /visit.
-    let view =
-        views.submit(RecordView { user_id: user.id, item_id: id, request_id: common::service::request_id(&req) });
+    let view = views.submit(RecordView {
+        user_id: user.id,
+        item_id: id,
+        request_id: common::service::request_id(&req),
+        idempotency_key: idempotency_key(&req),
+    });
     common::error::within_write_deadline(core.settings.write_timeout, view)
         .await
         .map_err(|e| ApiError::from_dependency(e, "recording this view"))?;
     Ok(http::json_bytes(StatusCode::OK, state.items.render_one(&item, alarmed.contains(&id))))
+}
+
+/// The `Idempotency-Key` header, when it is a usable one (1 to 128 printable ASCII characters;
+/// anything else is ignored, so the view still counts as a view of its own).
+fn idempotency_key(req: &HttpRequest) -> Option<String> {
+    let v = req.headers().get("idempotency-key")?.to_str().ok()?;
+    (!v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())).then(|| v.to_string())
 }
