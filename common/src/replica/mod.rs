@@ -159,8 +159,14 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
         Replica {
             state: RwLock::new(State::default()),
             warm: AtomicBool::new(false),
+            // A miss asks the owner: over RPC within RPC_TIMEOUT_MS (a short fallback); in the
+            // own database within DB_TIMEOUT_MS, as every other read of it (a loaded database
+            // answering a point read in 400 ms is slow, not down).
+            lookup_timeout: match source {
+                Source::Local(_) => settings.db_timeout,
+                Source::Remote { .. } => settings.rpc_timeout,
+            },
             source,
-            lookup_timeout: settings.rpc_timeout,
             snapshot_timeout: settings.snapshot_timeout,
             page_size: settings.snapshot_page_size,
             probe_interval: settings.epoch_probe,
