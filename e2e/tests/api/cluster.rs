@@ -32,7 +32,9 @@ use e2e::{
 };
 use serde_json::Value;
 
-use crate::crash::{disagreement_at, start_load, Pair, Rng, Tally, CLIENT_TIMEOUT, CONVERGE_WITHIN, USERS};
+use crate::crash::{
+    disagreement_at, lost_alarm_changes, start_load, Pair, Rng, Tally, CLIENT_TIMEOUT, CONVERGE_WITHIN, USERS,
+};
 
 const NODES: u16 = 3;
 const INSTANCES: u16 = 2;
@@ -312,17 +314,7 @@ async fn a_cluster_behind_the_balancer_loses_nothing_to_kills_and_a_rolling_rest
     let alarm_db = stack.db(Component::AlarmDb).await;
     let rows = alarm_db.query("SELECT user_id::int8, item_id::int8 FROM alarm", &[]).await.expect("alarm_db");
     let in_db: BTreeSet<(i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let mut lost = Vec::new();
-    for ((user, item), pair) in &tally.pairs {
-        let present = in_db.contains(&(*user, *item as i64));
-        match pair {
-            Pair::Set if !present => lost.push(format!("user {user} item {item}: set acknowledged, not in alarm_db")),
-            Pair::Clear if present => {
-                lost.push(format!("user {user} item {item}: clear acknowledged, still in alarm_db"))
-            }
-            _ => {}
-        }
-    }
+    let lost = lost_alarm_changes(&tally.pairs, |pair| in_db.contains(&pair));
     assert!(lost.is_empty(), "acknowledged alarm changes lost:\n{}", lost.join("\n"));
     let checker = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("http client");
     for k in 1..=INSTANCES {

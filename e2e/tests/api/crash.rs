@@ -265,6 +265,26 @@ pub(crate) fn start_load(
         .collect()
 }
 
+/// The acknowledged alarm changes alarm_db does not reflect: a set whose row is missing, a
+/// clear whose row is still there (`present` says whether a (user, item) row exists).
+pub(crate) fn lost_alarm_changes(
+    pairs: &BTreeMap<(i64, u64), Pair>,
+    present: impl Fn((i64, i64)) -> bool,
+) -> Vec<String> {
+    let mut lost = Vec::new();
+    for ((user, item), pair) in pairs {
+        let present = present((*user, *item as i64));
+        match pair {
+            Pair::Set if !present => lost.push(format!("user {user} item {item}: set acknowledged, not in alarm_db")),
+            Pair::Clear if present => {
+                lost.push(format!("user {user} item {item}: clear acknowledged, still in alarm_db"))
+            }
+            _ => {}
+        }
+    }
+    lost
+}
+
 #[derive(Default)]
 struct Kills {
     /// (component, killed pid, how long `scripts/up COMPONENT` took)
@@ -513,17 +533,7 @@ async fn kill_9_of_any_component_under_load_loses_nothing_and_caches_converge() 
     let in_db: BTreeMap<(i64, i64), i64> = rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect();
     let doubled: Vec<_> = in_db.iter().filter(|(_, n)| **n > 1).collect();
     assert!(doubled.is_empty(), "one alarm row per (user, item): {doubled:?}");
-    let mut lost = Vec::new();
-    for ((user, item), pair) in &tally.pairs {
-        let present = in_db.contains_key(&(*user, *item as i64));
-        match pair {
-            Pair::Set if !present => lost.push(format!("user {user} item {item}: set acknowledged, not in alarm_db")),
-            Pair::Clear if present => {
-                lost.push(format!("user {user} item {item}: clear acknowledged, still in alarm_db"))
-            }
-            _ => {}
-        }
-    }
+    let lost = lost_alarm_changes(&tally.pairs, |pair| in_db.contains_key(&pair));
     let uncertain = tally.pairs.values().filter(|p| matches!(p, Pair::Unknown | Pair::Lost)).count();
     eprintln!(
         "crash: {} (user, item) pairs written, {} of them last with an unknown outcome",
