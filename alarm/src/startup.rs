@@ -17,7 +17,7 @@ use crate::{
 pub fn build(settings: Settings) -> Result<Application> {
     let core = Core::start(settings, &MIGRATIONS)?;
     let writer = web::Data::new(alarm_writer(core.store.clone(), core.settings.write_lanes, &core.tasks));
-    let lists = web::Data::new(AlarmLists::new(core.store.clone(), core.settings.own_read_timeout));
+    let lists = web::Data::new(AlarmLists::new(core.settings.own_read_timeout));
     Application::build(core, &routes::openapi(), move |cfg| {
         cfg.app_data(writer.clone()).app_data(lists.clone());
         routes::configure(cfg);

@@ -10,7 +10,7 @@ use common::{
 };
 use tokio_postgres::types::Type;
 
-pub static MIGRATIONS: [Migration; 9] = [
+pub static MIGRATIONS: [Migration; 10] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
@@ -28,6 +28,7 @@ pub static MIGRATIONS: [Migration; 9] = [
     common::db::OWNER_EPOCH,
     common::db::OUTBOX_RETRY,
     common::db::TOMBSTONES,
+    common::db::CACHE_ENTRIES,
 ];
 
 /// Sets (`set: true`) or clears the alarm of `user_id` on `item_id`; both are idempotent.
@@ -79,26 +80,6 @@ impl Handler<WriteAlarms> for Store {
                 slot.ok_or_else(|| Error::Malformed(format!("moa_write_alarms answered for write {ord}")))?.push(row);
             }
             answers.into_iter().map(|rows| to_rows_at(rows, 1)).collect()
-        })
-    }
-}
-
-/// The items `user_id` has alarms on, from alarm_db: the owner's own answer, the same on every
-/// instance (a replica of another instance may be a few milliseconds behind a write).
-#[derive(Message)]
-#[rtype(result = "Result<Vec<i64>>")]
-pub struct AlarmsOf(pub i32);
-
-impl Handler<AlarmsOf> for Store {
-    type Result = ResponseFuture<Result<Vec<i64>>>;
-
-    fn handle(&mut self, AlarmsOf(user_id): AlarmsOf, _: &mut Context<Self>) -> Self::Result {
-        let pool = self.pool();
-        Box::pin(async move {
-            let conn = pool.get().await?;
-            let rows =
-                conn.query_typed("SELECT item_id FROM alarm WHERE user_id = $1", &[(&user_id, Type::INT4)]).await?;
-            rows.iter().map(|r| Ok(i64::from(r.try_get::<_, i32>(0)?))).collect()
         })
     }
 }

@@ -40,6 +40,10 @@ pub const TOMBSTONES: Migration =
 pub const OUTBOX_RETRY: Migration =
     Migration { version: 21, name: "outbox retry back-off", sql: include_str!("../sql/0021_outbox_retry.sql") };
 
+/// The hot copy of the user and alarm caches (`moa_cache_entry`; see `replica::cache`).
+pub const CACHE_ENTRIES: Migration =
+    Migration { version: 24, name: "cache hot copy", sql: include_str!("../sql/0024_cache_entry.sql") };
+
 /// Builds the pool without connecting: a service starts (and reports not-ready) while its
 /// database is down, and the pool connects when it returns. Every connection runs with
 /// `statement_timeout` = `statement_timeout`, so one stuck statement (a lock an operator

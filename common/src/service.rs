@@ -22,10 +22,9 @@ use serde_json::json;
 use crate::{
     amqp::{relay::OutboxRelay, rpc, rpc::RpcClient, Bus},
     db::Migration,
-    entity::Entity,
     error::{Error, Result},
     http,
-    replica::{feed, feed::Replicas, AlarmIndex, Index, ItemIndex, Replica, Source, UserIndex},
+    replica::{feed, feed::Replicas, AlarmBook, GroupCache, ItemCatalog, Source, UserDirectory},
     settings::{Domain, Settings},
     store::{OutboxBacklog, Ping, Store},
     tasks::Tasks,
@@ -50,8 +49,9 @@ pub struct Core {
     pub tasks: Tasks,
 }
 
-/// Builds the three replicas: this domain's own entities from its store, the others from
-/// their owners over RPC.
+/// Builds what the service knows of each entity kind: its own from its store, the others
+/// from their owners over RPC. Other domains' data is persisted in the own database (the
+/// catalog whole, the caches' hot entries) for restarts while an owner is down.
 fn replicas_for(
     settings: &Settings,
     store: &Addr<Store>,
@@ -59,31 +59,28 @@ fn replicas_for(
     metrics: &Metrics,
     tasks: &Tasks,
 ) -> Replicas {
-    fn build<E: Entity, I: Index<E>>(
-        settings: &Settings,
-        store: &Addr<Store>,
-        rpc: &RpcClient,
-        metrics: &Metrics,
-        tasks: &Tasks,
-    ) -> Arc<Replica<E, I>> {
-        let owner = E::OWNER;
-        Arc::new(if owner == settings.domain {
-            Replica::new(Source::Local(store.clone()), settings, metrics.clone())
+    let source = |owner: Domain| {
+        if owner == settings.domain {
+            Source::Local(store.clone())
         } else {
-            Replica::new(Source::Remote { rpc: rpc.clone(), owner }, settings, metrics.clone())
-                .with_persistence(store.clone(), tasks)
-        })
-    }
+            Source::Remote { rpc: rpc.clone(), owner }
+        }
+    };
+    let persist = |owner: Domain| (owner != settings.domain).then(|| (store.clone(), tasks));
+    let owner = Domain::Item;
+    let items = ItemCatalog::new(source(owner), settings, metrics.clone());
+    let items = if owner == settings.domain { items } else { items.with_persistence(store.clone(), tasks) };
+    let users = GroupCache::new(source(Domain::User), settings, metrics.clone(), persist(Domain::User));
     let replicas = Replicas {
-        items: build::<_, ItemIndex>(settings, store, rpc, metrics, tasks),
-        users: build::<_, UserIndex>(settings, store, rpc, metrics, tasks),
-        alarms: build::<_, AlarmIndex>(settings, store, rpc, metrics, tasks),
+        items: Arc::new(items),
+        users: Arc::new(UserDirectory::new(users, settings.cache_entries)),
+        alarms: Arc::new(AlarmBook::new(source(Domain::Alarm), settings, metrics.clone(), persist(Domain::Alarm))),
     };
     let r = replicas.clone();
     tasks.spawn_once("replica restore", async move {
         futures_util::join!(r.items.restore(), r.users.restore(), r.alarms.restore());
     });
-    // Each replica watches its owner's epoch for as long as the service runs.
+    // Each replica and cache watches its owner's epoch for as long as the service runs.
     let r = replicas.clone();
     tasks.spawn("owner epoch watch", async move {
         futures_util::join!(r.items.watch_owner(), r.users.watch_owner(), r.alarms.watch_owner());
@@ -120,8 +117,8 @@ fn describe_metrics(m: &Metrics) {
     for (name, kind, help) in [
         ("moa_http_requests_total", "counter", "HTTP requests by route, method and status"),
         ("moa_http_request_seconds", "histogram", "HTTP request latency by route"),
-        ("moa_cache_hits_total", "counter", "replica lookups answered from memory"),
-        ("moa_cache_misses_total", "counter", "replica lookups that asked the owner"),
+        ("moa_cache_hits_total", "counter", "lookups answered from memory"),
+        ("moa_cache_misses_total", "counter", "lookups that asked the owner"),
         ("moa_rpc_calls_total", "counter", "RPC fallbacks by owner and outcome (ok, timeout, bus_down, error)"),
         ("moa_rpc_call_seconds", "histogram", "RPC fallback latency"),
         ("moa_outbox_published_total", "counter", "outbox events confirmed by the broker"),
@@ -129,9 +126,16 @@ fn describe_metrics(m: &Metrics) {
         ("moa_events_applied_total", "counter", "change events applied to a replica"),
         ("moa_events_stale_total", "counter", "change events dropped as stale or duplicate"),
         ("moa_events_dead_lettered_total", "counter", "messages sent to the dead-letter queue"),
-        ("moa_replica_rows", "gauge", "live rows in each replica"),
+        ("moa_replica_rows", "gauge", "live rows in the item catalog"),
+        ("moa_cache_entries", "gauge", "entries in the user and alarm caches (one per user)"),
+        ("moa_cache_resets_total", "counter", "caches emptied because the owner's epoch or history changed"),
+        (
+            "moa_cache_stale_served_total",
+            "counter",
+            "old-generation cache entries served because the owner did not answer",
+        ),
         ("moa_replica_version", "gauge", "newest owner version applied to each replica"),
-        ("moa_replica_warm", "gauge", "1 once a replica has loaded a snapshot or its persisted copy"),
+        ("moa_replica_warm", "gauge", "1 once a replica or cache can answer (loaded, or its owner answers)"),
         ("moa_outbox_publish_seconds", "histogram", "from commit to broker confirm, per event"),
         ("moa_views_total", "counter", "views consumed by the user service, stored or duplicate"),
         ("moa_replica_rows_applied_total", "counter", "rows applied to replicas (events, snapshots, RPC)"),
@@ -203,13 +207,14 @@ pub async fn metrics(core: web::Data<Core>) -> HttpResponse {
         core.metrics.set("moa_replica_warm", format!("entity=\"{entity}\""), if warm { 1.0 } else { 0.0 });
     }
     let r = &core.replicas;
-    for (entity, version, rows) in [
-        ("item", r.items.max_version(), r.items.len()),
-        ("user", r.users.max_version(), r.users.len()),
-        ("alarm", r.alarms.max_version(), r.alarms.len()),
-    ] {
+    for (entity, version) in
+        [("item", r.items.max_version()), ("user", r.users.max_version()), ("alarm", r.alarms.max_version())]
+    {
         core.metrics.set("moa_replica_version", format!("entity=\"{entity}\""), version as f64);
-        core.metrics.set("moa_replica_rows", format!("entity=\"{entity}\""), rows as f64);
+    }
+    core.metrics.set("moa_replica_rows", "entity=\"item\"".to_string(), r.items.len() as f64);
+    for (entity, entries) in [("user", r.users.len()), ("alarm", r.alarms.len())] {
+        core.metrics.set("moa_cache_entries", format!("entity=\"{entity}\""), entries as f64);
     }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(core.metrics.render())
 }

@@ -114,6 +114,12 @@ pub struct Settings {
     /// `EPOCH_PROBE_MS`: how often each replica asks its owner for its epoch and newest
     /// version (a restored or re-created owner database is noticed within this), default 1000.
     pub epoch_probe: Duration,
+    /// `CACHE_ENTRIES`: the most entries each of the user and alarm caches holds (one per
+    /// user; the least used are evicted), default 200000.
+    pub cache_entries: u64,
+    /// `CACHE_RESTORE_ENTRIES`: how many of the persisted hot entries a start loads (the most
+    /// recently saved first), default 50000.
+    pub cache_restore_entries: u64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -188,6 +194,8 @@ pub fn env_var_names(domain: Domain) -> Vec<String> {
             "EPOCH_PROBE_MS",
             "OWN_READ_TIMEOUT_MS",
             "SHUTDOWN_DRAIN_MS",
+            "CACHE_ENTRIES",
+            "CACHE_RESTORE_ENTRIES",
         ]
         .map(String::from),
     );
@@ -264,6 +272,8 @@ impl Settings {
             epoch_probe: Duration::from_millis(positive("EPOCH_PROBE_MS", 1000)?),
             own_read_timeout: Duration::from_millis(positive("OWN_READ_TIMEOUT_MS", 250)?),
             shutdown_drain: Duration::from_millis(num("SHUTDOWN_DRAIN_MS", 0)?),
+            cache_entries: positive("CACHE_ENTRIES", 200_000)?,
+            cache_restore_entries: num("CACHE_RESTORE_ENTRIES", 50_000)?,
         })
     }
 }

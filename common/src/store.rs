@@ -736,6 +736,98 @@ impl Handler<LoadReplica> for Store {
     }
 }
 
+/// Writes cache entries into the hot copy (`moa_cache_entry`): `clear` first drops every
+/// entry of the cache (its owner's history changed), then each group is saved (`Some((epoch,
+/// rows as JSON))`) or deleted (`None`: evicted).
+#[derive(Message, Clone)]
+#[rtype(result = "Result<()>")]
+pub struct SaveCacheEntries {
+    pub cache: &'static str,
+    pub clear: bool,
+    pub entries: std::collections::BTreeMap<i64, Option<(String, String)>>,
+}
+
+impl Handler<SaveCacheEntries> for Store {
+    type Result = ResponseFuture<Result<()>>;
+
+    fn handle(&mut self, msg: SaveCacheEntries, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool.clone();
+        let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
+        self.run(async move {
+            let mut conn = migrated_conn(pool, migrated).await?;
+            let tx = bookkeeping(&mut conn).await?;
+            if msg.clear {
+                tx.execute("DELETE FROM moa_cache_entry WHERE cache = $1", &[&msg.cache]).await?;
+            }
+            let (mut groups, mut epochs, mut rows, mut gone) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (group, entry) in &msg.entries {
+                match entry {
+                    Some((epoch, json)) => {
+                        groups.push(*group);
+                        epochs.push(epoch.as_str());
+                        rows.push(json.as_str());
+                    }
+                    None => gone.push(*group),
+                }
+            }
+            if !gone.is_empty() {
+                tx.execute("DELETE FROM moa_cache_entry WHERE cache = $1 AND grp = ANY($2)", &[&msg.cache, &gone])
+                    .await?;
+            }
+            if !groups.is_empty() {
+                tx.execute(
+                    "INSERT INTO moa_cache_entry (cache, grp, epoch, entry, saved_at)
+                     SELECT $1, g, e, r::jsonb, now() FROM unnest($2::int8[], $3::text[], $4::text[]) AS t(g, e, r)
+                     ON CONFLICT (cache, grp) DO UPDATE
+                        SET epoch = EXCLUDED.epoch, entry = EXCLUDED.entry, saved_at = EXCLUDED.saved_at",
+                    &[&msg.cache, &groups, &epochs, &rows],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+/// The `limit` most recently saved entries of a cache's hot copy: `(group, epoch, rows as
+/// JSON)`. Older entries beyond the limit (left behind by evictions a crash did not write)
+/// are deleted.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<(i64, String, String)>>")]
+pub struct LoadCacheEntries {
+    pub cache: &'static str,
+    pub limit: u64,
+}
+
+impl Handler<LoadCacheEntries> for Store {
+    type Result = ResponseFuture<Result<Vec<(i64, String, String)>>>;
+
+    fn handle(&mut self, msg: LoadCacheEntries, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool.clone();
+        let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
+        self.run(async move {
+            let mut conn = migrated_conn(pool, migrated).await?;
+            let limit = i64::try_from(msg.limit).unwrap_or(i64::MAX);
+            let rows = query_untimed(
+                &mut conn,
+                "SELECT grp, epoch, entry::text FROM moa_cache_entry WHERE cache = $1
+                 ORDER BY saved_at DESC LIMIT $2",
+                &[&msg.cache, &limit],
+            )
+            .await?;
+            query_untimed(
+                &mut conn,
+                "DELETE FROM moa_cache_entry WHERE cache = $1 AND grp IN (
+                     SELECT grp FROM moa_cache_entry WHERE cache = $1 ORDER BY saved_at DESC OFFSET $2)",
+                &[&msg.cache, &limit],
+            )
+            .await?;
+            rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+        })
+    }
+}
+
 /// Collects the tombstones older than `retention` (`moa_collect_tombstones`,
 /// `common/sql/0022_collect_tombstones.sql`); answers how many. Run periodically by every
 /// instance (they take turns), off every request's path: exempt from the statement timeout.

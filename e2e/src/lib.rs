@@ -18,6 +18,12 @@ use std::{
 
 use serde_json::Value;
 
+/// `RPC_TIMEOUT_MS` of the services the harness starts (a test may set another). A user's first
+/// request in a service asks the owner over RPC; the suite runs a dozen debug-build services
+/// side by side on 2 cores, where an answer that takes 5 ms on a quiet machine can take more
+/// than the production default of 300 ms.
+pub const RPC_TIMEOUT: Duration = Duration::from_millis(1000);
+
 pub use reqwest::Method;
 
 pub mod stack;
@@ -518,6 +524,7 @@ impl System {
             ("AMQP_URL".into(), self.service_amqp_url(svc)),
             ("HTTP_WORKERS".into(), "2".into()),
             ("DB_POOL_SIZE".into(), "4".into()),
+            ("RPC_TIMEOUT_MS".into(), RPC_TIMEOUT.as_millis().to_string()),
             ("RUST_LOG".into(), std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into())),
         ];
         vars.extend(self.extra_env.iter().cloned());

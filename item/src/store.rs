@@ -4,7 +4,7 @@ use actix::prelude::*;
 use common::{amqp::topology::VIEWS_EXCHANGE, batch::Coalescer, db::Migration, store::Store, Result};
 use tokio_postgres::types::Type;
 
-pub static MIGRATIONS: [Migration; 7] = [
+pub static MIGRATIONS: [Migration; 8] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
@@ -12,6 +12,7 @@ pub static MIGRATIONS: [Migration; 7] = [
     common::db::OWNER_EPOCH,
     common::db::OUTBOX_RETRY,
     common::db::TOMBSTONES,
+    common::db::CACHE_ENTRIES,
 ];
 
 /// A view of `item_id` by `user_id`, to queue in the outbox. Committed before the detail

@@ -10,7 +10,7 @@ use common::{
     Error, Result,
 };
 
-pub static MIGRATIONS: [Migration; 11] = [
+pub static MIGRATIONS: [Migration; 12] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
@@ -26,6 +26,7 @@ pub static MIGRATIONS: [Migration; 11] = [
     common::db::OUTBOX_RETRY,
     common::db::TOMBSTONES,
     Migration { version: 23, name: "visit retention", sql: include_str!("../migrations/0014_visit_retention.sql") },
+    common::db::CACHE_ENTRIES,
 ];
 
 /// Stores one view, once: a duplicate event id changes nothing. Answers whether it was new

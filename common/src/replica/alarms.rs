@@ -1,60 +1,99 @@
-//! The alarm book: which items each user has an alarm on.
+//! The alarm book: which items each user has an alarm on. A bounded cache with one entry per
+//! user holding all of that user's alarm rows; see [`super::cache`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::{
-    entity::Alarm,
+    entity::{parse_pair_key, Alarm, VersionedRow},
     error::Result,
-    replica::{row_value, Index, Replica},
+    replica::{
+        cache::{Entry, Found, Group, GroupCache},
+        row_value,
+    },
+    settings::Domain,
     store::Query,
 };
 
-pub type AlarmBook = Replica<Alarm, AlarmIndex>;
+pub struct Alarms;
 
-#[derive(Default)]
-pub struct AlarmIndex {
-    by_user: HashMap<i64, BTreeSet<i64>>,
-}
+impl Group for Alarms {
+    const KIND: &'static str = "alarm";
+    const OWNER: Domain = Domain::Alarm;
+    /// The item ids with an alarm.
+    type View = Arc<BTreeSet<i64>>;
 
-impl Index<Alarm> for AlarmIndex {
-    fn update(&mut self, key: &(i64, i64), _old: Option<&Alarm>, new: Option<&Alarm>) {
-        let (user, item) = *key;
-        if new.is_some() {
-            self.by_user.entry(user).or_default().insert(item);
-        } else if let Some(items) = self.by_user.get_mut(&user) {
-            items.remove(&item);
-            if items.is_empty() {
-                self.by_user.remove(&user);
-            }
-        }
+    fn group_of(key: &str) -> Option<i64> {
+        parse_pair_key(key).map(|(user, _)| user)
+    }
+
+    fn view(rows: &BTreeMap<String, VersionedRow>) -> Arc<BTreeSet<i64>> {
+        Arc::new(rows.values().filter_map(row_value::<Alarm>).filter_map(|a| a.item_id).collect())
     }
 }
 
+pub type AlarmBook = GroupCache<Alarms>;
+
+fn of_user(user_id: i64) -> Query {
+    Query::Prefix { entity: "alarm".into(), prefix: format!("{user_id}:") }
+}
+
 impl AlarmBook {
-    /// The items `user_id` has alarms on. From memory once the replica is warm; before
-    /// that (cold start) the owner is asked for this user's alarms.
-    pub async fn items_of(&self, user_id: i64) -> Result<BTreeSet<i64>> {
-        if self.is_warm() {
-            self.hit();
-            return Ok(self.read().index.by_user.get(&user_id).cloned().unwrap_or_default());
+    /// The items `user_id` has alarms on: from the cache, or one question to the owner for all
+    /// of this user's alarms. An old entry is served when the owner cannot answer.
+    pub async fn items_of(&self, user_id: i64) -> Result<Arc<BTreeSet<i64>>> {
+        let stale = match self.cached(user_id) {
+            Some(Found::Current(e)) => {
+                self.hit();
+                return Ok(e.view.clone());
+            }
+            Some(Found::Stale(e)) => Some(e),
+            None => None,
+        };
+        if let (Some(_), Some(e)) = (&stale, self.owner_recently_failed()) {
+            return self.stale_or(stale, e);
         }
-        let rows = self.fetch(Query::Prefix { entity: "alarm".into(), prefix: format!("{user_id}:") }).await?;
-        Ok(rows
-            .iter()
-            .filter_map(row_value::<Alarm>)
-            .filter(|a| a.user_id == Some(user_id))
-            .filter_map(|a| a.item_id)
-            .collect())
+        match self.fetch(format!("alarms:{user_id}"), of_user(user_id), |_| vec![user_id], |_| true).await {
+            Ok(rows) => Ok(match self.cached(user_id) {
+                Some(Found::Current(e)) => e.view.clone(),
+                // Not kept (an answer of another owner epoch): the answer itself.
+                _ => Alarms::view(&rows.iter().map(|r| (r.key.clone(), r.clone())).collect()),
+            }),
+            Err(e) => self.stale_or(stale, e),
+        }
+    }
+
+    /// The owner's own read (the alarm list): from its source now, within `timeout`, the
+    /// answer kept as the user's entry.
+    pub async fn read_through(&self, user_id: i64, timeout: std::time::Duration) -> Result<Arc<BTreeSet<i64>>> {
+        Ok(self.read_group(user_id, of_user(user_id), timeout).await?.view.clone())
+    }
+
+    /// The cached entry of any generation, or `err`: the source is known not to answer.
+    pub fn cached_only(&self, user_id: i64, err: crate::Error) -> Result<Arc<BTreeSet<i64>>> {
+        let cached = match self.cached(user_id) {
+            Some(Found::Current(e) | Found::Stale(e)) => Some(e),
+            None => None,
+        };
+        self.stale_or(cached, err)
+    }
+
+    fn stale_or(&self, stale: Option<Arc<Entry<Arc<BTreeSet<i64>>>>>, err: crate::Error) -> Result<Arc<BTreeSet<i64>>> {
+        match stale {
+            Some(entry) => {
+                self.served_stale(&err);
+                Ok(entry.view.clone())
+            }
+            None => Err(err),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entity::raw_json;
-    use crate::entity::{pair_key, VersionedRow};
+    use crate::entity::{pair_key, raw_json};
     use serde_json::json;
-    use std::sync::atomic::Ordering;
 
     fn row(id: i64, user: i64, item: i64, v: i64, deleted: bool) -> VersionedRow {
         VersionedRow {
@@ -66,24 +105,53 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn set_clear_and_set_again_follow_the_versions() {
+    fn items(b: &AlarmBook, user: i64) -> Option<Vec<i64>> {
+        match b.cached(user) {
+            Some(Found::Current(e)) => Some(e.view.iter().copied().collect()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn set_clear_and_set_again_follow_the_versions() {
         let b = AlarmBook::detached();
-        b.warm.store(true, Ordering::Release);
-        b.apply_rows(&[row(1, 10, 5, 1, false), row(2, 10, 6, 2, false), row(3, 11, 5, 3, false)]);
-        assert_eq!(b.items_of(10).await.unwrap(), BTreeSet::from([5, 6]));
+        let g = b.current_generation();
+        b.fill(&[10], &[row(1, 10, 5, 1, false), row(2, 10, 6, 2, false)], g);
+        assert_eq!(items(&b, 10), Some(vec![5, 6]));
         b.apply_rows(&[row(1, 10, 5, 4, true)]);
-        assert_eq!(b.items_of(10).await.unwrap(), BTreeSet::from([6]));
+        assert_eq!(items(&b, 10), Some(vec![6]));
         b.apply_rows(&[row(1, 10, 5, 2, false)]);
-        assert_eq!(b.items_of(10).await.unwrap(), BTreeSet::from([6]), "a stale set after the clear is dropped");
+        assert_eq!(items(&b, 10), Some(vec![6]), "a stale set after the clear is dropped");
         b.apply_rows(&[row(9, 10, 5, 8, false)]);
-        assert_eq!(b.items_of(10).await.unwrap(), BTreeSet::from([5, 6]));
-        assert_eq!(b.items_of(99).await.unwrap(), BTreeSet::new());
+        assert_eq!(items(&b, 10), Some(vec![5, 6]));
+        b.apply_rows(&[row(3, 11, 5, 3, false)]);
+        assert_eq!(items(&b, 11), None, "an uncached user's event makes no entry");
+    }
+
+    #[test]
+    fn an_empty_answer_is_an_entry_and_events_after_it_count() {
+        let b = AlarmBook::detached();
+        let g = b.current_generation();
+        b.fill(&[20], &[], g);
+        assert_eq!(items(&b, 20), Some(vec![]));
+        b.apply_rows(&[row(1, 20, 3, 5, false)]);
+        assert_eq!(items(&b, 20), Some(vec![3]));
+    }
+
+    #[test]
+    fn a_set_that_committed_while_the_answer_travelled_is_not_lost() {
+        let b = AlarmBook::detached();
+        let g = b.current_generation();
+        b.apply_rows(&[row(1, 30, 4, 9, false)]);
+        b.fill(&[30], &[row(2, 30, 7, 3, false)], g);
+        assert_eq!(items(&b, 30), Some(vec![4, 7]));
     }
 
     #[tokio::test]
-    async fn a_cold_book_asks_the_owner_and_fails_when_it_cannot() {
+    async fn an_uncached_user_with_the_owner_unreachable_is_an_error_and_an_old_entry_is_served() {
         let b = AlarmBook::detached();
         assert!(b.items_of(1).await.is_err());
+        b.fill(&[2], &[row(1, 2, 8, 1, false)], 0);
+        assert_eq!(b.items_of(2).await.unwrap().iter().copied().collect::<Vec<_>>(), vec![8]);
     }
 }

@@ -14,8 +14,9 @@ use crate::{
     telemetry::Metrics,
 };
 
-/// The replicas a service keeps: every service needs all three entity kinds (its own from
-/// its store, the others from their owners), each read from memory on the hot path.
+/// What a service knows of the three entity kinds (its own from its store, the others from
+/// their owners), each read from memory on the hot path: the whole item catalog, and bounded
+/// caches of users and alarms.
 #[derive(Clone)]
 pub struct Replicas {
     pub items: Arc<ItemCatalog>,
@@ -109,12 +110,11 @@ impl consume::Handler for Feed {
 
     fn on_subscribed(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            // Whatever changed while this queue did not exist arrives through the snapshots.
-            futures_util::join!(
-                self.replicas.items.sync_until_done(),
-                self.replicas.users.sync_until_done(),
-                self.replicas.alarms.sync_until_done(),
-            );
+            // Whatever changed while this queue did not exist: the catalog re-syncs (digest or
+            // snapshot); the caches ask again for each entry before its next use.
+            self.replicas.users.resubscribed().await;
+            self.replicas.alarms.resubscribed().await;
+            self.replicas.items.sync_until_done().await;
         })
     }
 }

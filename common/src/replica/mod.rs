@@ -7,6 +7,7 @@
 //! what arrived meanwhile" holds without buffering anything.
 
 pub mod alarms;
+pub mod cache;
 pub mod digest;
 pub mod feed;
 pub mod items;
@@ -33,9 +34,10 @@ use crate::{
     telemetry::Metrics,
 };
 
-pub use alarms::{AlarmBook, AlarmIndex};
+pub use alarms::{AlarmBook, Alarms};
+pub use cache::GroupCache;
 pub use items::{ItemCatalog, ItemIndex, Page};
-pub use users::{UserDirectory, UserIndex};
+pub use users::{UserDirectory, Users};
 
 /// Where a replica's truth lives: this service's own store, or another domain over RPC.
 #[derive(Clone)]
@@ -59,6 +61,17 @@ impl Source {
                 Err(_) => Err(Error::DbUnavailable("the database did not answer in time".into())),
             },
             Source::Remote { rpc, owner } => rpc.call(*owner, &q, timeout).await,
+        }
+    }
+
+    /// The owner's epoch, newest version and tombstone horizon for `entity`.
+    async fn owner_mark(&self, entity: &str, timeout: Duration) -> Result<OwnerMark> {
+        let rows = self.query(Query::Epoch { entity: entity.into() }, timeout).await?;
+        match rows.first() {
+            Some(VersionedRow { version, epoch: Some(epoch), data, .. }) => {
+                Ok(OwnerMark { epoch: epoch.clone(), max_version: *version, horizon: data.get().parse().unwrap_or(0) })
+            }
+            _ => Err(Error::RpcFailed(self.owner_name(), "an epoch answer of an unexpected shape".into())),
         }
     }
 }
@@ -322,19 +335,8 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
 
     /// The owner's epoch and newest version.
     async fn owner_mark(&self) -> Result<OwnerMark> {
-        let rows = self
-            .source
-            .query(
-                Query::Epoch { entity: E::KIND.into() },
-                self.lookup_timeout.max(self.snapshot_timeout.min(Duration::from_secs(2))),
-            )
-            .await?;
-        match rows.first() {
-            Some(VersionedRow { version, epoch: Some(epoch), data, .. }) => {
-                Ok(OwnerMark { epoch: epoch.clone(), max_version: *version, horizon: data.get().parse().unwrap_or(0) })
-            }
-            _ => Err(Error::RpcFailed(E::OWNER.name(), "an epoch answer of an unexpected shape".into())),
-        }
+        let timeout = self.lookup_timeout.max(self.snapshot_timeout.min(Duration::from_secs(2)));
+        self.source.owner_mark(E::KIND, timeout).await
     }
 
     /// Why the replica must be rebuilt from the owner's snapshot, if it must: the owner has

@@ -1,54 +1,141 @@
-//! The user directory: who a `USER-TOKEN` belongs to.
+//! The user directory: who a `USER-TOKEN` belongs to. A bounded cache of users (one entry
+//! per user), found by token through a token index; see [`super::cache`].
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use crate::{
-    entity::User,
+    entity::{User, VersionedRow},
     error::Result,
-    replica::{row_value, Index, Replica},
+    replica::{
+        cache::{Found, Group, GroupCache},
+        row_value,
+    },
+    settings::Domain,
     store::Query,
 };
 
-pub type UserDirectory = Replica<User, UserIndex>;
+pub struct Users;
 
-#[derive(Default)]
-pub struct UserIndex {
-    by_token: HashMap<String, i64>,
+impl Group for Users {
+    const KIND: &'static str = "user";
+    const OWNER: Domain = Domain::User;
+    /// The user, or `None`: deleted.
+    type View = Option<User>;
+
+    fn group_of(key: &str) -> Option<i64> {
+        key.parse().ok()
+    }
+
+    fn view(rows: &BTreeMap<String, VersionedRow>) -> Option<User> {
+        rows.values().next().and_then(row_value::<User>)
+    }
+
+    fn lookups_answered_by(row: &VersionedRow) -> Vec<String> {
+        row_value::<User>(row).map(|u| vec![token_lookup(&u.access_token)]).unwrap_or_default()
+    }
 }
 
-impl Index<User> for UserIndex {
-    fn update(&mut self, key: &i64, old: Option<&User>, new: Option<&User>) {
-        if let Some(old) = old {
-            if self.by_token.get(&old.access_token) == Some(key) {
-                self.by_token.remove(&old.access_token);
-            }
-        }
-        if let Some(new) = new {
-            self.by_token.insert(new.access_token.clone(), *key);
-        }
+fn token_lookup(token: &str) -> String {
+    format!("token:{token}")
+}
+
+/// Users by id, plus `tokens`: token → user id, checked against the entry on every use (a
+/// changed token leaves its old index entry behind, pointing at a user who no longer holds it).
+pub struct UserDirectory {
+    cache: GroupCache<Users>,
+    tokens: moka::sync::Cache<String, i64>,
+}
+
+impl std::ops::Deref for UserDirectory {
+    type Target = GroupCache<Users>;
+    fn deref(&self) -> &GroupCache<Users> {
+        &self.cache
     }
 }
 
 impl UserDirectory {
-    fn cached_by_token(&self, token: &str) -> Option<User> {
-        let state = self.read();
-        let id = state.index.by_token.get(token)?;
-        state.rows.get(id)?.value.clone()
+    pub fn new(cache: GroupCache<Users>, capacity: u64) -> Self {
+        UserDirectory { cache, tokens: moka::sync::Cache::new(capacity) }
     }
 
-    /// The user holding `token`, asking the owner when it is not known here.
-    /// `Ok(None)`: no such user.
-    pub async fn by_token(&self, token: &str) -> Result<Option<User>> {
-        if let Some(user) = self.cached_by_token(token) {
-            self.hit();
-            return Ok(Some(user));
+    #[cfg(test)]
+    pub fn detached() -> Self {
+        UserDirectory::new(GroupCache::detached(), 1000)
+    }
+
+    fn cached_by_token(&self, token: &str) -> Option<Found<User>> {
+        let id = self.tokens.get(token)?;
+        let holds = |u: &Option<User>| u.as_ref().filter(|u| u.access_token == token).cloned();
+        match self.cache.cached(id)? {
+            Found::Current(e) => holds(&e.view).map(Found::Current),
+            Found::Stale(e) => holds(&e.view).map(Found::Stale),
         }
-        let holds = |rows: &[crate::entity::VersionedRow]| {
-            rows.iter().filter_map(row_value::<User>).find(|u| u.access_token == token)
+    }
+
+    /// Applies user rows (events, the owner's answers) and indexes their tokens.
+    pub fn apply_rows(&self, rows: &[VersionedRow]) -> (usize, usize) {
+        let applied = self.cache.apply_rows(rows);
+        self.index(rows);
+        applied
+    }
+
+    /// Loads the cache's hot copy and indexes the restored users' tokens.
+    pub async fn restore(&self) {
+        for user in self.cache.load_hot_copy().await.into_iter().flatten() {
+            self.tokens.insert(user.access_token, user.id);
+        }
+        self.cache.mark_restored();
+    }
+
+    fn index(&self, rows: &[VersionedRow]) {
+        for user in rows.iter().filter_map(row_value::<User>) {
+            self.tokens.insert(user.access_token, user.id);
+        }
+    }
+
+    /// The user holding `token`, asking the owner when it is not cached (or cached in an old
+    /// generation). `Ok(None)`: no such user. An old entry is served when the owner cannot
+    /// answer.
+    pub async fn by_token(&self, token: &str) -> Result<Option<User>> {
+        let stale = match self.cached_by_token(token) {
+            Some(Found::Current(user)) => {
+                self.hit();
+                return Ok(Some(user));
+            }
+            Some(Found::Stale(user)) => Some(user),
+            None => None,
         };
+        if let (Some(user), Some(e)) = (&stale, self.owner_recently_failed()) {
+            self.served_stale(&e);
+            return Ok(Some(user.clone()));
+        }
+        let holds = |rows: &[VersionedRow]| rows.iter().filter_map(row_value::<User>).find(|u| u.access_token == token);
+        let groups = |rows: &[VersionedRow]| rows.iter().filter_map(|r| Users::group_of(&r.key)).collect();
         let q = Query::UserByToken { token: token.to_string() };
-        let rows = self.fetch_once(format!("token:{token}"), q, |rows| holds(rows).is_some()).await?;
-        Ok(holds(&rows))
+        match self.cache.fetch(token_lookup(token), q, groups, |rows| holds(rows).is_some()).await {
+            Ok(rows) => {
+                self.index(&rows);
+                // The entry if the answer was kept (an event newer than the answer may have
+                // changed it since); the answer itself otherwise.
+                Ok(match self.cached_by_token(token) {
+                    Some(Found::Current(u)) => Some(u),
+                    _ => {
+                        if holds(&rows).is_none() {
+                            // An old entry said otherwise: the token is no longer this user's.
+                            self.tokens.invalidate(token);
+                        }
+                        holds(&rows)
+                    }
+                })
+            }
+            Err(e) => match stale {
+                Some(user) => {
+                    self.served_stale(&e);
+                    Ok(Some(user))
+                }
+                None => Err(e),
+            },
+        }
     }
 }
 
@@ -56,7 +143,6 @@ impl UserDirectory {
 mod tests {
     use super::*;
     use crate::entity::raw_json;
-    use crate::entity::VersionedRow;
     use serde_json::json;
 
     fn row(id: i64, v: i64, token: &str, deleted: bool) -> VersionedRow {
@@ -69,21 +155,64 @@ mod tests {
         }
     }
 
+    fn current(d: &UserDirectory, token: &str) -> Option<i64> {
+        match d.cached_by_token(token) {
+            Some(Found::Current(u)) => Some(u.id),
+            _ => None,
+        }
+    }
+
     #[test]
-    fn a_changed_token_stops_working_and_the_new_one_works() {
+    fn an_event_for_an_uncached_user_is_dropped_and_a_cached_one_is_updated() {
         let d = UserDirectory::detached();
         d.apply_rows(&[row(1, 1, "old", false)]);
-        assert_eq!(d.cached_by_token("old").map(|u| u.id), Some(1));
+        assert_eq!(current(&d, "old"), None, "not cached: the event alone does not make an entry");
+        let g = d.current_generation();
+        d.fill(&[1], &[row(1, 1, "old", false)], g);
+        d.index(&[row(1, 1, "old", false)]);
+        assert_eq!(current(&d, "old"), Some(1));
         d.apply_rows(&[row(1, 2, "new", false)]);
-        assert!(d.cached_by_token("old").is_none());
-        assert_eq!(d.cached_by_token("new").map(|u| u.id), Some(1));
+        assert_eq!(current(&d, "old"), None, "the old token stops working");
+        assert_eq!(current(&d, "new"), Some(1));
         d.apply_rows(&[row(1, 3, "new", true)]);
-        assert!(d.cached_by_token("new").is_none(), "a deleted user's token no longer works");
+        assert_eq!(current(&d, "new"), None, "a deleted user's token no longer works");
+    }
+
+    #[test]
+    fn an_answer_read_before_an_event_is_corrected_by_it() {
+        let d = UserDirectory::detached();
+        let g = d.current_generation();
+        // The event (v2: a new token) arrives while the question is on its way ...
+        d.apply_rows(&[row(7, 2, "new", false)]);
+        // ... and the answer, read before it committed, says v1.
+        let answer = [row(7, 1, "old", false)];
+        d.fill(&[7], &answer, g);
+        d.index(&answer);
+        assert_eq!(current(&d, "old"), None);
+        assert_eq!(current(&d, "new"), Some(7));
+    }
+
+    #[test]
+    fn a_resubscription_makes_every_entry_old_until_asked_again() {
+        let d = UserDirectory::detached();
+        let g = d.current_generation();
+        d.fill(&[1], &[row(1, 1, "t", false)], g);
+        d.index(&[row(1, 1, "t", false)]);
+        futures_util::FutureExt::now_or_never(d.resubscribed());
+        assert!(matches!(d.cached_by_token("t"), Some(Found::Stale(_))));
     }
 
     #[tokio::test]
     async fn an_unknown_token_with_the_owner_unreachable_is_an_error_not_a_no() {
         let d = UserDirectory::detached();
         assert!(d.by_token("nobody").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_old_entry_is_served_when_the_owner_cannot_answer() {
+        let d = UserDirectory::detached();
+        d.fill(&[1], &[row(1, 1, "t", false)], 0);
+        d.index(&[row(1, 1, "t", false)]);
+        assert_eq!(d.by_token("t").await.unwrap().map(|u| u.id), Some(1));
     }
 }

@@ -1,5 +1,5 @@
 //! Owner epochs: a database re-created or restored (its versions start again) is noticed by
-//! every replica of its rows, which forget what they held and re-read it, within seconds,
+//! every replica and cache of its rows, which forget what they held and re-read it, within seconds,
 //! whether the other services keep running or restart; a forged event with a version the
 //! owner never handed out is corrected; unknown tokens cost the owner one lookup, not one each.
 
@@ -67,7 +67,7 @@ async fn a_recreated_alarm_database_is_noticed_by_the_item_and_user_services() {
     sys.stop(Svc::Item);
     sys.restart(Svc::Item).await;
     assert_eq!(alarm_flags(&sys, Svc::Item, "/", &token).await, Some(vec![5]), "flags right after a restart");
-    let persisted = sys.sql(Svc::Item, "SELECT DISTINCT epoch FROM moa_replica WHERE entity = 'alarm'").await;
+    let persisted = sys.sql(Svc::Item, "SELECT DISTINCT epoch FROM moa_cache_entry WHERE cache = 'alarm'").await;
     let persisted: Vec<String> = persisted.iter().map(|r| r.get(0)).collect();
     assert_eq!(persisted, vec![epoch_of(&sys, Svc::Alarm).await], "only the new epoch's rows are persisted");
 }
@@ -116,6 +116,8 @@ async fn a_forged_event_with_a_version_the_owner_never_handed_out_is_corrected()
     let (id, token) = sys.users(1).await.remove(0);
     let name: String = sys.sql(Svc::User, &format!("SELECT name FROM \"user\" WHERE id = {id}")).await[0].get(0);
     let epoch = epoch_of(&sys, Svc::User).await;
+    // The item service has this user cached.
+    assert_eq!(sys.get(Svc::Item, "/", &token).await.status, 200);
     // Someone with publish rights on user.events gives this user another token, at a version
     // far above anything user_db has handed out (same epoch: the worst case).
     let forged = serde_json::json!([{
@@ -132,8 +134,8 @@ async fn a_forged_event_with_a_version_the_owner_never_handed_out_is_corrected()
         &format!("/api/exchanges/{}/user.events/publish", sys.name),
         Some(&body.to_string()),
     );
-    // Applied at first (it looks legitimate), then corrected by the epoch watch: the owner's
-    // newest version is below it, so the replicas are rebuilt from user_db.
+    // Seen at first (it looks legitimate), then corrected by the epoch watch: the owner's
+    // newest version is below it, so the caches are emptied and asked again.
     let took = eventually(CONVERGE, "the real token works again and the forged one does not", || async {
         let real = sys.get(Svc::Item, "/", &token).await.status;
         let fake = sys.get(Svc::Item, "/", "forged-token-0000").await.status;
@@ -142,7 +144,7 @@ async fn a_forged_event_with_a_version_the_owner_never_handed_out_is_corrected()
     .await;
     eprintln!("forged row corrected after {took:?}");
     let m = sys.request(Method::GET, sys.port(Svc::Item), "/metrics", None, None).await;
-    assert!(m.text.contains("moa_replica_rebuilds_total"), "the rebuild is counted:\n{}", m.text);
+    assert!(m.text.contains("moa_cache_resets_total{entity=\"user\"}"), "the reset is counted:\n{}", m.text);
 }
 
 fn counter(metrics: &str, name: &str, label: &str) -> f64 {

@@ -200,6 +200,10 @@ async fn an_owner_that_answers_with_an_error_is_a_503_naming_it() {
 async fn an_outbox_row_the_broker_refuses_does_not_hold_back_later_changes() {
     let Some(sys) = start(&[]).await else { return };
     let token = sys.token().await;
+    // The services have this user cached: the refused publish below takes the item service's
+    // connection down for a moment, and with it the RPC a first request would need.
+    assert_eq!(sys.get(Svc::Item, "/", &token).await.status, 200);
+    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.status, 200);
     // At the head of the outbox: an event for an exchange that does not exist. Publishing it
     // makes the broker close the relay's channel, every time.
     sys.sql(

@@ -1,0 +1,613 @@
+//! Bounded caches of users and alarms: one entry per *group* (a user; one user's alarms),
+//! filled on a miss by one question to the owner (RPC, or the own database for the owner
+//! itself), kept exact by the change events, and evicted by moka when full. Items are not
+//! cached this way: the catalog is small and every list reads all of it ([`super::Replica`]).
+//!
+//! Exact without a full copy, by four rules:
+//! - **Events** update a cached entry (the newer version wins) and are dropped for an uncached
+//!   one. Every event is also kept for [`RECENT_WINDOW`] in a small side cache, and a miss
+//!   answer is merged with it before it is stored: an answer read before an event committed
+//!   cannot hide that event, whichever arrives first.
+//! - **Generations**: an entry remembers the generation it was filled in. The generation moves
+//!   on at every (re)subscription of the feed (events may have been missed while there was
+//!   none) and at every reset. An entry of an older generation is asked again before use, and
+//!   served as it is only when the owner does not answer.
+//! - **Epochs**: a row of another owner epoch, or an owner whose newest version is below one
+//!   this cache has seen (a restore, a forged event), resets the cache: everything is asked
+//!   again.
+//! - **Hot copy**: the entries of other domains' caches are persisted write-behind in the own
+//!   database (`moa_cache_entry`) and restored at start as entries of an old generation: a
+//!   service restarted while an owner is down still answers for the users it had cached.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+    },
+    time::Duration,
+};
+
+use actix::Addr;
+use tokio::sync::mpsc;
+
+use super::Source;
+use crate::{
+    entity::{Epoch, VersionedRow},
+    error::{Error, Result},
+    settings::{Domain, Settings},
+    store::{LoadCacheEntries, Query, SaveCacheEntries, Store},
+    tasks::Tasks,
+    telemetry::Metrics,
+};
+
+/// How long every event is kept beside the cache, to correct miss answers read before it
+/// committed. Far longer than any lookup may take (RPC_TIMEOUT_MS, DB_TIMEOUT_MS).
+pub const RECENT_WINDOW: Duration = Duration::from_secs(30);
+
+/// What one cache holds per entry, and how its rows are grouped.
+pub trait Group: Send + Sync + 'static {
+    const KIND: &'static str;
+    const OWNER: Domain;
+    /// What lookups read, derived from the entry's rows when they change (not on every hit).
+    type View: Clone + Send + Sync + 'static;
+    /// The group (user id) a row key belongs to.
+    fn group_of(key: &str) -> Option<i64>;
+    /// The view of a group's rows (tombstones included: `deleted` rows).
+    fn view(rows: &BTreeMap<String, VersionedRow>) -> Self::View;
+    /// Lookup names whose remembered "no" a row makes wrong (a new user's token).
+    fn lookups_answered_by(_row: &VersionedRow) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// One group's rows as the owner last told them, and what lookups read.
+pub struct Entry<V> {
+    rows: BTreeMap<String, VersionedRow>,
+    pub view: V,
+    generation: u64,
+}
+
+/// A lookup's answer: fresh (current generation or just asked), or an old entry served
+/// because the owner did not answer.
+pub enum Found<V> {
+    Current(V),
+    Stale(V),
+}
+
+pub struct GroupCache<G: Group> {
+    entries: moka::sync::Cache<i64, Arc<Entry<G::View>>>,
+    /// Every event of the last [`RECENT_WINDOW`], by group.
+    recent: moka::sync::Cache<i64, Arc<Mutex<Vec<VersionedRow>>>>,
+    /// Single flight for misses, and the owner's "no" remembered for `NEGATIVE_CACHE_MS`.
+    lookups: moka::future::Cache<String, Arc<Vec<VersionedRow>>>,
+    /// Lookup names an event of the last [`RECENT_WINDOW`] answers (a new user's token): a
+    /// "no" that raced such an event is asked again, not remembered.
+    recent_lookups: moka::sync::Cache<String, ()>,
+    /// Read-modify-write of entries (events, fills, resets) one at a time; reads take no lock.
+    write: Mutex<()>,
+    generation: AtomicU64,
+    epoch: RwLock<Option<Epoch>>,
+    max_version: AtomicI64,
+    warm: AtomicBool,
+    /// False until the hot copy is loaded: a request right after the start must find the
+    /// users the copy holds (with their owner down, nothing else answers for them).
+    restored: AtomicBool,
+    /// Set at the feed's first subscription: the epoch watch starts then (before it, the bus
+    /// is not connected and the owners of a system starting together are not up yet).
+    subscribed: AtomicBool,
+    source: Source,
+    lookup_timeout: Duration,
+    probe_interval: Duration,
+    metrics: Metrics,
+    check_owner: tokio::sync::Notify,
+    persister: Option<EntryPersister>,
+    restore_limit: u64,
+    restore_timeout: Duration,
+    /// When a question to the owner last failed: for [`OWNER_RETRY_AFTER`] an old entry is
+    /// served at once instead of waiting for another timeout.
+    owner_failed_at: Mutex<Option<std::time::Instant>>,
+}
+
+/// See [`GroupCache::owner_recently_failed`].
+pub const OWNER_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+impl<G: Group> GroupCache<G> {
+    /// A cache of `settings.cache_entries` entries. With `persist`, its entries are kept in
+    /// the own database (write-behind) and the hottest restored at start.
+    pub fn new(source: Source, settings: &Settings, metrics: Metrics, persist: Option<(Addr<Store>, &Tasks)>) -> Self {
+        let persister = persist.map(|(store, tasks)| EntryPersister::start(G::KIND, store, tasks));
+        let evicted = persister.clone();
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(settings.cache_entries)
+            .eviction_listener(move |group: Arc<i64>, _, cause| {
+                // Evicted for room: the persisted copy follows, so it stays the hot set.
+                if cause == moka::notification::RemovalCause::Size {
+                    if let Some(p) = &evicted {
+                        p.send(Command::Delete(*group));
+                    }
+                }
+            })
+            .build();
+        GroupCache {
+            entries,
+            recent: moka::sync::Cache::builder()
+                .max_capacity(settings.cache_entries.max(10_000))
+                .time_to_live(RECENT_WINDOW)
+                .build(),
+            lookups: moka::future::Cache::builder().max_capacity(100_000).time_to_live(settings.negative_ttl).build(),
+            recent_lookups: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(RECENT_WINDOW).build(),
+            write: Mutex::new(()),
+            // Restored entries are of generation 0: never current.
+            generation: AtomicU64::new(1),
+            epoch: RwLock::new(None),
+            max_version: AtomicI64::new(0),
+            warm: AtomicBool::new(false),
+            restored: AtomicBool::new(persister.is_none()),
+            subscribed: AtomicBool::new(false),
+            lookup_timeout: match source {
+                Source::Local(_) => settings.db_timeout,
+                Source::Remote { .. } => settings.rpc_timeout,
+            },
+            source,
+            probe_interval: settings.epoch_probe,
+            metrics,
+            check_owner: tokio::sync::Notify::new(),
+            persister,
+            restore_limit: settings.cache_restore_entries,
+            restore_timeout: settings.snapshot_timeout,
+            owner_failed_at: Mutex::new(None),
+        }
+    }
+
+    /// A cache with no way to reach its owner (unit tests).
+    #[cfg(test)]
+    pub fn detached() -> Self {
+        let settings = Settings::from_lookup(Domain::Item, |_| None).unwrap_or_else(|_| unreachable!());
+        let rpc = crate::amqp::rpc::RpcClient::detached();
+        GroupCache::new(Source::Remote { rpc, owner: G::OWNER }, &settings, Metrics::default(), None)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ready to answer: the hot copy is loaded (or given up on), and the owner answered or the
+    /// hot copy had entries.
+    pub fn is_warm(&self) -> bool {
+        self.warm.load(Ordering::Acquire) && self.restored.load(Ordering::Acquire)
+    }
+
+    pub fn owner_name(&self) -> &'static str {
+        self.source.owner_name()
+    }
+
+    /// The newest owner version this cache has seen (events and answers).
+    pub fn max_version(&self) -> i64 {
+        self.max_version.load(Ordering::Relaxed)
+    }
+
+    pub fn epoch(&self) -> Option<Epoch> {
+        self.epoch.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn current_generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The cached entry of `group`: `Current` when it is of the current generation.
+    pub fn cached(&self, group: i64) -> Option<Found<Arc<Entry<G::View>>>> {
+        let e = self.entries.get(&group)?;
+        Some(if e.generation == self.current_generation() { Found::Current(e) } else { Found::Stale(e) })
+    }
+
+    /// Whether a row of `epoch` belongs to the history this cache holds; adopts the first
+    /// epoch it sees. A row of another epoch asks the epoch watch to check the owner now.
+    fn same_epoch(&self, epoch: Option<&Epoch>) -> bool {
+        let Some(e) = epoch else { return true };
+        {
+            let mine = self.epoch.read().unwrap_or_else(|p| p.into_inner());
+            match mine.as_ref() {
+                Some(m) if m == e => return true,
+                Some(_) => {
+                    self.check_owner.notify_one();
+                    return false;
+                }
+                None => {}
+            }
+        }
+        let mut mine = self.epoch.write().unwrap_or_else(|p| p.into_inner());
+        match mine.as_ref() {
+            None => {
+                *mine = Some(e.clone());
+                true
+            }
+            Some(m) => m == e,
+        }
+    }
+
+    /// Change events (and the owner's own writes): applied to cached entries, remembered for
+    /// [`RECENT_WINDOW`] either way. Answers (applied to cached entries, stale or duplicate).
+    pub fn apply_rows(&self, rows: &[VersionedRow]) -> (usize, usize) {
+        let mut changed = 0;
+        let mut stale = 0;
+        let mut saves = Vec::new();
+        {
+            let _guard = self.lock();
+            for row in rows {
+                if !self.same_epoch(row.epoch.as_ref()) {
+                    self.metrics.inc("moa_replica_rows_other_epoch_total", format!("entity=\"{}\"", G::KIND), 1.0);
+                    continue;
+                }
+                let Some(group) = G::group_of(&row.key) else {
+                    log::warn!("{} row {} has an unexpected key; ignored", G::KIND, row.key);
+                    continue;
+                };
+                self.max_version.fetch_max(row.version, Ordering::Relaxed);
+                self.recent
+                    .get_with(group, Default::default)
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(row.clone());
+                self.forget_no_answers(row);
+                let Some(entry) = self.entries.get(&group) else { continue };
+                if entry.rows.get(&row.key).is_some_and(|held| held.version >= row.version) {
+                    stale += 1;
+                    continue;
+                }
+                let mut rows = entry.rows.clone();
+                rows.insert(row.key.clone(), row.clone());
+                let updated = Arc::new(Entry { view: G::view(&rows), rows, generation: entry.generation });
+                saves.push((group, updated.clone()));
+                self.entries.insert(group, updated);
+                changed += 1;
+            }
+        }
+        self.save(saves);
+        (changed, stale)
+    }
+
+    /// Stores the owner's answer for `groups` (asked in generation `generation`), merged with
+    /// the events of the last moments, and answers each group's entry.
+    pub(crate) fn fill(
+        &self,
+        groups: &[i64],
+        answer: &[VersionedRow],
+        generation: u64,
+    ) -> Vec<(i64, Arc<Entry<G::View>>)> {
+        let mut filled = Vec::new();
+        {
+            let _guard = self.lock();
+            // An answer of another history is not stored (the epoch watch resets the cache);
+            // it is still the owner's truth for this request.
+            let keep = answer.iter().all(|r| self.same_epoch(r.epoch.as_ref()));
+            for &group in groups {
+                let mut rows: BTreeMap<String, VersionedRow> = BTreeMap::new();
+                let mine = answer.iter().filter(|r| G::group_of(&r.key) == Some(group));
+                let recent = self.recent.get(&group);
+                let recent = recent.as_ref().map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).clone());
+                for row in mine.chain(recent.iter().flatten().filter(|r| self.same_epoch(r.epoch.as_ref()))) {
+                    self.max_version.fetch_max(row.version, Ordering::Relaxed);
+                    if rows.get(&row.key).is_none_or(|held| held.version < row.version) {
+                        rows.insert(row.key.clone(), row.clone());
+                    }
+                }
+                let entry = Arc::new(Entry { view: G::view(&rows), rows, generation });
+                if keep {
+                    self.entries.insert(group, entry.clone());
+                }
+                filled.push((group, entry));
+            }
+        }
+        self.save(filled.clone());
+        filled
+    }
+
+    fn save(&self, entries: Vec<(i64, Arc<Entry<G::View>>)>) {
+        let Some(p) = &self.persister else { return };
+        let epoch = self.epoch().map(|e| e.to_string()).unwrap_or_default();
+        for (group, entry) in entries {
+            let rows: Vec<&VersionedRow> = entry.rows.values().collect();
+            match serde_json::to_string(&rows) {
+                Ok(json) => p.send(Command::Save(group, epoch.clone(), json)),
+                Err(e) => log::warn!("{} cache: entry {group} not persisted: {e}", G::KIND),
+            }
+        }
+    }
+
+    /// Asks the owner `q` for `groups`, single-flight under the name `lookup`, and stores the
+    /// answer. `found` tells an answer worth keeping from a "no" remembered for
+    /// `NEGATIVE_CACHE_MS`.
+    pub async fn fetch(
+        &self,
+        lookup: String,
+        q: Query,
+        groups_of: impl Fn(&[VersionedRow]) -> Vec<i64>,
+        found: impl Fn(&[VersionedRow]) -> bool,
+    ) -> Result<Arc<Vec<VersionedRow>>> {
+        let generation = self.current_generation();
+        let ask = |q: Query| async {
+            self.metrics.inc("moa_cache_misses_total", format!("entity=\"{}\"", G::KIND), 1.0);
+            let rows = self.source.query(q, self.lookup_timeout).await?;
+            self.fill(&groups_of(&rows), &rows, generation);
+            Ok::<_, Error>(Arc::new(rows))
+        };
+        let mut rows = self.lookups.try_get_with(lookup.clone(), ask(q.clone())).await.map_err(|e| {
+            *self.owner_failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+            e.same_kind()
+        })?;
+        if !found(&rows) && self.recent_lookups.contains_key(&lookup) {
+            // The "no" may have been read before an event that says otherwise committed.
+            self.lookups.invalidate(&lookup).await;
+            rows = ask(q).await?;
+        }
+        if found(&rows) {
+            // Only "no" answers are remembered: what was found is an entry now.
+            self.lookups.invalidate(&lookup).await;
+        } else {
+            self.metrics.inc("moa_negative_lookups_total", format!("entity=\"{}\"", G::KIND), 1.0);
+        }
+        Ok(rows)
+    }
+
+    /// The rows of `group` read from the source now (not single-flight: a reader after a
+    /// write must not share a question asked before it), stored as the group's entry.
+    pub async fn read_group(&self, group: i64, q: Query, timeout: Duration) -> Result<Arc<Entry<G::View>>> {
+        let generation = self.current_generation();
+        let rows = self.source.query(q, timeout).await?;
+        let filled = self.fill(&[group], &rows, generation);
+        filled.into_iter().next().map(|(_, e)| e).ok_or_else(|| Error::Malformed("a fill without its entry".into()))
+    }
+
+    /// The last failure to reach the owner, if it was less than [`OWNER_RETRY_AFTER`] ago:
+    /// callers holding an old entry serve it without asking (an owner that is down costs
+    /// one timeout a second, not one per request).
+    pub fn owner_recently_failed(&self) -> Option<Error> {
+        let failed_at = *self.owner_failed_at.lock().unwrap_or_else(|p| p.into_inner());
+        failed_at.filter(|t| t.elapsed() < OWNER_RETRY_AFTER).map(|_| match &self.source {
+            Source::Local(_) => Error::DbUnavailable("the database did not answer a moment ago".into()),
+            Source::Remote { owner, .. } => Error::RpcFailed(owner.name(), "it did not answer a moment ago".into()),
+        })
+    }
+
+    /// Forgets the remembered "no" answers a row makes wrong (a user created with a token
+    /// that was just looked up in vain): events apply from sync code, moka's invalidation is
+    /// async, so it runs as a task a moment later.
+    fn forget_no_answers(&self, row: &VersionedRow) {
+        let names = G::lookups_answered_by(row);
+        if names.is_empty() {
+            return;
+        }
+        for name in &names {
+            self.recent_lookups.insert(name.clone(), ());
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let lookups = self.lookups.clone();
+            rt.spawn(async move {
+                for name in names {
+                    lookups.invalidate(&name).await;
+                }
+            });
+        }
+    }
+
+    pub(crate) fn hit(&self) {
+        self.metrics.inc("moa_cache_hits_total", format!("entity=\"{}\"", G::KIND), 1.0);
+    }
+
+    pub(crate) fn served_stale(&self, why: &Error) {
+        log::debug!("{} cache: an entry of an older generation served: {why}", G::KIND);
+        self.metrics.inc("moa_cache_stale_served_total", format!("entity=\"{}\"", G::KIND), 1.0);
+    }
+
+    /// Forgets everything: the owner's history changed. Entries filled by answers still in
+    /// flight are of the old generation, so they are asked again before use.
+    fn reset(&self, epoch: Option<Epoch>, why: &str) {
+        {
+            let _guard = self.lock();
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            self.entries.invalidate_all();
+            self.recent.invalidate_all();
+            self.lookups.invalidate_all();
+            self.max_version.store(0, Ordering::Relaxed);
+            *self.epoch.write().unwrap_or_else(|p| p.into_inner()) = epoch.clone();
+        }
+        if let Some(p) = &self.persister {
+            p.send(Command::Clear);
+        }
+        log::warn!("{} cache reset ({} owner {}): {why}", G::KIND, self.source.owner_name(), G::OWNER.name());
+        self.metrics.inc("moa_cache_resets_total", format!("entity=\"{}\"", G::KIND), 1.0);
+    }
+
+    /// The feed (re)subscribed: events may have been missed while it was not, so every entry
+    /// is asked again before its next use. Then the owner's epoch is checked.
+    pub async fn resubscribed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.subscribed.store(true, Ordering::Release);
+        self.check_owner.notify_one();
+    }
+
+    /// Loads the persisted hot copy: entries of generation 0, served only while the owner does
+    /// not answer. A cache with a hot copy is ready at once (the owner may be down).
+    pub async fn restore(&self) -> Vec<G::View> {
+        let views = self.load_hot_copy().await;
+        self.mark_restored();
+        views
+    }
+
+    /// The hot copy is loaded (or given up on): the cache may report ready.
+    pub(crate) fn mark_restored(&self) {
+        self.restored.store(true, Ordering::Release);
+    }
+
+    /// Loads the hot copy into the cache; see [`Self::restore`].
+    pub(crate) async fn load_hot_copy(&self) -> Vec<G::View> {
+        let mut views = Vec::new();
+        let Some(p) = &self.persister else { return views };
+        // Bounded: with the own database down the copy cannot be read, and the owner answers.
+        let Ok(loaded) = tokio::time::timeout(self.restore_timeout, p.load(self.restore_limit)).await else {
+            log::warn!(
+                "{} cache: the hot copy could not be read in {:?}; starting without it",
+                G::KIND,
+                self.restore_timeout
+            );
+            return views;
+        };
+        let Some(epoch) = loaded.first().map(|(_, e, _)| Epoch::from(e.as_str())) else { return views };
+        {
+            let _guard = self.lock();
+            let mine = self.epoch.read().unwrap_or_else(|p| p.into_inner()).clone();
+            if mine.as_ref().is_some_and(|m| *m != epoch) {
+                return views;
+            }
+            *self.epoch.write().unwrap_or_else(|p| p.into_inner()) = Some(epoch.clone());
+            for (group, e, json) in loaded {
+                if Epoch::from(e.as_str()) != epoch || self.entries.contains_key(&group) {
+                    continue;
+                }
+                let Ok(rows) = serde_json::from_str::<Vec<VersionedRow>>(&json) else { continue };
+                let rows: BTreeMap<String, VersionedRow> = rows.into_iter().map(|r| (r.key.clone(), r)).collect();
+                self.max_version.fetch_max(rows.values().map(|r| r.version).max().unwrap_or(0), Ordering::Relaxed);
+                let view = G::view(&rows);
+                views.push(view.clone());
+                self.entries.insert(group, Arc::new(Entry { view, rows, generation: 0 }));
+            }
+        }
+        if !views.is_empty() {
+            self.warm.store(true, Ordering::Release);
+            log::info!("{} cache: {} entries restored from the own database (epoch {epoch})", G::KIND, views.len());
+        }
+        views
+    }
+
+    /// Watches the owner for as long as the service runs: every `EPOCH_PROBE_MS`, and at once
+    /// after a resubscription or a row of an unknown epoch, it asks the owner's epoch and
+    /// newest version. The first answer makes the cache ready; another epoch, or a newest
+    /// version below one seen here, resets it. An owner that does not answer is left alone.
+    pub async fn watch_owner(&self) {
+        // The epoch answer may take a moment at start (an owner starting beside us): as long
+        // as the catalog's owner check, not a request's RPC timeout.
+        let timeout = self.lookup_timeout.max(Duration::from_secs(2));
+        loop {
+            if self.subscribed.load(Ordering::Acquire) {
+                self.check_with_owner(timeout).await;
+            }
+            // Until the first answer, ask often: readiness waits for it.
+            let wait = if self.is_warm() { self.probe_interval } else { Duration::from_millis(200) };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.check_owner.notified() => {}
+            }
+        }
+    }
+
+    async fn check_with_owner(&self, timeout: Duration) {
+        let owner = match self.source.owner_mark(G::KIND, timeout).await {
+            Ok(owner) => owner,
+            Err(e) => {
+                log::debug!("{} cache: epoch check with {} failed: {e}", G::KIND, self.source.owner_name());
+                return;
+            }
+        };
+        match self.epoch() {
+            Some(e) if e != owner.epoch => {
+                self.reset(Some(owner.epoch.clone()), &format!("the owner's epoch changed ({e} -> {})", owner.epoch))
+            }
+            _ if self.max_version() > owner.max_version => self.reset(
+                Some(owner.epoch.clone()),
+                &format!("it saw version {} but the owner's newest is {}", self.max_version(), owner.max_version),
+            ),
+            None => {
+                self.same_epoch(Some(&owner.epoch));
+            }
+            _ => {}
+        }
+        if !self.warm.swap(true, Ordering::AcqRel) {
+            log::info!("{} cache ready: {} answers (epoch {})", G::KIND, self.source.owner_name(), owner.epoch);
+        }
+    }
+}
+
+enum Command {
+    Save(i64, String, String),
+    Delete(i64),
+    Clear,
+}
+
+/// Write-behind of cache entries into `moa_cache_entry`: the hot path only sends; one task
+/// folds what queued up into one transaction, and retries while the database is down.
+#[derive(Clone)]
+struct EntryPersister {
+    cache: &'static str,
+    store: Addr<Store>,
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl EntryPersister {
+    fn start(cache: &'static str, store: Addr<Store>, tasks: &Tasks) -> EntryPersister {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tasks.spawn("cache persister", write_behind(cache, store.clone(), rx));
+        EntryPersister { cache, store, tx }
+    }
+
+    fn send(&self, c: Command) {
+        let _ = self.tx.send(c);
+    }
+
+    /// The `limit` most recently saved entries, retrying until the database answers.
+    async fn load(&self, limit: u64) -> Vec<(i64, String, String)> {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.store.send(LoadCacheEntries { cache: self.cache, limit }).await {
+                Ok(Ok(rows)) => return rows,
+                Ok(Err(e)) => log::debug!("{} cache: cannot load the persisted copy yet: {e}", self.cache),
+                Err(_) => return Vec::new(),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(3));
+        }
+    }
+}
+
+async fn write_behind(cache: &'static str, store: Addr<Store>, mut rx: mpsc::UnboundedReceiver<Command>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = SaveCacheEntries { cache, clear: false, entries: BTreeMap::new() };
+        let mut next = Some(first);
+        loop {
+            while let Some(c) = next.take() {
+                match c {
+                    Command::Save(group, epoch, json) => {
+                        batch.entries.insert(group, Some((epoch, json)));
+                    }
+                    Command::Delete(group) => {
+                        batch.entries.insert(group, None);
+                    }
+                    Command::Clear => {
+                        batch.clear = true;
+                        batch.entries.clear();
+                    }
+                }
+                next = rx.try_recv().ok();
+            }
+            match store.send(batch.clone()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => {
+                    log::warn!("{cache} cache: cannot persist {} entries yet: {e}", batch.entries.len());
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    next = rx.try_recv().ok();
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
