@@ -204,7 +204,7 @@ async fn create_missing_functions(conn: &mut tokio_postgres::Client, functions: 
 
 /// Names the function file a failed definition came from; the database error stays the source.
 fn function_error(f: &Migration, e: tokio_postgres::Error) -> Error {
-    log::warn!("function file of {} failed: {e}", f.name);
+    log::warn!("defining SQL function {} from its function file (sql/functions/{}.sql) failed: {e}", f.name, f.name);
     Error::Db(e)
 }
 
