@@ -1,3 +1,5 @@
+-- (This migration used to define moa_write_alarm(), which migration 11 drops.)
+--
 -- One alarm per (user, item): setting an alarm twice leaves one row. Duplicates that an
 -- operator may have inserted before this migration are folded into the oldest row first.
 DELETE FROM public.alarm a
@@ -17,24 +19,3 @@ DROP TRIGGER IF EXISTS moa_capture_alarm ON public.alarm;
 CREATE TRIGGER moa_capture_alarm
     AFTER INSERT OR UPDATE OR DELETE ON public.alarm
     FOR EACH ROW EXECUTE FUNCTION moa_capture('alarm', 'alarm.events', 'user_id', 'item_id');
-
--- Sets or clears one alarm and returns the pair's versioned state, in one round trip and one
--- transaction. moa.request_id ties the change event to the HTTP request (and tells the
--- capture trigger that the service wakes its relay itself).
-CREATE OR REPLACE FUNCTION moa_write_alarm(p_user_id integer, p_item_id integer, p_set boolean, p_request_id text)
-RETURNS TABLE (key text, version bigint, deleted boolean, data jsonb)
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM set_config('moa.request_id', coalesce(nullif(p_request_id, ''), '-'), true);
-    IF p_set THEN
-        INSERT INTO public.alarm (item_id, user_id, created)
-        VALUES (p_item_id, p_user_id, now()::timestamp)
-        ON CONFLICT (user_id, item_id) DO NOTHING;
-    ELSE
-        DELETE FROM public.alarm a WHERE a.user_id = p_user_id AND a.item_id = p_item_id;
-    END IF;
-    RETURN QUERY
-        SELECT v.key, v.version, v.deleted, v.data FROM moa_entity_version v
-        WHERE v.entity = 'alarm' AND v.key = p_user_id::text || ':' || p_item_id::text;
-END;
-$$;

@@ -10,7 +10,9 @@ use common::{
 };
 use tokio_postgres::types::Type;
 
-pub static MIGRATIONS: [Migration; 10] = [
+/// Versioned migrations in the order they apply, then this domain's function files (the shared
+/// ones, `common::db::FUNCTIONS`, are applied by `common::db::migrate` itself).
+pub static MIGRATIONS: [Migration; 11] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
@@ -29,6 +31,7 @@ pub static MIGRATIONS: [Migration; 10] = [
     common::db::OUTBOX_RETRY,
     common::db::TOMBSTONES,
     common::db::CACHE_ENTRIES,
+    Migration::function("moa_write_alarms", include_str!("../sql/functions/moa_write_alarms.sql")),
 ];
 
 /// Sets (`set: true`) or clears the alarm of `user_id` on `item_id`; both are idempotent.

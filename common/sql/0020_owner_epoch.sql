@@ -19,34 +19,9 @@ CREATE TABLE IF NOT EXISTS moa_epoch_seed (
 );
 INSERT INTO moa_epoch_seed DEFAULT VALUES ON CONFLICT DO NOTHING;
 
--- Computed once per session and kept in the session setting moa.epoch: reading the control
--- file (pg_control_checkpoint) took up to 250 ms under load, on every statement that carries
--- an epoch. None of its parts can change during a session (a promoted standby's sessions were
--- read-only; a restore restarts the server or re-creates the database).
-CREATE OR REPLACE FUNCTION moa_epoch() RETURNS text
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    v_epoch text := current_setting('moa.epoch', true);
-BEGIN
-    IF coalesce(v_epoch, '') = '' THEN
-        SELECT left(md5(concat_ws('/',
-                   (SELECT system_identifier FROM pg_control_system()),
-                   (SELECT timeline_id FROM pg_control_checkpoint()),
-                   (SELECT oid FROM pg_database WHERE datname = current_database()),
-                   (SELECT seed FROM moa_epoch_seed))), 16)
-        INTO v_epoch;
-        PERFORM set_config('moa.epoch', v_epoch, false);
-    END IF;
-    RETURN v_epoch;
-END;
-$$;
+-- moa_epoch(): defined in common/sql/functions/moa_epoch.sql (applied on every start).
 
--- The newest version this database has handed out (committed or not): a replica holding a
--- higher one holds rows of another history, or forged ones.
-CREATE OR REPLACE FUNCTION moa_max_version() RETURNS bigint
-LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM moa_version_seq
-$$;
+-- moa_max_version(): defined in common/sql/functions/moa_max_version.sql (applied on every start).
 
 -- Persisted replicas remember the owner epoch they belong to; rows of another epoch are
 -- never loaded.

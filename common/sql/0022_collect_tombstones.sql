@@ -27,45 +27,6 @@ CREATE TABLE IF NOT EXISTS moa_tombstone_horizon (
 -- Collection reads only tombstones.
 CREATE INDEX IF NOT EXISTS moa_entity_version_tombstones ON moa_entity_version (version) WHERE deleted;
 
-CREATE OR REPLACE FUNCTION moa_tombstone_horizon(p_entity text) RETURNS bigint
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce((SELECT version FROM moa_tombstone_horizon WHERE entity = p_entity), 0)
-$$;
+-- moa_tombstone_horizon(): defined in common/sql/functions/moa_tombstone_horizon.sql (applied on every start).
 
--- Collects the tombstones older than p_retention; answers how many. Several instances may
--- call it: they take turns (advisory lock).
-CREATE OR REPLACE FUNCTION moa_collect_tombstones(p_retention interval) RETURNS bigint
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_bound     bigint;
-    v_bound_at  timestamptz;
-    v_collected bigint;
-BEGIN
-    PERFORM pg_advisory_xact_lock(4242002);
-    INSERT INTO moa_version_mark (at, version)
-    SELECT clock_timestamp(), coalesce(max(version), 0) FROM moa_entity_version
-    ON CONFLICT (at) DO NOTHING;
-    SELECT at, version INTO v_bound_at, v_bound
-    FROM moa_version_mark WHERE at <= clock_timestamp() - p_retention ORDER BY at DESC LIMIT 1;
-    IF v_bound IS NULL THEN
-        RETURN 0;
-    END IF;
-    -- Marks older than the one used are not needed again.
-    DELETE FROM moa_version_mark WHERE at < v_bound_at;
-    WITH newest AS (
-        SELECT entity, max(version) AS version FROM moa_entity_version GROUP BY entity
-    ), gone AS (
-        DELETE FROM moa_entity_version t
-        USING newest n
-        WHERE t.deleted AND t.version <= v_bound AND t.entity = n.entity AND t.version < n.version
-        RETURNING t.entity, t.version
-    ), horizon AS (
-        INSERT INTO moa_tombstone_horizon AS h (entity, version)
-        SELECT entity, max(version) FROM gone GROUP BY entity
-        ON CONFLICT (entity) DO UPDATE SET version = greatest(h.version, EXCLUDED.version)
-        RETURNING 1
-    )
-    SELECT count(*) INTO v_collected FROM gone;
-    RETURN v_collected;
-END;
-$$;
+-- moa_collect_tombstones(): defined in common/sql/functions/moa_collect_tombstones.sql (applied on every start).

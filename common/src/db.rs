@@ -9,11 +9,32 @@ use crate::error::{Error, Result};
 
 pub type Pool = bb8::Pool<PostgresConnectionManager<NoTls>>;
 
-/// One schema change of a service's own database. Applied once, in order, in a transaction.
+/// One step of a service's own database schema, of one of two kinds:
+/// - a versioned migration (tables, indexes, triggers, backfills): applied once, in version
+///   order, each in its own transaction, and recorded in `moa_migrations`;
+/// - a function file ([`Migration::function`], version [`FUNCTION`]): the one, live definition
+///   of one SQL function, named after it (`*/sql/functions/<name>.sql`, an idempotent
+///   `CREATE OR REPLACE FUNCTION`), applied on every start after the versioned migrations, like
+///   Flyway's repeatable migrations. Editing the file changes the function at the next start,
+///   without a new migration. See [`migrate`] and docs/architecture.md, "Where the SQL lives".
 pub struct Migration {
     pub version: i32,
     pub name: &'static str,
     pub sql: &'static str,
+}
+
+/// The version of a function file: it has none (it is never recorded in `moa_migrations`).
+pub const FUNCTION: i32 = 0;
+
+impl Migration {
+    /// The function file of SQL function `name` (whose definition `sql` is).
+    pub const fn function(name: &'static str, sql: &'static str) -> Migration {
+        Migration { version: FUNCTION, name, sql }
+    }
+
+    pub const fn is_function(&self) -> bool {
+        self.version == FUNCTION
+    }
 }
 
 /// The change-capture objects every domain database gets (outbox, versions, trigger function).
@@ -43,6 +64,16 @@ pub const OUTBOX_RETRY: Migration =
 /// The hot copy of the user and alarm caches (`moa_cache_entry`; see `replica::cache`).
 pub const CACHE_ENTRIES: Migration =
     Migration { version: 24, name: "cache hot copy", sql: include_str!("../sql/0024_cache_entry.sql") };
+/// The SQL functions every domain database gets, with the shared migrations above (which
+/// every service lists); [`migrate`] applies them itself, before the service's own functions.
+pub const FUNCTIONS: [Migration; 6] = [
+    Migration::function("moa_capture_key", include_str!("../sql/functions/moa_capture_key.sql")),
+    Migration::function("moa_capture", include_str!("../sql/functions/moa_capture.sql")),
+    Migration::function("moa_epoch", include_str!("../sql/functions/moa_epoch.sql")),
+    Migration::function("moa_max_version", include_str!("../sql/functions/moa_max_version.sql")),
+    Migration::function("moa_tombstone_horizon", include_str!("../sql/functions/moa_tombstone_horizon.sql")),
+    Migration::function("moa_collect_tombstones", include_str!("../sql/functions/moa_collect_tombstones.sql")),
+];
 
 /// Builds the pool without connecting: a service starts (and reports not-ready) while its
 /// database is down, and the pool connects when it returns. Every connection runs with
@@ -68,9 +99,31 @@ pub fn pool(url: &str, size: u32, timeout: Duration, statement_timeout: Duration
         .build_unchecked(manager))
 }
 
-/// Applies `migrations` not yet applied, under an advisory lock so that two instances
-/// starting together do not race. Returns how many were applied.
+/// Applies the versioned `migrations` not yet applied, then every function file ([`FUNCTIONS`]
+/// and the function files in `migrations`), all under an advisory lock so that two instances
+/// starting together do not race. Returns how many versioned migrations were applied.
+///
+/// Function files are applied twice when migrations are pending:
+/// - before them, only the functions that do not exist yet, with `check_function_bodies` off:
+///   a migration that creates a trigger needs its function, and a backfill may call one, while
+///   the tables a SQL-language body reads may only be created by a later migration (the
+///   forward reference pg_dump also turns the check off for);
+/// - after them, every one (`CREATE OR REPLACE`, bodies checked against the final schema), in
+///   one transaction: the file always wins, and a changed file takes effect at this start.
+///
+/// Functions that exist are left alone before the migrations, so a migration may still DROP
+/// one whose return type a new file changes (CREATE OR REPLACE cannot), and the file then
+/// creates it again after. A migration must not call a function whose current body needs a
+/// later migration's tables.
 pub async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<usize> {
+    let (own_functions, versioned): (Vec<&Migration>, Vec<&Migration>) =
+        migrations.iter().partition(|m| m.is_function());
+    let functions: Vec<&Migration> = FUNCTIONS.iter().chain(own_functions).collect();
+    let mut names: Vec<&str> = functions.iter().map(|f| f.name).collect();
+    names.sort_unstable();
+    if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Error::Config(format!("SQL function {} has two function files", twice[0])));
+    }
     let mut conn = pool.get().await?;
     // The lock is per session; it is released with this connection's checkout below.
     // Migrations (and waiting for another instance's) may take minutes on a large database
@@ -88,8 +141,8 @@ pub async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<usize> {
         // Versions were renumbered (1, 2, 3, 10.., 20..) so that their order is the order they
         // apply in; a database migrated before knows some by their old numbers (100, 101, 2..):
         // move those to the new ones, by name (through negatives: the version is the key).
-        let names: Vec<&str> = migrations.iter().map(|m| m.name).collect();
-        let versions: Vec<i32> = migrations.iter().map(|m| m.version).collect();
+        let names: Vec<&str> = versioned.iter().map(|m| m.name).collect();
+        let versions: Vec<i32> = versioned.iter().map(|m| m.version).collect();
         let moved = conn
             .execute(
                 "UPDATE moa_migrations m SET version = -v.version
@@ -102,13 +155,13 @@ pub async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<usize> {
             conn.execute("UPDATE moa_migrations SET version = -version WHERE version < 0", &[]).await?;
             log::info!("renumbered {moved} applied migrations to the current numbering");
         }
-        let mut applied = 0;
-        for m in migrations {
-            let done =
-                conn.query_opt("SELECT 1 FROM moa_migrations WHERE version = $1", &[&m.version]).await?.is_some();
-            if done {
-                continue;
-            }
+        let done: Vec<i32> =
+            conn.query("SELECT version FROM moa_migrations", &[]).await?.iter().map(|r| r.get(0)).collect();
+        let pending: Vec<&Migration> = versioned.into_iter().filter(|m| !done.contains(&m.version)).collect();
+        if !pending.is_empty() {
+            create_missing_functions(&mut conn, &functions).await?;
+        }
+        for m in &pending {
             log::info!("applying migration {} ({})", m.version, m.name);
             let tx = conn.transaction().await?;
             // "trigger ... does not exist, skipping" (DROP ... IF EXISTS) is not news at a first start.
@@ -116,13 +169,46 @@ pub async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<usize> {
             tx.batch_execute(m.sql).await?;
             tx.execute("INSERT INTO moa_migrations (version, name) VALUES ($1, $2)", &[&m.version, &m.name]).await?;
             tx.commit().await?;
-            applied += 1;
         }
-        Ok::<_, Error>(applied)
+        let tx = conn.transaction().await?;
+        for f in &functions {
+            tx.batch_execute(f.sql).await.map_err(|e| function_error(f, e))?;
+        }
+        tx.commit().await?;
+        log::info!("{} SQL functions defined from their function files", functions.len());
+        Ok::<_, Error>(pending.len())
     }
     .await;
     conn.batch_execute("SELECT pg_advisory_unlock(4242001); RESET statement_timeout").await?;
     result
+}
+
+/// Creates the functions of `functions` that do not exist yet, bodies unchecked (see [`migrate`]).
+async fn create_missing_functions(conn: &mut tokio_postgres::Client, functions: &[&Migration]) -> Result<()> {
+    let names: Vec<&str> = functions.iter().map(|f| f.name).collect();
+    let existing: Vec<String> = conn
+        .query(
+            "SELECT DISTINCT proname::text FROM pg_proc WHERE proname = ANY($1) AND pg_function_is_visible(oid)",
+            &[&names],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let tx = conn.transaction().await?;
+    tx.batch_execute("SET LOCAL check_function_bodies = off").await?;
+    for f in functions.iter().filter(|f| !existing.iter().any(|e| e == f.name)) {
+        log::info!("creating SQL function {} before the migrations that use it", f.name);
+        tx.batch_execute(f.sql).await.map_err(|e| function_error(f, e))?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Names the function file a failed definition came from; the database error stays the source.
+fn function_error(f: &Migration, e: tokio_postgres::Error) -> Error {
+    log::warn!("defining SQL function {} from its function file (sql/functions/{}.sql) failed: {e}", f.name, f.name);
+    Error::Db(e)
 }
 
 /// Waits until the database answers and migrations are applied, retrying with a short pause.
@@ -158,5 +244,130 @@ pub async fn migrate_when_reachable(pool: &Pool, migrations: &'static [Migration
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(3));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    /// The names of the functions `sql` creates (`CREATE [OR REPLACE] FUNCTION [schema.]name`),
+    /// in order, lower-cased; `--` comments are skipped. A scanner, not a parser: enough for our
+    /// migration and function files, which keep each such header on its own lines.
+    fn created_functions(sql: &str) -> Vec<String> {
+        let code: String = sql.lines().map(|l| l.split("--").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
+        let code = code.to_lowercase().replace('(', " (");
+        let words: Vec<&str> = code.split_whitespace().collect();
+        let mut names = Vec::new();
+        for (i, w) in words.iter().enumerate() {
+            if *w != "create" {
+                continue;
+            }
+            let rest = &words[i + 1..];
+            let name = match rest {
+                ["function", name, ..] => name,
+                ["or", "replace", "function", name, ..] => name,
+                _ => continue,
+            };
+            names.push(name.rsplit('.').next().unwrap_or(name).trim_matches('"').to_string());
+        }
+        names
+    }
+
+    fn workspace() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("common lives in the workspace").to_path_buf()
+    }
+
+    /// The `.sql` files directly in `dir` (none if it does not exist), sorted.
+    fn sql_files(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.retain(|p| p.extension().is_some_and(|e| e == "sql"));
+        files.sort();
+        files
+    }
+
+    /// Every domain's directory (the workspace members with a `src/store.rs`) and `common`.
+    fn domains() -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(workspace())
+            .expect("the workspace is readable")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("src/store.rs").is_file())
+            .collect();
+        dirs.sort();
+        dirs
+    }
+
+    fn stem(p: &Path) -> String {
+        p.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn the_scanner_finds_every_spelling_of_create_function() {
+        let sql = "-- CREATE FUNCTION in_a_comment()\nCREATE OR REPLACE FUNCTION a(x int)\n\
+                   create function public.\"b\"() returns int\nCREATE  OR  REPLACE\n  FUNCTION c\n(\n\
+                   SELECT 'create table'; CREATE TRIGGER t EXECUTE FUNCTION a();";
+        assert_eq!(created_functions(sql), ["a", "b", "c"]);
+    }
+
+    /// One place per function: each function file defines exactly the function it is named
+    /// after, no function has two files, and no versioned migration defines one (a later
+    /// migration silently replacing an earlier definition is what the files replace).
+    #[test]
+    fn every_sql_function_is_defined_in_exactly_one_function_file() {
+        let mut owner: std::collections::BTreeMap<String, PathBuf> = Default::default();
+        let mut files = 0;
+        for dir in domains() {
+            for file in sql_files(&dir.join("sql/functions")) {
+                files += 1;
+                let sql = std::fs::read_to_string(&file).expect("readable");
+                assert_eq!(
+                    created_functions(&sql),
+                    [stem(&file)],
+                    "{} defines only the function it is named after",
+                    file.display()
+                );
+                if let Some(other) = owner.insert(stem(&file), file.clone()) {
+                    panic!("{} is defined in {} and {}", stem(&file), other.display(), file.display());
+                }
+            }
+            let versioned = [dir.join("sql"), dir.join("migrations")];
+            for file in versioned.iter().flat_map(|d| sql_files(d)) {
+                let sql = std::fs::read_to_string(&file).expect("readable");
+                let defined = created_functions(&sql);
+                assert!(
+                    defined.is_empty(),
+                    "{} is a versioned migration but defines {defined:?}: move the definition to sql/functions/<name>.sql",
+                    file.display()
+                );
+            }
+        }
+        assert!(files >= FUNCTIONS.len(), "the function files were found ({files})");
+    }
+
+    /// Every function file is applied: the shared ones by [`FUNCTIONS`], a domain's by its
+    /// `MIGRATIONS` list (checked in the text of its `src/store.rs`: common cannot see it).
+    #[test]
+    fn every_function_file_is_registered() {
+        let shared: Vec<String> =
+            sql_files(&workspace().join("common/sql/functions")).iter().map(|p| stem(p)).collect();
+        let mut registered: Vec<String> = FUNCTIONS.iter().map(|f| f.name.to_string()).collect();
+        registered.sort();
+        assert_eq!(registered, shared, "common::db::FUNCTIONS lists common/sql/functions");
+        for f in &FUNCTIONS {
+            assert!(f.is_function());
+            assert_eq!(created_functions(f.sql), [f.name]);
+        }
+        for dir in domains().into_iter().filter(|d| !d.ends_with("common")) {
+            let store = std::fs::read_to_string(dir.join("src/store.rs")).expect("readable");
+            for file in sql_files(&dir.join("sql/functions")) {
+                let name = stem(&file);
+                let entry = format!("Migration::function(\"{name}\", include_str!(\"../sql/functions/{name}.sql\"))");
+                assert!(store.contains(&entry), "{} lists {entry}", dir.join("src/store.rs").display());
+            }
+        }
     }
 }

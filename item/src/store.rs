@@ -4,6 +4,8 @@ use actix::prelude::*;
 use common::{amqp::topology::VIEWS_EXCHANGE, batch::Coalescer, db::Migration, store::Store, Result};
 use tokio_postgres::types::Type;
 
+/// Versioned migrations in the order they apply (the shared function files,
+/// `common::db::FUNCTIONS`, are applied by `common::db::migrate` itself).
 pub static MIGRATIONS: [Migration; 8] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,

@@ -10,7 +10,9 @@ use common::{
     Error, Result,
 };
 
-pub static MIGRATIONS: [Migration; 12] = [
+/// Versioned migrations in the order they apply, then this domain's function files (the shared
+/// ones, `common::db::FUNCTIONS`, are applied by `common::db::migrate` itself).
+pub static MIGRATIONS: [Migration; 14] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
@@ -27,6 +29,8 @@ pub static MIGRATIONS: [Migration; 12] = [
     common::db::TOMBSTONES,
     Migration { version: 23, name: "visit retention", sql: include_str!("../migrations/0014_visit_retention.sql") },
     common::db::CACHE_ENTRIES,
+    Migration::function("moa_record_visit", include_str!("../sql/functions/moa_record_visit.sql")),
+    Migration::function("moa_trim_visits", include_str!("../sql/functions/moa_trim_visits.sql")),
 ];
 
 /// Stores one view, once: a duplicate event id changes nothing. Answers whether it was new
@@ -46,7 +50,7 @@ impl Handler<RecordVisit> for Store {
         let wake = self.outbox_wake();
         self.run(async move {
             let conn = pool.get().await?;
-            // One round trip: moa_record_visit (migration 13) stores it and returns the pair's state.
+            // One round trip: moa_record_visit (sql/functions/moa_record_visit.sql) stores it and returns the pair's state.
             let row = conn
                 .query_one(
                     "SELECT inserted, key, version, deleted, data, (SELECT moa_epoch())
@@ -94,7 +98,7 @@ impl Handler<RecentVisits> for Store {
 }
 
 /// How long a stored view is kept in `visit` (by when it was received): long past any
-/// redelivery. See `migrations/0014_visit_retention.sql`.
+/// redelivery. See `migrations/0014_visit_retention.sql` and `sql/functions/moa_trim_visits.sql`.
 pub const VISIT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How often each instance trims the visit book.
 pub const VISIT_TRIM_EVERY: Duration = Duration::from_secs(3600);

@@ -1,7 +1,11 @@
-//! The migration runner: versions in the order they apply, and databases migrated under the
-//! old numbering (1, 100, 101, 2, ...) moved to it without applying anything twice.
+//! The migration runner: versions in the order they apply, databases migrated under the
+//! old numbering (1, 100, 101, 2, ...) moved to it without applying anything twice, and every
+//! SQL function defined by its one function file (`*/sql/functions/<name>.sql`), on a fresh
+//! database as on one migrated before those files existed.
 
-use e2e::{Infra, Seed, Svc, System};
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use e2e::{env, eventually, Infra, Seed, Svc, System};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_follow_the_order_of_application_and_old_numbers_are_moved_not_reapplied() {
@@ -34,4 +38,117 @@ async fn versions_follow_the_order_of_application_and_old_numbers_are_moved_not_
     let after: Vec<(String, String)> = sys.sql(Svc::Alarm, stamps).await.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(after, before, "nothing applied a second time");
     assert!(sys.log(Svc::Alarm).contains("renumbered 7 applied migrations"), "{}", sys.log(Svc::Alarm));
+}
+
+/// The function files `svc`'s database gets: the shared ones and its own, as name -> the body
+/// PostgreSQL keeps (`pg_proc.prosrc`: what lies between the two `$$`).
+fn function_files(svc: Svc) -> BTreeMap<String, String> {
+    let repo = &env().repo_dir;
+    let mut files = BTreeMap::new();
+    for dir in [repo.join("common/sql/functions"), repo.join(svc.name()).join("sql/functions")] {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            let name = path.file_stem().and_then(|s| s.to_str()).expect("a file name").to_string();
+            let sql = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            files.insert(name, body(&path, &sql));
+        }
+    }
+    assert!(files.contains_key("moa_capture"), "the function files are found under {}", repo.display());
+    files
+}
+
+fn body(path: &Path, sql: &str) -> String {
+    let mut parts = sql.split("$$");
+    parts.next();
+    parts.next().unwrap_or_else(|| panic!("{} has a $$-quoted body", path.display())).to_string()
+}
+
+/// Every `moa_` function of `svc`'s database, as name -> body.
+async fn functions_in(sys: &System, svc: Svc) -> BTreeMap<String, String> {
+    sys.sql(
+        svc,
+        "SELECT proname::text, prosrc FROM pg_proc
+         WHERE pronamespace = 'public'::regnamespace AND proname LIKE 'moa\\_%'",
+    )
+    .await
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// A fresh database gets every function, each as its file defines it, and nothing else: the
+/// capture triggers (created by versioned migrations) found their function before the
+/// migrations ran, and the files are the only definitions left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_database_gets_every_function_from_its_file() {
+    let sys =
+        System::start_on(Infra::shared(), Seed::Demo, &[]).await.expect("the demo seed is part of the repository");
+    for svc in Svc::ALL {
+        assert_eq!(functions_in(&sys, svc).await, function_files(svc), "{} database", svc.name());
+        let triggers = sys
+            .sql(svc, "SELECT count(*) FROM pg_trigger WHERE tgfoid = 'moa_capture'::regproc AND NOT tgisinternal")
+            .await[0]
+            .get::<_, i64>(0);
+        assert!(triggers >= 1, "{} captures its changes", svc.name());
+    }
+}
+
+/// An existing install: an alarm database migrated by the code before the function files
+/// (the frozen fixture, fixtures/alarm_db_before_function_files.sql: the same versions, every
+/// function defined by the migrations). The current code applies no migration again, every
+/// function is its file's again, a function whose body differs from its file (as after the
+/// file was edited) takes the file's body at this start, and writes work end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_migrated_before_the_function_files_keeps_working_and_the_files_win() {
+    let mut sys =
+        System::start_on(Infra::shared(), Seed::Demo, &[]).await.expect("the demo seed is part of the repository");
+    let token = sys.token().await;
+    sys.stop(Svc::Alarm);
+    sys.recreate_db(Svc::Alarm, Seed::Demo).await;
+    let db = e2e::pg(sys.infra.pg_port(Svc::Alarm), &sys.db_name(Svc::Alarm)).await;
+    db.batch_execute(include_str!("fixtures/alarm_db_before_function_files.sql"))
+        .await
+        .expect("the old migrations apply");
+    // A body the file no longer has: what an edit of the file must replace at the next start.
+    db.batch_execute(
+        "CREATE OR REPLACE FUNCTION moa_max_version() RETURNS bigint LANGUAGE sql STABLE AS $$ SELECT -1::bigint $$",
+    )
+    .await
+    .expect("an old body");
+    let stamps = "SELECT version, name, applied_at::text FROM moa_migrations ORDER BY version";
+    let row = |r: &tokio_postgres::Row| -> (i32, String, String) { (r.get(0), r.get(1), r.get(2)) };
+    let before: Vec<_> = sys.sql(Svc::Alarm, stamps).await.iter().map(row).collect();
+    assert_eq!(before.len(), 9, "the fixture lists the versions an install had: {before:?}");
+    let old = functions_in(&sys, Svc::Alarm).await;
+    assert_ne!(old["moa_max_version"], function_files(Svc::Alarm)["moa_max_version"]);
+
+    let early = |sys: &System| sys.log(Svc::Alarm).matches("before the migrations that use it").count();
+    let created_early = early(&sys);
+    assert!(created_early > 0, "the first start, on an empty database, created the functions first");
+    sys.restart(Svc::Alarm).await;
+    let after: Vec<_> = sys.sql(Svc::Alarm, stamps).await.iter().map(row).collect();
+    assert_eq!(after, before, "no migration applied again");
+    assert_eq!(functions_in(&sys, Svc::Alarm).await, function_files(Svc::Alarm), "every function is its file's");
+    // (The log holds every start of this system's alarm service: the first one, on an empty
+    // database, created its functions early.)
+    assert_eq!(early(&sys), created_early, "nothing was pending, so nothing was created before the migrations");
+
+    // Writes go through moa_write_alarms and the capture it shares with moa_capture; the relay
+    // publishes them and the item service shows them.
+    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 30}"#).await.assert_empty(201);
+    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![30]);
+    let max: i64 = sys.sql(Svc::Alarm, "SELECT moa_max_version()").await[0].get(0);
+    assert!(max > 0, "moa_max_version() has the file's body again: {max}");
+    eventually(Duration::from_secs(10), "item list shows the alarm", || async {
+        sys.get(Svc::Item, "/", &token).await.alarmed_ids() == vec![30]
+    })
+    .await;
+    // An operator's change goes through the moa_capture trigger.
+    sys.sql(Svc::Alarm, "DELETE FROM alarm WHERE item_id = 30").await;
+    eventually(Duration::from_secs(10), "item list shows the alarm cleared", || async {
+        sys.get(Svc::Item, "/", &token).await.alarmed_ids().is_empty()
+    })
+    .await;
+    let left: i64 = sys.sql(Svc::Alarm, "SELECT count(*) FROM moa_outbox").await[0].get(0);
+    assert_eq!(left, 0, "the outbox drained");
 }
