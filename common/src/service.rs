@@ -78,12 +78,12 @@ fn replicas_for(
     };
     let r = replicas.clone();
     tasks.spawn_once("replica restore", async move {
-        futures_util::join!(r.items.restore(), r.users.restore(), r.alarms.restore());
+        futures_util::future::join_all(r.all().iter().map(|k| k.restore())).await;
     });
     // Each replica and cache watches its owner's epoch for as long as the service runs.
     let r = replicas.clone();
     tasks.spawn("owner epoch watch", async move {
-        futures_util::join!(r.items.watch_owner(), r.users.watch_owner(), r.alarms.watch_owner());
+        futures_util::future::join_all(r.all().iter().map(|k| k.watch_owner())).await;
     });
     replicas
 }
@@ -206,15 +206,11 @@ pub async fn metrics(core: web::Data<Core>) -> HttpResponse {
     for (entity, warm, _) in core.replicas.status() {
         core.metrics.set("moa_replica_warm", format!("entity=\"{entity}\""), if warm { 1.0 } else { 0.0 });
     }
-    let r = &core.replicas;
-    for (entity, version) in
-        [("item", r.items.max_version()), ("user", r.users.max_version()), ("alarm", r.alarms.max_version())]
-    {
-        core.metrics.set("moa_replica_version", format!("entity=\"{entity}\""), version as f64);
-    }
-    core.metrics.set("moa_replica_rows", "entity=\"item\"".to_string(), r.items.len() as f64);
-    for (entity, entries) in [("user", r.users.len()), ("alarm", r.alarms.len())] {
-        core.metrics.set("moa_cache_entries", format!("entity=\"{entity}\""), entries as f64);
+    for kind in core.replicas.all() {
+        let labels = format!("entity=\"{}\"", kind.kind());
+        core.metrics.set("moa_replica_version", labels.clone(), kind.max_version() as f64);
+        let (gauge, size) = kind.size();
+        core.metrics.set(gauge, labels, size);
     }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(core.metrics.render())
 }

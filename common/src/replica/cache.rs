@@ -42,8 +42,9 @@ use crate::{
 };
 
 /// How long every event is kept beside the cache, to correct miss answers read before it
-/// committed. Far longer than any lookup may take (RPC_TIMEOUT_MS, DB_TIMEOUT_MS).
-pub const RECENT_WINDOW: Duration = Duration::from_secs(30);
+/// committed: longer than any lookup may take (RPC_TIMEOUT_MS, DB_TIMEOUT_MS, 2 s by default),
+/// short enough that the events held stay few (the alarm write rate times this).
+pub const RECENT_WINDOW: Duration = Duration::from_secs(10);
 
 /// What one cache holds per entry, and how its rows are grouped.
 pub trait Group: Send + Sync + 'static {
@@ -78,12 +79,14 @@ pub enum Found<V> {
 pub struct GroupCache<G: Group> {
     entries: moka::sync::Cache<i64, Arc<Entry<G::View>>>,
     /// Every event of the last [`RECENT_WINDOW`], by group.
-    recent: moka::sync::Cache<i64, Arc<Mutex<Vec<VersionedRow>>>>,
+    recent: moka::sync::Cache<i64, Arc<Mutex<Vec<(std::time::Instant, VersionedRow)>>>>,
     /// Single flight for misses, and the owner's "no" remembered for `NEGATIVE_CACHE_MS`.
     lookups: moka::future::Cache<String, Arc<Vec<VersionedRow>>>,
     /// Lookup names an event of the last [`RECENT_WINDOW`] answers (a new user's token): a
     /// "no" that raced such an event is asked again, not remembered.
     recent_lookups: moka::sync::Cache<String, ()>,
+    /// [`RECENT_WINDOW`], or three lookup timeouts if that is longer.
+    recent_window: Duration,
     /// Read-modify-write of entries (events, fills, resets) one at a time; reads take no lock.
     write: Mutex<()>,
     generation: AtomicU64,
@@ -118,6 +121,11 @@ impl<G: Group> GroupCache<G> {
     pub fn new(source: Source, settings: &Settings, metrics: Metrics, persist: Option<(Addr<Store>, &Tasks)>) -> Self {
         let persister = persist.map(|(store, tasks)| EntryPersister::start(G::KIND, store, tasks));
         let evicted = persister.clone();
+        let lookup_timeout = match source {
+            Source::Local(_) => settings.db_timeout,
+            Source::Remote { .. } => settings.rpc_timeout,
+        };
+        let recent_window = RECENT_WINDOW.max(lookup_timeout * 3);
         let entries = moka::sync::Cache::builder()
             .max_capacity(settings.cache_entries)
             .eviction_listener(move |group: Arc<i64>, _, cause| {
@@ -131,12 +139,15 @@ impl<G: Group> GroupCache<G> {
             .build();
         GroupCache {
             entries,
+            // Idle expiry per group, and each group's rows pruned to the window as they come:
+            // memory follows the event rate over RECENT_WINDOW, whatever a group's history.
             recent: moka::sync::Cache::builder()
                 .max_capacity(settings.cache_entries.max(10_000))
-                .time_to_live(RECENT_WINDOW)
+                .time_to_idle(recent_window)
                 .build(),
             lookups: moka::future::Cache::builder().max_capacity(100_000).time_to_live(settings.negative_ttl).build(),
-            recent_lookups: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(RECENT_WINDOW).build(),
+            recent_lookups: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(recent_window).build(),
+            recent_window,
             write: Mutex::new(()),
             // Restored entries are of generation 0: never current.
             generation: AtomicU64::new(1),
@@ -145,10 +156,7 @@ impl<G: Group> GroupCache<G> {
             warm: AtomicBool::new(false),
             restored: AtomicBool::new(persister.is_none()),
             subscribed: AtomicBool::new(false),
-            lookup_timeout: match source {
-                Source::Local(_) => settings.db_timeout,
-                Source::Remote { .. } => settings.rpc_timeout,
-            },
+            lookup_timeout,
             source,
             probe_interval: settings.epoch_probe,
             metrics,
@@ -254,11 +262,12 @@ impl<G: Group> GroupCache<G> {
                     continue;
                 };
                 self.max_version.fetch_max(row.version, Ordering::Relaxed);
-                self.recent
-                    .get_with(group, Default::default)
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(row.clone());
+                {
+                    let held = self.recent.get_with(group, Default::default);
+                    let mut held = held.lock().unwrap_or_else(|p| p.into_inner());
+                    held.retain(|(at, _)| at.elapsed() < self.recent_window);
+                    held.push((std::time::Instant::now(), row.clone()));
+                }
                 self.forget_no_answers(row);
                 let Some(entry) = self.entries.get(&group) else { continue };
                 if entry.rows.get(&row.key).is_some_and(|held| held.version >= row.version) {
@@ -295,8 +304,12 @@ impl<G: Group> GroupCache<G> {
                 let mut rows: BTreeMap<String, VersionedRow> = BTreeMap::new();
                 let mine = answer.iter().filter(|r| G::group_of(&r.key) == Some(group));
                 let recent = self.recent.get(&group);
-                let recent = recent.as_ref().map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).clone());
-                for row in mine.chain(recent.iter().flatten().filter(|r| self.same_epoch(r.epoch.as_ref()))) {
+                // Any event held is a fact of the owner's history: merging one older than the
+                // window is still right (newest version wins), it is just not needed.
+                let recent: Vec<VersionedRow> = recent
+                    .map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, row)| row.clone()).collect())
+                    .unwrap_or_default();
+                for row in mine.chain(recent.iter().filter(|r| self.same_epoch(r.epoch.as_ref()))) {
                     self.max_version.fetch_max(row.version, Ordering::Relaxed);
                     if rows.get(&row.key).is_none_or(|held| held.version < row.version) {
                         rows.insert(row.key.clone(), row.clone());

@@ -8,8 +8,8 @@ use lapin::message::Delivery;
 
 use crate::{
     amqp::{consume, topology, Bus},
-    entity::{parse_change_events, Alarm, Entity, Item, User},
-    replica::{AlarmBook, ItemCatalog, UserDirectory},
+    entity::parse_change_events,
+    replica::{AlarmBook, ItemCatalog, Known, UserDirectory},
     settings::Settings,
     telemetry::Metrics,
 };
@@ -25,21 +25,23 @@ pub struct Replicas {
 }
 
 impl Replicas {
-    pub fn all_warm(&self) -> bool {
-        self.items.is_warm() && self.users.is_warm() && self.alarms.is_warm()
+    /// Every entity kind this service knows of: the one list the feed, `/ready`, `/metrics` and
+    /// the start-up tasks go through.
+    pub fn all(&self) -> [&dyn Known; 3] {
+        [&*self.items, &*self.users, &*self.alarms]
     }
 
-    /// `(entity, warm, owner)` of each replica, for /ready.
+    pub fn all_warm(&self) -> bool {
+        self.all().iter().all(|k| k.is_warm())
+    }
+
+    /// `(entity, warm, source)` of each kind, for /ready.
     pub fn status(&self) -> Vec<(&'static str, bool, &'static str)> {
-        vec![
-            ("item", self.items.is_warm(), self.items.owner_name()),
-            ("user", self.users.is_warm(), self.users.owner_name()),
-            ("alarm", self.alarms.is_warm(), self.alarms.owner_name()),
-        ]
+        self.all().iter().map(|k| (k.kind(), k.is_warm(), k.source_name())).collect()
     }
 
     fn exchanges(&self) -> Vec<&'static str> {
-        [Item::OWNER, User::OWNER, Alarm::OWNER].map(topology::events_exchange).to_vec()
+        self.all().iter().map(|k| topology::events_exchange(k.owner())).collect()
     }
 }
 
@@ -57,7 +59,8 @@ impl consume::Handler for Feed {
             // default exchange, which every service may use for RPC) is refused.
             let via = delivery.exchange.as_str();
             let (events, mut bad) = parse_change_events(&delivery.data);
-            let (mut items, mut users, mut alarms) = (Vec::new(), Vec::new(), Vec::new());
+            let kinds = self.replicas.all();
+            let mut rows: Vec<Vec<_>> = kinds.iter().map(|_| Vec::new()).collect();
             for event in events {
                 log::debug!(
                     "[{}] {} {} v{}",
@@ -66,37 +69,26 @@ impl consume::Handler for Feed {
                     event.key,
                     event.version
                 );
-                let (rows, owner) = match event.entity.as_str() {
-                    "item" => (&mut items, Item::OWNER),
-                    "user" => (&mut users, User::OWNER),
-                    "alarm" => (&mut alarms, Alarm::OWNER),
-                    other => {
-                        bad.push(format!("event for an entity not replicated here: {other}"));
-                        continue;
-                    }
+                let Some(i) = kinds.iter().position(|k| k.kind() == event.entity) else {
+                    bad.push(format!("event for an entity not replicated here: {}", event.entity));
+                    continue;
                 };
-                if via != topology::events_exchange(owner) {
-                    bad.push(format!(
-                        "{} event that did not come through {}",
-                        event.entity,
-                        topology::events_exchange(owner)
-                    ));
+                let exchange = topology::events_exchange(kinds[i].owner());
+                if via != exchange {
+                    bad.push(format!("{} event that did not come through {exchange}", event.entity));
                     continue;
                 }
-                rows.push(event.into_row());
+                rows[i].push(event.into_row());
             }
             // One lock per entity and message: the relay sends whole drains in one message.
-            for (entity, rows, (applied, _)) in [
-                ("item", items.len(), self.replicas.items.apply_rows(&items)),
-                ("user", users.len(), self.replicas.users.apply_rows(&users)),
-                ("alarm", alarms.len(), self.replicas.alarms.apply_rows(&alarms)),
-            ] {
-                let labels = format!("entity=\"{entity}\"");
+            for (kind, rows) in kinds.iter().zip(&rows) {
+                let (applied, _) = kind.apply_rows(rows);
+                let labels = format!("entity=\"{}\"", kind.kind());
                 if applied > 0 {
                     self.metrics.inc("moa_events_applied_total", labels.clone(), applied as f64);
                 }
-                if rows > applied {
-                    self.metrics.inc("moa_events_stale_total", labels, (rows - applied) as f64);
+                if rows.len() > applied {
+                    self.metrics.inc("moa_events_stale_total", labels, (rows.len() - applied) as f64);
                 }
             }
             if bad.is_empty() {
@@ -112,9 +104,7 @@ impl consume::Handler for Feed {
         Box::pin(async move {
             // Whatever changed while this queue did not exist: the catalog re-syncs (digest or
             // snapshot); the caches ask again for each entry before its next use.
-            self.replicas.users.resubscribed().await;
-            self.replicas.alarms.resubscribed().await;
-            self.replicas.items.sync_until_done().await;
+            futures_util::future::join_all(self.replicas.all().iter().map(|k| k.resubscribed())).await;
         })
     }
 }

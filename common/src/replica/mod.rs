@@ -11,6 +11,7 @@ pub mod cache;
 pub mod digest;
 pub mod feed;
 pub mod items;
+pub mod known;
 pub mod persist;
 pub mod users;
 
@@ -37,6 +38,7 @@ use crate::{
 pub use alarms::{AlarmBook, Alarms};
 pub use cache::GroupCache;
 pub use items::{ItemCatalog, ItemIndex, Page};
+pub use known::Known;
 pub use users::{UserDirectory, Users};
 
 /// Where a replica's truth lives: this service's own store, or another domain over RPC.

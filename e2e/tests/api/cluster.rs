@@ -33,7 +33,7 @@ use e2e::{
 use serde_json::Value;
 
 use crate::crash::{
-    disagreement_at, lost_alarm_changes, start_load, Pair, Rng, Tally, CLIENT_TIMEOUT, CONVERGE_WITHIN, USERS,
+    disagreement_at, lost_alarm_changes, start_load, warm_caches, Pair, Rng, Tally, CLIENT_TIMEOUT, CONVERGE_WITHIN, USERS,
 };
 
 const NODES: u16 = 3;
@@ -212,6 +212,13 @@ async fn a_cluster_behind_the_balancer_loses_nothing_to_kills_and_a_rolling_rest
     check_the_cluster(&http, &stack, &probe_token).await;
 
     // ------------------------------------------------ a node and one instance of each service die
+    let instances: Vec<(u16, u16, u16)> = (1..=INSTANCES)
+        .map(|k| {
+            let port = |d: &str| stack.instance_port(&format!("{d}-{k}"));
+            (port("item"), port("alarm"), port("user"))
+        })
+        .collect();
+    warm_caches(&http, &instances, &users).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = start_load(&http, &stack, &users, &mut rng, &stop);
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -243,6 +243,21 @@ pub(crate) async fn worker(
 /// The load: alarm sets/clears and item views by the users, split over [`WORKERS`] workers, sent
 /// to the stack's service ports (the balancer's, in a cluster); `stop` ends it, and the workers'
 /// tallies come back from their handles.
+/// Has every instance (`(item, alarm, user)` ports) cache every user of the load: the caches
+/// hold the users they were asked about, and while an owner is down (the faults these tests
+/// inject) only cached users can be answered; a user first seen then gets a `503`.
+pub(crate) async fn warm_caches(http: &reqwest::Client, instances: &[(u16, u16, u16)], users: &[(i64, String)]) {
+    for &(item, alarm, user) in instances {
+        for (_, token) in users {
+            for (port, path) in [(item, "/"), (alarm, "/"), (user, "/visit")] {
+                let r = http.get(format!("http://127.0.0.1:{port}{path}")).header("USER-TOKEN", token).send().await;
+                let status = r.map(|r| r.status().as_u16()).unwrap_or(0);
+                assert_eq!(status, 200, "warming the caches: GET :{port}{path}");
+            }
+        }
+    }
+}
+
 pub(crate) fn start_load(
     http: &reqwest::Client,
     stack: &Stack,
@@ -456,6 +471,8 @@ async fn kill_9_of_any_component_under_load_loses_nothing_and_caches_converge() 
     let http = reqwest::Client::builder().timeout(CLIENT_TIMEOUT).build().expect("http client");
     let stop = Arc::new(AtomicBool::new(false));
     let mut rng = Rng(seed);
+    let ports = (stack.port(Component::Item), stack.port(Component::Alarm), stack.port(Component::User));
+    warm_caches(&http, &[ports], &users).await;
     let started = Instant::now();
     let workers = start_load(&http, &stack, &users, &mut rng, &stop);
 

@@ -180,8 +180,9 @@ async fn own_database_crashed_is_503_within_the_timeout_and_the_others_go_on() {
     let sys = demo(Infra::shared().with_own_pg(&Svc::ALL)).await;
     let token = sys.token().await;
     assert_eq!(sys.get(Svc::Item, "/", &token).await.ids().len(), 100);
-    // The alarm service has this user's alarms cached (its list refreshes the entry).
+    // Every service has this user cached (the alarm list also refreshes the user's alarms).
     assert_eq!(sys.get(Svc::Alarm, "/", &token).await.status, 200);
+    assert_eq!(sys.get(Svc::User, "/visit", &token).await.status, 200);
     let database_down = |svc: Svc| {
         let sys = &sys;
         async move {

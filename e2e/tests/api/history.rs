@@ -29,13 +29,10 @@ async fn a_copy_away_while_tombstones_were_collected_forgets_the_deleted_rows() 
     // An item the alarm service's catalog holds and persisted.
     sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 30}"#).await.assert_empty(201);
 
-    // Away: the user and the item are deleted, newer ones added, and the tombstones collected
-    // (a retention of 0 stands for "away longer than the retention").
-    sys.stop(Svc::Item);
+    // Away: the item and the user are deleted, newer ones added, and the tombstones collected
+    // (a retention of 0 stands for "away longer than the retention"). The alarm service is
+    // away while the items change; the item service (whose relay publishes them) after.
     sys.stop(Svc::Alarm);
-    sys.sql(Svc::User, &format!(r#"DELETE FROM "user" WHERE id = {gone}"#)).await;
-    sys.sql(Svc::User, r#"INSERT INTO "user" (id, name, access_token) VALUES (9001, '새 사용자', 'newer-token')"#)
-        .await;
     sys.sql(Svc::Alarm, "DELETE FROM alarm WHERE item_id = 30").await;
     sys.sql(Svc::Item, "DELETE FROM item WHERE id = 30").await;
     sys.sql(Svc::Item, "INSERT INTO item (id, name, broadcaster, category, price) VALUES (9001, 'n', 'b', NULL, 1)")
@@ -50,6 +47,10 @@ async fn a_copy_away_while_tombstones_were_collected_forgets_the_deleted_rows() 
             .is_some_and(|v| v as i64 >= newest)
     })
     .await;
+    sys.stop(Svc::Item);
+    sys.sql(Svc::User, &format!(r#"DELETE FROM "user" WHERE id = {gone}"#)).await;
+    sys.sql(Svc::User, r#"INSERT INTO "user" (id, name, access_token) VALUES (9001, '새 사용자', 'newer-token')"#)
+        .await;
     for svc in [Svc::User, Svc::Item] {
         let collected: i64 = sys.sql(svc, "SELECT moa_collect_tombstones(interval '0')").await[0].get(0);
         assert!(collected >= 1, "collected {collected}");

@@ -118,7 +118,7 @@ async fn a_database_migrated_before_the_function_files_keeps_working_and_the_fil
     let stamps = "SELECT version, name, applied_at::text FROM moa_migrations ORDER BY version";
     let row = |r: &tokio_postgres::Row| -> (i32, String, String) { (r.get(0), r.get(1), r.get(2)) };
     let before: Vec<_> = sys.sql(Svc::Alarm, stamps).await.iter().map(row).collect();
-    assert_eq!(before.len(), 9, "the fixture lists the versions an install had: {before:?}");
+    assert_eq!(before.len(), 10, "the fixture lists the versions an install had: {before:?}");
     let old = functions_in(&sys, Svc::Alarm).await;
     assert_ne!(old["moa_max_version"], function_files(Svc::Alarm)["moa_max_version"]);
 

@@ -47,6 +47,12 @@ async fn views_survive_a_long_user_db_crash_and_a_user_service_crash_and_none_is
         .expect("the demo seed is part of the repository");
     let users = sys.users(5).await;
     let mut views: Views = Vec::new();
+    // The users are cached in the item service and in the user service (with user_db down, the
+    // tokens only the cache holds can be told).
+    for (_, token) in &users {
+        assert_eq!(sys.get(Svc::Item, "/", token).await.status, 200);
+        assert_eq!(sys.get(Svc::User, "/visit", token).await.status, 200);
+    }
 
     sys.infra.crash_pg(Svc::User);
     let down_since = Instant::now();
@@ -130,6 +136,10 @@ async fn dead_lettered_views_are_put_back_by_scripts_dead_letters_replay() {
     let mut sys = System::start_on(Infra::shared(), Seed::Demo, &[]).await.expect("the demo seed");
     let users = sys.users(2).await;
     let (token, other) = (&users[0].1, &users[1].1);
+    // The item service has the users cached: with the user service down, nothing else can tell.
+    for (_, t) in &users {
+        assert_eq!(sys.get(Svc::Item, "/", t).await.status, 200);
+    }
     sys.kill(Svc::User);
     // What the retired delivery limit did to views held through a long outage, reproduced
     // with a policy that dead-letters every view user.views receives.
