@@ -512,7 +512,9 @@ impl<G: Group> GroupCache<G> {
         // as the catalog's owner check, not a request's RPC timeout.
         let timeout = self.lookup_timeout.max(Duration::from_secs(2));
         loop {
-            if self.subscribed.load(Ordering::Acquire) {
+            // After the hot copy is loaded, as the catalog's first sync: by then the own
+            // database is migrated, and the owners starting beside us have had that long too.
+            if self.subscribed.load(Ordering::Acquire) && self.restored.load(Ordering::Acquire) {
                 self.check_with_owner(timeout).await;
             }
             // Until the first answer, ask often: readiness waits for it.
@@ -525,6 +527,8 @@ impl<G: Group> GroupCache<G> {
     }
 
     async fn check_with_owner(&self, timeout: Duration) {
+        // What was seen before asking: a version seen later may be newer than the answer.
+        let seen = self.max_version();
         let owner = match self.source.owner_mark(G::KIND, timeout).await {
             Ok(owner) => owner,
             Err(e) => {
@@ -536,9 +540,9 @@ impl<G: Group> GroupCache<G> {
             Some(e) if e != owner.epoch => {
                 self.reset(Some(owner.epoch.clone()), &format!("the owner's epoch changed ({e} -> {})", owner.epoch))
             }
-            _ if self.max_version() > owner.max_version => self.reset(
+            _ if seen > owner.max_version => self.reset(
                 Some(owner.epoch.clone()),
-                &format!("it saw version {} but the owner's newest is {}", self.max_version(), owner.max_version),
+                &format!("it saw version {seen} but the owner's newest is {}", owner.max_version),
             ),
             None => {
                 self.same_epoch(Some(&owner.epoch));

@@ -344,12 +344,16 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
     /// Why the replica must be rebuilt from the owner's snapshot, if it must: the owner has
     /// another epoch (re-created or restored), or it has handed out fewer versions than the
     /// replica holds (a restore that kept the epoch, or a forged row).
-    fn rebuild_reason(&self, owner: &OwnerMark) -> Option<String> {
+    ///
+    /// `seen` is the replica's newest version *before* the owner was asked: a version applied
+    /// while the question travelled may be newer than the owner's answer without anything
+    /// being wrong.
+    fn rebuild_reason(&self, owner: &OwnerMark, seen: i64) -> Option<String> {
         let mine = self.read().epoch.clone();
         match mine {
             Some(e) if e != owner.epoch => Some(format!("the owner's epoch changed ({e} -> {})", owner.epoch)),
-            _ if self.max_version() > owner.max_version => {
-                Some(format!("it holds version {} but the owner's newest is {}", self.max_version(), owner.max_version))
+            _ if seen > owner.max_version => {
+                Some(format!("it holds version {seen} but the owner's newest is {}", owner.max_version))
             }
             // Away since before tombstones it never saw were collected: a digest cannot show
             // a deletion whose tombstone is gone (common/sql/0022_collect_tombstones.sql).
@@ -371,8 +375,9 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
         let mut restored = self.restored.subscribe();
         let _ = tokio::time::timeout(self.snapshot_timeout, restored.wait_for(|done| *done)).await;
         let started = std::time::Instant::now();
+        let seen = self.max_version();
         let owner = self.owner_mark().await?;
-        let (total, how) = if let Some(why) = self.rebuild_reason(&owner) {
+        let (total, how) = if let Some(why) = self.rebuild_reason(&owner, seen) {
             (self.rebuild(&owner.epoch).await?, format!("rebuilt: {why}"))
         } else {
             self.adopt(&owner.epoch);
@@ -584,6 +589,7 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
             if !self.is_warm() || self.read().epoch.is_none() {
                 continue;
             }
+            let seen = self.max_version();
             let owner = match self.owner_mark().await {
                 Ok(o) => o,
                 Err(e) => {
@@ -591,7 +597,7 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
                     continue;
                 }
             };
-            let Some(why) = self.rebuild_reason(&owner) else { continue };
+            let Some(why) = self.rebuild_reason(&owner, seen) else { continue };
             log::warn!("{} replica: rebuilding from {}: {why}", E::KIND, self.source.owner_name());
             let started = std::time::Instant::now();
             match self.rebuild(&owner.epoch).await {
@@ -718,9 +724,9 @@ mod tests {
         let c = ItemCatalog::detached();
         c.apply_rows(&[item_row(1, 40, 100, false)]);
         let owner = |horizon| OwnerMark { epoch: Epoch::from("e"), max_version: 100, horizon };
-        assert!(c.rebuild_reason(&owner(0)).is_none(), "no collection yet");
-        assert!(c.rebuild_reason(&owner(40)).is_none(), "it saw everything up to the horizon");
-        let why = c.rebuild_reason(&owner(41)).expect("away since before the collection");
+        assert!(c.rebuild_reason(&owner(0), 40).is_none(), "no collection yet");
+        assert!(c.rebuild_reason(&owner(40), 40).is_none(), "it saw everything up to the horizon");
+        let why = c.rebuild_reason(&owner(41), 40).expect("away since before the collection");
         assert!(why.contains("collected tombstones"), "{why}");
     }
 

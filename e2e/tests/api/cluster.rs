@@ -33,7 +33,8 @@ use e2e::{
 use serde_json::Value;
 
 use crate::crash::{
-    disagreement_at, lost_alarm_changes, start_load, warm_caches, Pair, Rng, Tally, CLIENT_TIMEOUT, CONVERGE_WITHIN, USERS,
+    disagreement_at, lost_alarm_changes, start_load, warm_caches, Pair, Rng, Tally, CLIENT_TIMEOUT, CONVERGE_WITHIN,
+    USERS,
 };
 
 const NODES: u16 = 3;
