@@ -62,6 +62,9 @@ pub trait Group: Send + Sync + 'static {
     }
 }
 
+/// The events of one group received in the last [`RECENT_WINDOW`], with when they came.
+type RecentRows = Arc<Mutex<Vec<(std::time::Instant, VersionedRow)>>>;
+
 /// One group's rows as the owner last told them, and what lookups read.
 pub struct Entry<V> {
     rows: BTreeMap<String, VersionedRow>,
@@ -79,7 +82,7 @@ pub enum Found<V> {
 pub struct GroupCache<G: Group> {
     entries: moka::sync::Cache<i64, Arc<Entry<G::View>>>,
     /// Every event of the last [`RECENT_WINDOW`], by group.
-    recent: moka::sync::Cache<i64, Arc<Mutex<Vec<(std::time::Instant, VersionedRow)>>>>,
+    recent: moka::sync::Cache<i64, RecentRows>,
     /// Single flight for misses, and the owner's "no" remembered for `NEGATIVE_CACHE_MS`.
     lookups: moka::future::Cache<String, Arc<Vec<VersionedRow>>>,
     /// Lookup names an event of the last [`RECENT_WINDOW`] answers (a new user's token): a
