@@ -9,6 +9,8 @@
   report.py brief < JSON-LINES        one summary line per result
   report.py cputable CPU.jsonl [RESULTS.jsonl]
                                       -> the markdown table of CPU use per run
+  report.py migrations LOG SERVICE     a service's log -> one line per "applying migration" (how
+                                      long until the next common::db line) and the total
   report.py splice FILE BEGIN END NEW splice NEW (a file) between the marker lines BEGIN and END
                                       of FILE (appended with the markers when they are missing)
 
@@ -112,7 +114,8 @@ def parse_drill(path, label):
 
 
 def parse_load(path, label):
-    names = {"alarm_set+clear": "alarm set + clear", "alarm_set": "alarm set (POST)", "alarm_clear": "alarm clear (DELETE)"}
+    names = {"alarm_set+clear": "alarm set + clear", "alarm_set": "alarm set (POST)", "alarm_clear": "alarm clear (DELETE)",
+             "item_list_cold": "cold pass (each user's first request)", "item_list_warm": "warm pass (the same users again)"}
     out = []
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -121,7 +124,8 @@ def parse_load(path, label):
             kv = dict(p.split("=", 1) for p in line.split()[1:])
             name = kv["name"]
             out.append({
-                "label": f"{label}: {names.get(name, name)}" if name != "alarm_set+clear" else label,
+                # the run's own line (set+clear, wrk's only line) takes the label as it is
+                "label": label if name in ("alarm_set+clear", "item_list_wrk") else f"{label}: {names.get(name, name)}",
                 "step": name,
                 "requests": int(kv["requests"]),
                 "errors": int(kv["errors"]),
@@ -132,7 +136,7 @@ def parse_load(path, label):
                 "max": float(kv["max"]),
                 "statuses": {},
                 "secs": float(kv["secs"]),
-                "source": "bench-load",
+                "source": "wrk" if name == "item_list_wrk" else "bench-users" if name.startswith("item_list") else "bench-load",
             })
     return out
 
@@ -180,6 +184,38 @@ def cputable(path, results_path=None):
         print(f"| {r['label']} | " + " | ".join(f"{r['cpu'].get(c, 0):.0f}" for c in cols) + f" | {per} |")
 
 
+STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z \w+ +(\S+)\] (.*)$")
+
+
+def migrations(path, service):
+    """How long each migration of one start took, from the log's timestamps: a migration runs
+    from its "applying migration" line to the next line of common::db (the next migration, a
+    function file, or "database schema up to date")."""
+    from datetime import datetime
+
+    events = []  # (time, message) of common::db lines
+    first = None
+    for line in open(path, encoding="utf-8", errors="replace"):
+        m = STAMP.match(line)
+        if not m:
+            continue
+        t = datetime.fromisoformat(m.group(1))
+        first = first or t
+        if m.group(2) == "common::db":
+            events.append((t, m.group(3)))
+    applied = [(i, e) for i, e in enumerate(events) if e[1].startswith("applying migration")]
+    if not applied:
+        print(f"{service}: no migration applied at this start")
+        return
+    for i, (t, msg) in applied:
+        end = events[i + 1][0] if i + 1 < len(events) else None
+        took = f"{(end - t).total_seconds():.1f} s" if end else "unfinished"
+        print(f"{service}: {msg.replace('applying migration ', 'migration ')}: {took}")
+    done = next((t for t, msg in events if msg.startswith("database schema up to date")), None)
+    if done:
+        print(f"{service}: schema up to date {(done - first).total_seconds():.1f} s after the first log line")
+
+
 def splice(path, begin, end, new_path):
     new = open(new_path, encoding="utf-8").read().rstrip("\n") + "\n"
     try:
@@ -215,6 +251,8 @@ def main(argv):
         table(argv[1], argv[2])
     elif len(argv) in (2, 3) and argv[0] == "cputable":
         cputable(*argv[1:])
+    elif len(argv) == 3 and argv[0] == "migrations":
+        migrations(*argv[1:])
     elif len(argv) == 5 and argv[0] == "splice":
         splice(*argv[1:])
     else:
