@@ -29,7 +29,6 @@ use std::{
 };
 
 use actix::Addr;
-use tokio::sync::mpsc;
 
 use super::Source;
 use crate::{
@@ -93,7 +92,8 @@ pub struct GroupCache<G: Group> {
     /// Read-modify-write of entries (events, fills, resets) one at a time; reads take no lock.
     write: Mutex<()>,
     generation: AtomicU64,
-    epoch: RwLock<Option<Epoch>>,
+    /// Shared with the hot copy's writer, which saves entries under it.
+    epoch: Arc<RwLock<Option<Epoch>>>,
     max_version: AtomicI64,
     warm: AtomicBool,
     /// False until the hot copy is loaded: a request right after the start must find the
@@ -120,10 +120,10 @@ pub const OWNER_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl<G: Group> GroupCache<G> {
     /// A cache of `settings.cache_entries` entries. With `persist`, its entries are kept in
-    /// the own database (write-behind) and the hottest restored at start.
+    /// the own database (every `HOT_COPY_EVERY`) and the hottest restored at start.
     pub fn new(source: Source, settings: &Settings, metrics: Metrics, persist: Option<(Addr<Store>, &Tasks)>) -> Self {
-        let persister = persist.map(|(store, tasks)| EntryPersister::start(G::KIND, store, tasks));
-        let evicted = persister.clone();
+        let dirty = persist.as_ref().map(|_| Arc::new(Mutex::new(Dirty::default())));
+        let evicted = dirty.clone();
         let lookup_timeout = match source {
             Source::Local(_) => settings.db_timeout,
             Source::Remote { .. } => settings.rpc_timeout,
@@ -134,12 +134,16 @@ impl<G: Group> GroupCache<G> {
             .eviction_listener(move |group: Arc<i64>, _, cause| {
                 // Evicted for room: the persisted copy follows, so it stays the hot set.
                 if cause == moka::notification::RemovalCause::Size {
-                    if let Some(p) = &evicted {
-                        p.send(Command::Delete(*group));
+                    if let Some(d) = &evicted {
+                        d.lock().unwrap_or_else(|p| p.into_inner()).groups.insert(*group);
                     }
                 }
             })
             .build();
+        let epoch = Arc::new(RwLock::new(None));
+        let persister = persist.zip(dirty).map(|((store, tasks), dirty)| {
+            EntryPersister::start(G::KIND, store, tasks, dirty, entries.clone(), Arc::clone(&epoch))
+        });
         GroupCache {
             entries,
             // Idle expiry per group, and each group's rows pruned to the window as they come:
@@ -154,7 +158,7 @@ impl<G: Group> GroupCache<G> {
             write: Mutex::new(()),
             // Restored entries are of generation 0: never current.
             generation: AtomicU64::new(1),
-            epoch: RwLock::new(None),
+            epoch,
             max_version: AtomicI64::new(0),
             warm: AtomicBool::new(false),
             restored: AtomicBool::new(persister.is_none()),
@@ -329,16 +333,11 @@ impl<G: Group> GroupCache<G> {
         filled
     }
 
+    /// Marks entries for the hot copy's next write ([`HOT_COPY_EVERY`]).
     fn save(&self, entries: Vec<(i64, Arc<Entry<G::View>>)>) {
         let Some(p) = &self.persister else { return };
-        let epoch = self.epoch().map(|e| e.to_string()).unwrap_or_default();
-        for (group, entry) in entries {
-            let rows: Vec<&VersionedRow> = entry.rows.values().collect();
-            match serde_json::to_string(&rows) {
-                Ok(json) => p.send(Command::Save(group, epoch.clone(), json)),
-                Err(e) => log::warn!("{} cache: entry {group} not persisted: {e}", G::KIND),
-            }
-        }
+        let mut dirty = p.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        dirty.groups.extend(entries.into_iter().map(|(group, _)| group));
     }
 
     /// Asks the owner `q` for `groups`, single-flight under the name `lookup`, and stores the
@@ -439,7 +438,9 @@ impl<G: Group> GroupCache<G> {
             *self.epoch.write().unwrap_or_else(|p| p.into_inner()) = epoch.clone();
         }
         if let Some(p) = &self.persister {
-            p.send(Command::Clear);
+            let mut dirty = p.dirty.lock().unwrap_or_else(|p| p.into_inner());
+            dirty.clear = true;
+            dirty.groups.clear();
         }
         log::warn!("{} cache reset ({} owner {}): {why}", G::KIND, self.source.owner_name(), G::OWNER.name());
         self.metrics.inc("moa_cache_resets_total", format!("entity=\"{}\"", G::KIND), 1.0);
@@ -471,14 +472,7 @@ impl<G: Group> GroupCache<G> {
         let mut views = Vec::new();
         let Some(p) = &self.persister else { return views };
         // Bounded: with the own database down the copy cannot be read, and the owner answers.
-        let Ok(loaded) = tokio::time::timeout(self.restore_timeout, p.load(self.restore_limit)).await else {
-            log::warn!(
-                "{} cache: the hot copy could not be read in {:?}; starting without it",
-                G::KIND,
-                self.restore_timeout
-            );
-            return views;
-        };
+        let Some(loaded) = p.load(self.restore_limit, self.restore_timeout).await else { return views };
         let Some(epoch) = loaded.first().map(|(_, e, _)| Epoch::from(e.as_str())) else { return views };
         {
             let _guard = self.lock();
@@ -558,76 +552,98 @@ impl<G: Group> GroupCache<G> {
     }
 }
 
-enum Command {
-    Save(i64, String, String),
-    Delete(i64),
-    Clear,
+/// How often the hot copy is written: the entries filled or changed since, read from the
+/// cache as they are then (a crash loses at most this much of the copy, which is a copy).
+pub const HOT_COPY_EVERY: Duration = Duration::from_millis(500);
+
+/// What the hot copy's next write must do: empty it first (a reset), and save or delete
+/// (evicted) these groups. A set of ids: memory bounded by the cache, however fast it changes.
+#[derive(Default)]
+struct Dirty {
+    clear: bool,
+    groups: std::collections::HashSet<i64>,
 }
 
-/// Write-behind of cache entries into `moa_cache_entry`: the hot path only sends; one task
-/// folds what queued up into one transaction, and retries while the database is down.
-#[derive(Clone)]
+/// Writes the cache's changed entries into `moa_cache_entry` every [`HOT_COPY_EVERY`], in one
+/// transaction, off the request path; what could not be written is tried again next time.
 struct EntryPersister {
     cache: &'static str,
     store: Addr<Store>,
-    tx: mpsc::UnboundedSender<Command>,
+    dirty: Arc<Mutex<Dirty>>,
 }
 
 impl EntryPersister {
-    fn start(cache: &'static str, store: Addr<Store>, tasks: &Tasks) -> EntryPersister {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tasks.spawn("cache persister", write_behind(cache, store.clone(), rx));
-        EntryPersister { cache, store, tx }
+    fn start<V: Send + Sync + 'static>(
+        cache: &'static str,
+        store: Addr<Store>,
+        tasks: &Tasks,
+        dirty: Arc<Mutex<Dirty>>,
+        entries: moka::sync::Cache<i64, Arc<Entry<V>>>,
+        epoch: Arc<RwLock<Option<Epoch>>>,
+    ) -> EntryPersister {
+        tasks.spawn("cache hot copy", write_periodically(cache, store.clone(), dirty.clone(), entries, epoch));
+        EntryPersister { cache, store, dirty }
     }
 
-    fn send(&self, c: Command) {
-        let _ = self.tx.send(c);
-    }
-
-    /// The `limit` most recently saved entries, retrying until the database answers.
-    async fn load(&self, limit: u64) -> Vec<(i64, String, String)> {
+    /// The `limit` most recently saved entries. Waits for the migrations however long they
+    /// take (the service is not ready before them anyway); a database that does not answer is
+    /// given `patience`, then the start goes on without the copy.
+    async fn load(&self, limit: u64, patience: Duration) -> Option<Vec<(i64, String, String)>> {
         let mut delay = Duration::from_millis(200);
+        let mut failing_since: Option<std::time::Instant> = None;
         loop {
             match self.store.send(LoadCacheEntries { cache: self.cache, limit }).await {
-                Ok(Ok(rows)) => return rows,
-                Ok(Err(e)) => log::debug!("{} cache: cannot load the persisted copy yet: {e}", self.cache),
-                Err(_) => return Vec::new(),
+                Ok(Ok(rows)) => return Some(rows),
+                Ok(Err(crate::Error::NotMigrated)) => failing_since = None,
+                Ok(Err(e)) => {
+                    let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() >= patience {
+                        log::warn!("{} cache: the hot copy could not be read: {e}; starting without it", self.cache);
+                        return None;
+                    }
+                    log::debug!("{} cache: cannot load the hot copy yet: {e}", self.cache);
+                }
+                Err(_) => return None,
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(3));
+            delay = (delay * 2).min(Duration::from_secs(1));
         }
     }
 }
 
-async fn write_behind(cache: &'static str, store: Addr<Store>, mut rx: mpsc::UnboundedReceiver<Command>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = SaveCacheEntries { cache, clear: false, entries: BTreeMap::new() };
-        let mut next = Some(first);
-        loop {
-            while let Some(c) = next.take() {
-                match c {
-                    Command::Save(group, epoch, json) => {
-                        batch.entries.insert(group, Some((epoch, json)));
-                    }
-                    Command::Delete(group) => {
-                        batch.entries.insert(group, None);
-                    }
-                    Command::Clear => {
-                        batch.clear = true;
-                        batch.entries.clear();
-                    }
+async fn write_periodically<V: Send + Sync + 'static>(
+    cache: &'static str,
+    store: Addr<Store>,
+    dirty: Arc<Mutex<Dirty>>,
+    entries: moka::sync::Cache<i64, Arc<Entry<V>>>,
+    epoch: Arc<RwLock<Option<Epoch>>>,
+) {
+    loop {
+        tokio::time::sleep(HOT_COPY_EVERY).await;
+        let taken = std::mem::take(&mut *dirty.lock().unwrap_or_else(|p| p.into_inner()));
+        if !taken.clear && taken.groups.is_empty() {
+            continue;
+        }
+        let epoch = epoch.read().unwrap_or_else(|p| p.into_inner()).as_deref().unwrap_or_default().to_string();
+        let mut batch = SaveCacheEntries { cache, clear: taken.clear, entries: BTreeMap::new() };
+        for &group in &taken.groups {
+            let saved = entries.get(&group).and_then(|entry| {
+                let rows: Vec<&VersionedRow> = entry.rows.values().collect();
+                serde_json::to_string(&rows).ok().map(|json| (epoch.clone(), json))
+            });
+            batch.entries.insert(group, saved);
+        }
+        match store.send(batch).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                log::warn!("{cache} cache: cannot write {} hot-copy entries yet: {e}", taken.groups.len());
+                let mut d = dirty.lock().unwrap_or_else(|p| p.into_inner());
+                if !d.clear {
+                    d.clear = taken.clear;
+                    d.groups.extend(taken.groups);
                 }
-                next = rx.try_recv().ok();
             }
-            match store.send(batch.clone()).await {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) => {
-                    log::warn!("{cache} cache: cannot persist {} entries yet: {e}", batch.entries.len());
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    next = rx.try_recv().ok();
-                }
-                Err(_) => return,
-            }
+            Err(_) => return,
         }
     }
 }
