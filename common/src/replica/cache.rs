@@ -87,7 +87,7 @@ pub struct GroupCache<G: Group> {
     /// Lookup names an event of the last [`RECENT_WINDOW`] answers (a new user's token): a
     /// "no" that raced such an event is asked again, not remembered.
     recent_lookups: moka::sync::Cache<String, ()>,
-    /// [`RECENT_WINDOW`], or three lookup timeouts if that is longer.
+    /// [`RECENT_WINDOW`], or three lookup timeouts or `NEGATIVE_CACHE_MS` if longer.
     recent_window: Duration,
     /// Read-modify-write of entries (events, fills, resets) one at a time; reads take no lock.
     write: Mutex<()>,
@@ -128,7 +128,9 @@ impl<G: Group> GroupCache<G> {
             Source::Local(_) => settings.db_timeout,
             Source::Remote { .. } => settings.rpc_timeout,
         };
-        let recent_window = RECENT_WINDOW.max(lookup_timeout * 3);
+        // At least as long as a "no" is remembered, so that every remembered "no" an event
+        // made wrong is asked again (see `fetch`).
+        let recent_window = RECENT_WINDOW.max(lookup_timeout * 3).max(settings.negative_ttl);
         let entries = moka::sync::Cache::builder()
             .max_capacity(settings.cache_entries)
             .eviction_listener(move |group: Arc<i64>, _, cause| {
@@ -275,7 +277,7 @@ impl<G: Group> GroupCache<G> {
                     held.retain(|(at, _)| at.elapsed() < self.recent_window);
                     held.push((std::time::Instant::now(), row.clone()));
                 }
-                self.forget_no_answers(row);
+                self.note_answered_lookups(row);
                 let Some(entry) = self.entries.get(&group) else { continue };
                 if entry.rows.get(&row.key).is_some_and(|held| held.version >= row.version) {
                     stale += 1;
@@ -284,7 +286,7 @@ impl<G: Group> GroupCache<G> {
                 let mut rows = entry.rows.clone();
                 rows.insert(row.key.clone(), row.clone());
                 let updated = Arc::new(Entry { view: G::view(&rows), rows, generation: entry.generation });
-                saves.push((group, updated.clone()));
+                saves.push(group);
                 self.entries.insert(group, updated);
                 changed += 1;
             }
@@ -329,15 +331,15 @@ impl<G: Group> GroupCache<G> {
                 filled.push((group, entry));
             }
         }
-        self.save(filled.clone());
+        self.save(filled.iter().map(|(group, _)| *group));
         filled
     }
 
-    /// Marks entries for the hot copy's next write ([`HOT_COPY_EVERY`]).
-    fn save(&self, entries: Vec<(i64, Arc<Entry<G::View>>)>) {
+    /// Marks groups for the hot copy's next write ([`HOT_COPY_EVERY`]), which reads their
+    /// entries as they are then.
+    fn save(&self, groups: impl IntoIterator<Item = i64>) {
         let Some(p) = &self.persister else { return };
-        let mut dirty = p.dirty.lock().unwrap_or_else(|p| p.into_inner());
-        dirty.groups.extend(entries.into_iter().map(|(group, _)| group));
+        p.dirty.lock().unwrap_or_else(|p| p.into_inner()).groups.extend(groups);
     }
 
     /// Asks the owner `q` for `groups`, single-flight under the name `lookup`, and stores the
@@ -362,7 +364,7 @@ impl<G: Group> GroupCache<G> {
             e.same_kind()
         })?;
         if !found(&rows) && self.recent_lookups.contains_key(&lookup) {
-            // The "no" may have been read before an event that says otherwise committed.
+            // A "no" remembered, or read, before an event that says otherwise.
             self.lookups.invalidate(&lookup).await;
             rows = ask(q).await?;
         }
@@ -395,24 +397,11 @@ impl<G: Group> GroupCache<G> {
         })
     }
 
-    /// Forgets the remembered "no" answers a row makes wrong (a user created with a token
-    /// that was just looked up in vain): events apply from sync code, moka's invalidation is
-    /// async, so it runs as a task a moment later.
-    fn forget_no_answers(&self, row: &VersionedRow) {
-        let names = G::lookups_answered_by(row);
-        if names.is_empty() {
-            return;
-        }
-        for name in &names {
-            self.recent_lookups.insert(name.clone(), ());
-        }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let lookups = self.lookups.clone();
-            rt.spawn(async move {
-                for name in names {
-                    lookups.invalidate(&name).await;
-                }
-            });
+    /// Notes the lookups a row answers (a user created with a token just looked up in vain):
+    /// for the recent window, a remembered "no" for them is asked again ([`Self::fetch`]).
+    fn note_answered_lookups(&self, row: &VersionedRow) {
+        for name in G::lookups_answered_by(row) {
+            self.recent_lookups.insert(name, ());
         }
     }
 
@@ -456,10 +445,9 @@ impl<G: Group> GroupCache<G> {
 
     /// Loads the persisted hot copy: entries of generation 0, served only while the owner does
     /// not answer. A cache with a hot copy is ready at once (the owner may be down).
-    pub async fn restore(&self) -> Vec<G::View> {
-        let views = self.load_hot_copy().await;
+    pub async fn restore(&self) {
+        self.load_hot_copy().await;
         self.mark_restored();
-        views
     }
 
     /// The hot copy is loaded (or given up on): the cache may report ready.

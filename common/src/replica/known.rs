@@ -87,9 +87,7 @@ impl<G: super::cache::Group> Known for super::GroupCache<G> {
         ("moa_cache_entries", self.len() as f64)
     }
     fn restore(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            super::GroupCache::restore(self).await;
-        })
+        Box::pin(super::GroupCache::restore(self))
     }
     fn watch_owner(&self) -> BoxFuture<'_, ()> {
         Box::pin(super::GroupCache::watch_owner(self))

@@ -72,7 +72,8 @@ impl UserDirectory {
         }
     }
 
-    /// Applies user rows (events, the owner's answers) and indexes their tokens.
+    /// Applies user rows (events, the owner's answers) and indexes the tokens of the users
+    /// cached.
     pub fn apply_rows(&self, rows: &[VersionedRow]) -> (usize, usize) {
         let applied = self.cache.apply_rows(rows);
         self.index(rows);
@@ -87,9 +88,16 @@ impl UserDirectory {
         self.cache.mark_restored();
     }
 
+    /// Indexes the token of each cached user these rows are of, as the entry holds it (an event
+    /// merged into an answer may have changed it). Users not cached are not indexed: the index
+    /// is as big as the cache, and events about every other user would push cached users out.
     fn index(&self, rows: &[VersionedRow]) {
-        for user in rows.iter().filter_map(row_value::<User>) {
-            self.tokens.insert(user.access_token, user.id);
+        for id in rows.iter().filter_map(|r| Users::group_of(&r.key)) {
+            if let Some(Found::Current(e) | Found::Stale(e)) = self.cache.cached(id) {
+                if let Some(user) = &e.view {
+                    self.tokens.insert(user.access_token.clone(), user.id);
+                }
+            }
         }
     }
 
