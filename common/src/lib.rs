@@ -23,5 +23,7 @@ pub use error::{ApiError, Error, Result};
 
 /// mimalloc for every binary built on this crate: loading a snapshot allocates and frees a
 /// few small buffers per row, and with glibc's allocator that was a third of start-up CPU.
+/// (The unit tests meter it: `replica::cache::heap_meter`.)
+#[cfg(not(test))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -1,16 +1,14 @@
 //! The alarm book: which items each user has an alarm on. A bounded cache with one entry per
-//! user holding all of that user's alarm rows; see [`super::cache`].
+//! user holding, per item, the version of that user's alarm row (set or cleared) and nothing
+//! else; see [`super::cache`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::{
-    entity::{parse_pair_key, Alarm, VersionedRow},
+    entity::{parse_pair_key, VersionedRow},
     error::Result,
-    replica::{
-        cache::{Entry, Found, Group, GroupCache},
-        row_value,
-    },
+    replica::cache::{members_of, Entry, Found, Group, GroupCache, Members},
     settings::Domain,
     store::Query,
 };
@@ -22,13 +20,17 @@ impl Group for Alarms {
     const OWNER: Domain = Domain::Alarm;
     /// The item ids with an alarm.
     type View = Arc<BTreeSet<i64>>;
+    /// Nothing: the key says which item, the version and tombstone flag whether it is set.
+    type Kept = ();
 
-    fn group_of(key: &str) -> Option<i64> {
-        parse_pair_key(key).map(|(user, _)| user)
+    fn place(key: &str) -> Option<(i64, i64)> {
+        parse_pair_key(key)
     }
 
-    fn view(rows: &BTreeMap<String, VersionedRow>) -> Arc<BTreeSet<i64>> {
-        Arc::new(rows.values().filter_map(row_value::<Alarm>).filter_map(|a| a.item_id).collect())
+    fn keep(_: &VersionedRow) {}
+
+    fn view(members: &Members<()>) -> Arc<BTreeSet<i64>> {
+        Arc::new(members.iter().filter(|(_, m)| !m.deleted).map(|(item, _)| *item).collect())
     }
 }
 
@@ -57,7 +59,7 @@ impl AlarmBook {
             Ok(rows) => Ok(match self.cached(user_id) {
                 Some(Found::Current(e)) => e.view.clone(),
                 // Not kept (an answer of another owner epoch): the answer itself.
-                _ => Alarms::view(&rows.iter().map(|r| (r.key.clone(), r.clone())).collect()),
+                _ => Alarms::view(&members_of::<Alarms>(user_id, &rows)),
             }),
             Err(e) => self.stale_or(stale, e),
         }
@@ -78,7 +80,7 @@ impl AlarmBook {
         self.stale_or(cached, err)
     }
 
-    fn stale_or(&self, stale: Option<Arc<Entry<Arc<BTreeSet<i64>>>>>, err: crate::Error) -> Result<Arc<BTreeSet<i64>>> {
+    fn stale_or(&self, stale: Option<Arc<Entry<Alarms>>>, err: crate::Error) -> Result<Arc<BTreeSet<i64>>> {
         match stale {
             Some(entry) => {
                 self.served_stale(&err);

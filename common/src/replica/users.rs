@@ -1,13 +1,11 @@
 //! The user directory: who a `USER-TOKEN` belongs to. A bounded cache of users (one entry
 //! per user), found by token through a token index; see [`super::cache`].
 
-use std::collections::BTreeMap;
-
 use crate::{
     entity::{User, VersionedRow},
     error::Result,
     replica::{
-        cache::{Found, Group, GroupCache},
+        cache::{Found, Group, GroupCache, Members},
         row_value,
     },
     settings::Domain,
@@ -21,13 +19,19 @@ impl Group for Users {
     const OWNER: Domain = Domain::User;
     /// The user, or `None`: deleted.
     type View = Option<User>;
+    /// The user, parsed once; `None` for a tombstone.
+    type Kept = Option<User>;
 
-    fn group_of(key: &str) -> Option<i64> {
-        key.parse().ok()
+    fn place(key: &str) -> Option<(i64, i64)> {
+        key.parse().ok().map(|id| (id, 0))
     }
 
-    fn view(rows: &BTreeMap<String, VersionedRow>) -> Option<User> {
-        rows.values().next().and_then(row_value::<User>)
+    fn keep(row: &VersionedRow) -> Option<User> {
+        row_value::<User>(row)
+    }
+
+    fn view(members: &Members<Option<User>>) -> Option<User> {
+        members.values().next().and_then(|m| m.kept.clone())
     }
 
     fn lookups_answered_by(row: &VersionedRow) -> Vec<String> {
