@@ -58,9 +58,10 @@ impl Store {
         })
     }
 
-    /// The pool, for domain message handlers (which run inside this actor).
-    pub fn pool(&self) -> Pool {
-        self.pool.clone()
+    /// The pool, for domain message handlers (which run inside this actor): no connection
+    /// before this start's migrations are applied (see [`MigratedPool`]).
+    pub fn pool(&self) -> MigratedPool {
+        MigratedPool { pool: self.pool.clone(), migrated: self.migrated.clone() }
     }
 
     /// Runs a message's database work on the database runtime and answers with its result:
@@ -277,6 +278,23 @@ pub async fn query_untimed(
     let rows = tx.query(sql, params).await?;
     tx.commit().await?;
     Ok(rows)
+}
+
+/// The pool as domain handlers get it: a connection only once the migrations of this start
+/// are applied, `Error::NotMigrated` (a 503, or a message held and tried again) before. A
+/// handler must neither run against an older schema nor take the connections the migration
+/// needs: at a restart under load, the views and writes queued for the new instance took every
+/// connection of the pool while the migration waited for one.
+#[derive(Clone)]
+pub struct MigratedPool {
+    pool: Pool,
+    migrated: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl MigratedPool {
+    pub async fn get(&self) -> Result<Conn> {
+        migrated_conn(self.pool.clone(), self.migrated.load(std::sync::atomic::Ordering::SeqCst)).await
+    }
 }
 
 async fn migrated_conn(pool: Pool, migrated: bool) -> Result<Conn> {

@@ -18,11 +18,10 @@ use std::{sync::Arc, time::Duration};
 use actix::prelude::*;
 use bytes::Bytes;
 use common::{
-    db::Pool,
     entity::User,
     error::{Error, Result},
     replica::Page,
-    store::Store,
+    store::{MigratedPool, Store},
 };
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::{GenericClient, IsolationLevel};
@@ -131,7 +130,7 @@ impl Output {
     }
 }
 
-async fn produce(pool: Pool, page: Page, out: &mut Output) -> Result<()> {
+async fn produce(pool: MigratedPool, page: Page, out: &mut Output) -> Result<()> {
     let offset = i64::try_from(page.offset).unwrap_or(i64::MAX);
     let limit = page.limit.map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX));
     let mut conn = pool.get().await?;

@@ -376,7 +376,8 @@ async fn a_restored_cache_entry_is_asked_again_before_use_and_serves_only_while_
     })
     .await;
     // An alarm entry is kept as {"<item id>": {"v": version, "d": cleared, "k": null}, ...}.
-    let holds = |item: i64| format!("SELECT entry ? '{item}' FROM moa_cache_entry WHERE cache = 'alarm' AND grp = {user}");
+    let holds =
+        |item: i64| format!("SELECT entry ? '{item}' FROM moa_cache_entry WHERE cache = 'alarm' AND grp = {user}");
     eventually(BACK, "the item service persisted the user's cache entry", || async {
         sys.sql(Svc::Item, &holds(3)).await.first().is_some_and(|r| r.get::<_, bool>(0))
     })
