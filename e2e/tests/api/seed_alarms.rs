@@ -47,11 +47,11 @@ async fn seed_alarms_get_no_version_rows_at_the_first_start_and_read_and_change_
         &format!(
             "INSERT INTO alarm (id, item_id, user_id, created) VALUES
                  (1, 3, {user}, '2020-01-01'), (2, 5, {user}, '2020-01-02'), (3, 7, {user}, '2020-01-03'),
-                 (4, 3, {other}, '2020-01-04'), (5, NULL, {other}, '2020-01-05');
-             SELECT setval('alarm_id_seq', 5)"
+                 (4, 3, {other}, '2020-01-04'), (5, NULL, {other}, '2020-01-05')"
         ),
     )
     .await;
+    sys.sql(Svc::Alarm, "SELECT setval('alarm_id_seq', 5)").await;
     sys.restart(Svc::Alarm).await;
     assert!(sys.log(Svc::Alarm).contains("applying migration 10"), "the capture migration ran at this start");
     assert_eq!(version_rows(&sys).await, vec![], "the first start wrote no version row for the loaded alarms");
