@@ -246,6 +246,9 @@ pub enum Query {
     /// The given keys; keys never seen are simply absent.
     Get { entity: String, keys: Vec<String> },
     /// Every key starting with `prefix` (an alarm prefix `"<user_id>:"` is a user's alarms).
+    /// The only read of alarms (with `Epoch`): its [`PrefixRead`] also answers the alarms loaded
+    /// before capture existed, which have no version row, so `Snapshot`, `Get`, `Digest` and
+    /// `Buckets` of alarms would miss those.
     Prefix { entity: String, prefix: String },
     /// The user whose access token this is.
     UserByToken { token: String },
