@@ -1,11 +1,16 @@
 -- (This migration used to define moa_write_alarm(), which migration 11 drops.)
 --
--- Its effect is unchanged since it was first applied; only how it gets there was made cheaper
--- for large tables (10M alarms: see docs/performance.md, "huge seed"), so databases that
--- applied the earlier text are in the same state as those applying this one.
+-- This text was edited in place after databases had applied it (the runner records versions,
+-- not texts: see common::db::migrate). Earlier texts also backfilled one moa_entity_version
+-- row per existing alarm, which took over three minutes at 10M alarms (docs/performance.md,
+-- "Huge seed"). This one does not: an alarm loaded before capture existed has no version row
+-- and is read as version 0 until it first changes (alarm/sql/functions/moa_alarm_rows.sql and
+-- moa_write_alarms.sql read it so, and say why that is exact; docs/decisions.md, "Alarms
+-- loaded before capture"). A database that applied an earlier text has a version row for
+-- every alarm instead: the readers find no unversioned row there, and answer the same.
 
--- The backfill below is one large transaction: do not wait for its WAL flush per statement,
--- and give the index builds memory enough to sort in one pass.
+-- One large transaction (the index build below sorts the whole table): do not wait for its
+-- WAL flush per statement, and give the index build memory enough to sort in one pass.
 SET LOCAL synchronous_commit = off;
 SET LOCAL maintenance_work_mem = '256MB';
 
@@ -13,6 +18,7 @@ SET LOCAL maintenance_work_mem = '256MB';
 -- operator may have inserted before this migration are folded into the oldest row first.
 -- Building the unique index is the check: when it succeeds there was nothing to fold, and the
 -- self-join (a hash join of the table with itself, spilling gigabytes at 10M rows) is skipped.
+-- The index is also how moa_alarm_rows() finds a user's unversioned alarms.
 DO $$
 BEGIN
     CREATE UNIQUE INDEX IF NOT EXISTS alarm_user_item_key ON public.alarm (user_id, item_id);
@@ -23,31 +29,8 @@ EXCEPTION WHEN unique_violation THEN
     CREATE UNIQUE INDEX IF NOT EXISTS alarm_user_item_key ON public.alarm (user_id, item_id);
 END $$;
 
--- Capture every change of alarm rows, keyed by "user_id:item_id", on alarm.events.
--- Rows loaded before the trigger existed (the seed) get their first version here: one
--- set-based INSERT, with the primary key of moa_entity_version built once after it (a sort)
--- rather than maintained row by row (random inserts into a 10M-entry btree). Rows with both
--- ids set are unique by the index above; an existing version row wins (ON CONFLICT DO NOTHING
--- before): NOT EXISTS keeps it. Rows with a NULL id may share a key: those few go through
--- ON CONFLICT DO NOTHING once the key is back, as before.
-ALTER TABLE moa_entity_version DROP CONSTRAINT moa_entity_version_pkey;
-
-INSERT INTO moa_entity_version (entity, key, version, deleted, data)
-SELECT 'alarm', a.user_id::text || ':' || a.item_id::text, nextval('moa_version_seq'), false, to_jsonb(a)
-FROM public.alarm a
-WHERE a.user_id IS NOT NULL AND a.item_id IS NOT NULL
-  AND NOT EXISTS (SELECT 1 FROM moa_entity_version v
-                  WHERE v.entity = 'alarm' AND v.key = a.user_id::text || ':' || a.item_id::text);
-
-ALTER TABLE moa_entity_version ADD CONSTRAINT moa_entity_version_pkey PRIMARY KEY (entity, key);
-
-INSERT INTO moa_entity_version (entity, key, version, deleted, data)
-SELECT 'alarm', coalesce(a.user_id::text, 'null') || ':' || coalesce(a.item_id::text, 'null'),
-       nextval('moa_version_seq'), false, to_jsonb(a)
-FROM public.alarm a
-WHERE a.user_id IS NULL OR a.item_id IS NULL
-ON CONFLICT (entity, key) DO NOTHING;
-
+-- Capture every change of alarm rows, keyed by "user_id:item_id", on alarm.events (from
+-- migration 12 on, with a WHEN clause that lets moa_write_alarms record its own changes).
 DROP TRIGGER IF EXISTS moa_capture_alarm ON public.alarm;
 CREATE TRIGGER moa_capture_alarm
     AFTER INSERT OR UPDATE OR DELETE ON public.alarm

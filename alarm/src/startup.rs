@@ -11,11 +11,11 @@ use actix_web::web;
 use crate::{
     lists::AlarmLists,
     routes,
-    store::{alarm_writer, MIGRATIONS},
+    store::{alarm_writer, MIGRATIONS, PREFIX_READS},
 };
 
 pub fn build(settings: Settings) -> Result<Application> {
-    let core = Core::start(settings, &MIGRATIONS)?;
+    let core = Core::start_with_reads(settings, &MIGRATIONS, &PREFIX_READS)?;
     let writer = web::Data::new(alarm_writer(core.store.clone(), core.settings.write_lanes, &core.tasks));
     let lists = web::Data::new(AlarmLists::new(core.settings.own_read_timeout));
     Application::build(core, &routes::openapi(), move |cfg| {

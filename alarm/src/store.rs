@@ -5,14 +5,14 @@ use common::{
     batch::Coalescer,
     db::Migration,
     entity::VersionedRow,
-    store::{to_rows_at, Store},
+    store::{to_rows_at, PrefixRead, Store},
     Error, Result,
 };
 use tokio_postgres::types::Type;
 
 /// Versioned migrations in the order they apply, then this domain's function files (the shared
 /// ones, `common::db::FUNCTIONS`, are applied by `common::db::migrate` itself).
-pub static MIGRATIONS: [Migration; 11] = [
+pub static MIGRATIONS: [Migration; 12] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
@@ -32,7 +32,13 @@ pub static MIGRATIONS: [Migration; 11] = [
     common::db::TOMBSTONES,
     common::db::CACHE_ENTRIES,
     Migration::function("moa_write_alarms", include_str!("../sql/functions/moa_write_alarms.sql")),
+    Migration::function("moa_alarm_rows", include_str!("../sql/functions/moa_alarm_rows.sql")),
 ];
+
+/// A user's alarms (`Query::Prefix` of `"<user_id>:"`: the RPC answers and this service's own
+/// list) include the alarms loaded before capture existed, which have no version row and are
+/// read as version 0 (see sql/functions/moa_alarm_rows.sql).
+pub static PREFIX_READS: [PrefixRead; 1] = [PrefixRead { entity: "alarm", function: "moa_alarm_rows" }];
 
 /// Sets (`set: true`) or clears the alarm of `user_id` on `item_id`; both are idempotent.
 #[derive(Debug, Clone)]

@@ -127,8 +127,9 @@ pub async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<usize> {
     let mut conn = pool.get().await?;
     // The lock is per session; it is released with this connection's checkout below.
     // Migrations (and waiting for another instance's) may take minutes on a large database
-    // (the capture migration writes a version row per existing row): no statement timeout
-    // for this session until it is reset below.
+    // (a capture migration builds an index over a whole table; the user one also writes a
+    // version row per existing user): no statement timeout for this session until it is
+    // reset below.
     conn.batch_execute(
         "SET statement_timeout = 0;
          SELECT pg_advisory_lock(4242001);

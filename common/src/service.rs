@@ -91,11 +91,21 @@ fn replicas_for(
 impl Core {
     /// Starts the store actor and the AMQP components. Call inside the actix system.
     pub fn start(settings: Settings, migrations: &'static [Migration]) -> Result<Core> {
+        Self::start_with_reads(settings, migrations, &[])
+    }
+
+    /// [`Core::start`], with the domain's own prefix reads of some entities (see
+    /// [`crate::store::PrefixRead`]).
+    pub fn start_with_reads(
+        settings: Settings,
+        migrations: &'static [Migration],
+        prefix_reads: &'static [crate::store::PrefixRead],
+    ) -> Result<Core> {
         crate::error::name_own_database(settings.domain.name(), &settings.database_url);
         let metrics = Metrics::default();
         describe_metrics(&metrics);
         let tasks = Tasks::new();
-        let store = Store::new(&settings, migrations, &tasks)?;
+        let store = Store::new(&settings, migrations, prefix_reads, &tasks)?;
         let wake = store.outbox_wake();
         let migrated = store.migrated_flag();
         let store = store.start();

@@ -32,13 +32,34 @@ pub struct Store {
     /// Woken by NOTIFY moa_outbox (a change was committed) so the relay need not wait for its poll.
     outbox_wake: Arc<Notify>,
     migrations: &'static [Migration],
+    /// The domain's own SQL for some entities' prefix reads (see [`PrefixRead`]).
+    prefix_reads: &'static [PrefixRead],
     migrated: Arc<std::sync::atomic::AtomicBool>,
     /// Owns the migrations and the LISTEN session.
     tasks: Tasks,
 }
 
+/// A domain's own answer to [`Query::Prefix`] for one of its entities: SQL function
+/// `function(p_prefix text)`, returning `(key, version, deleted, data)` rows, defined in the
+/// domain's function file `sql/functions/<function>.sql` (listed in its migrations). Without
+/// one, a prefix read is the range of `moa_entity_version` keys starting with the prefix; a
+/// domain whose entity also has rows outside that table (alarms loaded before capture existed,
+/// read as version 0: alarm/sql/functions/moa_alarm_rows.sql) reads them here too.
+#[derive(Debug, Clone, Copy)]
+pub struct PrefixRead {
+    pub entity: &'static str,
+    pub function: &'static str,
+}
+
 impl Store {
-    pub fn new(settings: &Settings, migrations: &'static [Migration], tasks: &Tasks) -> Result<Self> {
+    /// A store whose prefix reads of the entities in `prefix_reads` call the domain's own
+    /// function (see [`PrefixRead`]); every other read is the shared one.
+    pub fn new(
+        settings: &Settings,
+        migrations: &'static [Migration],
+        prefix_reads: &'static [PrefixRead],
+        tasks: &Tasks,
+    ) -> Result<Self> {
         let db = db_runtime()?;
         // The pool's own tasks (its reaper, connection set-up) belong on that runtime too.
         let _inside = db.enter();
@@ -53,6 +74,7 @@ impl Store {
             database_url: settings.database_url.clone(),
             outbox_wake: Arc::new(Notify::new()),
             migrations,
+            prefix_reads,
             migrated: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             tasks: tasks.clone(),
         })
@@ -225,6 +247,9 @@ pub enum Query {
     /// The given keys; keys never seen are simply absent.
     Get { entity: String, keys: Vec<String> },
     /// Every key starting with `prefix` (an alarm prefix `"<user_id>:"` is a user's alarms).
+    /// The only read of alarms (with `Epoch`): its [`PrefixRead`] also answers the alarms loaded
+    /// before capture existed, which have no version row, so `Snapshot`, `Get`, `Digest` and
+    /// `Buckets` of alarms would miss those.
     Prefix { entity: String, prefix: String },
     /// The user whose access token this is.
     UserByToken { token: String },
@@ -356,6 +381,7 @@ impl Handler<Query> for Store {
     fn handle(&mut self, q: Query, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool.clone();
         let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
+        let prefix_read = self.prefix_reads.iter().find(|r| r.entity == q.entity()).map(|r| r.function);
         self.run(async move {
             let conn = migrated_conn(pool, migrated).await?;
             let rows = match &q {
@@ -378,18 +404,24 @@ impl Handler<Query> for Store {
                     )
                     .await?
                 }
-                Query::Prefix { entity, prefix } => {
-                    // A range on the primary key: [prefix, prefix + U+FFFF).
-                    let upper = format!("{prefix}\u{ffff}");
-                    conn.query(
-                        &format!(
-                            "SELECT {ROW_COLUMNS} FROM moa_entity_version
-                             WHERE entity = $1 AND key >= $2 AND key < $3 ORDER BY key"
-                        ),
-                        &[entity, prefix, &upper],
-                    )
-                    .await?
-                }
+                Query::Prefix { entity, prefix } => match prefix_read {
+                    // The function's name is the domain's constant, never a request's.
+                    Some(function) => {
+                        conn.query(&format!("SELECT {ROW_COLUMNS} FROM {function}($1) ORDER BY key"), &[prefix]).await?
+                    }
+                    None => {
+                        // A range on the primary key: [prefix, prefix + U+FFFF).
+                        let upper = format!("{prefix}\u{ffff}");
+                        conn.query(
+                            &format!(
+                                "SELECT {ROW_COLUMNS} FROM moa_entity_version
+                                 WHERE entity = $1 AND key >= $2 AND key < $3 ORDER BY key"
+                            ),
+                            &[entity, prefix, &upper],
+                        )
+                        .await?
+                    }
+                },
                 Query::Digest { entity, width } => {
                     // md5 of the bucket's versions in order, as text: the replica computes the
                     // same string from what it holds (see replica::digest).
