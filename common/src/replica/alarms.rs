@@ -30,7 +30,7 @@ impl Group for Alarms {
     fn keep(_: &VersionedRow) {}
 
     fn view(members: &Members<()>) -> Arc<BTreeSet<i64>> {
-        Arc::new(members.iter().filter(|(_, m)| !m.deleted).map(|(item, _)| *item).collect())
+        Arc::new(members.iter().filter(|(_, m)| !m.deleted).map(|(item, _)| item).collect())
     }
 }
 

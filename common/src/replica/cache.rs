@@ -86,8 +86,66 @@ pub struct Held<K> {
     pub kept: K,
 }
 
-/// An entry's members by member key (item id for alarms).
-pub type Members<K> = BTreeMap<i64, Held<K>>;
+/// An entry's members, sorted by member key (item id for alarms): a boxed slice, not a
+/// `BTreeMap`, whose smallest node holds 11 slots (most users have one row or a few alarms, and
+/// an entry is replaced, not edited, on every change). In the hot copy, a JSON object keyed
+/// by member.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Members<K>(Box<[(i64, Held<K>)]>);
+
+impl<K> Default for Members<K> {
+    fn default() -> Self {
+        Members(Box::new([]))
+    }
+}
+
+impl<K: Clone> Members<K> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get(&self, member: i64) -> Option<&Held<K>> {
+        self.0.binary_search_by_key(&member, |(m, _)| *m).ok().map(|i| &self.0[i].1)
+    }
+
+    /// A copy with `member` set to `held`.
+    fn with(&self, member: i64, held: Held<K>) -> Self {
+        let mut v = self.0.to_vec();
+        match v.binary_search_by_key(&member, |(m, _)| *m) {
+            Ok(i) => v[i].1 = held,
+            Err(i) => v.insert(i, (member, held)),
+        }
+        Members(v.into_boxed_slice())
+    }
+}
+
+impl<K> Members<K> {
+    /// Members in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, &Held<K>)> {
+        self.0.iter().map(|(m, h)| (*m, h))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<K: Serialize> Serialize for Members<K> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(m, h)| (m, h)))
+    }
+}
+
+impl<'de, K: Deserialize<'de>> Deserialize<'de> for Members<K> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let map = BTreeMap::<i64, Held<K>>::deserialize(d)?;
+        Ok(Members(map.into_iter().collect()))
+    }
+}
 
 /// One group's members as the owner last told them, and what lookups read.
 pub struct Entry<G: Group> {
@@ -104,10 +162,10 @@ impl<G: Group> Entry<G> {
 
 /// Merges `row` into `members` when it is newer than what they hold (or new): true if it was.
 fn merge<G: Group>(members: &mut Members<G::Kept>, member: i64, row: &VersionedRow) -> bool {
-    if members.get(&member).is_some_and(|held| held.version >= row.version) {
+    if members.get(member).is_some_and(|held| held.version >= row.version) {
         return false;
     }
-    members.insert(member, Held { version: row.version, deleted: row.deleted, kept: G::keep(row) });
+    *members = members.with(member, Held { version: row.version, deleted: row.deleted, kept: G::keep(row) });
     true
 }
 
@@ -523,7 +581,8 @@ impl<G: Group> GroupCache<G> {
                 }
                 // An entry this version cannot read (an older format) is simply not restored.
                 let Ok(members) = serde_json::from_str::<Members<G::Kept>>(&json) else { continue };
-                self.max_version.fetch_max(members.values().map(|m| m.version).max().unwrap_or(0), Ordering::Relaxed);
+                self.max_version
+                    .fetch_max(members.iter().map(|(_, m)| m.version).max().unwrap_or(0), Ordering::Relaxed);
                 let entry = Entry::<G>::new(members, 0);
                 views.push(entry.view.clone());
                 self.entries.insert(group, Arc::new(entry));

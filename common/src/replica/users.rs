@@ -1,6 +1,8 @@
 //! The user directory: who a `USER-TOKEN` belongs to. A bounded cache of users (one entry
 //! per user), found by token through a token index; see [`super::cache`].
 
+use std::sync::Arc;
+
 use crate::{
     entity::{User, VersionedRow},
     error::Result,
@@ -18,20 +20,20 @@ impl Group for Users {
     const KIND: &'static str = "user";
     const OWNER: Domain = Domain::User;
     /// The user, or `None`: deleted.
-    type View = Option<User>;
-    /// The user, parsed once; `None` for a tombstone.
-    type Kept = Option<User>;
+    type View = Option<Arc<User>>;
+    /// The user, parsed once (shared with the view); `None` for a tombstone.
+    type Kept = Option<Arc<User>>;
 
     fn place(key: &str) -> Option<(i64, i64)> {
         key.parse().ok().map(|id| (id, 0))
     }
 
-    fn keep(row: &VersionedRow) -> Option<User> {
-        row_value::<User>(row)
+    fn keep(row: &VersionedRow) -> Option<Arc<User>> {
+        row_value::<User>(row).map(Arc::new)
     }
 
-    fn view(members: &Members<Option<User>>) -> Option<User> {
-        members.values().next().and_then(|m| m.kept.clone())
+    fn view(members: &Members<Option<Arc<User>>>) -> Option<Arc<User>> {
+        members.iter().next().and_then(|(_, m)| m.kept.clone())
     }
 
     fn lookups_answered_by(row: &VersionedRow) -> Vec<String> {
@@ -64,12 +66,17 @@ impl UserDirectory {
 
     #[cfg(test)]
     pub fn detached() -> Self {
-        UserDirectory::new(GroupCache::detached(), 1000)
+        UserDirectory::detached_with_capacity(1000)
+    }
+
+    #[cfg(test)]
+    pub fn detached_with_capacity(tokens: u64) -> Self {
+        UserDirectory::new(GroupCache::detached(), tokens)
     }
 
     fn cached_by_token(&self, token: &str) -> Option<Found<User>> {
         let id = self.tokens.get(token)?;
-        let holds = |u: &Option<User>| u.as_ref().filter(|u| u.access_token == token).cloned();
+        let holds = |u: &Option<Arc<User>>| u.as_deref().filter(|u| u.access_token == token).cloned();
         match self.cache.cached(id)? {
             Found::Current(e) => holds(&e.view).map(Found::Current),
             Found::Stale(e) => holds(&e.view).map(Found::Stale),
@@ -87,7 +94,7 @@ impl UserDirectory {
     /// Loads the cache's hot copy and indexes the restored users' tokens.
     pub async fn restore(&self) {
         for user in self.cache.load_hot_copy().await.into_iter().flatten() {
-            self.tokens.insert(user.access_token, user.id);
+            self.tokens.insert(user.access_token.clone(), user.id);
         }
         self.cache.mark_restored();
     }
@@ -172,6 +179,28 @@ mod tests {
             Some(Found::Current(u)) => Some(u.id),
             _ => None,
         }
+    }
+
+    /// A cached user (entry and token index) costs well under 1 KiB, bookkeeping included.
+    #[test]
+    fn a_cached_user_costs_a_few_hundred_bytes() {
+        let users = 10_000_i64;
+        let d = UserDirectory::detached_with_capacity(2 * users as u64);
+        let g = d.current_generation();
+        let rows: Vec<VersionedRow> =
+            (0..users).map(|u| row(u, u + 1, &format!("{:08x}-5a3e-4d0c-9f6b-{u:012x}", u * 7919), false)).collect();
+        let ((), bytes) = crate::replica::cache::heap_meter::net_bytes(|| {
+            for r in &rows {
+                d.fill(&[r.key.parse().unwrap()], std::slice::from_ref(r), g);
+                d.index(std::slice::from_ref(r));
+            }
+            d.len();
+            d.tokens.run_pending_tasks();
+        });
+        assert_eq!(d.len(), users as u64);
+        let per_user = bytes / users as isize;
+        println!("user cache: {bytes} bytes for {users} users = {per_user} bytes per user");
+        assert!(per_user < 1024, "{per_user} bytes per user");
     }
 
     #[test]
