@@ -80,8 +80,8 @@ impl Store {
         })
     }
 
-    /// The pool, for domain message handlers (which run inside this actor): no connection
-    /// before this start's migrations are applied (see [`MigratedPool`]).
+    /// The pool, for every message handler (the shared ones here and the domains'): no
+    /// connection before this start's migrations are applied (see [`MigratedPool`]).
     pub fn pool(&self) -> MigratedPool {
         MigratedPool { pool: self.pool.clone(), migrated: self.migrated.clone() }
     }
@@ -318,15 +318,11 @@ pub struct MigratedPool {
 
 impl MigratedPool {
     pub async fn get(&self) -> Result<Conn> {
-        migrated_conn(self.pool.clone(), self.migrated.load(std::sync::atomic::Ordering::SeqCst)).await
+        if !self.migrated.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::NotMigrated);
+        }
+        Ok(self.pool.get_owned().await?)
     }
-}
-
-async fn migrated_conn(pool: Pool, migrated: bool) -> Result<Conn> {
-    if !migrated {
-        return Err(Error::NotMigrated);
-    }
-    Ok(pool.get_owned().await?)
 }
 
 /// A `json`/`jsonb` column as its text, unparsed (see [`RawJson`]).
@@ -379,11 +375,10 @@ impl Handler<Query> for Store {
     type Result = ResponseFuture<Result<Vec<VersionedRow>>>;
 
     fn handle(&mut self, q: Query, _: &mut Context<Self>) -> Self::Result {
-        let pool = self.pool.clone();
-        let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
+        let pool = self.pool();
         let prefix_read = self.prefix_reads.iter().find(|r| r.entity == q.entity()).map(|r| r.function);
         self.run(async move {
-            let conn = migrated_conn(pool, migrated).await?;
+            let conn = pool.get().await?;
             let rows = match &q {
                 Query::Snapshot { entity, after, limit } => {
                     let limit = i64::from(*limit).clamp(1, 100_000);
@@ -549,14 +544,10 @@ impl Handler<DrainOutbox> for Store {
     type Result = ResponseFuture<Result<(usize, Published)>>;
 
     fn handle(&mut self, msg: DrainOutbox, _: &mut Context<Self>) -> Self::Result {
-        let pool = self.pool.clone();
-        let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
+        let pool = self.pool();
         Box::pin(async move {
-            // Before the migrations the outbox may not have its columns yet: "not yet", which
-            // the relay does not report as a failure.
-            if !migrated {
-                return Err(Error::NotMigrated);
-            }
+            // Before the migrations the outbox may not have its columns yet: "not yet"
+            // (`NotMigrated`), which the relay does not report as a failure.
             let mut conn = pool.get().await?;
             // The outbox's statistics say empty (it is, after each vacuum), so the planner
             // would scan the heap and sort; under load the heap holds thousands of rows deleted
@@ -768,10 +759,9 @@ impl Handler<LoadReplica> for Store {
     type Result = ResponseFuture<Result<Vec<VersionedRow>>>;
 
     fn handle(&mut self, msg: LoadReplica, _: &mut Context<Self>) -> Self::Result {
-        let pool = self.pool.clone();
-        let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
+        let pool = self.pool();
         self.run(async move {
-            let mut conn = migrated_conn(pool, migrated).await?;
+            let mut conn = pool.get().await?;
             // One read of the whole persisted copy (1M alarms at scale) at start.
             let rows = query_untimed(
                 &mut conn,
@@ -801,10 +791,9 @@ impl Handler<SaveCacheEntries> for Store {
     type Result = ResponseFuture<Result<()>>;
 
     fn handle(&mut self, msg: SaveCacheEntries, _: &mut Context<Self>) -> Self::Result {
-        let pool = self.pool.clone();
-        let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
+        let pool = self.pool();
         self.run(async move {
-            let mut conn = migrated_conn(pool, migrated).await?;
+            let mut conn = pool.get().await?;
             let tx = bookkeeping(&mut conn).await?;
             if msg.clear {
                 tx.execute("DELETE FROM moa_cache_entry WHERE cache = $1", &[&msg.cache]).await?;
@@ -854,10 +843,9 @@ impl Handler<LoadCacheEntries> for Store {
     type Result = ResponseFuture<Result<Vec<(i64, String, String)>>>;
 
     fn handle(&mut self, msg: LoadCacheEntries, _: &mut Context<Self>) -> Self::Result {
-        let pool = self.pool.clone();
-        let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
+        let pool = self.pool();
         self.run(async move {
-            let mut conn = migrated_conn(pool, migrated).await?;
+            let mut conn = pool.get().await?;
             let limit = i64::try_from(msg.limit).unwrap_or(i64::MAX);
             let rows = query_untimed(
                 &mut conn,
@@ -891,10 +879,9 @@ impl Handler<CollectTombstones> for Store {
     type Result = ResponseFuture<Result<i64>>;
 
     fn handle(&mut self, msg: CollectTombstones, _: &mut Context<Self>) -> Self::Result {
-        let pool = self.pool.clone();
-        let migrated = self.migrated.load(std::sync::atomic::Ordering::SeqCst);
+        let pool = self.pool();
         self.run(async move {
-            let mut conn = migrated_conn(pool, migrated).await?;
+            let mut conn = pool.get().await?;
             let sql = "SELECT moa_collect_tombstones(make_interval(secs => $1))";
             let rows = query_untimed(&mut conn, sql, &[&msg.retention.as_secs_f64()]).await?;
             let row = rows.first().ok_or_else(|| Error::Malformed("moa_collect_tombstones answered no row".into()))?;
