@@ -160,26 +160,33 @@ impl<G: Group> Entry<G> {
     }
 }
 
+fn held<G: Group>(row: &VersionedRow) -> Held<G::Kept> {
+    Held { version: row.version, deleted: row.deleted, kept: G::keep(row) }
+}
+
 /// Merges `row` into `members` when it is newer than what they hold (or new): true if it was.
 fn merge<G: Group>(members: &mut Members<G::Kept>, member: i64, row: &VersionedRow) -> bool {
     if members.get(member).is_some_and(|held| held.version >= row.version) {
         return false;
     }
-    *members = members.with(member, Held { version: row.version, deleted: row.deleted, kept: G::keep(row) });
+    *members = members.with(member, held::<G>(row));
     true
+}
+
+/// The members of `group` among `rows`, the newest version of each: sorted once, not merged
+/// row by row (each merge copies the slice).
+fn collect<'r, G: Group>(group: i64, rows: impl Iterator<Item = &'r VersionedRow>) -> Members<G::Kept> {
+    let mut mine: Vec<(i64, &VersionedRow)> =
+        rows.filter_map(|r| G::place(&r.key).filter(|(g, _)| *g == group).map(|(_, m)| (m, r))).collect();
+    // Per member, the newest first; of equal versions the first given (as `merge` keeps it).
+    mine.sort_by_key(|(m, r)| (*m, std::cmp::Reverse(r.version)));
+    mine.dedup_by_key(|(m, _)| *m);
+    Members(mine.into_iter().map(|(m, r)| (m, held::<G>(r))).collect())
 }
 
 /// The members of `group` in `rows` (an answer not kept, read as it is).
 pub fn members_of<G: Group>(group: i64, rows: &[VersionedRow]) -> Members<G::Kept> {
-    let mut members = Members::new();
-    for row in rows {
-        if let Some((g, member)) = G::place(&row.key) {
-            if g == group {
-                merge::<G>(&mut members, member, row);
-            }
-        }
-    }
-    members
+    collect::<G>(group, rows.iter())
 }
 
 /// A lookup's answer: fresh (current generation or just asked), or an old entry served
@@ -415,7 +422,6 @@ impl<G: Group> GroupCache<G> {
             // it is still the owner's truth for this request.
             let keep = answer.iter().all(|r| self.same_epoch(r.epoch.as_ref()));
             for &group in groups {
-                let mut members = Members::new();
                 let recent = self.recent.get(&group);
                 // Any event held is a fact of the owner's history: merging one older than the
                 // window is still right (newest version wins), it is just not needed.
@@ -423,13 +429,9 @@ impl<G: Group> GroupCache<G> {
                     .map(|r| r.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, row)| row.clone()).collect())
                     .unwrap_or_default();
                 let recent = recent.iter().filter(|r| self.same_epoch(r.epoch.as_ref()));
-                for row in answer.iter().chain(recent) {
-                    let Some((g, member)) = G::place(&row.key) else { continue };
-                    if g == group {
-                        self.max_version.fetch_max(row.version, Ordering::Relaxed);
-                        merge::<G>(&mut members, member, row);
-                    }
-                }
+                let members = collect::<G>(group, answer.iter().chain(recent));
+                let newest = members.iter().map(|(_, m)| m.version).max().unwrap_or(0);
+                self.max_version.fetch_max(newest, Ordering::Relaxed);
                 let entry = Arc::new(Entry::new(members, generation));
                 if keep {
                     self.entries.insert(group, entry.clone());
