@@ -12,7 +12,7 @@ use tokio_postgres::types::Type;
 
 /// Versioned migrations in the order they apply, then this domain's function files (the shared
 /// ones, `common::db::FUNCTIONS`, are applied by `common::db::migrate` itself).
-pub static MIGRATIONS: [Migration; 12] = [
+pub static MIGRATIONS: [Migration; 13] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
@@ -31,6 +31,7 @@ pub static MIGRATIONS: [Migration; 12] = [
     common::db::OUTBOX_RETRY,
     common::db::TOMBSTONES,
     common::db::CACHE_ENTRIES,
+    Migration::function("moa_alarm_state", include_str!("../sql/functions/moa_alarm_state.sql")),
     Migration::function("moa_write_alarms", include_str!("../sql/functions/moa_write_alarms.sql")),
     Migration::function("moa_alarm_rows", include_str!("../sql/functions/moa_alarm_rows.sql")),
 ];

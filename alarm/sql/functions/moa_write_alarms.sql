@@ -8,7 +8,7 @@
 -- see common::batch) and returns each pair's versioned state after the batch, tagged with the
 -- 1-based position of the request it answers. An alarm loaded before capture existed that the
 -- batch did not change (a set of an alarm already set) has no version row: its state is the
--- row itself at version 0, as moa_alarm_rows() reads it (see there why that is exact). A batch that names one (user, item) pair twice
+-- row itself at version 0 (moa_alarm_state.sql, as moa_alarm_rows() reads it). A batch that names one (user, item) pair twice
 -- is run request by request (the answers must then be the states in between), as before.
 --
 -- Every statement here reaches its rows by key through a unique index; enable_seqscan = off
@@ -36,14 +36,7 @@ BEGIN
                 DELETE FROM public.alarm a WHERE a.user_id = p_user_ids[i] AND a.item_id = p_item_ids[i];
             END IF;
             RETURN QUERY
-                SELECT i, v.key, v.version, v.deleted, v.data FROM moa_entity_version v
-                WHERE v.entity = 'alarm' AND v.key = p_user_ids[i]::text || ':' || p_item_ids[i]::text
-                UNION ALL
-                SELECT i, a.user_id::text || ':' || a.item_id::text, 0::bigint, false, to_jsonb(a)
-                FROM public.alarm a
-                WHERE a.user_id = p_user_ids[i] AND a.item_id = p_item_ids[i]
-                  AND NOT EXISTS (SELECT 1 FROM moa_entity_version u
-                                  WHERE u.entity = 'alarm' AND u.key = a.user_id::text || ':' || a.item_id::text);
+                SELECT i, s.key, s.version, s.deleted, s.data FROM moa_alarm_state(p_user_ids[i], p_item_ids[i]) s;
         END LOOP;
         RETURN;
     END IF;
@@ -93,16 +86,7 @@ BEGIN
     RETURN QUERY
         SELECT r.ord::integer, s.key, s.version, s.deleted, s.data
         FROM unnest(p_user_ids, p_item_ids) WITH ORDINALITY AS r(user_id, item_id, ord)
-        CROSS JOIN LATERAL (
-            SELECT v.key, v.version, v.deleted, v.data FROM moa_entity_version v
-            WHERE v.entity = 'alarm' AND v.key = r.user_id::text || ':' || r.item_id::text
-            UNION ALL
-            SELECT r.user_id::text || ':' || r.item_id::text, 0::bigint, false, to_jsonb(a)
-            FROM public.alarm a
-            WHERE a.user_id = r.user_id AND a.item_id = r.item_id
-              AND NOT EXISTS (SELECT 1 FROM moa_entity_version u
-                              WHERE u.entity = 'alarm' AND u.key = r.user_id::text || ':' || r.item_id::text)
-        ) s
+        CROSS JOIN LATERAL moa_alarm_state(r.user_id, r.item_id) s
         ORDER BY r.ord;
 END;
 $$;

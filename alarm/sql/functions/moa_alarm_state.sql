@@ -1,0 +1,20 @@
+-- The state of one (user, item) alarm pair as readers see it: its version row, or, for an alarm
+-- loaded before capture existed that has not changed since, the alarm row itself at version 0
+-- (moa_alarm_rows.sql says why that is exact); no row when the pair has neither. What
+-- moa_write_alarms answers for each request of a batch.
+--
+-- One SQL statement, STABLE, no SET clause: the planner inlines it where it is called (a
+-- LATERAL join per request), so each half stays one unique-index probe.
+CREATE OR REPLACE FUNCTION moa_alarm_state(p_user_id integer, p_item_id integer)
+RETURNS TABLE (key text, version bigint, deleted boolean, data jsonb)
+LANGUAGE sql STABLE
+AS $$
+    SELECT v.key, v.version, v.deleted, v.data FROM moa_entity_version v
+    WHERE v.entity = 'alarm' AND v.key = p_user_id::text || ':' || p_item_id::text
+    UNION ALL
+    SELECT a.user_id::text || ':' || a.item_id::text, 0::bigint, false, to_jsonb(a)
+    FROM public.alarm a
+    WHERE a.user_id = p_user_id AND a.item_id = p_item_id
+      AND NOT EXISTS (SELECT 1 FROM moa_entity_version u
+                      WHERE u.entity = 'alarm' AND u.key = p_user_id::text || ':' || p_item_id::text)
+$$;
