@@ -3,7 +3,8 @@
 //! work (migrations, replica restores) is spawned through one [`Tasks`], held by
 //! [`crate::service::Core`], so that
 //! - a graceful stop ends them all ([`Tasks::shutdown`]: each is cancelled at its next await,
-//!   and one that does not end within the grace period is aborted and named), and
+//!   and one that does not end within the grace period is aborted and named; a loop with a
+//!   last step to take, such as the cache's hot-copy writer, is told instead and ends itself), and
 //! - a loop that fails (panics) or ends while the service still runs is logged at `warn`,
 //!   naming it, instead of disappearing silently.
 //!
@@ -45,6 +46,8 @@ enum Lifetime {
     Service,
     /// Start-up work that ends when done.
     Once,
+    /// Runs until the service stops, and ends by itself once told to (not cancelled).
+    Finishing,
 }
 
 impl Tasks {
@@ -66,6 +69,18 @@ impl Tasks {
         F: Future<Output = ()> + Send + 'static,
     {
         self.start(runtime, name, Lifetime::Service, work);
+    }
+
+    /// A loop meant to run as long as the service that has a last step to take at a graceful
+    /// stop (a final write of what it would have written next): it is handed the stop token
+    /// instead of being cancelled, and is aborted only if it has not ended within the grace.
+    pub fn spawn_finishing<F, W>(&self, name: &'static str, work: W)
+    where
+        W: FnOnce(CancellationToken) -> F,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let stop = self.inner.stop.child_token();
+        self.start(&Handle::current(), name, Lifetime::Finishing, work(stop));
     }
 
     /// Work that ends by itself when done (a restore, the migrations), on `runtime`; stopped
@@ -92,9 +107,13 @@ impl Tasks {
         let inner = self.inner.clone();
         let stop = self.inner.stop.child_token();
         let task = runtime.spawn(async move {
-            let ended = tokio::select! {
-                _ = stop.cancelled() => return,
-                ended = AssertUnwindSafe(work).catch_unwind() => ended,
+            let ended = if lifetime == Lifetime::Finishing {
+                AssertUnwindSafe(work).catch_unwind().await
+            } else {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    ended = AssertUnwindSafe(work).catch_unwind() => ended,
+                }
             };
             match ended {
                 Err(panic) => {
@@ -106,7 +125,7 @@ impl Tasks {
                     inner.failures.fetch_add(1, Ordering::Relaxed);
                     log::warn!("background task '{name}' failed: {why}");
                 }
-                Ok(()) if lifetime == Lifetime::Service && !inner.stop.is_cancelled() => {
+                Ok(()) if lifetime != Lifetime::Once && !inner.stop.is_cancelled() => {
                     inner.failures.fetch_add(1, Ordering::Relaxed);
                     log::warn!("background task '{name}' ended while the service still runs");
                 }
@@ -203,6 +222,34 @@ mod tests {
         // Spawned after the stop: cancelled at once.
         tasks.spawn("late", async { std::future::pending::<()>().await });
         assert!(tasks.shutdown(Duration::from_millis(100)).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_finishing_loop_takes_its_last_step_at_the_stop_and_one_that_does_not_end_is_aborted() {
+        let tasks = Tasks::new();
+        let steps = Arc::new(AtomicUsize::new(0));
+        let s = steps.clone();
+        tasks.spawn_finishing("writer", move |stop| async move {
+            loop {
+                let stopping = tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(3600)) => false,
+                    _ = stop.cancelled() => true,
+                };
+                // The last step awaits, as a final write does: it is not cut short.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                s.fetch_add(1, Ordering::SeqCst);
+                if stopping {
+                    return;
+                }
+            }
+        });
+        tasks.spawn_finishing("ignores the stop", |_stop| std::future::pending::<()>());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(steps.load(Ordering::SeqCst), 0);
+        let left = tasks.shutdown(Duration::from_millis(300)).await;
+        assert_eq!(steps.load(Ordering::SeqCst), 1, "the last step was taken, once");
+        assert_eq!(left, vec!["ignores the stop"]);
+        assert_eq!(tasks.failures(), 0, "ending at the stop is not a failure");
     }
 
     #[tokio::test]

@@ -678,7 +678,8 @@ impl EntryPersister {
         entries: moka::sync::Cache<i64, Arc<Entry<G>>>,
         epoch: Arc<RwLock<Option<Epoch>>>,
     ) -> EntryPersister {
-        tasks.spawn("cache hot copy", write_periodically(cache, store.clone(), dirty.clone(), entries, epoch));
+        let (s, d) = (store.clone(), dirty.clone());
+        tasks.spawn_finishing("cache hot copy", move |stop| write_periodically(cache, s, d, entries, epoch, stop));
         EntryPersister { cache, store, dirty }
     }
 
@@ -714,32 +715,40 @@ async fn write_periodically<G: Group>(
     dirty: Arc<Mutex<Dirty>>,
     entries: moka::sync::Cache<i64, Arc<Entry<G>>>,
     epoch: Arc<RwLock<Option<Epoch>>>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     loop {
-        tokio::time::sleep(HOT_COPY_EVERY).await;
+        // At a graceful stop, one last write: a restart then restores what was cached at the
+        // end, not what was cached up to HOT_COPY_EVERY before it.
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(HOT_COPY_EVERY) => false,
+            _ = stop.cancelled() => true,
+        };
         let taken = std::mem::take(&mut *dirty.lock().unwrap_or_else(|p| p.into_inner()));
-        if !taken.clear && taken.groups.is_empty() {
-            continue;
-        }
-        let epoch = epoch.read().unwrap_or_else(|p| p.into_inner()).as_deref().unwrap_or_default().to_string();
-        let mut batch = SaveCacheEntries { cache, clear: taken.clear, entries: BTreeMap::new() };
-        for &group in &taken.groups {
-            let saved = entries
-                .get(&group)
-                .and_then(|entry| serde_json::to_string(&entry.members).ok().map(|json| (epoch.clone(), json)));
-            batch.entries.insert(group, saved);
-        }
-        match store.send(batch).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                log::warn!("{cache} cache: cannot write {} hot-copy entries yet: {e}", taken.groups.len());
-                let mut d = dirty.lock().unwrap_or_else(|p| p.into_inner());
-                if !d.clear {
-                    d.clear = taken.clear;
-                    d.groups.extend(taken.groups);
-                }
+        if taken.clear || !taken.groups.is_empty() {
+            let epoch = epoch.read().unwrap_or_else(|p| p.into_inner()).as_deref().unwrap_or_default().to_string();
+            let mut batch = SaveCacheEntries { cache, clear: taken.clear, entries: BTreeMap::new() };
+            for &group in &taken.groups {
+                let saved = entries
+                    .get(&group)
+                    .and_then(|entry| serde_json::to_string(&entry.members).ok().map(|json| (epoch.clone(), json)));
+                batch.entries.insert(group, saved);
             }
-            Err(_) => return,
+            match store.send(batch).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    log::warn!("{cache} cache: cannot write {} hot-copy entries yet: {e}", taken.groups.len());
+                    let mut d = dirty.lock().unwrap_or_else(|p| p.into_inner());
+                    if !d.clear {
+                        d.clear = taken.clear;
+                        d.groups.extend(taken.groups);
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+        if stopping {
+            return;
         }
     }
 }

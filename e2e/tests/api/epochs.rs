@@ -19,6 +19,12 @@ async fn alarm_flags(sys: &System, svc: Svc, path: &str, token: &str) -> Option<
     (r.status == 200).then(|| r.alarmed_ids())
 }
 
+/// The owner epochs of the alarm entries the item service's hot copy holds.
+async fn persisted_epochs(sys: &System) -> Vec<String> {
+    let rows = sys.sql(Svc::Item, "SELECT DISTINCT epoch FROM moa_cache_entry WHERE cache = 'alarm'").await;
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
 async fn epoch_of(sys: &System, svc: Svc) -> String {
     sys.sql(svc, "SELECT moa_epoch()").await[0].get(0)
 }
@@ -63,13 +69,14 @@ async fn a_recreated_alarm_database_is_noticed_by_the_item_and_user_services() {
             && alarm_flags(&sys, Svc::Alarm, "/", &token).await.map(|v| v.len()) == Some(1)
     })
     .await;
-    // The persisted copies are of the new epoch: a restart keeps the right answer.
+    // The persisted copies are of the new epoch (a graceful stop writes the last changes, so
+    // the copy holds them at once): a restart keeps the right answer.
     sys.stop(Svc::Item);
+    let new_epoch = epoch_of(&sys, Svc::Alarm).await;
+    assert_eq!(persisted_epochs(&sys).await, vec![new_epoch.clone()], "only the new epoch's rows, written at the stop");
     sys.restart(Svc::Item).await;
     assert_eq!(alarm_flags(&sys, Svc::Item, "/", &token).await, Some(vec![5]), "flags right after a restart");
-    let persisted = sys.sql(Svc::Item, "SELECT DISTINCT epoch FROM moa_cache_entry WHERE cache = 'alarm'").await;
-    let persisted: Vec<String> = persisted.iter().map(|r| r.get(0)).collect();
-    assert_eq!(persisted, vec![epoch_of(&sys, Svc::Alarm).await], "only the new epoch's rows are persisted");
+    assert_eq!(persisted_epochs(&sys).await, vec![new_epoch], "only the new epoch's rows are persisted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
