@@ -246,13 +246,16 @@ pub enum Query {
     Snapshot { entity: String, after: Option<String>, limit: u32 },
     /// The given keys; keys never seen are simply absent.
     Get { entity: String, keys: Vec<String> },
-    /// Every key starting with `prefix` (an alarm prefix `"<user_id>:"` is a user's alarms).
+    /// Every key starting with one of `prefixes` (an alarm prefix `"<user_id>:"` is a user's
+    /// alarms), keys ascending.
     /// The only read of alarms (with `Epoch`): its [`PrefixRead`] also answers the alarms loaded
     /// before capture existed, which have no version row, so `Snapshot`, `Get`, `Digest` and
     /// `Buckets` of alarms would miss those.
-    Prefix { entity: String, prefix: String },
-    /// The user whose access token this is.
-    UserByToken { token: String },
+    /// Several prefixes in one query: cache misses of many requests asked together
+    /// (`replica::misses`); each caller takes the rows whose key starts with its own.
+    Prefix { entity: String, prefixes: Vec<String> },
+    /// The users holding these access tokens (several: see `Prefix`).
+    UsersByToken { tokens: Vec<String> },
     /// A digest of every version the entity has (tombstones included), per bucket of `width`
     /// consecutive versions, so that a replica restored from its own copy can tell which
     /// buckets differ without being sent every row. Answered as rows
@@ -278,7 +281,7 @@ impl Query {
             | Query::Digest { entity, .. }
             | Query::Buckets { entity, .. }
             | Query::Epoch { entity } => entity,
-            Query::UserByToken { .. } => "user",
+            Query::UsersByToken { .. } => "user",
         }
     }
 }
@@ -399,20 +402,20 @@ impl Handler<Query> for Store {
                     )
                     .await?
                 }
-                Query::Prefix { entity, prefix } => match prefix_read {
+                Query::Prefix { entity, prefixes } => match prefix_read {
                     // The function's name is the domain's constant, never a request's.
                     Some(function) => {
-                        conn.query(&format!("SELECT {ROW_COLUMNS} FROM {function}($1) ORDER BY key"), &[prefix]).await?
+                        conn.query(&format!("SELECT {ROW_COLUMNS} FROM {function}($1) ORDER BY key"), &[prefixes]).await?
                     }
                     None => {
-                        // A range on the primary key: [prefix, prefix + U+FFFF).
-                        let upper = format!("{prefix}\u{ffff}");
+                        // Ranges on the primary key: [prefix, prefix + U+FFFF) for each.
                         conn.query(
                             &format!(
-                                "SELECT {ROW_COLUMNS} FROM moa_entity_version
-                                 WHERE entity = $1 AND key >= $2 AND key < $3 ORDER BY key"
+                                "SELECT {ROW_COLUMNS} FROM (SELECT DISTINCT unnest($2::text[]) AS p) p
+                                 JOIN moa_entity_version v ON v.entity = $1 AND v.key >= p.p AND v.key < p.p || chr(65535)
+                                 ORDER BY key"
                             ),
-                            &[entity, prefix, &upper],
+                            &[entity, prefixes],
                         )
                         .await?
                     }
@@ -449,13 +452,13 @@ impl Handler<Query> for Store {
                     )
                     .await?
                 }
-                Query::UserByToken { token } => {
+                Query::UsersByToken { tokens } => {
                     conn.query(
                         &format!(
                             "SELECT {ROW_COLUMNS} FROM moa_entity_version
-                             WHERE entity = 'user' AND data->>'access_token' = $1"
+                             WHERE entity = 'user' AND data->>'access_token' = ANY($1)"
                         ),
-                        &[token],
+                        &[tokens],
                     )
                     .await?
                 }

@@ -781,6 +781,16 @@ impl System {
             .collect()
     }
 
+    /// The sum of one counter's series in `svc`'s `/metrics`, of those whose line contains `with`.
+    pub async fn counter_sum(&self, svc: Svc, name: &str, with: &str) -> f64 {
+        let r = self.request(Method::GET, self.port(svc), "/metrics", None, None).await;
+        r.text
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(with))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub async fn token(&self) -> String {
         self.users(1).await.remove(0).1
     }

@@ -1,7 +1,8 @@
 -- The alarm domain's answer to a prefix read (store::Query::Prefix for entity "alarm", which
 -- the alarm service registers: see alarm/src/store.rs, PREFIX_READS): every versioned row whose
--- key starts with p_prefix, and, for a prefix "<user_id>:", that user's alarm rows that have no
--- version row yet, as version 0.
+-- key starts with one of p_prefixes, and, for each prefix "<user_id>:", that user's alarm rows
+-- that have no version row yet, as version 0. Several prefixes are the cache misses of many
+-- requests asked together (common/src/replica/misses.rs): one set-based statement for all.
 --
 -- Alarms loaded before the capture trigger existed (a dump restored into alarm_db) are never
 -- backfilled (a version row per alarm took minutes at 10M alarms, see docs/decisions.md,
@@ -21,34 +22,50 @@
 -- is left out until it changes (then the trigger versions it as "<user_id>:null").
 -- A prefix that is not exactly "<user_id>:" as user_id::text spells it (no sign, no leading
 -- zero, within integer) gets the versioned rows only: no cast error, and no row whose key
--- would not start with the prefix.
-CREATE OR REPLACE FUNCTION moa_alarm_rows(p_prefix text)
+-- would not start with the prefix. A prefix given twice is read once.
+-- Until 2026-11-30 the function took one prefix; that definition is dropped, not left beside
+-- (checked first: DROP ... IF EXISTS would log a NOTICE at every start).
+DO $$
+BEGIN
+    IF to_regprocedure('moa_alarm_rows(text)') IS NOT NULL THEN
+        DROP FUNCTION moa_alarm_rows(text);
+    END IF;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION moa_alarm_rows(p_prefixes text[])
 RETURNS TABLE (key text, version bigint, deleted boolean, data jsonb)
 LANGUAGE plpgsql STABLE
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_id   bigint;
-    v_user integer;
+    v_prefixes text[];
+    v_users    integer[] := '{}';
+    v_prefix   text;
+    v_id       bigint;
 BEGIN
-    -- Nested, not one AND: SQL does not promise to test the pattern before the cast.
-    IF p_prefix ~ '^-?[0-9]{1,10}:$' THEN
-        v_id := left(p_prefix, -1)::bigint;
-        IF v_id BETWEEN -2147483648 AND 2147483647 AND v_id::text || ':' = p_prefix THEN
-            v_user := v_id;
+    SELECT coalesce(array_agg(DISTINCT p), '{}') INTO v_prefixes FROM unnest(p_prefixes) p WHERE p IS NOT NULL;
+    FOREACH v_prefix IN ARRAY v_prefixes LOOP
+        -- Nested, not one AND: SQL does not promise to test the pattern before the cast.
+        IF v_prefix ~ '^-?[0-9]{1,10}:$' THEN
+            v_id := left(v_prefix, -1)::bigint;
+            IF v_id BETWEEN -2147483648 AND 2147483647 AND v_id::text || ':' = v_prefix THEN
+                v_users := v_users || v_id::integer;
+            END IF;
         END IF;
-    END IF;
-    -- The range on moa_entity_version's primary key, [prefix, prefix + U+FFFF), as every
+    END LOOP;
+    -- The ranges on moa_entity_version's primary key, [prefix, prefix + U+FFFF), as every
     -- other entity's prefix read; the alarms through alarm_user_item_key (user_id, item_id),
     -- each checked against the primary key.
     RETURN QUERY
         SELECT v.key, v.version, v.deleted, v.data
-        FROM moa_entity_version v
-        WHERE v.entity = 'alarm' AND v.key >= p_prefix AND v.key < p_prefix || chr(65535)
+        FROM unnest(v_prefixes) p(prefix)
+        JOIN moa_entity_version v
+          ON v.entity = 'alarm' AND v.key >= p.prefix AND v.key < p.prefix || chr(65535)
         UNION ALL
         SELECT a.user_id::text || ':' || a.item_id::text, 0::bigint, false, to_jsonb(a)
         FROM public.alarm a
-        WHERE v_user IS NOT NULL AND a.user_id = v_user AND a.item_id IS NOT NULL
+        WHERE a.user_id = ANY (v_users) AND a.item_id IS NOT NULL
           AND NOT EXISTS (SELECT 1 FROM moa_entity_version u
                           WHERE u.entity = 'alarm' AND u.key = a.user_id::text || ':' || a.item_id::text);
 END;

@@ -37,7 +37,7 @@ impl Group for Alarms {
 pub type AlarmBook = GroupCache<Alarms>;
 
 fn of_user(user_id: i64) -> Query {
-    Query::Prefix { entity: "alarm".into(), prefix: format!("{user_id}:") }
+    Query::Prefix { entity: "alarm".into(), prefixes: vec![format!("{user_id}:")] }
 }
 
 impl AlarmBook {

@@ -31,7 +31,7 @@ use std::{
 use actix::Addr;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use super::Source;
+use super::{misses::MissBatcher, Source};
 use crate::{
     entity::{Epoch, VersionedRow},
     error::{Error, Result},
@@ -221,6 +221,8 @@ pub struct GroupCache<G: Group> {
     /// is not connected and the owners of a system starting together are not up yet).
     subscribed: AtomicBool,
     source: Source,
+    /// The source, for misses: merged with other requests' while earlier ones are asked.
+    misses: MissBatcher,
     lookup_timeout: Duration,
     probe_interval: Duration,
     metrics: Metrics,
@@ -284,6 +286,7 @@ impl<G: Group> GroupCache<G> {
             restored: AtomicBool::new(persister.is_none()),
             subscribed: AtomicBool::new(false),
             lookup_timeout,
+            misses: MissBatcher::new(source.clone()),
             source,
             probe_interval: settings.epoch_probe,
             metrics,
@@ -463,7 +466,7 @@ impl<G: Group> GroupCache<G> {
         let generation = self.current_generation();
         let ask = |q: Query| async {
             self.metrics.inc("moa_cache_misses_total", format!("entity=\"{}\"", G::KIND), 1.0);
-            let rows = self.source.query(q, self.lookup_timeout).await?;
+            let rows = self.misses.query(q, self.lookup_timeout).await?;
             self.fill(&groups_of(&rows), &rows, generation);
             Ok::<_, Error>(Arc::new(rows))
         };
@@ -489,7 +492,7 @@ impl<G: Group> GroupCache<G> {
     /// write must not share a question asked before it), stored as the group's entry.
     pub async fn read_group(&self, group: i64, q: Query, timeout: Duration) -> Result<Arc<Entry<G>>> {
         let generation = self.current_generation();
-        let rows = self.source.query(q, timeout).await?;
+        let rows = self.misses.query(q, timeout).await?;
         let filled = self.fill(&[group], &rows, generation);
         filled.into_iter().next().map(|(_, e)| e).ok_or_else(|| Error::Malformed("a fill without its entry".into()))
     }

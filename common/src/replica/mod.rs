@@ -12,6 +12,7 @@ pub mod digest;
 pub mod feed;
 pub mod items;
 pub mod known;
+pub mod misses;
 pub mod persist;
 pub mod users;
 
@@ -56,7 +57,7 @@ impl Source {
         }
     }
 
-    async fn query(&self, q: Query, timeout: Duration) -> Result<Vec<VersionedRow>> {
+    pub(crate) async fn query(&self, q: Query, timeout: Duration) -> Result<Vec<VersionedRow>> {
         match self {
             Source::Local(store) => match tokio::time::timeout(timeout, store.send(q)).await {
                 Ok(r) => r?,

@@ -130,7 +130,7 @@ impl UserDirectory {
         }
         let holds = |rows: &[VersionedRow]| rows.iter().filter_map(row_value::<User>).find(|u| u.access_token == token);
         let groups = |rows: &[VersionedRow]| rows.iter().filter_map(|r| Users::group_of(&r.key)).collect();
-        let q = Query::UserByToken { token: token.to_string() };
+        let q = Query::UsersByToken { tokens: vec![token.to_string()] };
         match self.cache.fetch(token_lookup(token), q, groups, |rows| holds(rows).is_some()).await {
             Ok(rows) => {
                 self.index(&rows);

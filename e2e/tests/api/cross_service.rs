@@ -132,3 +132,46 @@ async fn alarm_sql(seed: Seed) {
     .await;
 }
 crate::on_both_seeds!(an_alarm_inserted_in_psql_shows_everywhere, alarm_sql);
+
+/// Many users' first requests at once: their cache misses are asked of the owners together
+/// (`replica::misses`), and each user still gets exactly their own alarm flags and a 401 stays
+/// a 401 (the answer to a merged question is split by the owner's own tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_requests_of_many_users_at_once_are_asked_together_and_each_gets_its_own_flags() {
+    let sys = system!(Seed::Demo);
+    let users = sys.users(40).await;
+    assert_eq!(users.len(), 40, "the demo seed has 40 users at least");
+    // User k has alarms on items k % 10 + 1 and k % 7 + 20 (written in alarm_db, as an operator
+    // would: no request of theirs has reached the item service yet, so nothing is cached).
+    let values: Vec<String> = users
+        .iter()
+        .enumerate()
+        .flat_map(|(k, (id, _))| [k % 10 + 1, k % 7 + 20].map(|item| format!("({item}, {id}, now())")))
+        .collect();
+    sys.sql(Svc::Alarm, &format!("INSERT INTO alarm (item_id, user_id, created) VALUES {}", values.join(", "))).await;
+    let expected = |k: usize| vec![(k % 10 + 1) as i64, (k % 7 + 20) as i64];
+    let rpcs = |owner: &'static str| sys.counter_sum(Svc::Item, "moa_rpc_calls_total", owner);
+    let (users_before, alarms_before) = (rpcs("owner=\"user\"").await, rpcs("owner=\"alarm\"").await);
+
+    let firsts = users.iter().map(|(_, token)| sys.get(Svc::Item, "/", token));
+    let strangers = (0..10).map(|i| format!("no-such-token-{i}"));
+    let strangers: Vec<String> = strangers.collect();
+    let unknown = strangers.iter().map(|t| sys.get(Svc::Item, "/", t));
+    let (firsts, unknown) =
+        tokio::join!(futures_util::future::join_all(firsts), futures_util::future::join_all(unknown));
+    for (k, r) in firsts.iter().enumerate() {
+        assert_eq!(r.status, 200, "user {k}: {}", r.text);
+        let mut flags = r.alarmed_ids();
+        flags.sort();
+        assert_eq!(flags, expected(k), "user {k} sees their own alarms");
+    }
+    assert!(unknown.iter().all(|r| r.status == 401), "unknown tokens stay unknown");
+
+    let user_rpcs = rpcs("owner=\"user\"").await - users_before;
+    let alarm_rpcs = rpcs("owner=\"alarm\"").await - alarms_before;
+    eprintln!(
+        "50 first requests at once: {user_rpcs} questions to the user service, {alarm_rpcs} to the alarm service"
+    );
+    assert!(user_rpcs < 50.0, "50 token misses were asked together, not one by one ({user_rpcs} questions)");
+    assert!(alarm_rpcs < 40.0, "40 alarm misses were asked together, not one by one ({alarm_rpcs} questions)");
+}

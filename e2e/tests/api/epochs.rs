@@ -154,19 +154,11 @@ async fn a_forged_event_with_a_version_the_owner_never_handed_out_is_corrected()
     assert!(m.text.contains("moa_cache_resets_total{entity=\"user\"}"), "the reset is counted:\n{}", m.text);
 }
 
-fn counter(metrics: &str, name: &str, label: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_requests_with_one_unknown_token_cost_the_owner_a_handful_of_lookups() {
     let sys = demo().await;
-    let port = sys.port(Svc::Item);
-    let before = sys.request(Method::GET, port, "/metrics", None, None).await.text;
+    let misses = || sys.counter_sum(Svc::Item, "moa_cache_misses_total", "entity=\"user\"");
+    let before = misses().await;
     let mut statuses = Vec::new();
     for _ in 0..20 {
         // 50 at once: concurrent misses of one token share one lookup.
@@ -175,9 +167,7 @@ async fn a_thousand_requests_with_one_unknown_token_cost_the_owner_a_handful_of_
     }
     assert_eq!(statuses.len(), 1000);
     assert!(statuses.iter().all(|s| *s == 401), "every request is 401");
-    let after = sys.request(Method::GET, port, "/metrics", None, None).await.text;
-    let lookups = counter(&after, "moa_cache_misses_total", "entity=\"user\"")
-        - counter(&before, "moa_cache_misses_total", "entity=\"user\"");
+    let lookups = misses().await - before;
     eprintln!("1000 requests with one unknown token: {lookups} lookups of the user service");
     // One per NEGATIVE_CACHE_MS (2 s) at most while the requests run.
     assert!((1.0..=5.0).contains(&lookups), "{lookups} owner lookups for 1000 requests");

@@ -77,16 +77,6 @@ async fn metrics_cover_requests_caches_rpc_outbox_events_and_replicas() {
     assert!(user.text.contains("moa_views_total{outcome=\"stored\"} 1"), "{}", user.text);
 }
 
-/// The sum of one counter's series in a service's `/metrics`, of those whose line contains `with`.
-async fn counter_sum(sys: &e2e::System, svc: Svc, name: &str, with: &str) -> f64 {
-    let r = sys.request(Method::GET, sys.port(svc), "/metrics", None, None).await;
-    r.text
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(with))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// RabbitMQ's `drop_unroutable` (the dashboard's overview, here this system's vhost) counts the
 /// RPC replies and nothing else: a reply goes to the default exchange with a
 /// `amq.rabbitmq.reply-to.…` routing key, which no binding matches, so RabbitMQ counts it as
@@ -115,9 +105,9 @@ async fn drop_unroutable_on_the_dashboard_counts_the_rpc_replies_and_nothing_els
     let rpc_calls = || async {
         let (mut answered, mut all) = (0.0, 0.0);
         for svc in Svc::ALL {
-            answered += counter_sum(&sys, svc, "moa_rpc_calls_total", "outcome=\"ok\"").await;
-            answered += counter_sum(&sys, svc, "moa_rpc_calls_total", "outcome=\"error\"").await;
-            all += counter_sum(&sys, svc, "moa_rpc_calls_total", "").await;
+            answered += sys.counter_sum(svc, "moa_rpc_calls_total", "outcome=\"ok\"").await;
+            answered += sys.counter_sum(svc, "moa_rpc_calls_total", "outcome=\"error\"").await;
+            all += sys.counter_sum(svc, "moa_rpc_calls_total", "").await;
         }
         (answered, all)
     };
@@ -154,7 +144,7 @@ async fn a_clean_start_logs_no_warning_and_counts_no_error() {
         assert!(noisy.is_empty(), "{svc:?} logged at start:\n{}", noisy.join("\n"));
         assert!(!log.contains("io_loop"), "{svc:?} logged lapin's tracing spans");
         for outcome in ["error", "timeout", "bus_down"] {
-            let failed = counter_sum(&sys, svc, "moa_rpc_calls_total", &format!("outcome=\"{outcome}\"")).await;
+            let failed = sys.counter_sum(svc, "moa_rpc_calls_total", &format!("outcome=\"{outcome}\"")).await;
             assert_eq!(failed, 0.0, "{svc:?} counted RPC calls that ended in {outcome}");
         }
     }

@@ -18,13 +18,15 @@ async fn version_rows(sys: &System) -> Vec<(String, i64, bool)> {
         .collect()
 }
 
-/// `(key, version, deleted)` of what `moa_alarm_rows(prefix)` answers, keys ascending.
+/// `(key, version, deleted)` of what `moa_alarm_rows(prefixes)` answers, keys ascending.
+async fn alarm_rows_of(sys: &System, prefixes: &[&str]) -> Vec<(String, i64, bool)> {
+    let array = prefixes.iter().map(|p| format!("'{p}'")).collect::<Vec<_>>().join(", ");
+    let q = format!("SELECT key, version, deleted FROM moa_alarm_rows(ARRAY[{array}]::text[]) ORDER BY key");
+    sys.sql(Svc::Alarm, &q).await.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+}
+
 async fn alarm_rows(sys: &System, prefix: &str) -> Vec<(String, i64, bool)> {
-    sys.sql(Svc::Alarm, &format!("SELECT key, version, deleted FROM moa_alarm_rows('{prefix}') ORDER BY key"))
-        .await
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect()
+    alarm_rows_of(sys, &[prefix]).await
 }
 
 async fn item_list_alarms(sys: &System, token: &str) -> BTreeSet<i64> {
@@ -63,9 +65,10 @@ async fn seed_alarms_get_no_version_rows_at_the_first_start_and_read_and_change_
         alarm_rows(&sys, &format!("{user}:")).await,
         vec![(key(3), 0, false), (key(5), 0, false), (key(7), 0, false)]
     );
-    let data: serde_json::Value =
-        sys.sql(Svc::Alarm, &format!("SELECT data FROM moa_alarm_rows('{user}:') WHERE key = '{}'", key(5))).await[0]
-            .get(0);
+    let data: serde_json::Value = sys
+        .sql(Svc::Alarm, &format!("SELECT data FROM moa_alarm_rows(ARRAY['{user}:']) WHERE key = '{}'", key(5)))
+        .await[0]
+        .get(0);
     assert_eq!(
         data,
         serde_json::json!({"id": 2, "item_id": 5, "user_id": user, "created": "2020-01-02T00:00:00"}),
@@ -80,6 +83,14 @@ async fn seed_alarms_get_no_version_rows_at_the_first_start_and_read_and_change_
     for prefix in ["", "x:", "99999999999:", "-1:"].into_iter().chain(odd.iter().map(String::as_str)) {
         assert_eq!(alarm_rows(&sys, prefix).await, vec![], "prefix {prefix:?}");
     }
+    // Several prefixes (the misses of many requests asked together): the union of their own
+    // answers, each row once, whatever else is in the batch (odd prefixes, a prefix twice).
+    let (mine, theirs) = (format!("{user}:"), format!("{other}:"));
+    let together = alarm_rows_of(&sys, &[&theirs, "x:", &mine, &odd[0], &theirs]).await;
+    let mut apart = [alarm_rows(&sys, &mine).await, alarm_rows(&sys, &theirs).await].concat();
+    apart.sort();
+    assert_eq!(together, apart);
+    assert_eq!(together.len(), 4);
 
     // A set of an alarm already set changes nothing, and its answer is the version-0 row (both
     // paths of moa_write_alarms: distinct pairs, and a pair named twice).
