@@ -115,7 +115,8 @@ pub struct Settings {
     /// version (a restored or re-created owner database is noticed within this), default 1000.
     pub epoch_probe: Duration,
     /// `CACHE_ENTRIES`: the most entries each of the user and alarm caches holds (one per
-    /// user; the least used are evicted), default 200000.
+    /// user; the least used are evicted), default 80000 (a full cache keeps the item service
+    /// under 256 MiB: docs/operations.md).
     pub cache_entries: u64,
     /// `CACHE_RESTORE_ENTRIES`: how many of the persisted hot entries a start loads (the most
     /// recently saved first), default 50000.
@@ -272,7 +273,7 @@ impl Settings {
             epoch_probe: Duration::from_millis(positive("EPOCH_PROBE_MS", 1000)?),
             own_read_timeout: Duration::from_millis(positive("OWN_READ_TIMEOUT_MS", 250)?),
             shutdown_drain: Duration::from_millis(num("SHUTDOWN_DRAIN_MS", 0)?),
-            cache_entries: positive("CACHE_ENTRIES", 200_000)?,
+            cache_entries: positive("CACHE_ENTRIES", 80_000)?,
             cache_restore_entries: num("CACHE_RESTORE_ENTRIES", 50_000)?,
         })
     }
