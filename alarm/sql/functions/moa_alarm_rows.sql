@@ -25,13 +25,14 @@
 -- would not start with the prefix. A prefix given twice is read once.
 -- Until 2026-11-30 the function took one prefix; that definition is dropped, not left beside
 -- (checked first: DROP ... IF EXISTS would log a NOTICE at every start).
-DO $$
+-- Its own dollar quote: the function's body below stays the file's only dollar-dollar quote.
+DO $drop$
 BEGIN
     IF to_regprocedure('moa_alarm_rows(text)') IS NOT NULL THEN
         DROP FUNCTION moa_alarm_rows(text);
     END IF;
 END;
-$$;
+$drop$;
 
 CREATE OR REPLACE FUNCTION moa_alarm_rows(p_prefixes text[])
 RETURNS TABLE (key text, version bigint, deleted boolean, data jsonb)
