@@ -40,9 +40,10 @@ pub struct Store {
 }
 
 /// A domain's own answer to [`Query::Prefix`] for one of its entities: SQL function
-/// `function(p_prefix text)`, returning `(key, version, deleted, data)` rows, defined in the
-/// domain's function file `sql/functions/<function>.sql` (listed in its migrations). Without
-/// one, a prefix read is the range of `moa_entity_version` keys starting with the prefix; a
+/// `function(p_prefixes text[])`, returning the `(key, version, deleted, data)` rows of every
+/// prefix, defined in the domain's function file `sql/functions/<function>.sql` (listed in its
+/// migrations). Without one, a prefix read is the ranges of `moa_entity_version` keys starting
+/// with the prefixes; a
 /// domain whose entity also has rows outside that table (alarms loaded before capture existed,
 /// read as version 0: alarm/sql/functions/moa_alarm_rows.sql) reads them here too.
 #[derive(Debug, Clone, Copy)]

@@ -162,21 +162,37 @@ impl MissBatcher {
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(Error::StoreGone),
-            Err(_) => Err(match &self.source {
-                Source::Local(_) => Error::DbUnavailable("the database did not answer in time".into()),
-                Source::Remote { owner, .. } => Error::RpcTimeout(owner.name()),
-            }),
+            Err(_) => Err(self.source.timed_out()),
+        }
+    }
+}
+
+/// A lane's place in `in_flight`: given back when the lane finds nothing waiting (under the
+/// same lock, so a miss queued just after it starts a lane of its own), or when the lane ends
+/// any other way (a panic), so that lanes are never lost and misses never wait for none.
+struct Lane {
+    queue: Arc<Mutex<Queue>>,
+    released: bool,
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        if !self.released {
+            self.queue.lock().unwrap_or_else(|p| p.into_inner()).in_flight -= 1;
         }
     }
 }
 
 /// One lane: asks what is waiting, merged, until nothing is.
 async fn drain(source: Source, queue: Arc<Mutex<Queue>>, timeout: Duration) {
+    let mut lane = Lane { queue, released: false };
     loop {
         let batch: Vec<(Query, Waiter)> = {
-            let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = lane.queue.lock().unwrap_or_else(|p| p.into_inner());
             if q.waiting.is_empty() {
                 q.in_flight -= 1;
+                drop(q);
+                lane.released = true;
                 return;
             }
             let n = q.waiting.len().min(MAX_BATCH);

@@ -61,9 +61,17 @@ impl Source {
         match self {
             Source::Local(store) => match tokio::time::timeout(timeout, store.send(q)).await {
                 Ok(r) => r?,
-                Err(_) => Err(Error::DbUnavailable("the database did not answer in time".into())),
+                Err(_) => Err(self.timed_out()),
             },
             Source::Remote { rpc, owner } => rpc.call(*owner, &q, timeout).await,
+        }
+    }
+
+    /// The error of a question this source did not answer in time.
+    pub(crate) fn timed_out(&self) -> Error {
+        match self {
+            Source::Local(_) => Error::DbUnavailable("the database did not answer in time".into()),
+            Source::Remote { owner, .. } => Error::RpcTimeout(owner.name()),
         }
     }
 

@@ -154,8 +154,7 @@ async fn first_requests_of_many_users_at_once_are_asked_together_and_each_gets_i
     let (users_before, alarms_before) = (rpcs("owner=\"user\"").await, rpcs("owner=\"alarm\"").await);
 
     let firsts = users.iter().map(|(_, token)| sys.get(Svc::Item, "/", token));
-    let strangers = (0..10).map(|i| format!("no-such-token-{i}"));
-    let strangers: Vec<String> = strangers.collect();
+    let strangers: Vec<String> = (0..10).map(|i| format!("no-such-token-{i}")).collect();
     let unknown = strangers.iter().map(|t| sys.get(Svc::Item, "/", t));
     let (firsts, unknown) =
         tokio::join!(futures_util::future::join_all(firsts), futures_util::future::join_all(unknown));
