@@ -45,6 +45,17 @@ struct Queue {
     in_flight: usize,
 }
 
+impl Queue {
+    /// Up to [`MAX_BATCH`] misses, oldest first, of callers still waiting: one that gave up
+    /// (its timeout passed while an owner was slow) is dropped, not asked, so with an owner
+    /// that hangs the queue holds no more than the requests waiting, whatever the arrival rate.
+    fn next_batch(&mut self) -> Vec<(Query, Waiter)> {
+        self.waiting.retain(|(_, waiter)| !waiter.is_closed());
+        let n = self.waiting.len().min(MAX_BATCH);
+        self.waiting.drain(..n).collect()
+    }
+}
+
 /// What can be merged: queries of one kind whose parts each answer one caller.
 #[derive(PartialEq, Eq, Hash, Clone)]
 enum MergeKey {
@@ -189,14 +200,14 @@ async fn drain(source: Source, queue: Arc<Mutex<Queue>>, timeout: Duration) {
     loop {
         let batch: Vec<(Query, Waiter)> = {
             let mut q = lane.queue.lock().unwrap_or_else(|p| p.into_inner());
-            if q.waiting.is_empty() {
+            let batch = q.next_batch();
+            if batch.is_empty() {
                 q.in_flight -= 1;
                 drop(q);
                 lane.released = true;
                 return;
             }
-            let n = q.waiting.len().min(MAX_BATCH);
-            q.waiting.drain(..n).collect()
+            batch
         };
         let mut groups: HashMap<MergeKey, Vec<(Query, Waiter)>> = HashMap::new();
         for (q, w) in batch {
@@ -280,6 +291,21 @@ mod tests {
         // Prefixes of any shape: a row goes to every query one of whose prefixes it starts with.
         let odd = Query::Prefix { entity: "alarm".into(), prefixes: vec!["1".into(), "".into()] };
         assert_eq!(keys(split(&[odd, p12], &rows)), [vec!["1:5", "1:9", "12:7", "121:1"], vec!["12:7"]]);
+    }
+
+    #[test]
+    fn a_miss_whose_caller_gave_up_is_not_asked() {
+        let mut queue = Queue::default();
+        let ask = |t: &str| Query::UsersByToken { tokens: vec![t.into()] };
+        let (waiting, _kept) = oneshot::channel();
+        let (gone, receiver) = oneshot::channel();
+        drop(receiver);
+        queue.waiting.push((ask("gave-up"), gone));
+        queue.waiting.push((ask("waits"), waiting));
+        let batch = queue.next_batch();
+        assert_eq!(batch.len(), 1);
+        assert!(matches!(&batch[0].0, Query::UsersByToken { tokens } if tokens[0] == "waits"));
+        assert!(queue.next_batch().is_empty(), "nothing left behind");
     }
 
     #[tokio::test]
