@@ -41,33 +41,41 @@ AS $$
 #variable_conflict use_column
 DECLARE
     v_prefixes text[];
-    v_users    integer[] := '{}';
-    v_prefix   text;
+    v_users    integer[];
     v_id       bigint;
 BEGIN
     SELECT coalesce(array_agg(DISTINCT p), '{}') INTO v_prefixes FROM unnest(p_prefixes) p WHERE p IS NOT NULL;
-    FOREACH v_prefix IN ARRAY v_prefixes LOOP
+    -- The user each prefix names, or NULL.
+    v_users := array_fill(NULL::integer, ARRAY[cardinality(v_prefixes)]);
+    FOR i IN 1 .. cardinality(v_prefixes) LOOP
         -- Nested, not one AND: SQL does not promise to test the pattern before the cast.
-        IF v_prefix ~ '^-?[0-9]{1,10}:$' THEN
-            v_id := left(v_prefix, -1)::bigint;
-            IF v_id BETWEEN -2147483648 AND 2147483647 AND v_id::text || ':' = v_prefix THEN
-                v_users := v_users || v_id::integer;
+        IF v_prefixes[i] ~ '^-?[0-9]{1,10}:$' THEN
+            v_id := left(v_prefixes[i], -1)::bigint;
+            IF v_id BETWEEN -2147483648 AND 2147483647 AND v_id::text || ':' = v_prefixes[i] THEN
+                v_users[i] := v_id;
             END IF;
         END IF;
     END LOOP;
-    -- The ranges on moa_entity_version's primary key, [prefix, prefix + U+FFFF), as every
-    -- other entity's prefix read; the alarms through alarm_user_item_key (user_id, item_id),
-    -- each checked against the primary key.
+    -- Per prefix, the read one prefix gets: the range on moa_entity_version's primary key,
+    -- [prefix, prefix + U+FFFF), as every other entity's prefix read, and the user's alarms
+    -- through alarm_user_item_key (user_id, item_id), each checked against the primary key.
+    -- OFFSET 0 keeps it a loop of index probes, each the plan of a one-prefix read (see
+    -- PROBE_EACH in common/src/store.rs): flattened into one join, the plan depends on the
+    -- estimates, and a wrong one hashes a whole table for a few hundred users.
     RETURN QUERY
-        SELECT v.key, v.version, v.deleted, v.data
-        FROM unnest(v_prefixes) p(prefix)
-        JOIN moa_entity_version v
-          ON v.entity = 'alarm' AND v.key >= p.prefix AND v.key < p.prefix || chr(65535)
-        UNION ALL
-        SELECT a.user_id::text || ':' || a.item_id::text, 0::bigint, false, to_jsonb(a)
-        FROM public.alarm a
-        WHERE a.user_id = ANY (v_users) AND a.item_id IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM moa_entity_version u
-                          WHERE u.entity = 'alarm' AND u.key = a.user_id::text || ':' || a.item_id::text);
+        SELECT r.key, r.version, r.deleted, r.data
+        FROM unnest(v_prefixes, v_users) AS p(prefix, user_id)
+        CROSS JOIN LATERAL (
+            SELECT v.key, v.version, v.deleted, v.data
+            FROM moa_entity_version v
+            WHERE v.entity = 'alarm' AND v.key >= p.prefix AND v.key < p.prefix || chr(65535)
+            UNION ALL
+            SELECT a.user_id::text || ':' || a.item_id::text, 0::bigint, false, to_jsonb(a)
+            FROM public.alarm a
+            WHERE a.user_id = p.user_id AND a.item_id IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM moa_entity_version u
+                              WHERE u.entity = 'alarm' AND u.key = a.user_id::text || ':' || a.item_id::text)
+            OFFSET 0
+        ) r;
 END;
 $$;
