@@ -115,6 +115,11 @@ async fn new_item(seed: Seed) {
     })
     .await;
     sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 777}"#).await.assert_empty(404);
+    // The item service's catalog follows item_db through item.events too: within the bound.
+    eventually(WITHIN, "the deleted item's detail is 404", || async {
+        sys.get(Svc::Item, "/777", &token).await.status == 404
+    })
+    .await;
     sys.get(Svc::Item, "/777", &token).await.assert_empty(404);
 }
 crate::on_both_seeds!(an_item_inserted_in_psql_can_get_an_alarm, new_item);
