@@ -253,11 +253,14 @@ pub struct GroupCache<G: Group> {
     restore_timeout: Duration,
     /// When a question to the owner last failed: for [`OWNER_RETRY_AFTER`] an old entry is
     /// served at once instead of waiting for another timeout.
-    owner_failed_at: Mutex<Option<std::time::Instant>>,
+    owner_failed_at: Mutex<Option<Instant>>,
 }
 
 /// See [`GroupCache::owner_recently_failed`].
 pub const OWNER_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// A failed miss is logged at `warn` when no other failed for this long before it.
+pub const QUIET_AFTER_FAILURE: Duration = Duration::from_secs(10);
 
 impl<G: Group> GroupCache<G> {
     /// A cache of `settings.cache_entries` entries. With `persist`, its entries are kept in
@@ -491,7 +494,7 @@ impl<G: Group> GroupCache<G> {
             Ok::<_, Error>(Arc::new(rows))
         };
         let mut rows = self.lookups.try_get_with(lookup.clone(), ask(q.clone())).await.map_err(|e| {
-            *self.owner_failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+            self.owner_failed(&e);
             e.same_kind()
         })?;
         if !found(&rows) && self.recent_lookups.contains_key(&lookup) {
@@ -515,6 +518,26 @@ impl<G: Group> GroupCache<G> {
         let rows = self.misses.query(q, timeout).await?;
         let filled = self.fill(&[group], &rows, generation);
         filled.into_iter().next().map(|(_, e)| e).ok_or_else(|| Error::Malformed("a fill without its entry".into()))
+    }
+
+    /// Notes that a miss could not be answered: counted, remembered for
+    /// [`Self::owner_recently_failed`], and logged at `warn` when it is the first failure for
+    /// [`QUIET_AFTER_FAILURE`] (a storm of failed misses, each a `503` to its request, is one
+    /// line, not one per request; nothing else logs them at `warn`).
+    fn owner_failed(&self, e: &Error) {
+        self.metrics.inc("moa_cache_miss_failures_total", format!("entity=\"{}\"", G::KIND), 1.0);
+        let now = Instant::now();
+        let before = self.owner_failed_at.lock().unwrap_or_else(|p| p.into_inner()).replace(now);
+        if before.is_none_or(|t| now.saturating_duration_since(t) >= QUIET_AFTER_FAILURE) {
+            let owner = match &self.source {
+                Source::Local(_) => "the own database".to_string(),
+                Source::Remote { owner, .. } => format!("the {} service", owner.name()),
+            };
+            log::warn!(
+                "{kind} cache: {owner} did not answer a miss ({e}); a request that needs an uncached {kind} is 503 until it does",
+                kind = G::KIND
+            );
+        }
     }
 
     /// The last failure to reach the owner, if it was less than [`OWNER_RETRY_AFTER`] ago:

@@ -101,6 +101,10 @@ async fn user_service_crashed_known_tokens_work_and_views_wait() {
         assert!(r.json["hint"].as_str().unwrap().contains("user service"), "{r:?}");
         assert_within(took, RPC_BOUND, "a never-seen token with the user service down");
     }
+    // Said once at warn, not once per failed request.
+    let log = sys.log(Svc::Item);
+    let warned = log.matches("user cache: the user service did not answer a miss").count();
+    assert_eq!(warned, 1, "three failed misses in a row are one warning: {log}");
     sys.restart(Svc::User).await;
     eventually(BACK, "the view made meanwhile shows in /visit", || async {
         let v = sys.get(Svc::User, "/visit", &token).await;
