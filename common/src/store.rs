@@ -670,7 +670,7 @@ impl Handler<OutboxBacklog> for Store {
     type Result = ResponseFuture<Result<i64>>;
 
     fn handle(&mut self, _: OutboxBacklog, _: &mut Context<Self>) -> Self::Result {
-        let pool = self.pool.clone();
+        let pool = self.pool();
         self.run(async move {
             let conn = pool.get().await?;
             let row = conn.query_one("SELECT count(*) FROM moa_outbox", &[]).await?;
@@ -693,7 +693,7 @@ impl Handler<PersistReplica> for Store {
     type Result = ResponseFuture<Result<u64>>;
 
     fn handle(&mut self, msg: PersistReplica, _: &mut Context<Self>) -> Self::Result {
-        let pool = self.pool.clone();
+        let pool = self.pool();
         self.run(async move {
             let mut conn = pool.get().await?;
             let tx = bookkeeping(&mut conn).await?;
@@ -745,7 +745,7 @@ impl Handler<ResetReplica> for Store {
     type Result = ResponseFuture<Result<u64>>;
 
     fn handle(&mut self, msg: ResetReplica, _: &mut Context<Self>) -> Self::Result {
-        let pool = self.pool.clone();
+        let pool = self.pool();
         self.run(async move {
             let mut conn = pool.get().await?;
             let tx = bookkeeping(&mut conn).await?;

@@ -72,7 +72,7 @@ async fn write_behind(entity: &'static str, store: Addr<Store>, mut rx: mpsc::Un
                     match store.send(ResetReplica { entity, epoch: epoch.clone(), rows: rows.clone() }).await {
                         Ok(Ok(_)) => break,
                         Ok(Err(e)) => {
-                            log::warn!("{entity} replica: cannot replace the persisted copy yet: {e}");
+                            not_yet(&e, format_args!("{entity} replica: cannot replace the persisted copy yet: {e}"));
                             tokio::time::sleep(delay).await;
                             delay = (delay * 2).min(Duration::from_secs(3));
                         }
@@ -89,7 +89,7 @@ async fn write_behind(entity: &'static str, store: Addr<Store>, mut rx: mpsc::Un
             match store.send(PersistReplica { entity, rows: batch.clone() }).await {
                 Ok(Ok(_)) => break,
                 Ok(Err(e)) => {
-                    log::warn!("{entity} replica: cannot persist {} rows yet: {e}", batch.len());
+                    not_yet(&e, format_args!("{entity} replica: cannot persist {} rows yet: {e}", batch.len()));
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     if next.is_some() {
                         continue;
@@ -103,6 +103,17 @@ async fn write_behind(entity: &'static str, store: Addr<Store>, mut rx: mpsc::Un
         if next.is_none() {
             next = rx.recv().await;
         }
+    }
+}
+
+/// A write of the persisted copy that must wait: expected (`debug`) while this start's
+/// migrations run (the first start after loading a large dump spends seconds there), `warn`
+/// otherwise.
+fn not_yet(e: &crate::Error, message: std::fmt::Arguments<'_>) {
+    if matches!(e, crate::Error::NotMigrated) {
+        log::debug!("{message}");
+    } else {
+        log::warn!("{message}");
     }
 }
 
