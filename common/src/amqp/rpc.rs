@@ -34,6 +34,39 @@ use crate::{
 
 const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
+/// When the question was published (µs since the Unix epoch, the asker's clock), carried by
+/// the question and echoed by the reply: lets the `debug` log say where a slow question spent
+/// its time (in the broker, with the owner, or on the way back).
+const SENT_AT: &str = "x-sent-at-us";
+
+/// A question or answer slower than this is logged at `debug` (see [`SENT_AT`]).
+const SLOW: Duration = Duration::from_millis(50);
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// Headers carrying `us` as [`SENT_AT`].
+fn sent_at(us: i64) -> FieldTable {
+    let mut h = FieldTable::default();
+    h.insert(SENT_AT.into(), lapin::types::AMQPValue::LongLongInt(us));
+    h
+}
+
+/// The [`SENT_AT`] of a question or a reply, if it carries one.
+fn sent_at_of(props: &BasicProperties) -> Option<i64> {
+    match props.headers().as_ref()?.inner().get(SENT_AT)? {
+        lapin::types::AMQPValue::LongLongInt(us) => Some(*us),
+        _ => None,
+    }
+}
+
+fn ms_since(us: i64) -> f64 {
+    (now_us() - us) as f64 / 1000.0
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Reply {
     ok: bool,
@@ -90,8 +123,14 @@ impl RpcClient {
                                 let delivery = delivery?;
                                 if let Some(id) = delivery.properties.correlation_id() {
                                     let waiter = c.lock_pending().remove(id.as_str());
-                                    if let Some(tx) = waiter {
-                                        let _ = tx.send(delivery.data);
+                                    match waiter {
+                                        Some(tx) => {
+                                            let _ = tx.send(delivery.data);
+                                        }
+                                        None => log::debug!(
+                                            "rpc client: the reply to {id} came {:.1} ms after the question, too late",
+                                            sent_at_of(&delivery.properties).map_or(f64::NAN, ms_since)
+                                        ),
                                     }
                                 }
                             }
@@ -156,6 +195,7 @@ impl RpcClient {
             .with_reply_to(REPLY_TO.into())
             .with_correlation_id(id.as_str().into())
             .with_content_type("application/json".into())
+            .with_headers(sent_at(now_us()))
             // A request nobody picked up in time is dropped by the broker, not answered late.
             .with_expiration(timeout.as_millis().to_string().into());
         let publish = async {
@@ -175,6 +215,7 @@ impl RpcClient {
             }
             Err(_) => {
                 self.lock_pending().remove(&id);
+                log::debug!("rpc client: {} did not answer {id} within {timeout:?}", owner.name());
                 return Err(Error::RpcTimeout(owner.name()));
             }
         };
@@ -219,11 +260,22 @@ pub fn serve(bus: &Bus, domain: Domain, store: Addr<Store>, migrated: Arc<Atomic
                         let store = store.clone();
                         // Answer concurrently: a slow snapshot page does not hold up a token lookup.
                         tokio::spawn(async move {
+                            let taken = std::time::Instant::now();
+                            let sent = sent_at_of(&delivery.properties);
                             let reply = answer(domain, &store, &delivery.data).await;
+                            let waited = sent.map_or(0.0, ms_since) - taken.elapsed().as_secs_f64() * 1000.0;
+                            if taken.elapsed() > SLOW || waited > SLOW.as_secs_f64() * 1000.0 {
+                                log::debug!(
+                                    "rpc server: a question waited {waited:.1} ms before it was taken, answered in {:.1} ms",
+                                    taken.elapsed().as_secs_f64() * 1000.0
+                                );
+                            }
                             if let (Some(to), Some(id)) = (delivery.properties.reply_to(), delivery.properties.correlation_id()) {
                                 let body = serde_json::to_vec(&reply).unwrap_or_default();
+                                let headers = sent.map(sent_at).unwrap_or_default();
                                 let props = BasicProperties::default()
                                     .with_correlation_id(id.clone())
+                                    .with_headers(headers)
                                     .with_content_type("application/json".into());
                                 if let Err(e) = ch.basic_publish("".into(), to.clone(), BasicPublishOptions::default(), &body, props).await {
                                     log::warn!("rpc server: could not reply: {e}");
