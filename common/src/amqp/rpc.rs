@@ -311,3 +311,22 @@ async fn answer(domain: Domain, store: &Addr<Store>, body: &[u8]) -> Reply {
         Err(e) => fail(e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The publish time a question carries is read back by the owner and from the echoed
+    /// reply; a message without it (an older asker) reads as none, not as the epoch.
+    #[test]
+    fn the_publish_time_travels_in_the_headers() {
+        let stamped = now_us();
+        let question = BasicProperties::default().with_headers(sent_at(stamped));
+        assert_eq!(sent_at_of(&question), Some(stamped));
+        assert!((0.0..1_000.0).contains(&ms_since(stamped)), "{} ms", ms_since(stamped));
+        assert_eq!(sent_at_of(&BasicProperties::default()), None);
+        let mut other = FieldTable::default();
+        other.insert(SENT_AT.into(), lapin::types::AMQPValue::LongString("soon".into()));
+        assert_eq!(sent_at_of(&BasicProperties::default().with_headers(other)), None, "not a number: none");
+    }
+}
