@@ -243,8 +243,7 @@ pub fn serve(bus: &Bus, domain: Domain, store: Addr<Store>, migrated: Arc<Atomic
             while !migrated.load(Ordering::SeqCst) {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-            let ch = link.conn.create_channel().await?;
-            topology::declare_shared(&ch).await?;
+            let ch = topology::declare_rpc_queue(&link.conn, domain).await?;
             ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
             let queue = topology::rpc_queue(domain);
             let mut requests = ch
@@ -254,7 +253,14 @@ pub fn serve(bus: &Bus, domain: Domain, store: Addr<Store>, migrated: Arc<Atomic
             loop {
                 tokio::select! {
                     next = requests.next() => {
-                        let Some(delivery) = next else { return Ok(()) };
+                        let Some(delivery) = next else {
+                            // Cancelled by the broker: the queue went away with its node.
+                            // Declared again on this connection's node (run_on_each_connection
+                            // starts this over while the connection lives).
+                            log::warn!("rpc server: {queue} went away; declaring it again");
+                            let _ = ch.close(200, "rpc queue gone".into()).await;
+                            return Ok(());
+                        };
                         let delivery = delivery?;
                         let ch = ch.clone();
                         let store = store.clone();

@@ -54,8 +54,34 @@ pub fn dead_letter_args() -> FieldTable {
 /// Every shared exchange (all durable fanouts), as `rabbitmq/definitions.json` declares them.
 pub const SHARED_EXCHANGES: [&str; 6] =
     ["item.events", "alarm.events", "user.events", VIEWS_EXCHANGE, VISITS_EXCHANGE, DEAD_LETTERS];
-/// Every shared durable queue, as `rabbitmq/definitions.json` declares them.
-pub const SHARED_QUEUES: [&str; 5] = ["item.rpc", "user.rpc", "alarm.rpc", VIEWS_QUEUE, DEAD_LETTERS];
+/// Every shared durable queue, as `rabbitmq/definitions.json` declares them. Not the RPC
+/// queues: each owner declares its own ([`declare_rpc_queue`]).
+pub const SHARED_QUEUES: [&str; 2] = [VIEWS_QUEUE, DEAD_LETTERS];
+
+/// Declares `domain`'s RPC queue on the node `ch` is connected to, if no node has it: a
+/// transient classic queue. A question needs no durability (its asker gives up after
+/// `RPC_TIMEOUT_MS`, and a lost question is a timeout either way), while a quorum queue, as
+/// these were, delivers a question only once its Raft log is fsynced: on a disk shared with the
+/// databases, questions waited 100-400 ms for that, and first requests failed by the hundred
+/// (docs/performance.md, "Held events"). A transient queue goes away with its node; every owner
+/// instance then sees its consumer cancelled and declares the queue again on its own node
+/// (`rpc::serve`), so losing a node costs the moment of failover every request through
+/// RabbitMQ pays. A durable queue of that name left by an earlier version (a quorum queue in a
+/// broker's data) is used as it is: delete it (`rabbitmqctl delete_queue user.rpc`) to get the
+/// transient one.
+pub async fn declare_rpc_queue(conn: &lapin::Connection, domain: Domain) -> Result<Channel> {
+    let queue = rpc_queue(domain);
+    let ch = conn.create_channel().await?;
+    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+    if ch.queue_declare(queue.into(), passive, FieldTable::default()).await.is_ok() {
+        return Ok(ch);
+    }
+    // Not there (the broker closed that channel): create it, on a channel of its own.
+    let ch = conn.create_channel().await?;
+    let transient = QueueDeclareOptions { durable: false, auto_delete: false, exclusive: false, ..Default::default() };
+    ch.queue_declare(queue.into(), transient, FieldTable::default()).await?;
+    Ok(ch)
+}
 
 /// Checks that every shared exchange and queue exists (not the per-instance queues), with
 /// passive declares. A missing one fails with an error that names it and says where it
@@ -108,7 +134,9 @@ mod tests {
         assert_eq!(names("exchanges"), sorted(&SHARED_EXCHANGES));
         assert_eq!(names("queues"), sorted(&SHARED_QUEUES));
         for d in Domain::ALL {
-            assert!(SHARED_EXCHANGES.contains(&events_exchange(d)) && SHARED_QUEUES.contains(&rpc_queue(d)));
+            assert!(SHARED_EXCHANGES.contains(&events_exchange(d)));
+            // Declared by its owner, transient: never a durable queue the broker imports.
+            assert!(!names("queues").contains(&rpc_queue(d).to_string()), "{} is in definitions.json", rpc_queue(d));
         }
     }
 }

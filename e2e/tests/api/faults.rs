@@ -418,3 +418,30 @@ async fn a_restored_cache_entry_is_asked_again_before_use_and_serves_only_while_
     assert!(m.text.contains("moa_cache_stale_served_total{entity=\"alarm\"}"), "counted:\n{}", m.text);
     sys.restart(Svc::Alarm).await;
 }
+
+/// The RPC queues are transient classic queues each owner declares (a quorum queue delivered a
+/// question only after an fsync: docs/decisions.md). One that goes away, as it does with the
+/// node it lived on, is declared again by its owner, and first requests are answered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rpc_queue_that_goes_away_is_declared_again_by_its_owner() {
+    let sys = demo(Infra::shared()).await;
+    let q = sys.queue("user.rpc");
+    assert_eq!((q["type"].as_str(), q["durable"].as_bool()), (Some("classic"), Some(false)), "{q}");
+    mgmt(sys.infra.mgmt_port, "DELETE", &format!("/api/queues/{}/user.rpc", sys.name), None);
+    // A token the item service has not seen needs the user service.
+    let (_, token) = sys.users(3).await.remove(2);
+    let took = eventually(Duration::from_secs(3), "a first request answered after the queue went away", || async {
+        sys.get(Svc::Item, "/", &token).await.status == 200
+    })
+    .await;
+    eprintln!("first request answered {:.2} s after user.rpc was deleted", took.as_secs_f64());
+    let q = sys.queue("user.rpc");
+    assert_eq!((q["type"].as_str(), q["durable"].as_bool()), (Some("classic"), Some(false)), "declared again: {q}");
+    // The management API's counts lag the broker by up to ~5 s.
+    eventually(Duration::from_secs(8), "one consumer on the new user.rpc", || async {
+        sys.queue("user.rpc")["consumers"].as_i64() == Some(1)
+    })
+    .await;
+    let log = sys.log(Svc::User);
+    assert!(log.contains("rpc server: user.rpc went away; declaring it again"), "{log}");
+}

@@ -153,6 +153,17 @@ async fn no_service_can_read_or_reshape_what_others_rely_on() {
     })
     .await;
     assert_refused("item-service declaring a queue in the user service's namespace", outcome);
+    // Each owner declares its own RPC queue, and only its own.
+    let outcome = attempt(&sys, Svc::Item, |ch| async move {
+        ch.queue_declare("user.rpc".into(), QueueDeclareOptions::default(), FieldTable::default()).await.map(drop)
+    })
+    .await;
+    assert_refused("item-service declaring the user service's RPC queue", outcome);
+    let outcome = attempt(&sys, Svc::Alarm, |ch| async move {
+        ch.queue_delete("user.rpc".into(), QueueDeleteOptions::default()).await.map(drop)
+    })
+    .await;
+    assert_refused("alarm-service deleting the user service's RPC queue", outcome);
 
     // The operator's tools are out of reach: no tag, so no management API at all.
     for svc in [Svc::Item, Svc::Alarm, Svc::User] {
