@@ -63,23 +63,19 @@ pub const SHARED_QUEUES: [&str; 2] = [VIEWS_QUEUE, DEAD_LETTERS];
 /// `RPC_TIMEOUT_MS`, and a lost question is a timeout either way), while a quorum queue, as
 /// these were, delivers a question only once its Raft log is fsynced: on a disk shared with the
 /// databases, questions waited 100-400 ms for that, and first requests failed by the hundred
-/// (docs/performance.md, "Held events"). A transient queue goes away with its node; every owner
+/// (docs/performance.md, "Held events, transient RPC queues"). A transient queue goes away with its node; every owner
 /// instance then sees its consumer cancelled and declares the queue again on its own node
 /// (`rpc::serve`), so losing a node costs the moment of failover every request through
-/// RabbitMQ pays. A durable queue of that name left by an earlier version (a quorum queue in a
-/// broker's data) is used as it is: delete it (`rabbitmqctl delete_queue user.rpc`) to get the
-/// transient one.
+/// RabbitMQ pays. A durable queue of that name left in a broker's data by an earlier version (a
+/// quorum queue) does not match and must be deleted (`rabbitmqctl delete_queue user.rpc`;
+/// questions are never worth keeping): `scripts/infra rabbit-start` does it itself.
+///
+/// Declared, not checked first: a passive declare of a missing queue is a channel error, which
+/// lapin reports on the connection, and the connection is started over for it.
 pub async fn declare_rpc_queue(conn: &lapin::Connection, domain: Domain) -> Result<Channel> {
-    let queue = rpc_queue(domain);
-    let ch = conn.create_channel().await?;
-    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-    if ch.queue_declare(queue.into(), passive, FieldTable::default()).await.is_ok() {
-        return Ok(ch);
-    }
-    // Not there (the broker closed that channel): create it, on a channel of its own.
     let ch = conn.create_channel().await?;
     let transient = QueueDeclareOptions { durable: false, auto_delete: false, exclusive: false, ..Default::default() };
-    ch.queue_declare(queue.into(), transient, FieldTable::default()).await?;
+    ch.queue_declare(rpc_queue(domain).into(), transient, FieldTable::default()).await?;
     Ok(ch)
 }
 
