@@ -257,11 +257,15 @@ mod tests {
         let tasks = Tasks::new();
         // Never reaches an await of its own after the stop: blocks its thread for a while.
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let (started, running) = tokio::sync::oneshot::channel();
         tasks.spawn_on(rt.handle(), "stuck", async {
+            let _ = started.send(());
             std::thread::sleep(Duration::from_millis(300));
             std::future::pending::<()>().await
         });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Stopped once it is blocking, not after a fixed sleep: on a loaded machine the task
+        // had not been polled yet 20 ms on, and a task stopped before it starts ends at once.
+        running.await.expect("the task started");
         let left = tasks.shutdown(Duration::from_millis(50)).await;
         assert_eq!(left, vec!["stuck"]);
         rt.shutdown_background();
