@@ -30,7 +30,6 @@ use crate::{
     tasks::Tasks,
     telemetry::{self, Metrics},
 };
-use metrics::SharedString;
 
 /// The running parts of one service instance, shared with its handlers as `web::Data<Core>`.
 #[derive(Clone)]
@@ -277,17 +276,18 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(http::query_error_handler))
                 .wrap_fn(move |req, srv| {
                     let started = Instant::now();
-                    let rid = req
+                    let rid: Arc<str> = req
                         .headers()
                         .get("x-request-id")
                         .and_then(|v| v.to_str().ok())
                         .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
-                        .map(str::to_string)
-                        .unwrap_or_else(|| format!("{instance}-{}", REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)));
-                    req.extensions_mut().insert(RequestId(Arc::from(rid.as_str())));
+                        .map(Arc::from)
+                        .unwrap_or_else(|| format!("{instance}-{}", REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)).into());
+                    req.extensions_mut().insert(RequestId(rid.clone()));
                     let method = req.method().clone();
                     let method_label = telemetry::method_label(&method);
-                    let path = req.path().to_string();
+                    // Copied only when the access log is on (it is off at `warn`).
+                    let path = log::log_enabled!(target: "moa::access", log::Level::Info).then(|| req.path().to_string());
                     let fut = srv.call(req);
                     async move {
                         let mut res = fut.await?;
@@ -300,19 +300,11 @@ impl Application {
                         }
                         let took = started.elapsed();
                         if let Some(core) = res.request().app_data::<web::Data<Core>>() {
-                            let labels: Vec<(&'static str, SharedString)> = vec![
-                                ("route", route.clone().into()),
-                                ("method", method_label.into()),
-                                ("status", status.as_str().to_owned().into()),
-                            ];
-                            core.metrics.inc("moa_http_requests_total", labels, 1.0);
-                            core.metrics.observe(
-                                "moa_http_request_seconds",
-                                vec![("route", SharedString::from(route))],
-                                took.as_secs_f64(),
-                            );
+                            core.metrics.http_request(&route, method_label, status.as_u16(), took.as_secs_f64());
                         }
-                        log::info!(target: "moa::access", "[{rid}] {method} {path} -> {} in {:.1} ms", status.as_u16(), took.as_secs_f64() * 1e3);
+                        if let Some(path) = path {
+                            log::info!(target: "moa::access", "[{rid}] {method} {path} -> {} in {:.1} ms", status.as_u16(), took.as_secs_f64() * 1e3);
+                        }
                         Ok(res)
                     }
                 })

@@ -12,15 +12,16 @@
 //! at trace (RPC requests carry tokens), and other libraries may log request heads.
 
 use std::{
+    collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::Duration,
 };
 
 use log::{LevelFilter, Log, Metadata as LogMetadata, Record};
-use metrics::{Key, KeyName, Label, Level, Metadata, Recorder, SharedString};
+use metrics::{Counter, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::error::{Error, Result};
@@ -122,7 +123,14 @@ struct Inner {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     observations: AtomicU64,
+    /// The HTTP series by (route pattern, method, status), registered once each: a lookup
+    /// in the recorder builds and hashes a key with its labels, at every request otherwise.
+    http: Mutex<HashMap<String, HttpSeries>>,
 }
+
+/// One route's HTTP series: by (method, status), its request counter and its route's
+/// latency histogram.
+type HttpSeries = HashMap<(&'static str, u16), (Counter, Histogram)>;
 
 /// This process's metrics: counters, gauges and histograms by name and bounded labels.
 /// Cheap to clone; every clone records into the same recorder. The recorder is not
@@ -144,7 +152,7 @@ impl Default for Metrics {
         };
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
-        Metrics(Arc::new(Inner { recorder, handle, observations: AtomicU64::new(0) }))
+        Metrics(Arc::new(Inner { recorder, handle, observations: AtomicU64::new(0), http: Mutex::default() }))
     }
 }
 
@@ -164,6 +172,44 @@ impl Metrics {
         }
     }
 
+    /// The counter `name` with `labels`, to keep and increment on a hot path (looked up
+    /// once, not at every increment as [`Self::inc`] does).
+    pub fn counter(&self, name: &'static str, labels: impl Into<Labels>) -> Counter {
+        self.0.recorder.register_counter(&Self::key(name, labels.into()), &METADATA)
+    }
+
+    /// One answered HTTP request: `moa_http_requests_total` by route, method and status, and
+    /// `moa_http_request_seconds` by route. `route` is the matched pattern, never the path.
+    pub fn http_request(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
+        let (counter, histogram) = {
+            let mut routes = self.0.http.lock().unwrap_or_else(|p| p.into_inner());
+            if !routes.contains_key(route) {
+                routes.insert(route.to_string(), HashMap::new());
+            }
+            let by_outcome = routes.get_mut(route).unwrap_or_else(|| unreachable!("inserted above"));
+            by_outcome
+                .entry((method, status))
+                .or_insert_with(|| {
+                    let labels: Vec<(&'static str, SharedString)> = vec![
+                        ("route", route.to_string().into()),
+                        ("method", method.into()),
+                        ("status", status.to_string().into()),
+                    ];
+                    let key = Self::key(
+                        "moa_http_request_seconds",
+                        vec![("route", SharedString::from(route.to_string()))].into(),
+                    );
+                    (
+                        self.counter("moa_http_requests_total", labels),
+                        self.0.recorder.register_histogram(&key, &METADATA),
+                    )
+                })
+                .clone()
+        };
+        counter.increment(1);
+        self.record(&histogram, seconds);
+    }
+
     /// Adds `by` (a count) to a counter.
     pub fn inc(&self, name: &'static str, labels: impl Into<Labels>, by: f64) {
         let counter = self.0.recorder.register_counter(&Self::key(name, labels.into()), &METADATA);
@@ -175,7 +221,11 @@ impl Metrics {
     }
 
     pub fn observe(&self, name: &'static str, labels: impl Into<Labels>, seconds: f64) {
-        self.0.recorder.register_histogram(&Self::key(name, labels.into()), &METADATA).record(seconds);
+        self.record(&self.0.recorder.register_histogram(&Self::key(name, labels.into()), &METADATA), seconds);
+    }
+
+    fn record(&self, histogram: &Histogram, seconds: f64) {
+        histogram.record(seconds);
         if self.0.observations.fetch_add(1, Ordering::Relaxed) % UPKEEP_EVERY == UPKEEP_EVERY - 1 {
             self.0.handle.run_upkeep();
         }

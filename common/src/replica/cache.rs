@@ -1,6 +1,6 @@
 //! Bounded caches of users and alarms: one entry per *group* (a user; one user's alarms),
 //! filled on a miss by one question to the owner (RPC, or the own database for the owner
-//! itself), kept exact by the change events, and evicted by moka when full. Items are not
+//! itself), kept exact by the change events, and evicted by quick_cache when full. Items are not
 //! cached this way: the catalog is small and every list reads all of it ([`super::Replica`]).
 //!
 //! Exact without a full copy, by four rules:
@@ -31,7 +31,7 @@ use std::{
 use actix::Addr;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use super::{misses::MissBatcher, Source};
+use super::{misses::MissBatcher, CacheCounters, Source};
 use crate::{
     entity::{Epoch, VersionedRow},
     error::{Error, Result},
@@ -217,8 +217,69 @@ pub enum Found<V> {
     Stale(V),
 }
 
+/// Entries by group, bounded. quick_cache, not moka, on this map: every request reads it
+/// (twice for the item list), and a moka get also queues the read for its housekeeping,
+/// which cost ~8 % of the item list's CPU; a quick_cache get is a shard read lock and a
+/// flag (docs/decisions.md). Inserts note the groups evicted for room in `dirty`, so the
+/// hot copy follows the cache and stays its hot set.
+pub(crate) struct EntryMap<G: Group> {
+    map: quick_cache::sync::Cache<
+        i64,
+        Arc<Entry<G>>,
+        quick_cache::UnitWeighter,
+        quick_cache::DefaultHashBuilder,
+        EvictedGroups,
+    >,
+    dirty: Option<Arc<Mutex<Dirty>>>,
+}
+
+/// Collects the groups an insert evicted (quick_cache calls this under the shard's lock:
+/// the ids are handed to `dirty` after it is released).
+#[derive(Clone, Default)]
+pub(crate) struct EvictedGroups;
+
+impl<V> quick_cache::Lifecycle<i64, V> for EvictedGroups {
+    type RequestState = Vec<i64>;
+
+    fn on_evict(&self, evicted: &mut Vec<i64>, group: i64, _: V) {
+        evicted.push(group);
+    }
+}
+
+impl<G: Group> EntryMap<G> {
+    fn new(capacity: u64, dirty: Option<Arc<Mutex<Dirty>>>) -> Self {
+        let n = usize::try_from(capacity).unwrap_or(usize::MAX).max(1);
+        let map = quick_cache::sync::Cache::with(n, n as u64, Default::default(), Default::default(), EvictedGroups);
+        EntryMap { map, dirty }
+    }
+
+    fn get(&self, group: i64) -> Option<Arc<Entry<G>>> {
+        self.map.get(&group)
+    }
+
+    fn contains(&self, group: i64) -> bool {
+        self.map.contains_key(&group)
+    }
+
+    fn insert(&self, group: i64, entry: Arc<Entry<G>>) {
+        let mut evicted = Vec::new();
+        self.map.insert_with_lifecycle(group, entry, &mut evicted);
+        if let (false, Some(d)) = (evicted.is_empty(), &self.dirty) {
+            d.lock().unwrap_or_else(|p| p.into_inner()).groups.extend(evicted);
+        }
+    }
+
+    fn clear(&self) {
+        self.map.clear();
+    }
+
+    fn len(&self) -> u64 {
+        self.map.len() as u64
+    }
+}
+
 pub struct GroupCache<G: Group> {
-    entries: moka::sync::Cache<i64, Arc<Entry<G>>>,
+    entries: Arc<EntryMap<G>>,
     /// Every event of the last [`RECENT_WINDOW`], by group.
     recent: moka::sync::Cache<i64, Arc<Mutex<RecentRows>>>,
     /// Single flight for misses, and the owner's "no" remembered for `NEGATIVE_CACHE_MS`.
@@ -247,6 +308,7 @@ pub struct GroupCache<G: Group> {
     lookup_timeout: Duration,
     probe_interval: Duration,
     metrics: Metrics,
+    counters: CacheCounters,
     check_owner: tokio::sync::Notify,
     persister: Option<EntryPersister>,
     restore_limit: u64,
@@ -267,7 +329,6 @@ impl<G: Group> GroupCache<G> {
     /// the own database (every `HOT_COPY_EVERY`) and the hottest restored at start.
     pub fn new(source: Source, settings: &Settings, metrics: Metrics, persist: Option<(Addr<Store>, &Tasks)>) -> Self {
         let dirty = persist.as_ref().map(|_| Arc::new(Mutex::new(Dirty::default())));
-        let evicted = dirty.clone();
         let lookup_timeout = match source {
             Source::Local(_) => settings.db_timeout,
             Source::Remote { .. } => settings.rpc_timeout,
@@ -275,20 +336,10 @@ impl<G: Group> GroupCache<G> {
         // At least as long as a "no" is remembered, so that every remembered "no" an event
         // made wrong is asked again (see `fetch`).
         let recent_window = RECENT_WINDOW.max(lookup_timeout * 3).max(settings.negative_ttl);
-        let entries = moka::sync::Cache::builder()
-            .max_capacity(settings.cache_entries)
-            .eviction_listener(move |group: Arc<i64>, _, cause| {
-                // Evicted for room: the persisted copy follows, so it stays the hot set.
-                if cause == moka::notification::RemovalCause::Size {
-                    if let Some(d) = &evicted {
-                        d.lock().unwrap_or_else(|p| p.into_inner()).groups.insert(*group);
-                    }
-                }
-            })
-            .build();
+        let entries = Arc::new(EntryMap::new(settings.cache_entries, dirty.clone()));
         let epoch = Arc::new(RwLock::new(None));
         let persister = persist.zip(dirty).map(|((store, tasks), dirty)| {
-            EntryPersister::start(G::KIND, store, tasks, dirty, entries.clone(), Arc::clone(&epoch))
+            EntryPersister::start(G::KIND, store, tasks, dirty, Arc::clone(&entries), Arc::clone(&epoch))
         });
         GroupCache {
             entries,
@@ -313,6 +364,7 @@ impl<G: Group> GroupCache<G> {
             misses: MissBatcher::new(source.clone()),
             source,
             probe_interval: settings.epoch_probe,
+            counters: CacheCounters::new(&metrics, G::KIND),
             metrics,
             check_owner: tokio::sync::Notify::new(),
             persister,
@@ -355,8 +407,7 @@ impl<G: Group> GroupCache<G> {
 
     /// Entries held now.
     pub fn len(&self) -> u64 {
-        self.entries.run_pending_tasks();
-        self.entries.entry_count()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -369,7 +420,7 @@ impl<G: Group> GroupCache<G> {
 
     /// The cached entry of `group`: `Current` when it is of the current generation.
     pub fn cached(&self, group: i64) -> Option<Found<Arc<Entry<G>>>> {
-        let e = self.entries.get(&group)?;
+        let e = self.entries.get(group)?;
         Some(if e.generation == self.current_generation() { Found::Current(e) } else { Found::Stale(e) })
     }
 
@@ -422,7 +473,7 @@ impl<G: Group> GroupCache<G> {
                     held.lock().unwrap_or_else(|p| p.into_inner()).note(row, now, self.recent_window);
                 }
                 self.note_answered_lookups(row);
-                let Some(entry) = self.entries.get(&group) else { continue };
+                let Some(entry) = self.entries.get(group) else { continue };
                 let mut members = entry.members.clone();
                 if !merge::<G>(&mut members, member, row) {
                     stale += 1;
@@ -488,7 +539,7 @@ impl<G: Group> GroupCache<G> {
     ) -> Result<Arc<Vec<VersionedRow>>> {
         let generation = self.current_generation();
         let ask = |q: Query| async {
-            self.metrics.inc("moa_cache_misses_total", format!("entity=\"{}\"", G::KIND), 1.0);
+            self.counters.misses.increment(1);
             let rows = self.misses.query(q, self.lookup_timeout).await?;
             self.fill(&groups_of(&rows), &rows, generation);
             Ok::<_, Error>(Arc::new(rows))
@@ -506,7 +557,7 @@ impl<G: Group> GroupCache<G> {
             // Only "no" answers are remembered: what was found is an entry now.
             self.lookups.invalidate(&lookup).await;
         } else {
-            self.metrics.inc("moa_negative_lookups_total", format!("entity=\"{}\"", G::KIND), 1.0);
+            self.counters.negative.increment(1);
         }
         Ok(rows)
     }
@@ -525,7 +576,7 @@ impl<G: Group> GroupCache<G> {
     /// [`QUIET_AFTER_FAILURE`] (a storm of failed misses, each a `503` to its request, is one
     /// line, not one per request; nothing else logs them at `warn`).
     fn owner_failed(&self, e: &Error) {
-        self.metrics.inc("moa_cache_miss_failures_total", format!("entity=\"{}\"", G::KIND), 1.0);
+        self.counters.miss_failures.increment(1);
         let now = Instant::now();
         let before = self.owner_failed_at.lock().unwrap_or_else(|p| p.into_inner()).replace(now);
         if before.is_none_or(|t| now.saturating_duration_since(t) >= QUIET_AFTER_FAILURE) {
@@ -560,12 +611,12 @@ impl<G: Group> GroupCache<G> {
     }
 
     pub(crate) fn hit(&self) {
-        self.metrics.inc("moa_cache_hits_total", format!("entity=\"{}\"", G::KIND), 1.0);
+        self.counters.hits.increment(1);
     }
 
     pub(crate) fn served_stale(&self, why: &Error) {
         log::debug!("{} cache: an entry of an older generation served: {why}", G::KIND);
-        self.metrics.inc("moa_cache_stale_served_total", format!("entity=\"{}\"", G::KIND), 1.0);
+        self.counters.stale_served.increment(1);
     }
 
     /// Forgets everything: the owner's history changed. Entries filled by answers still in
@@ -574,7 +625,7 @@ impl<G: Group> GroupCache<G> {
         {
             let _guard = self.lock();
             self.generation.fetch_add(1, Ordering::AcqRel);
-            self.entries.invalidate_all();
+            self.entries.clear();
             self.recent.invalidate_all();
             self.lookups.invalidate_all();
             self.max_version.store(0, Ordering::Relaxed);
@@ -624,7 +675,7 @@ impl<G: Group> GroupCache<G> {
             }
             *self.epoch.write().unwrap_or_else(|p| p.into_inner()) = Some(epoch.clone());
             for (group, e, json) in loaded {
-                if Epoch::from(e.as_str()) != epoch || self.entries.contains_key(&group) {
+                if Epoch::from(e.as_str()) != epoch || self.entries.contains(group) {
                     continue;
                 }
                 // An entry this version cannot read (an older format) is simply not restored.
@@ -721,7 +772,7 @@ impl EntryPersister {
         store: Addr<Store>,
         tasks: &Tasks,
         dirty: Arc<Mutex<Dirty>>,
-        entries: moka::sync::Cache<i64, Arc<Entry<G>>>,
+        entries: Arc<EntryMap<G>>,
         epoch: Arc<RwLock<Option<Epoch>>>,
     ) -> EntryPersister {
         let (s, d) = (store.clone(), dirty.clone());
@@ -759,7 +810,7 @@ async fn write_periodically<G: Group>(
     cache: &'static str,
     store: Addr<Store>,
     dirty: Arc<Mutex<Dirty>>,
-    entries: moka::sync::Cache<i64, Arc<Entry<G>>>,
+    entries: Arc<EntryMap<G>>,
     epoch: Arc<RwLock<Option<Epoch>>>,
     stop: tokio_util::sync::CancellationToken,
 ) {
@@ -776,7 +827,7 @@ async fn write_periodically<G: Group>(
             let mut batch = SaveCacheEntries { cache, clear: taken.clear, entries: BTreeMap::new() };
             for &group in &taken.groups {
                 let saved = entries
-                    .get(&group)
+                    .get(group)
                     .and_then(|entry| serde_json::to_string(&entry.members).ok().map(|json| (epoch.clone(), json)));
                 batch.entries.insert(group, saved);
             }
@@ -896,8 +947,8 @@ mod tests {
     }
 
     /// An entry keeps what the view needs, not the rows as sent: 10,000 users with 10 alarms
-    /// each must stay under 1 KiB per user, everything counted (moka's bookkeeping, the member
-    /// map, the view). Keeping the rows as sent took ~3.1 KiB per user (docs/performance.md).
+    /// each must stay under 1 KiB per user, everything counted (the cache's bookkeeping, the
+    /// member map, the view). Keeping the rows as sent took ~3.1 KiB per user (docs/performance.md).
     #[test]
     fn a_users_alarm_entry_costs_a_few_hundred_bytes_not_its_rows() {
         let users = 10_000_i64;
@@ -909,8 +960,6 @@ mod tests {
             for (u, rows) in answers.iter().enumerate() {
                 book.fill(&[u as i64], rows, g);
             }
-            // moka applies pending writes lazily: count them in.
-            book.len();
         });
         assert_eq!(book.len(), users as u64);
         let per_user = bytes / users as isize;

@@ -71,6 +71,11 @@ async fn metrics_cover_requests_caches_rpc_outbox_events_and_replicas() {
     ] {
         assert!(item.text.contains(needle), "item /metrics lacks {needle}:\n{}", item.text);
     }
+    // The cache counters are registered at start (at 0): the requests above moved them.
+    for counter in ["moa_cache_hits_total", "moa_cache_misses_total"] {
+        let n = sys.counter_sum(Svc::Item, counter, "entity=\"user\"").await;
+        assert!(n >= 1.0, "{counter}{{entity=\"user\"}} is {n}");
+    }
     let alarm = text(Svc::Alarm).await;
     assert!(alarm.text.contains("moa_outbox_published_total "), "{}", alarm.text);
     let user = text(Svc::User).await;
