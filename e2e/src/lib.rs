@@ -591,18 +591,26 @@ impl System {
         // A liveness bound, not a speed check: debug builds of a dozen services start side by
         // side on 2 cores while the rest of the suite runs.
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = String::from("no answer");
         loop {
             if let Ok(r) = self.http.get(format!("http://127.0.0.1:{port}/ready")).send().await {
                 if r.status() == 200 {
                     return;
                 }
+                last = format!("{}: {}", r.status(), r.text().await.unwrap_or_default());
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} on :{port} not ready in 60 s; see {}",
-                svc.name(),
-                env().state_dir.join("logs").display()
-            );
+            if Instant::now() >= deadline {
+                // What it still waited for, and what it logged: a failure in CI is read from this.
+                let log = self.log(svc);
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "{} on :{port} not ready in 60 s; its last /ready: {last}\nthe end of its log (all in {}):\n{}",
+                    svc.name(),
+                    env().state_dir.join("logs").display(),
+                    tail.join("\n")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

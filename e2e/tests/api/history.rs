@@ -20,10 +20,12 @@ async fn a_copy_away_while_tombstones_were_collected_forgets_the_deleted_rows() 
     let (gone, gone_token) = users[2].clone();
     let token = users[0].1.clone();
     assert_eq!(sys.get(Svc::Item, "/", &gone_token).await.status, 200);
-    // The item service's hot copy holds the user it will restore at its restart.
-    eventually(CONVERGE, "the item service persisted the user", || async {
-        let q = format!("SELECT count(*) FROM moa_cache_entry WHERE cache = 'user' AND grp = {gone}");
-        sys.sql(Svc::Item, &q).await[0].get::<_, i64>(0) == 1
+    // The item service's hot copy holds the user and the user's alarms, which it restores at
+    // its restart: with the alarm service down then, the restored alarm entry is what makes
+    // it ready (each cache writes its copy on its own timer, so both are waited for).
+    eventually(CONVERGE, "the item service persisted the user and the user's alarms", || async {
+        let q = format!("SELECT count(*) FROM moa_cache_entry WHERE cache IN ('user', 'alarm') AND grp = {gone}");
+        sys.sql(Svc::Item, &q).await[0].get::<_, i64>(0) == 2
     })
     .await;
     // An item the alarm service's catalog holds and persisted.
