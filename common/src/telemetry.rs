@@ -183,28 +183,25 @@ impl Metrics {
     pub fn http_request(&self, route: &str, method: &'static str, status: u16, seconds: f64) {
         let (counter, histogram) = {
             let mut routes = self.0.http.lock().unwrap_or_else(|p| p.into_inner());
-            if !routes.contains_key(route) {
-                routes.insert(route.to_string(), HashMap::new());
-            }
-            let by_outcome = routes.get_mut(route).unwrap_or_else(|| unreachable!("inserted above"));
-            by_outcome
-                .entry((method, status))
-                .or_insert_with(|| {
+            match routes.get(route).and_then(|by_outcome| by_outcome.get(&(method, status))) {
+                Some(series) => series.clone(),
+                None => {
                     let labels: Vec<(&'static str, SharedString)> = vec![
                         ("route", route.to_string().into()),
                         ("method", method.into()),
                         ("status", status.to_string().into()),
                     ];
-                    let key = Self::key(
-                        "moa_http_request_seconds",
-                        vec![("route", SharedString::from(route.to_string()))].into(),
-                    );
-                    (
+                    let latency: Vec<(&'static str, SharedString)> = vec![("route", route.to_string().into())];
+                    let series = (
                         self.counter("moa_http_requests_total", labels),
-                        self.0.recorder.register_histogram(&key, &METADATA),
-                    )
-                })
-                .clone()
+                        self.0
+                            .recorder
+                            .register_histogram(&Self::key("moa_http_request_seconds", latency.into()), &METADATA),
+                    );
+                    routes.entry(route.to_string()).or_default().insert((method, status), series.clone());
+                    series
+                }
+            }
         };
         counter.increment(1);
         self.record(&histogram, seconds);
@@ -288,6 +285,20 @@ mod tests {
         assert!(text.contains("moa_lat_seconds_bucket{route=\"/\",le=\"0.0025\"} 0"), "{text}");
         assert!(text.contains("moa_lat_seconds_count{route=\"/\"} 1"), "{text}");
         assert!(text.contains("moa_g 1"), "{text}");
+    }
+
+    #[test]
+    fn http_series_are_registered_once_and_counted_every_time() {
+        let m = Metrics::default();
+        m.http_request("/", "GET", 200, 0.001);
+        m.http_request("/", "GET", 200, 0.003);
+        m.http_request("/", "GET", 401, 0.002);
+        m.http_request("/{item_id}", "GET", 200, 0.002);
+        let text = m.render();
+        assert!(text.contains("moa_http_requests_total{route=\"/\",method=\"GET\",status=\"200\"} 2"), "{text}");
+        assert!(text.contains("moa_http_requests_total{route=\"/\",method=\"GET\",status=\"401\"} 1"), "{text}");
+        assert!(text.contains("moa_http_request_seconds_count{route=\"/\"} 3"), "{text}");
+        assert!(text.contains("moa_http_request_seconds_count{route=\"/{item_id}\"} 1"), "{text}");
     }
 
     #[test]

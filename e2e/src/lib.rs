@@ -602,8 +602,8 @@ impl System {
             if Instant::now() >= deadline {
                 // What it still waited for, and what it logged: a failure in CI is read from this.
                 let log = self.log(svc);
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(40)..];
                 panic!(
                     "{} on :{port} not ready in 60 s; its last /ready: {last}\nthe end of its log (all in {}):\n{}",
                     svc.name(),

@@ -246,9 +246,14 @@ impl<V> quick_cache::Lifecycle<i64, V> for EvictedGroups {
     }
 }
 
+/// A configured entry count (`CACHE_ENTRIES`) as quick_cache's item capacity.
+pub(crate) fn item_capacity(entries: u64) -> usize {
+    usize::try_from(entries).unwrap_or(usize::MAX).max(1)
+}
+
 impl<G: Group> EntryMap<G> {
     fn new(capacity: u64, dirty: Option<Arc<Mutex<Dirty>>>) -> Self {
-        let n = usize::try_from(capacity).unwrap_or(usize::MAX).max(1);
+        let n = item_capacity(capacity);
         let map = quick_cache::sync::Cache::with(n, n as u64, Default::default(), Default::default(), EvictedGroups);
         EntryMap { map, dirty }
     }

@@ -7,7 +7,7 @@ use crate::{
     entity::{User, VersionedRow},
     error::Result,
     replica::{
-        cache::{Found, Group, GroupCache, Members},
+        cache::{item_capacity, Found, Group, GroupCache, Members},
         row_value,
     },
     settings::Domain,
@@ -62,10 +62,7 @@ impl std::ops::Deref for UserDirectory {
 
 impl UserDirectory {
     pub fn new(cache: GroupCache<Users>, capacity: u64) -> Self {
-        UserDirectory {
-            cache,
-            tokens: quick_cache::sync::Cache::new(usize::try_from(capacity).unwrap_or(usize::MAX).max(1)),
-        }
+        UserDirectory { cache, tokens: quick_cache::sync::Cache::new(item_capacity(capacity)) }
     }
 
     #[cfg(test)]
