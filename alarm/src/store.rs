@@ -8,7 +8,6 @@ use common::{
     store::{to_rows_at, PrefixRead, Store},
     Error, Result,
 };
-use tokio_postgres::types::Type;
 
 /// Versioned migrations in the order they apply, then this domain's function files (the shared
 /// ones, `common::db::FUNCTIONS`, are applied by `common::db::migrate` itself).
@@ -70,16 +69,11 @@ impl Handler<WriteAlarms> for Store {
             let items: Vec<i32> = writes.iter().map(|w| w.item_id).collect();
             let sets: Vec<bool> = writes.iter().map(|w| w.set).collect();
             let request_ids: Vec<&str> = writes.iter().map(|w| w.request_id.as_str()).collect();
-            // One round trip (query_typed: no separate prepare), one commit for the batch.
+            // Prepared once per connection: each batch is one bind and execute, one commit.
             let rows = conn
-                .query_typed(
+                .query_prepared(
                     "SELECT ord, key, version, deleted, data, (SELECT moa_epoch()) FROM moa_write_alarms($1, $2, $3, $4)",
-                    &[
-                        (&users, Type::INT4_ARRAY),
-                        (&items, Type::INT4_ARRAY),
-                        (&sets, Type::BOOL_ARRAY),
-                        (&request_ids, Type::TEXT_ARRAY),
-                    ],
+                    &[&users, &items, &sets, &request_ids],
                 )
                 .await?;
             wake.notify_one();

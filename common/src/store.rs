@@ -297,7 +297,7 @@ const ROW_COLUMNS: &str = "key, version, deleted, data, (SELECT moa_epoch())";
 /// 1M users, hashed the whole table: 400 ms, past the RPC timeout, for what takes 20 ms.
 const PROBE_EACH: &str = "OFFSET 0";
 
-type Conn = bb8::PooledConnection<'static, bb8_postgres::PostgresConnectionManager<NoTls>>;
+type Conn = bb8::PooledConnection<'static, crate::db::PreparingManager>;
 
 /// A connection for reads that must not run before the migrations (a snapshot taken before
 /// the backfill would look empty): "not yet" instead.
@@ -393,7 +393,7 @@ impl Handler<Query> for Store {
             let rows = match &q {
                 Query::Snapshot { entity, after, limit } => {
                     let limit = i64::from(*limit).clamp(1, 100_000);
-                    conn.query(
+                    conn.query_prepared(
                         &format!(
                             "SELECT {ROW_COLUMNS} FROM moa_entity_version
                              WHERE entity = $1 AND ($2::text IS NULL OR key > $2)
@@ -404,7 +404,7 @@ impl Handler<Query> for Store {
                     .await?
                 }
                 Query::Get { entity, keys } => {
-                    conn.query(
+                    conn.query_prepared(
                         &format!("SELECT {ROW_COLUMNS} FROM moa_entity_version WHERE entity = $1 AND key = ANY($2)"),
                         &[entity, keys],
                     )
@@ -413,13 +413,16 @@ impl Handler<Query> for Store {
                 Query::Prefix { entity, prefixes } => match prefix_read {
                     // The function's name is the domain's constant, never a request's.
                     Some(function) => {
-                        conn.query(&format!("SELECT {ROW_COLUMNS} FROM {function}($1) ORDER BY key"), &[prefixes])
-                            .await?
+                        conn.query_prepared(
+                            &format!("SELECT {ROW_COLUMNS} FROM {function}($1) ORDER BY key"),
+                            &[prefixes],
+                        )
+                        .await?
                     }
                     None => {
                         // Ranges on the primary key: [prefix, prefix + U+FFFF) for each, one
                         // index probe per prefix (see `PROBE_EACH`).
-                        conn.query(
+                        conn.query_prepared(
                             &format!(
                                 "SELECT {ROW_COLUMNS} FROM (SELECT DISTINCT unnest($2::text[]) AS p) p
                                  CROSS JOIN LATERAL (SELECT * FROM moa_entity_version v
@@ -435,7 +438,7 @@ impl Handler<Query> for Store {
                 Query::Digest { entity, width } => {
                     // md5 of the bucket's versions in order, as text: the replica computes the
                     // same string from what it holds (see replica::digest).
-                    conn.query(
+                    conn.query_prepared(
                         "SELECT (version / $2)::text, count(*), false,
                                 to_jsonb(md5(string_agg(version::text, ',' ORDER BY version))),
                                 (SELECT moa_epoch())
@@ -446,7 +449,7 @@ impl Handler<Query> for Store {
                 }
                 Query::Buckets { entity, width, buckets, after, limit } => {
                     let limit = i64::from(*limit).clamp(1, 100_000);
-                    conn.query(
+                    conn.query_prepared(
                         &format!(
                             "SELECT {ROW_COLUMNS} FROM moa_entity_version
                              WHERE entity = $1 AND version / $2 = ANY($3) AND version > $4
@@ -457,7 +460,7 @@ impl Handler<Query> for Store {
                     .await?
                 }
                 Query::Epoch { entity } => {
-                    conn.query(
+                    conn.query_prepared(
                         "SELECT 'epoch', moa_max_version(), false, to_jsonb(moa_tombstone_horizon($1)), e.epoch
                          FROM (SELECT moa_epoch() AS epoch) e",
                         &[entity],
@@ -465,7 +468,7 @@ impl Handler<Query> for Store {
                     .await?
                 }
                 Query::UsersByToken { tokens } => {
-                    conn.query(
+                    conn.query_prepared(
                         &format!(
                             "SELECT {ROW_COLUMNS} FROM (SELECT DISTINCT unnest($1::text[]) AS t) t
                              CROSS JOIN LATERAL (SELECT * FROM moa_entity_version v
@@ -486,14 +489,14 @@ impl Handler<Query> for Store {
 /// replica rows (re-synced from the owner). Its commit does not wait for the WAL flush, so it
 /// neither waits for nor adds to the flushes the requests' own commits wait on.
 async fn bookkeeping<'c>(
-    conn: &'c mut bb8::PooledConnection<'_, bb8_postgres::PostgresConnectionManager<NoTls>>,
+    conn: &'c mut bb8::PooledConnection<'_, crate::db::PreparingManager>,
 ) -> Result<tokio_postgres::Transaction<'c>> {
     bookkeeping_with(conn, "").await
 }
 
 /// [`bookkeeping`], with more `SET LOCAL`s sent in the same round trip.
 async fn bookkeeping_with<'c>(
-    conn: &'c mut bb8::PooledConnection<'_, bb8_postgres::PostgresConnectionManager<NoTls>>,
+    conn: &'c mut bb8::PooledConnection<'_, crate::db::PreparingManager>,
     more_settings: &str,
 ) -> Result<tokio_postgres::Transaction<'c>> {
     let tx = conn.transaction().await?;
@@ -570,7 +573,6 @@ impl Handler<DrainOutbox> for Store {
             // since the last vacuum, and the index on id reaches the oldest live ones at once.
             // Fresh rows walk the primary key past the (few) backing-off ones; due rows come
             // from the partial index `moa_outbox_retry`.
-            let tx = bookkeeping_with(&mut conn, "SET LOCAL enable_seqscan = off;").await?;
             let pick = match msg.rows {
                 DrainRows::Fresh => {
                     "SELECT id FROM moa_outbox WHERE attempts = 0 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
@@ -580,21 +582,26 @@ impl Handler<DrainOutbox> for Store {
                      ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED"
                 }
             };
-            let rows = tx
-                .query(
-                    &format!(
-                        "DELETE FROM moa_outbox o
-                         WHERE o.id = ANY(ARRAY({pick}))
-                         RETURNING o.id, o.event_id::text, o.exchange,
-                                   (o.payload || jsonb_build_object('event_id', o.event_id::text, 'seq', o.id,
-                                                                     'epoch', (SELECT moa_epoch()))
-                                    || CASE WHEN o.request_id IS NULL THEN '{{}}'::jsonb
-                                       ELSE jsonb_build_object('request_id', o.request_id) END)::text,
-                                   o.request_id, (extract(epoch FROM o.created_at) * 1000)::float8"
-                    ),
-                    &[&msg.limit],
-                )
-                .await?;
+            let sql = format!(
+                "DELETE FROM moa_outbox o
+                 WHERE o.id = ANY(ARRAY({pick}))
+                 RETURNING o.id, o.event_id::text, o.exchange,
+                           (o.payload || jsonb_build_object('event_id', o.event_id::text, 'seq', o.id,
+                                                             'epoch', (SELECT moa_epoch()))
+                            || CASE WHEN o.request_id IS NULL THEN '{{}}'::jsonb
+                               ELSE jsonb_build_object('request_id', o.request_id) END)::text,
+                           o.request_id, (extract(epoch FROM o.created_at) * 1000)::float8"
+            );
+            let drain = conn.prepared(&sql).await?;
+            let tx = bookkeeping_with(&mut conn, "SET LOCAL enable_seqscan = off;").await?;
+            let rows = match tx.query(&drain, &[&msg.limit]).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    drop(tx);
+                    conn.forget(&sql);
+                    return Err(e.into());
+                }
+            };
             let mut rows = rows
                 .into_iter()
                 .map(|r| {
@@ -810,6 +817,9 @@ impl Handler<SaveCacheEntries> for Store {
         let pool = self.pool();
         self.run(async move {
             let mut conn = pool.get().await?;
+            // Several thousand entries a second while a cold cache fills: prepared once.
+            let (delete, upsert) =
+                (conn.prepared(DELETE_CACHE_ENTRIES).await?, conn.prepared(UPSERT_CACHE_ENTRIES).await?);
             let tx = bookkeeping(&mut conn).await?;
             if msg.clear {
                 tx.execute("DELETE FROM moa_cache_entry WHERE cache = $1", &[&msg.cache]).await?;
@@ -825,25 +835,30 @@ impl Handler<SaveCacheEntries> for Store {
                     None => gone.push(*group),
                 }
             }
-            if !gone.is_empty() {
-                tx.execute("DELETE FROM moa_cache_entry WHERE cache = $1 AND grp = ANY($2)", &[&msg.cache, &gone])
-                    .await?;
+            let written = async {
+                if !gone.is_empty() {
+                    tx.execute(&delete, &[&msg.cache, &gone]).await?;
+                }
+                if !groups.is_empty() {
+                    tx.execute(&upsert, &[&msg.cache, &groups, &epochs, &rows]).await?;
+                }
+                tx.commit().await
             }
-            if !groups.is_empty() {
-                tx.execute(
-                    "INSERT INTO moa_cache_entry (cache, grp, epoch, entry, saved_at)
-                     SELECT $1, g, e, r::jsonb, now() FROM unnest($2::int8[], $3::text[], $4::text[]) AS t(g, e, r)
-                     ON CONFLICT (cache, grp) DO UPDATE
-                        SET epoch = EXCLUDED.epoch, entry = EXCLUDED.entry, saved_at = EXCLUDED.saved_at",
-                    &[&msg.cache, &groups, &epochs, &rows],
-                )
-                .await?;
+            .await;
+            if written.is_err() {
+                conn.forget(DELETE_CACHE_ENTRIES);
+                conn.forget(UPSERT_CACHE_ENTRIES);
             }
-            tx.commit().await?;
-            Ok(())
+            Ok(written?)
         })
     }
 }
+
+const DELETE_CACHE_ENTRIES: &str = "DELETE FROM moa_cache_entry WHERE cache = $1 AND grp = ANY($2)";
+const UPSERT_CACHE_ENTRIES: &str = "INSERT INTO moa_cache_entry (cache, grp, epoch, entry, saved_at)
+     SELECT $1, g, e, r::jsonb, now() FROM unnest($2::int8[], $3::text[], $4::text[]) AS t(g, e, r)
+     ON CONFLICT (cache, grp) DO UPDATE
+        SET epoch = EXCLUDED.epoch, entry = EXCLUDED.entry, saved_at = EXCLUDED.saved_at";
 
 /// The `limit` most recently saved entries of a cache's hot copy: `(group, epoch, rows as
 /// JSON)`. Older entries beyond the limit (left behind by evictions a crash did not write)

@@ -152,3 +152,45 @@ async fn a_database_migrated_before_the_function_files_keeps_working_and_the_fil
     let left: i64 = sys.sql(Svc::Alarm, "SELECT count(*) FROM moa_outbox").await[0].get(0);
     assert_eq!(left, 0, "the outbox drained");
 }
+
+/// The services prepare their request-path statements once per connection. A schema change
+/// under a running service that alters a prepared statement's result type (another instance's
+/// migration in a rolling deploy, an operator's `ALTER`) makes PostgreSQL refuse it ("cached
+/// plan must not change result type"): the statement is prepared again and the request is
+/// answered, both after the change and after it is undone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_statement_a_schema_change_altered_is_prepared_again_and_answers() {
+    let sys =
+        System::start_on(Infra::shared(), Seed::Demo, &[]).await.expect("the demo seed is part of the repository");
+    let users = sys.users(60).await;
+    let mut next = users.iter();
+    // A user's first item list asks the user service for the token (a prepared statement
+    // reading moa_entity_version.data): a few, so that several pooled connections hold it.
+    let mut first_lists = |n: usize| {
+        let batch: Vec<_> = next.by_ref().take(n).cloned().collect();
+        let sys = &sys;
+        async move {
+            let lists = batch.iter().map(|(_, token)| sys.get(Svc::Item, "/", token));
+            let answers = futures_util::future::join_all(lists).await;
+            for ((id, _), r) in batch.iter().zip(&answers) {
+                assert_eq!(r.status, 200, "user {id}'s first item list: {r:?}");
+            }
+        }
+    };
+    first_lists(20).await;
+    for (to, from) in [("json", "jsonb"), ("jsonb", "json")] {
+        sys.sql(Svc::User, &format!("ALTER TABLE moa_entity_version ALTER COLUMN data TYPE {to} USING data::{to}"))
+            .await;
+        let kind: String = sys
+            .sql(Svc::User, "SELECT format_type(atttypid, -1) FROM pg_attribute WHERE attrelid = 'moa_entity_version'::regclass AND attname = 'data'")
+            .await[0]
+            .get(0);
+        assert_eq!(kind, to, "the column was {from}");
+        first_lists(20).await;
+    }
+    assert!(
+        sys.log(Svc::User).contains("a prepared statement is prepared again"),
+        "the statements were prepared before the change: {}",
+        sys.log(Svc::User)
+    );
+}
