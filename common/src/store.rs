@@ -274,6 +274,19 @@ pub enum Query {
 }
 
 impl Query {
+    /// What is asked, for logs: "prefix", "token", ...
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Query::Snapshot { .. } => "snapshot",
+            Query::Get { .. } => "key",
+            Query::Prefix { .. } => "prefix",
+            Query::UsersByToken { .. } => "token",
+            Query::Digest { .. } => "digest",
+            Query::Buckets { .. } => "bucket",
+            Query::Epoch { .. } => "epoch",
+        }
+    }
+
     pub fn entity(&self) -> &str {
         match self {
             Query::Snapshot { entity, .. }
@@ -388,8 +401,12 @@ impl Handler<Query> for Store {
     fn handle(&mut self, q: Query, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool();
         let prefix_read = self.prefix_reads.iter().find(|r| r.entity == q.entity()).map(|r| r.function);
+        let handed = std::time::Instant::now();
         self.run(async move {
+            let started = std::time::Instant::now();
             let conn = pool.get().await?;
+            let pooled = std::time::Instant::now();
+            let timing = QueryTiming { handed, started, pooled };
             let rows = match &q {
                 Query::Snapshot { entity, after, limit } => {
                     let limit = i64::from(*limit).clamp(1, 100_000);
@@ -479,8 +496,36 @@ impl Handler<Query> for Store {
                     .await?
                 }
             };
+            timing.log_if_slow(&q);
             to_rows(rows)
         })
+    }
+}
+
+/// Where a slow RPC answer spent its time in the store, logged at debug beside the RPC
+/// server's own line (`common::amqp::rpc`): the rest of that line's time is the actor's
+/// mailbox (the System arbiter, shared with the consumers) and the rows' decoding.
+struct QueryTiming {
+    handed: std::time::Instant,
+    started: std::time::Instant,
+    pooled: std::time::Instant,
+}
+
+impl QueryTiming {
+    const SLOW: std::time::Duration = std::time::Duration::from_millis(50);
+
+    fn log_if_slow(&self, q: &Query) {
+        let ran = self.pooled.elapsed();
+        if self.handed.elapsed() > Self::SLOW && log::log_enabled!(log::Level::Debug) {
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+            log::debug!(
+                "store: a slow {} read waited {:.1} ms for the database runtime, {:.1} ms for a connection, and ran {:.1} ms",
+                q.kind(),
+                ms(self.started - self.handed),
+                ms(self.pooled - self.started),
+                ms(ran)
+            );
+        }
     }
 }
 
