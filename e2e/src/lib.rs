@@ -601,14 +601,24 @@ impl System {
             }
             if Instant::now() >= deadline {
                 // What it still waited for, and what it logged: a failure in CI is read from this.
-                let log = self.log(svc);
-                let lines: Vec<&str> = log.lines().collect();
-                let tail = &lines[lines.len().saturating_sub(40)..];
+                // Without the access log (its /ready polls would fill the tail), and with the
+                // other services' ends: what this one waited for may be theirs.
+                let tail = |svc: Svc, n: usize| {
+                    let log = self.log(svc);
+                    let lines: Vec<&str> = log.lines().filter(|l| !l.contains("moa::access")).collect();
+                    lines[lines.len().saturating_sub(n)..].join("\n")
+                };
+                let others: Vec<String> = Svc::ALL
+                    .into_iter()
+                    .filter(|s| *s != svc)
+                    .map(|s| format!("the end of {}'s log:\n{}", s.name(), tail(s, 15)))
+                    .collect();
                 panic!(
-                    "{} on :{port} not ready in 60 s; its last /ready: {last}\nthe end of its log (all in {}):\n{}",
+                    "{} on :{port} not ready in 60 s; its last /ready: {last}\nthe end of its log (all in {}):\n{}\n{}",
                     svc.name(),
                     env().state_dir.join("logs").display(),
-                    tail.join("\n")
+                    tail(svc, 40),
+                    others.join("\n")
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -307,6 +307,8 @@ pub struct GroupCache<G: Group> {
     /// Set at the feed's first subscription: the epoch watch starts then (before it, the bus
     /// is not connected and the owners of a system starting together are not up yet).
     subscribed: AtomicBool,
+    /// How the last epoch check with the owner ended, for the log while the cache is cold.
+    last_check: Mutex<Option<String>>,
     source: Source,
     /// The source, for misses: merged with other requests' while earlier ones are asked.
     misses: MissBatcher,
@@ -365,6 +367,7 @@ impl<G: Group> GroupCache<G> {
             warm: AtomicBool::new(false),
             restored: AtomicBool::new(persister.is_none()),
             subscribed: AtomicBool::new(false),
+            last_check: Mutex::new(None),
             lookup_timeout,
             misses: MissBatcher::new(source.clone()),
             source,
@@ -707,11 +710,28 @@ impl<G: Group> GroupCache<G> {
         // The epoch answer may take a moment at start (an owner starting beside us): as long
         // as the catalog's owner check, not a request's RPC timeout.
         let timeout = self.lookup_timeout.max(Duration::from_secs(2));
+        let mut cold_rounds: u32 = 0;
         loop {
             // After the hot copy is loaded, as the catalog's first sync: by then the own
             // database is migrated, and the owners starting beside us have had that long too.
-            if self.subscribed.load(Ordering::Acquire) && self.restored.load(Ordering::Acquire) {
+            let (subscribed, restored) =
+                (self.subscribed.load(Ordering::Acquire), self.restored.load(Ordering::Acquire));
+            if subscribed && restored {
                 self.check_with_owner(timeout).await;
+            }
+            // Readiness waits for this: every 5 s while cold, say what it still waits for.
+            if !self.is_warm() {
+                cold_rounds += 1;
+                if cold_rounds.is_multiple_of(25) {
+                    log::info!(
+                        "{} cache still cold after {} checks: feed subscribed {subscribed}, hot copy loaded {restored}, \
+                         last epoch check with {}: {}",
+                        G::KIND,
+                        cold_rounds,
+                        self.source.owner_name(),
+                        self.last_check.lock().unwrap_or_else(|p| p.into_inner()).as_deref().unwrap_or("none yet")
+                    );
+                }
             }
             // Until the first answer, ask often: readiness waits for it.
             let wait = if self.is_warm() { self.probe_interval } else { Duration::from_millis(200) };
@@ -729,9 +749,11 @@ impl<G: Group> GroupCache<G> {
             Ok(owner) => owner,
             Err(e) => {
                 log::debug!("{} cache: epoch check with {} failed: {e}", G::KIND, self.source.owner_name());
+                *self.last_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("failed: {e}"));
                 return;
             }
         };
+        *self.last_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("answered (epoch {})", owner.epoch));
         match self.epoch() {
             Some(e) if e != owner.epoch => {
                 self.reset(Some(owner.epoch.clone()), &format!("the owner's epoch changed ({e} -> {})", owner.epoch))
