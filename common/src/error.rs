@@ -21,6 +21,11 @@ pub enum Error {
     RpcTimeout(&'static str),
     #[error("{0} service answered with an error: {1}")]
     RpcFailed(&'static str, String),
+    /// The owner's RPC queue does not exist: no instance of it has started on this broker
+    /// (services started together, or the owner is down and its queue went with a node).
+    /// Known at once from the broker, not after the timeout.
+    #[error("{0} service is not listening (no RPC queue)")]
+    RpcNoOwner(&'static str),
     #[error("malformed message: {0}")]
     Malformed(String),
     #[error("store actor is gone")]
@@ -75,6 +80,7 @@ impl Error {
             Error::Amqp(e) => Error::RpcFailed("rabbitmq", e.to_string()),
             Error::BusDown => Error::BusDown,
             Error::RpcTimeout(d) => Error::RpcTimeout(d),
+            Error::RpcNoOwner(d) => Error::RpcNoOwner(d),
             Error::RpcFailed(d, s) => Error::RpcFailed(d, s.clone()),
             Error::Malformed(s) => Error::Malformed(s.clone()),
             Error::StoreGone => Error::StoreGone,
@@ -166,7 +172,7 @@ impl ApiError {
     /// configuration) are 500s.
     pub fn from_dependency(e: Error, what: &str) -> Self {
         match e {
-            Error::RpcTimeout(d) => ApiError::Unavailable(format!(
+            Error::RpcTimeout(d) | Error::RpcNoOwner(d) => ApiError::Unavailable(format!(
                 "the {d} service is unavailable and {what} is not cached here; try again shortly"
             )),
             Error::RpcFailed(d, detail) => {
@@ -253,6 +259,7 @@ mod tests {
     fn every_dependency_failure_is_a_503_naming_it() {
         let cases = [
             (Error::RpcTimeout("user"), "user service"),
+            (Error::RpcNoOwner("alarm"), "alarm service"),
             (Error::RpcFailed("item", "database down".into()), "item service"),
             (Error::BusDown, "RabbitMQ"),
             (Error::DbUnavailable("no connection within the timeout".into()), "database"),

@@ -128,7 +128,11 @@ fn describe_metrics(m: &Metrics) {
         ("moa_http_request_seconds", "histogram", "HTTP request latency by route"),
         ("moa_cache_hits_total", "counter", "lookups answered from memory"),
         ("moa_cache_misses_total", "counter", "lookups that asked the owner"),
-        ("moa_rpc_calls_total", "counter", "RPC fallbacks by owner and outcome (ok, timeout, bus_down, error)"),
+        (
+            "moa_rpc_calls_total",
+            "counter",
+            "RPC fallbacks by owner and outcome (ok, timeout, no_owner, bus_down, error)",
+        ),
         ("moa_rpc_call_seconds", "histogram", "RPC fallback latency"),
         ("moa_outbox_published_total", "counter", "outbox events confirmed by the broker"),
         ("moa_outbox_backlog", "gauge", "outbox events not yet confirmed"),

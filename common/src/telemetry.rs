@@ -37,6 +37,10 @@ fn is_own(target: &str) -> bool {
 fn cap(target: &str) -> LevelFilter {
     if is_own(target) {
         LevelFilter::Trace
+    } else if target == "lapin::returned_messages" {
+        // "Server returned us a message" at warn for every RPC question sent before its owner
+        // declared its queue: the RPC client counts and reports those itself (`no_owner`).
+        LevelFilter::Error
     } else if target.starts_with("tracing::span") {
         // lapin's tracing spans, bridged to log records: "io_loop;" at every connection, no news.
         LevelFilter::Warn
@@ -232,6 +236,7 @@ impl Metrics {
         let outcome = match result {
             Ok(_) => "ok",
             Err(Error::RpcTimeout(_)) => "timeout",
+            Err(Error::RpcNoOwner(_)) => "no_owner",
             Err(Error::BusDown) => "bus_down",
             Err(_) => "error",
         };

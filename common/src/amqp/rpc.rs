@@ -16,9 +16,9 @@ use std::{
 use actix::Addr;
 use futures_util::StreamExt;
 use lapin::{
-    options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions},
+    options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions},
     types::FieldTable,
-    BasicProperties, Channel,
+    BasicProperties, Channel, Confirmation,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -105,6 +105,10 @@ impl RpcClient {
             async move {
                 let ch = link.conn.create_channel().await?;
                 topology::declare_shared(&ch).await?;
+                // Questions are published mandatory and confirmed: one sent before its owner has
+                // declared its queue (services started together, an owner not started yet on a
+                // fresh broker) comes back at once instead of waiting out the timeout.
+                ch.confirm_select(ConfirmSelectOptions::default()).await?;
                 // Direct Reply-to: consume the pseudo-queue, no-ack, on the publishing channel.
                 let mut replies = ch
                     .basic_consume(
@@ -198,12 +202,24 @@ impl RpcClient {
             .with_headers(sent_at(now_us()))
             // A request nobody picked up in time is dropped by the broker, not answered late.
             .with_expiration(timeout.as_millis().to_string().into());
-        let publish = async {
-            ch.basic_publish("".into(), topology::rpc_queue(owner).into(), BasicPublishOptions::default(), &body, props)
-                .await
-        };
+        let mandatory = BasicPublishOptions { mandatory: true, ..Default::default() };
         let outcome = tokio::time::timeout(timeout, async {
-            publish.await?;
+            let confirm =
+                ch.basic_publish("".into(), topology::rpc_queue(owner).into(), mandatory, &body, props).await?;
+            let mut rx = std::pin::pin!(rx);
+            // The broker's confirm comes before the reply (the question is routed first), but
+            // either may be read first: a reply settles the call whatever the confirm says.
+            tokio::select! {
+                biased;
+                reply = &mut rx => return reply.map_err(|_| Error::BusDown),
+                confirmed = confirm => match confirmed? {
+                    Confirmation::Ack(None) | Confirmation::NotRequested => {}
+                    Confirmation::Ack(Some(_)) => return Err(Error::RpcNoOwner(owner.name())),
+                    Confirmation::Nack(_) => {
+                        return Err(Error::RpcFailed(owner.name(), "the broker refused the question".into()))
+                    }
+                },
+            }
             rx.await.map_err(|_| Error::BusDown)
         })
         .await;

@@ -444,3 +444,36 @@ async fn an_rpc_queue_that_goes_away_is_declared_again_by_its_owner() {
     let log = sys.log(Svc::User);
     assert!(log.contains("rpc server: user.rpc went away; declaring it again"), "{log}");
 }
+
+/// An owner with no RPC queue on the broker (not started yet, or down with its queue gone
+/// with its node): the questions are published mandatory, so the broker returns one at once,
+/// and a first request that needs that owner is a 503 naming it without waiting out
+/// `RPC_TIMEOUT_MS`, counted as `no_owner`, not as a timeout. Once the owner is back (it
+/// declares its queue) the same request is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_to_an_owner_with_no_rpc_queue_comes_back_at_once() {
+    let mut sys = demo(Infra::shared()).await;
+    // A user the item service has not seen: its alarms need the alarm service.
+    let (_, token) = sys.users(3).await.remove(2);
+    assert_eq!(sys.stop(Svc::Alarm), vec![Some(0)]);
+    mgmt(sys.infra.mgmt_port, "DELETE", &format!("/api/queues/{}/alarm.rpc", sys.name), None);
+    let calls = |outcome: &'static str| {
+        let sys = &sys;
+        async move {
+            sys.counter_sum(Svc::Item, "moa_rpc_calls_total", &format!("owner=\"alarm\",outcome=\"{outcome}\"")).await
+        }
+    };
+    let timeouts = calls("timeout").await;
+    let r = sys.get(Svc::Item, "/", &token).await;
+    r.assert_error(503, "Service Unavailable");
+    assert!(r.json["hint"].as_str().unwrap().contains("alarm service"), "{r:?}");
+    assert!(calls("no_owner").await >= 1.0, "the returned question is counted as no_owner");
+    assert_eq!(calls("timeout").await, timeouts, "and not as a timeout");
+    let log = sys.log(Svc::Item);
+    assert!(!log.contains("returned us a message"), "lapin's warning for a returned message is not logged: {log}");
+    sys.restart(Svc::Alarm).await;
+    eventually(Duration::from_secs(3), "answered once the owner is back", || async {
+        sys.get(Svc::Item, "/", &token).await.status == 200
+    })
+    .await;
+}

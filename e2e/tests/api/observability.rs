@@ -86,7 +86,9 @@ async fn metrics_cover_requests_caches_rpc_outbox_events_and_replicas() {
 /// RPC replies and nothing else: a reply goes to the default exchange with a
 /// `amq.rabbitmq.reply-to.…` routing key, which no binding matches, so RabbitMQ counts it as
 /// unroutable although it hands it straight to the waiting channel (docs/operations.md). Every
-/// other publish routes, or (the relay's, mandatory) would count as `return_unroutable`.
+/// other publish routes, or (the relay's and the RPC questions, mandatory) counts as
+/// `return_unroutable`: only questions asked while the services started together, before
+/// their owner declared its queue (each counted by its asker as `no_owner`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_unroutable_on_the_dashboard_counts_the_rpc_replies_and_nothing_else() {
     let sys = system!(Seed::Demo);
@@ -128,7 +130,12 @@ async fn drop_unroutable_on_the_dashboard_counts_the_rpc_replies_and_nothing_els
         let stats = &v["message_stats"];
         let dropped = stats["drop_unroutable"].as_f64().unwrap_or(-1.0);
         if answered <= dropped && dropped <= all {
-            assert_eq!(stats["return_unroutable"].as_f64().unwrap_or(0.0), 0.0, "{stats}");
+            let mut no_owner = 0.0;
+            for svc in Svc::ALL {
+                no_owner += sys.counter_sum(svc, "moa_rpc_calls_total", "outcome=\"no_owner\"").await;
+            }
+            let returned = stats["return_unroutable"].as_f64().unwrap_or(0.0);
+            assert!(returned <= no_owner, "{returned} returned, {no_owner} questions counted as no_owner: {stats}");
             return;
         }
         last = stats.clone();
@@ -138,7 +145,10 @@ async fn drop_unroutable_on_the_dashboard_counts_the_rpc_replies_and_nothing_els
 }
 
 /// A clean start on a healthy machine logs no warning (a warning must mean something is
-/// wrong), no PostgreSQL notice, and counts no failed RPC call.
+/// wrong), no PostgreSQL notice, and counts no failed RPC call. The services start together,
+/// so one may ask an owner that has not declared its RPC queue yet: the broker returns that
+/// question at once (`no_owner`, see faults.rs), which is the start, not a failure; before
+/// questions were published mandatory, such a question was lost and counted as a timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_start_logs_no_warning_and_counts_no_error() {
     let sys = system!(Seed::Demo);
