@@ -3,6 +3,9 @@
 -- (moa_alarm_rows.sql says why that is exact); no row when the pair has neither. What
 -- moa_write_alarms answers for each request of a batch.
 --
+-- The version-0 row's data is its key's columns, {"item_id", "user_id"}, as moa_alarm_rows
+-- answers it (that file says why: an index-only probe, and no reader uses the other columns).
+--
 -- One SQL statement, STABLE, no SET clause: the planner inlines it where it is called (a
 -- LATERAL join per request), so each half stays one unique-index probe.
 CREATE OR REPLACE FUNCTION moa_alarm_state(p_user_id integer, p_item_id integer)
@@ -12,7 +15,8 @@ AS $$
     SELECT v.key, v.version, v.deleted, v.data FROM moa_entity_version v
     WHERE v.entity = 'alarm' AND v.key = p_user_id::text || ':' || p_item_id::text
     UNION ALL
-    SELECT a.user_id::text || ':' || a.item_id::text, 0::bigint, false, to_jsonb(a)
+    SELECT a.user_id::text || ':' || a.item_id::text, 0::bigint, false,
+           jsonb_build_object('user_id', a.user_id, 'item_id', a.item_id)
     FROM public.alarm a
     WHERE a.user_id = p_user_id AND a.item_id = p_item_id
       AND NOT EXISTS (SELECT 1 FROM moa_entity_version u
