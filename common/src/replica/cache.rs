@@ -775,7 +775,15 @@ impl<G: Group> GroupCache<G> {
 
 /// How often the hot copy is written: the entries filled or changed since, read from the
 /// cache as they are then (a crash loses at most this much of the copy, which is a copy).
-pub const HOT_COPY_EVERY: Duration = Duration::from_millis(500);
+/// Often, so that each write is small: while a cold cache fills (thousands of new users a
+/// second) a write every 500 ms upserted ~4,000 rows in one statement, a burst of one core in
+/// item_db that held every request's RPC answers back (cold-pass p99 34-43 ms, against
+/// 25-28 ms with no hot copy at all; docs/performance.md).
+pub const HOT_COPY_EVERY: Duration = Duration::from_millis(100);
+
+/// At most this many entries per hot-copy transaction: a larger write goes as several, one
+/// after the other, each a short statement instead of one long burst.
+const HOT_COPY_CHUNK: usize = 256;
 
 /// What the hot copy's next write must do: empty it first (a reset), and save or delete
 /// (evicted) these groups. A set of ids: memory bounded by the cache, however fast it changes.
@@ -785,8 +793,9 @@ struct Dirty {
     groups: std::collections::HashSet<i64>,
 }
 
-/// Writes the cache's changed entries into `moa_cache_entry` every [`HOT_COPY_EVERY`], in one
-/// transaction, off the request path; what could not be written is tried again next time.
+/// Writes the cache's changed entries into `moa_cache_entry` every [`HOT_COPY_EVERY`], at most
+/// [`HOT_COPY_CHUNK`] per transaction, off the request path; what could not be written is
+/// tried again next time.
 struct EntryPersister {
     cache: &'static str,
     store: Addr<Store>,
@@ -849,24 +858,39 @@ async fn write_periodically<G: Group>(
             _ = stop.cancelled() => true,
         };
         let taken = std::mem::take(&mut *dirty.lock().unwrap_or_else(|p| p.into_inner()));
-        if taken.clear || !taken.groups.is_empty() {
-            let epoch = epoch.read().unwrap_or_else(|p| p.into_inner()).as_deref().unwrap_or_default().to_string();
-            let mut batch = SaveCacheEntries { cache, clear: taken.clear, entries: BTreeMap::new() };
-            for &group in &taken.groups {
-                let saved = entries
-                    .get(group)
-                    .and_then(|entry| serde_json::to_string(&entry.members).ok().map(|json| (epoch.clone(), json)));
-                batch.entries.insert(group, saved);
-            }
-            match store.send(batch).await {
-                Ok(Ok(())) => {}
+        let (mut clear, mut groups) = (taken.clear, taken.groups.into_iter().collect::<Vec<i64>>());
+        let epoch = epoch.read().unwrap_or_else(|p| p.into_inner()).as_deref().unwrap_or_default().to_string();
+        while clear || !groups.is_empty() {
+            let chunk = groups.split_off(groups.len().saturating_sub(HOT_COPY_CHUNK));
+            let held: Vec<(i64, Option<Arc<Entry<G>>>)> = chunk.iter().map(|&g| (g, entries.get(g))).collect();
+            // Serialized on the blocking pool, not on this runtime's thread, which also
+            // hands out the RPC answers every cold request waits for.
+            let epoch = epoch.clone();
+            let serialized = tokio::task::spawn_blocking(move || {
+                held.into_iter()
+                    .map(|(group, entry)| {
+                        let saved = entry.and_then(|entry| {
+                            serde_json::to_string(&entry.members).ok().map(|json| (epoch.clone(), json))
+                        });
+                        (group, saved)
+                    })
+                    .collect::<BTreeMap<_, _>>()
+            })
+            .await;
+            let Ok(saved) = serialized else { return };
+            match store.send(SaveCacheEntries { cache, clear, entries: saved }).await {
+                Ok(Ok(())) => clear = false,
                 Ok(Err(e)) => {
-                    log::warn!("{cache} cache: cannot write {} hot-copy entries yet: {e}", taken.groups.len());
+                    let left = chunk.len() + groups.len();
+                    log::warn!("{cache} cache: cannot write {left} hot-copy entries yet: {e}");
                     let mut d = dirty.lock().unwrap_or_else(|p| p.into_inner());
+                    // A reset since then has cleared the copy anyway: these would be stale.
                     if !d.clear {
-                        d.clear = taken.clear;
-                        d.groups.extend(taken.groups);
+                        d.clear = clear;
+                        d.groups.extend(chunk);
+                        d.groups.extend(groups);
                     }
+                    break;
                 }
                 Err(_) => return,
             }
