@@ -173,7 +173,8 @@ impl RpcClient {
     }
 
     /// Asks `owner` and waits at most `timeout`. RabbitMQ down → [`Error::BusDown`] at once;
-    /// no answer in time → [`Error::RpcTimeout`].
+    /// no queue of the owner's on the broker → [`Error::RpcNoOwner`] at once (the broker returns
+    /// the question); no answer in time → [`Error::RpcTimeout`].
     pub async fn call(&self, owner: Domain, query: &Query, timeout: Duration) -> Result<Vec<VersionedRow>> {
         let started = std::time::Instant::now();
         let result = self.call_inner(owner, query, timeout).await;
