@@ -859,13 +859,14 @@ async fn write_periodically<G: Group>(
         };
         let taken = std::mem::take(&mut *dirty.lock().unwrap_or_else(|p| p.into_inner()));
         let (mut clear, mut groups) = (taken.clear, taken.groups.into_iter().collect::<Vec<i64>>());
-        let epoch = epoch.read().unwrap_or_else(|p| p.into_inner()).as_deref().unwrap_or_default().to_string();
         while clear || !groups.is_empty() {
             let chunk = groups.split_off(groups.len().saturating_sub(HOT_COPY_CHUNK));
+            // The epoch read with the entries it labels (not once per tick: most ticks of an
+            // idle cache have nothing to write).
+            let epoch = epoch.read().unwrap_or_else(|p| p.into_inner()).as_deref().unwrap_or_default().to_string();
             let held: Vec<(i64, Option<Arc<Entry<G>>>)> = chunk.iter().map(|&g| (g, entries.get(g))).collect();
             // Serialized on the blocking pool, not on this runtime's thread, which also
             // hands out the RPC answers every cold request waits for.
-            let epoch = epoch.clone();
             let serialized = tokio::task::spawn_blocking(move || {
                 held.into_iter()
                     .map(|(group, entry)| {
