@@ -88,4 +88,16 @@ if [ -n "${MOA_CLUSTER_NODES:-}" ]; then
   ) &
 fi
 
+# Once the node runs: an election for every quorum queue that booted without a leader (on
+# RabbitMQ 3.10 one declared moments before a crash can come back as a member nothing ever
+# elects; rabbitmq/elect-leaderless.erl says why).
+(
+  until rabbitmq-diagnostics -q check_running >/dev/null 2>&1; do sleep 2; done
+  if out=$(rabbitmqctl -q eval "$(cat "$moa/elect-leaderless.erl")" 2>&1); then
+    [ "$out" = '[]' ] || echo "moa: started an election for the quorum queues without a leader after the boot: $out" >&2
+  else
+    echo "moa: could not check the quorum queues for a leader: $out" >&2
+  fi
+) &
+
 exec docker-entrypoint.sh "$@"

@@ -17,7 +17,7 @@ RUN sed -i 's#^load_definitions = .*#load_definitions = /etc/rabbitmq/definition
       /etc/rabbitmq/rabbitmq.conf \
  && grep -qx 'load_definitions = /etc/rabbitmq/definitions.d' /etc/rabbitmq/rabbitmq.conf \
  && chown -R rabbitmq:rabbitmq /etc/rabbitmq/definitions.d
-COPY rabbitmq/service-users.json rabbitmq/render-users.sh /etc/rabbitmq/moa/
+COPY rabbitmq/service-users.json rabbitmq/render-users.sh rabbitmq/elect-leaderless.erl /etc/rabbitmq/moa/
 COPY docker/rabbitmq-entrypoint.sh /usr/local/bin/moa-rabbitmq-entrypoint.sh
 ENTRYPOINT ["moa-rabbitmq-entrypoint.sh"]
 CMD ["rabbitmq-server"]
