@@ -363,6 +363,12 @@ impl<'a> FromSql<'a> for RawJsonColumn {
         Ok(RawJsonColumn(RawValue::from_string(std::str::from_utf8(text)?.to_owned())?))
     }
 
+    /// SQL NULL is JSON `null`: a row with nothing to say beyond its key (an unversioned
+    /// alarm, `moa_alarm_rows`).
+    fn from_sql_null(_: &Type) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawJsonColumn(RawValue::from_string("null".to_owned())?))
+    }
+
     fn accepts(ty: &Type) -> bool {
         ty == &Type::JSON || ty == &Type::JSONB
     }
@@ -985,5 +991,19 @@ pub async fn collect_tombstones_periodically(store: Addr<Store>) {
             Ok(Err(e)) => log::info!("tombstone collection failed, retried in an hour: {e}"),
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_column_is_its_text_and_sql_null_is_json_null() {
+        let col = RawJsonColumn::from_sql(&Type::JSONB, b"\x01{\"a\": 1}").unwrap();
+        assert_eq!(col.0.get(), r#"{"a": 1}"#);
+        assert_eq!(RawJsonColumn::from_sql(&Type::JSON, b"[1]").unwrap().0.get(), "[1]");
+        assert!(RawJsonColumn::from_sql(&Type::JSONB, b"\x02{}").is_err(), "an unknown jsonb format is refused");
+        assert_eq!(RawJsonColumn::from_sql_null(&Type::JSONB).unwrap().0.get(), "null");
     }
 }

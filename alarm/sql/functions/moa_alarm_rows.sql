@@ -18,15 +18,17 @@
 -- A database whose capture migration backfilled every alarm (the earlier text of migration
 -- 10) simply has no row in the second half.
 --
--- An unversioned alarm's data is {"item_id", "user_id"}, the columns of its key, not the whole
--- row (`to_jsonb(a)`, until 2026-12-01): both are in alarm_user_item_key, so the read is an
--- index-only scan, where the whole row was a heap fetch per alarm on pages spread over the
--- table (10 per user at 10M alarms) and a timestamp formatted per row. No reader uses an
--- alarm's other columns (id, created): the caches keep only its key, version and tombstone
--- flag (common/src/replica/alarms.rs), and the contract shows neither. Measured at 1M users /
--- 10M alarms, 32 random users per call (pgbench): 555-632 calls/s with the whole row,
--- 755-847 with the key columns. A version row (the trigger's event) still carries the row.
---
+-- An unversioned alarm has no data (SQL NULL, JSON null): its key says everything a reader
+-- uses. The caches keep only an alarm's key, version and tombstone flag
+-- (common/src/replica/alarms.rs), and the contract shows no other column of an alarm. Until
+-- 2026-12-01 the data was the whole row (`to_jsonb(a)`: a heap fetch per alarm on pages spread
+-- over the table, 10 per user at 10M alarms), then its key's columns, read index-only from
+-- alarm_user_item_key (`jsonb_build_object('user_id', .., 'item_id', ..)`). Measured at 1M
+-- users / 10M alarms with pgbench: 32 random users per call, 555-632 calls/s with the whole
+-- row, 755-847 with the key's columns; 12 users per call (a cold pass's merged question),
+-- 2,575-3,293 calls/s with the key's columns and 3,912-5,071 with none: building each
+-- jsonb and printing it as text was a third of the read. A version row (the trigger's event)
+-- still carries the row.
 -- A row with a NULL item_id names no item (every reader drops it) and has no unique key: it
 -- is left out until it changes (then the trigger versions it as "<user_id>:null").
 -- A prefix that is not exactly "<user_id>:" as user_id::text spells it (no sign, no leading
@@ -86,8 +88,7 @@ BEGIN
             )
             SELECT v.key, v.version, v.deleted, v.data FROM versioned v
             UNION ALL
-            SELECT a.user_id::text || ':' || a.item_id::text, 0::bigint, false,
-                   jsonb_build_object('user_id', a.user_id, 'item_id', a.item_id)
+            SELECT a.user_id::text || ':' || a.item_id::text, 0::bigint, false, NULL::jsonb
             FROM public.alarm a
             WHERE a.user_id = p.user_id AND a.item_id IS NOT NULL
               AND NOT EXISTS (SELECT 1 FROM versioned u WHERE u.key = a.user_id::text || ':' || a.item_id::text)
