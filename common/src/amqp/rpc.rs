@@ -76,7 +76,30 @@ struct Reply {
     error: Option<String>,
 }
 
-type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
+/// What settles a call: the owner's reply, or the broker's return of the question (no queue
+/// of the owner's), which may reach it through another call's confirm (see [`returned_to`]).
+enum Answer {
+    Reply(Vec<u8>),
+    Returned,
+}
+
+type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Answer>>>>;
+
+/// Whose question a returned message is: `None` for the call `id` itself, or the other call's
+/// id. lapin hands a returned message to the next confirm it settles, and a confirm the broker
+/// sends for several questions at once (`multiple`) settles them in no set order, so the
+/// return of one question can come with the confirm of another (lapin 4.12,
+/// `Acknowledgements::complete_pending_before`). The question's correlation id says whose it
+/// is.
+fn returned_to<'a>(returned: &'a lapin::message::BasicReturnMessage, id: &str) -> Option<&'a str> {
+    another_call(returned.properties.correlation_id().as_ref().map(|c| c.as_str()), id)
+}
+
+/// The correlation id of a returned question if it is not `id`'s (one without is taken as
+/// `id`'s own: it cannot be told to anyone else).
+fn another_call<'a>(correlation: Option<&'a str>, id: &str) -> Option<&'a str> {
+    correlation.filter(|c| *c != id)
+}
 
 /// Sends [`Query`]s to the owning domain's RPC queue and waits (bounded) for the reply.
 #[derive(Clone)]
@@ -129,7 +152,7 @@ impl RpcClient {
                                     let waiter = c.lock_pending().remove(id.as_str());
                                     match waiter {
                                         Some(tx) => {
-                                            let _ = tx.send(delivery.data);
+                                            let _ = tx.send(Answer::Reply(delivery.data));
                                         }
                                         None => log::debug!(
                                             "rpc client: the reply to {id} came {:.1} ms after the question, too late",
@@ -168,7 +191,7 @@ impl RpcClient {
         }
     }
 
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Vec<u8>>>> {
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Answer>>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -212,10 +235,18 @@ impl RpcClient {
             // either may be read first: a reply settles the call whatever the confirm says.
             tokio::select! {
                 biased;
-                reply = &mut rx => return reply.map_err(|_| Error::BusDown),
+                answer = &mut rx => return answer.map_err(|_| Error::BusDown),
                 confirmed = confirm => match confirmed? {
                     Confirmation::Ack(None) | Confirmation::NotRequested => {}
-                    Confirmation::Ack(Some(_)) => return Err(Error::RpcNoOwner(owner.name())),
+                    Confirmation::Ack(Some(returned)) => match returned_to(&returned, &id) {
+                        None => return Err(Error::RpcNoOwner(owner.name())),
+                        // Another call's question: that call is told, this one waits on.
+                        Some(theirs) => {
+                            if let Some(tx) = self.lock_pending().remove(theirs) {
+                                let _ = tx.send(Answer::Returned);
+                            }
+                        }
+                    },
                     Confirmation::Nack(_) => {
                         return Err(Error::RpcFailed(owner.name(), "the broker refused the question".into()))
                     }
@@ -225,7 +256,11 @@ impl RpcClient {
         })
         .await;
         let raw = match outcome {
-            Ok(Ok(raw)) => raw,
+            Ok(Ok(Answer::Reply(raw))) => raw,
+            Ok(Ok(Answer::Returned)) => {
+                self.lock_pending().remove(&id);
+                return Err(Error::RpcNoOwner(owner.name()));
+            }
             Ok(Err(e)) => {
                 self.lock_pending().remove(&id);
                 return Err(e);
@@ -342,6 +377,13 @@ mod tests {
 
     /// The publish time a question carries is read back by the owner and from the echoed
     /// reply; a message without it (an older asker) reads as none, not as the epoch.
+    #[test]
+    fn a_returned_question_is_told_to_the_call_whose_id_it_carries() {
+        assert_eq!(another_call(Some("item-1-7"), "item-1-7"), None, "its own");
+        assert_eq!(another_call(Some("item-1-6"), "item-1-7"), Some("item-1-6"), "another call's");
+        assert_eq!(another_call(None, "item-1-7"), None, "no id: taken as its own");
+    }
+
     #[test]
     fn the_publish_time_travels_in_the_headers() {
         let stamped = now_us();

@@ -477,3 +477,44 @@ async fn a_question_to_an_owner_with_no_rpc_queue_comes_back_at_once() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returned_question_fails_its_own_call_only_when_questions_are_confirmed_together() {
+    // The broker confirms several questions at once (`multiple`), and lapin hands a returned
+    // question to whichever confirm of them it settles first; the question's correlation id
+    // says whose it is (`rpc::returned_to`). Here every request asks the user service (a live
+    // owner) and then the alarm service (no queue), many at a time on one channel.
+    let mut sys = demo(Infra::shared()).await;
+    let users = 20_001..=20_600;
+    sys.sql(
+        Svc::User,
+        &format!(
+            "INSERT INTO \"user\" (id, name, access_token)
+             SELECT g, 'u' || g, 'returned-' || g FROM generate_series({}, {}) g",
+            users.start(),
+            users.end()
+        ),
+    )
+    .await;
+    assert_eq!(sys.stop(Svc::Alarm), vec![Some(0)]);
+    mgmt(sys.infra.mgmt_port, "DELETE", &format!("/api/queues/{}/alarm.rpc", sys.name), None);
+    let calls = |owner: &'static str, outcome: &'static str| {
+        let sys = &sys;
+        async move {
+            let with = format!("owner=\"{owner}\",outcome=\"{outcome}\"");
+            sys.counter_sum(Svc::Item, "moa_rpc_calls_total", &with).await
+        }
+    };
+    let tokens: Vec<String> = users.map(|id| format!("returned-{id}")).collect();
+    for wave in tokens.chunks(100) {
+        let answers = futures_util::future::join_all(wave.iter().map(|t| sys.get(Svc::Item, "/", t))).await;
+        for r in answers {
+            r.assert_error(503, "Service Unavailable");
+            assert!(r.json["hint"].as_str().unwrap_or("").contains("alarm service"), "{r:?}");
+        }
+    }
+    assert!(calls("user", "ok").await >= 1.0, "the user service was asked");
+    assert!(calls("alarm", "no_owner").await >= 1.0, "the alarm service's questions came back");
+    assert_eq!(calls("user", "no_owner").await, 0.0, "no question to the live owner failed for another's return");
+    assert_eq!(calls("alarm", "timeout").await, 0.0, "every returned question failed its own call at once");
+}
