@@ -239,7 +239,15 @@ impl RpcClient {
                 confirmed = confirm => match confirmed? {
                     Confirmation::Ack(None) | Confirmation::NotRequested => {}
                     Confirmation::Ack(Some(returned)) => match returned_to(&returned, &id) {
-                        None => return Err(Error::RpcNoOwner(owner.name())),
+                        None => {
+                            log::debug!(
+                                "rpc client: the broker returned {id} (to {:?}): {} {}",
+                                returned.routing_key.as_str(),
+                                returned.reply_code,
+                                returned.reply_text.as_str()
+                            );
+                            return Err(Error::RpcNoOwner(owner.name()));
+                        }
                         // Another call's question: that call is told, this one waits on.
                         Some(theirs) => {
                             if let Some(tx) = self.lock_pending().remove(theirs) {
