@@ -8,7 +8,7 @@
 -- see common::batch) and returns each pair's versioned state after the batch, tagged with the
 -- 1-based position of the request it answers. An alarm loaded before capture existed that the
 -- batch did not change (a set of an alarm already set) has no version row: its state is the
--- row itself at version 0 (moa_alarm_state.sql, as moa_alarm_rows() reads it). A batch that names one (user, item) pair twice
+-- row at version 0 (moa_alarm_state.sql; moa_alarm_rows() reads the same row, without data). A batch that names one (user, item) pair twice
 -- is run request by request (the answers must then be the states in between), as before.
 --
 -- Every statement here reaches its rows by key through a unique index; enable_seqscan = off

@@ -383,8 +383,6 @@ async fn answer(domain: Domain, store: &Addr<Store>, body: &[u8]) -> Reply {
 mod tests {
     use super::*;
 
-    /// The publish time a question carries is read back by the owner and from the echoed
-    /// reply; a message without it (an older asker) reads as none, not as the epoch.
     #[test]
     fn a_returned_question_is_told_to_the_call_whose_id_it_carries() {
         assert_eq!(another_call(Some("item-1-7"), "item-1-7"), None, "its own");
@@ -392,6 +390,8 @@ mod tests {
         assert_eq!(another_call(None, "item-1-7"), None, "no id: taken as its own");
     }
 
+    /// The publish time a question carries is read back by the owner and from the echoed
+    /// reply; a message without it (an older asker) reads as none, not as the epoch.
     #[test]
     fn the_publish_time_travels_in_the_headers() {
         let stamped = now_us();

@@ -58,8 +58,8 @@ async fn seed_alarms_get_no_version_rows_at_the_first_start_and_read_and_change_
     assert!(sys.log(Svc::Alarm).contains("applying migration 10"), "the capture migration ran at this start");
     assert_eq!(version_rows(&sys).await, vec![], "the first start wrote no version row for the loaded alarms");
 
-    // Read as version 0, with no data (the key says it all): by the owner's own list (its store's prefix
-    // read) and by the item service (an RPC to the owner, the same read).
+    // Read as version 0, with no data (the key says it all): by the owner's own list (its
+    // store's prefix read) and by the item service (an RPC to the owner, the same read).
     let key = |item: i64| format!("{user}:{item}");
     assert_eq!(
         alarm_rows(&sys, &format!("{user}:")).await,
