@@ -11,7 +11,7 @@ use common::{
 
 /// Versioned migrations in the order they apply, then this domain's function files (the shared
 /// ones, `common::db::FUNCTIONS`, are applied by `common::db::migrate` itself).
-pub static MIGRATIONS: [Migration; 13] = [
+pub static MIGRATIONS: [Migration; 15] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
@@ -30,15 +30,18 @@ pub static MIGRATIONS: [Migration; 13] = [
     common::db::OUTBOX_RETRY,
     common::db::TOMBSTONES,
     common::db::CACHE_ENTRIES,
+    common::db::READ_MODELS,
     Migration::function("moa_alarm_state", include_str!("../sql/functions/moa_alarm_state.sql")),
     Migration::function("moa_write_alarms", include_str!("../sql/functions/moa_write_alarms.sql")),
     Migration::function("moa_alarm_rows", include_str!("../sql/functions/moa_alarm_rows.sql")),
+    Migration::function("moa_alarm_page", include_str!("../sql/functions/moa_alarm_page.sql")),
 ];
 
 /// A user's alarms (`Query::Prefix` of `"<user_id>:"`: the RPC answers and this service's own
 /// list) include the alarms loaded before capture existed, which have no version row and are
 /// read as version 0 (see sql/functions/moa_alarm_rows.sql).
-pub static PREFIX_READS: [PrefixRead; 1] = [PrefixRead { entity: "alarm", function: "moa_alarm_rows" }];
+pub static PREFIX_READS: [PrefixRead; 1] =
+    [PrefixRead { entity: "alarm", function: "moa_alarm_rows", snapshot: Some("moa_alarm_page") }];
 
 /// Sets (`set: true`) or clears the alarm of `user_id` on `item_id`; both are idempotent.
 #[derive(Debug, Clone)]

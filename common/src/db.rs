@@ -167,6 +167,9 @@ pub const OUTBOX_RETRY: Migration =
 /// The hot copy of the user and alarm caches (`moa_cache_entry`; see `replica::cache`).
 pub const CACHE_ENTRIES: Migration =
     Migration { version: 24, name: "cache hot copy", sql: include_str!("../sql/0024_cache_entry.sql") };
+/// Complete read models of other domains' kinds (`moa_read_model`; see `replica::read_model`).
+pub const READ_MODELS: Migration =
+    Migration { version: 25, name: "read models", sql: include_str!("../sql/0025_read_model.sql") };
 /// The SQL functions every domain database gets, with the shared migrations above (which
 /// every service lists); [`migrate`] applies them itself, before the service's own functions.
 pub const FUNCTIONS: [Migration; 6] = [

@@ -24,7 +24,10 @@ use crate::{
     db::Migration,
     error::{Error, Result},
     http,
-    replica::{feed, feed::Replicas, AlarmBook, GroupCache, ItemCatalog, Source, UserDirectory},
+    replica::{
+        cache::Group, feed, feed::Replicas, read_model::ReadModel, AlarmBook, Alarms, GroupCache, ItemCatalog, Source,
+        UserDirectory, Users,
+    },
     settings::{Domain, Settings},
     store::{OutboxBacklog, Ping, Store},
     tasks::Tasks,
@@ -65,15 +68,43 @@ fn replicas_for(
             Source::Remote { rpc: rpc.clone(), owner }
         }
     };
+    // Another domain's users and alarm sets: a bounded cache in front of a complete read model
+    // in the own database (READ_MODELS), in front of the owner (replica::read_model).
+    fn cached<G: Group>(
+        settings: &Settings,
+        store: &Addr<Store>,
+        rpc: &RpcClient,
+        metrics: &Metrics,
+        tasks: &Tasks,
+    ) -> Source {
+        if G::OWNER == settings.domain {
+            Source::Local(store.clone())
+        } else if settings.read_models {
+            Source::Replicated(ReadModel::start::<G>(store.clone(), rpc.clone(), settings, metrics.clone(), tasks))
+        } else {
+            Source::Remote { rpc: rpc.clone(), owner: G::OWNER }
+        }
+    }
     let persist = |owner: Domain| (owner != settings.domain).then(|| (store.clone(), tasks));
     let owner = Domain::Item;
     let items = ItemCatalog::new(source(owner), settings, metrics.clone());
     let items = if owner == settings.domain { items } else { items.with_persistence(store.clone(), tasks) };
-    let users = GroupCache::new(source(Domain::User), settings, metrics.clone(), persist(Domain::User));
+    let users = GroupCache::new(
+        cached::<Users>(settings, store, rpc, metrics, tasks),
+        settings,
+        metrics.clone(),
+        persist(Domain::User),
+    );
+    let alarms = AlarmBook::new(
+        cached::<Alarms>(settings, store, rpc, metrics, tasks),
+        settings,
+        metrics.clone(),
+        persist(Domain::Alarm),
+    );
     let replicas = Replicas {
         items: Arc::new(items),
         users: Arc::new(UserDirectory::new(users, settings.cache_entries)),
-        alarms: Arc::new(AlarmBook::new(source(Domain::Alarm), settings, metrics.clone(), persist(Domain::Alarm))),
+        alarms: Arc::new(alarms),
     };
     let r = replicas.clone();
     tasks.spawn_once("replica restore", async move {
@@ -196,6 +227,9 @@ pub async fn ready(core: web::Data<Core>) -> HttpResponse {
         "database": if db.is_ok() { "ok" } else { "down" },
         "rabbitmq": if amqp { "ok" } else { "down" },
         "replicas": replicas.iter().map(|(e, w, _)| ((*e).to_string(), json!(if *w { "warm" } else { "cold" }))).collect::<serde_json::Map<_, _>>(),
+        // Never a reason for 503: a read model is built in the background (misses go to the
+        // owner meanwhile).
+        "read_models": core.replicas.all().iter().filter_map(|k| Some((k.kind().to_string(), json!(k.read_model()?)))).collect::<serde_json::Map<_, _>>(),
     });
     if missing.is_empty() {
         http::json(StatusCode::OK, &json!({"status": "ready", "checks": checks}))

@@ -121,6 +121,19 @@ pub struct Settings {
     /// `CACHE_RESTORE_ENTRIES`: how many of the persisted hot entries a start loads (the most
     /// recently saved first), default 50000.
     pub cache_restore_entries: u64,
+    /// `READ_MODELS`: keep a complete read model of every other domain's kind this service
+    /// caches (users, alarm sets) in its own database, behind the bounded caches
+    /// (`common::replica::read_model`), default 1; 0 leaves misses to the owner alone.
+    pub read_models: bool,
+    /// `READ_MODEL_PAGE_ROWS`: rows per page of a read model's backfill from its owner,
+    /// default 10000.
+    pub read_model_page_rows: u32,
+    /// `READ_MODEL_PAGE_PAUSE_MS`: a pause between backfill pages, to spare an owner that
+    /// serves traffic (and for tests, to make a backfill last), default 0.
+    pub read_model_page_pause: Duration,
+    /// `READ_MODEL_CHECK_MS`: how often a complete read model compares its digest with the
+    /// owner's (it also does at every start and re-subscription), default 300000.
+    pub read_model_check: Duration,
 }
 
 impl std::fmt::Debug for Settings {
@@ -275,6 +288,11 @@ impl Settings {
             shutdown_drain: Duration::from_millis(num("SHUTDOWN_DRAIN_MS", 0)?),
             cache_entries: positive("CACHE_ENTRIES", 80_000)?,
             cache_restore_entries: num("CACHE_RESTORE_ENTRIES", 50_000)?,
+            read_models: num("READ_MODELS", 1)? != 0,
+            read_model_page_rows: u32::try_from(positive("READ_MODEL_PAGE_ROWS", 10_000)?.min(100_000))
+                .unwrap_or(100_000),
+            read_model_page_pause: Duration::from_millis(num("READ_MODEL_PAGE_PAUSE_MS", 0)?),
+            read_model_check: Duration::from_millis(positive("READ_MODEL_CHECK_MS", 300_000)?),
         })
     }
 }

@@ -29,6 +29,10 @@ impl Group for Alarms {
 
     fn keep(_: &VersionedRow) {}
 
+    fn key(group: i64, member: i64) -> String {
+        crate::entity::pair_key(group, member)
+    }
+
     fn view(members: &Members<()>) -> Arc<BTreeSet<i64>> {
         Arc::new(members.iter().filter(|(_, m)| !m.deleted).map(|(item, _)| item).collect())
     }

@@ -31,7 +31,7 @@ use std::{
 use actix::Addr;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use super::{misses::MissBatcher, CacheCounters, Source};
+use super::{misses::MissBatcher, read_model::ReadModel, CacheCounters, Source};
 use crate::{
     entity::{Epoch, VersionedRow},
     error::{Error, Result},
@@ -68,6 +68,12 @@ pub trait Group: Send + Sync + 'static {
     /// Lookup names whose remembered "no" a row makes wrong (a new user's token).
     fn lookups_answered_by(_row: &VersionedRow) -> Vec<String> {
         Vec::new()
+    }
+    /// The owner's key of a group's member: the inverse of [`Group::place`].
+    fn key(group: i64, member: i64) -> String;
+    /// The name a read model finds a live row by besides its group (a user's token).
+    fn lookup(_row: &VersionedRow) -> Option<String> {
+        None
     }
 }
 
@@ -323,6 +329,9 @@ pub struct GroupCache<G: Group> {
     /// When a question to the owner last failed: for [`OWNER_RETRY_AFTER`] an old entry is
     /// served at once instead of waiting for another timeout.
     owner_failed_at: Mutex<Option<Instant>>,
+    /// The complete read model behind this cache, for another domain's kind
+    /// ([`super::read_model`]): fed every event, whether its group is cached or not.
+    read_model: Option<Arc<ReadModel>>,
 }
 
 /// See [`GroupCache::owner_recently_failed`].
@@ -339,6 +348,12 @@ impl<G: Group> GroupCache<G> {
         let lookup_timeout = match source {
             Source::Local(_) => settings.db_timeout,
             Source::Remote { .. } => settings.rpc_timeout,
+            // The read model (the own database's read timeout), then the owner if need be.
+            Source::Replicated(_) => settings.own_read_timeout + settings.rpc_timeout,
+        };
+        let read_model = match &source {
+            Source::Replicated(model) => Some(Arc::clone(model)),
+            _ => None,
         };
         // At least as long as a "no" is remembered, so that every remembered "no" an event
         // made wrong is asked again (see `fetch`).
@@ -379,6 +394,7 @@ impl<G: Group> GroupCache<G> {
             restore_limit: settings.cache_restore_entries,
             restore_timeout: settings.snapshot_timeout,
             owner_failed_at: Mutex::new(None),
+            read_model,
         }
     }
 
@@ -397,7 +413,13 @@ impl<G: Group> GroupCache<G> {
     /// Ready to answer: the hot copy is loaded (or given up on), and the owner answered or the
     /// hot copy had entries.
     pub fn is_warm(&self) -> bool {
-        self.warm.load(Ordering::Acquire) && self.restored.load(Ordering::Acquire)
+        let complete = self.read_model.as_ref().is_some_and(|m| m.phase().is_complete());
+        (self.warm.load(Ordering::Acquire) || complete) && self.restored.load(Ordering::Acquire)
+    }
+
+    /// The read model behind this cache, if it has one.
+    pub fn read_model(&self) -> Option<&Arc<ReadModel>> {
+        self.read_model.as_ref()
     }
 
     pub fn owner_name(&self) -> &'static str {
@@ -460,6 +482,9 @@ impl<G: Group> GroupCache<G> {
     /// Change events (and the owner's own writes): applied to cached entries, remembered for
     /// [`RECENT_WINDOW`] either way. Answers (applied to cached entries, stale or duplicate).
     pub fn apply_rows(&self, rows: &[VersionedRow]) -> (usize, usize) {
+        if let Some(model) = &self.read_model {
+            model.note(rows);
+        }
         let mut changed = 0;
         let mut stale = 0;
         let mut saves = Vec::new();
@@ -591,6 +616,7 @@ impl<G: Group> GroupCache<G> {
             let owner = match &self.source {
                 Source::Local(_) => "the own database".to_string(),
                 Source::Remote { owner, .. } => format!("the {} service", owner.name()),
+                Source::Replicated(model) => format!("the {} service (and the read model)", model.owner().name()),
             };
             log::warn!(
                 "{kind} cache: {owner} did not answer a miss ({e}); a request that needs an uncached {kind} is 503 until it does",
@@ -607,6 +633,9 @@ impl<G: Group> GroupCache<G> {
         failed_at.filter(|t| t.elapsed() < OWNER_RETRY_AFTER).map(|_| match &self.source {
             Source::Local(_) => Error::DbUnavailable("the database did not answer a moment ago".into()),
             Source::Remote { owner, .. } => Error::RpcFailed(owner.name(), "it did not answer a moment ago".into()),
+            Source::Replicated(model) => {
+                Error::RpcFailed(model.owner().name(), "it did not answer a moment ago".into())
+            }
         })
     }
 
@@ -651,6 +680,9 @@ impl<G: Group> GroupCache<G> {
     /// The feed (re)subscribed: events may have been missed while it was not, so every entry
     /// is asked again before its next use. Then the owner's epoch is checked.
     pub async fn resubscribed(&self) {
+        if let Some(model) = &self.read_model {
+            model.resubscribed();
+        }
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.subscribed.store(true, Ordering::Release);
         self.check_owner.notify_one();
@@ -754,6 +786,9 @@ impl<G: Group> GroupCache<G> {
             }
         };
         *self.last_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("answered (epoch {})", owner.epoch));
+        if let Some(model) = &self.read_model {
+            model.observe_owner(&owner);
+        }
         match self.epoch() {
             Some(e) if e != owner.epoch => {
                 self.reset(Some(owner.epoch.clone()), &format!("the owner's epoch changed ({e} -> {})", owner.epoch))

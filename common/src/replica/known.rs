@@ -28,6 +28,10 @@ pub trait Known: Send + Sync {
     fn watch_owner(&self) -> BoxFuture<'_, ()>;
     /// The feed (re)subscribed: catch up on what may have been missed.
     fn resubscribed(&self) -> BoxFuture<'_, ()>;
+    /// Where its read model in the own database stands, if it has one (`/ready`).
+    fn read_model(&self) -> Option<String> {
+        None
+    }
 }
 
 impl<E: crate::entity::Entity, I: super::Index<E>> Known for super::Replica<E, I> {
@@ -96,6 +100,9 @@ impl<G: super::cache::Group> Known for super::GroupCache<G> {
         // Every entry is asked again at its next use.
         Box::pin(super::GroupCache::resubscribed(self))
     }
+    fn read_model(&self) -> Option<String> {
+        super::GroupCache::read_model(self).map(|m| m.describe())
+    }
 }
 
 /// The user directory is a cache plus its token index, which the restore and events also fill.
@@ -129,5 +136,8 @@ impl Known for super::UserDirectory {
     }
     fn resubscribed(&self) -> BoxFuture<'_, ()> {
         Known::resubscribed(&**self)
+    }
+    fn read_model(&self) -> Option<String> {
+        Known::read_model(&**self)
     }
 }

@@ -14,6 +14,7 @@ pub mod items;
 pub mod known;
 pub mod misses;
 pub mod persist;
+pub mod read_model;
 pub mod users;
 
 use std::{
@@ -46,7 +47,13 @@ pub use users::{UserDirectory, Users};
 #[derive(Clone)]
 pub enum Source {
     Local(Addr<Store>),
-    Remote { rpc: RpcClient, owner: Domain },
+    Remote {
+        rpc: RpcClient,
+        owner: Domain,
+    },
+    /// Another domain's kind with a complete read model in the own database: the read model
+    /// while it is current, the owner otherwise ([`read_model`]).
+    Replicated(Arc<read_model::ReadModel>),
 }
 
 impl Source {
@@ -54,6 +61,7 @@ impl Source {
         match self {
             Source::Local(_) => "own database",
             Source::Remote { owner, .. } => owner.name(),
+            Source::Replicated(model) => model.owner().name(),
         }
     }
 
@@ -64,6 +72,7 @@ impl Source {
                 Err(_) => Err(self.timed_out()),
             },
             Source::Remote { rpc, owner } => rpc.call(*owner, &q, timeout).await,
+            Source::Replicated(model) => model.query(q, timeout).await,
         }
     }
 
@@ -72,6 +81,7 @@ impl Source {
         match self {
             Source::Local(_) => Error::DbUnavailable("the database did not answer in time".into()),
             Source::Remote { owner, .. } => Error::RpcTimeout(owner.name()),
+            Source::Replicated(model) => Error::RpcTimeout(model.owner().name()),
         }
     }
 
@@ -144,11 +154,11 @@ fn check_epoch<E: Entity, I>(state: &State<E, I>, epoch: Option<&Epoch>) -> Epoc
 }
 
 /// What the owner says of itself (`Query::Epoch`).
-struct OwnerMark {
-    epoch: Epoch,
-    max_version: i64,
+pub(crate) struct OwnerMark {
+    pub(crate) epoch: Epoch,
+    pub(crate) max_version: i64,
     /// The newest tombstone the owner has collected (0: none, or an owner that does not say).
-    horizon: i64,
+    pub(crate) horizon: i64,
 }
 
 pub struct Replica<E: Entity, I: Index<E>> {
@@ -189,7 +199,7 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
             // answering a point read in 400 ms is slow, not down).
             lookup_timeout: match source {
                 Source::Local(_) => settings.db_timeout,
-                Source::Remote { .. } => settings.rpc_timeout,
+                Source::Remote { .. } | Source::Replicated(_) => settings.rpc_timeout,
             },
             source,
             snapshot_timeout: settings.snapshot_timeout,

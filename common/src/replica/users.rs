@@ -36,6 +36,14 @@ impl Group for Users {
         members.iter().next().and_then(|(_, m)| m.kept.clone())
     }
 
+    fn key(group: i64, _member: i64) -> String {
+        group.to_string()
+    }
+
+    fn lookup(row: &VersionedRow) -> Option<String> {
+        row_value::<User>(row).map(|u| u.access_token)
+    }
+
     fn lookups_answered_by(row: &VersionedRow) -> Vec<String> {
         row_value::<User>(row).map(|u| vec![token_lookup(&u.access_token)]).unwrap_or_default()
     }

@@ -16,6 +16,7 @@ mod observability;
 mod openapi;
 mod outages;
 mod privilege;
+mod read_models;
 mod seed_alarms;
 mod soak;
 mod user_list;
