@@ -21,6 +21,9 @@ CREATE TABLE IF NOT EXISTS moa_read_model (
     PRIMARY KEY (kind, grp, member)
 );
 CREATE INDEX IF NOT EXISTS moa_read_model_lookup ON moa_read_model (kind, lookup) WHERE lookup IS NOT NULL;
+-- The digest a catch-up compares with the owner's, and the buckets it replaces, read the
+-- versioned rows only (an alarm loaded from a dump is version 0 until it changes).
+CREATE INDEX IF NOT EXISTS moa_read_model_versioned ON moa_read_model (kind, version) WHERE version > 0;
 
 -- Per kind: the owner epoch the rows belong to, whether the backfill is complete, where it
 -- stands (the owner's key of the last row copied: a backfill resumes after it), and the newest
