@@ -40,7 +40,7 @@ use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
 use super::{
-    cache::Group,
+    cache::{Group, OWNER_RETRY_AFTER},
     digest::{differing, BucketDigest, WIDTH},
     OwnerMark,
 };
@@ -141,6 +141,8 @@ pub struct ReadModel {
     /// A reset the owner's epoch watch asked for: (epoch, why), done by the model's task.
     reset_wanted: Mutex<Option<(Epoch, String)>>,
     pending: Mutex<Vec<ReadRow>>,
+    /// When the owner last failed a miss while catching up (see [`OWNER_RETRY_AFTER`]).
+    owner_failed_at: Mutex<Option<Instant>>,
     writer_wake: Notify,
     builder_wake: Notify,
     local_timeout: Duration,
@@ -184,6 +186,7 @@ impl ReadModel {
             cursor: Mutex::new(None),
             reset_wanted: Mutex::new(None),
             pending: Mutex::new(Vec::new()),
+            owner_failed_at: Mutex::new(None),
             writer_wake: Notify::new(),
             builder_wake: Notify::new(),
             local_timeout: settings.own_read_timeout,
@@ -332,24 +335,44 @@ impl ReadModel {
                     self.rpc.call(self.owner, &q, self.rpc_timeout).await
                 }
             },
-            Phase::CatchingUp => match self.rpc.call(self.owner, &q, self.rpc_timeout).await {
-                Ok(rows) => {
-                    tier("owner");
-                    Ok(rows)
-                }
-                Err(owner) => match self.read(&q).await {
+            Phase::CatchingUp => {
+                // An owner that did not answer a moment ago is not waited for again at every miss.
+                let owner = match self.owner_recently_failed() {
+                    Some(e) => Err(e),
+                    None => self.rpc.call(self.owner, &q, self.rpc_timeout).await,
+                };
+                match owner {
                     Ok(rows) => {
-                        tier("disk_while_owner_down");
+                        tier("owner");
                         Ok(rows)
                     }
-                    Err(_) => Err(owner),
-                },
-            },
+                    Err(owner) => {
+                        self.note_owner_failed();
+                        match self.read(&q).await {
+                            Ok(rows) => {
+                                tier("disk_while_owner_down");
+                                Ok(rows)
+                            }
+                            Err(_) => Err(owner),
+                        }
+                    }
+                }
+            }
             Phase::Building | Phase::Loading => {
                 tier("owner");
                 self.rpc.call(self.owner, &q, self.rpc_timeout).await
             }
         }
+    }
+
+    fn owner_recently_failed(&self) -> Option<Error> {
+        let at = *self.owner_failed_at.lock().unwrap_or_else(|p| p.into_inner());
+        at.filter(|t| t.elapsed() < OWNER_RETRY_AFTER)
+            .map(|_| Error::RpcFailed(self.owner.name(), "it did not answer a moment ago".into()))
+    }
+
+    fn note_owner_failed(&self) {
+        *self.owner_failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
     /// A lookup answered from the read model, as the owner's rows.
