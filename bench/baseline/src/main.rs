@@ -15,7 +15,7 @@ use clap::Parser;
 
 const CONTENT_TYPE: &str = "application/json; charset=utf-8";
 
-/// The yardstick server (see the module's comment).
+/// The yardstick: actix-web answering GET / with precomputed bytes.
 #[derive(clap::Parser, Debug)]
 #[command(name = "bench-baseline")]
 struct Args {

@@ -23,7 +23,7 @@ use std::{
 use bench_tools::{ms, quantiles, read_tokens, Services, Workers};
 use serde_json::Value;
 
-/// Alarm set/clear load (see the module's comment).
+/// Alarm set + clear load on distinct (user, item) rows, closed loop on one thread.
 #[derive(clap::Parser, Debug)]
 #[command(name = "bench-load")]
 struct Args {

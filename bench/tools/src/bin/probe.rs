@@ -23,7 +23,7 @@ use std::{
 use bench_tools::{millis, ms, quantiles, Services};
 use serde_json::Value;
 
-/// Propagation probe (see the module's comment).
+/// Propagation probe: how soon an alarm write shows in the item list.
 #[derive(clap::Parser, Debug)]
 #[command(name = "bench-probe")]
 struct Args {

@@ -26,7 +26,7 @@ use std::{
 
 use bench_tools::{ms, positive, quantiles, read_tokens, Services, Workers};
 
-/// The item list over many distinct users (see the module's comment).
+/// The item list once per token: a cold pass (first requests), then warm passes.
 #[derive(clap::Parser, Debug)]
 #[command(name = "bench-users")]
 struct Args {
