@@ -211,13 +211,14 @@ pub async fn ready(core: web::Data<Core>) -> HttpResponse {
 }
 
 /// Logs why `/ready` found the database unreachable: at most once per 10 s per process (a
-/// load balancer polls every second or two).
+/// load balancer polls every second or two). At `info`: every start passes through "migrations
+/// not applied yet", and an outage is reported at `warn` by what it fails.
 fn log_ready_failure(detail: &str) {
     static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
     let Ok(mut last) = LAST.lock() else { return };
     if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
         *last = Some(Instant::now());
-        log::warn!("/ready: database unreachable: {detail}");
+        log::info!("/ready: database not ready: {detail}");
     }
 }
 
