@@ -30,6 +30,15 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> HttpResponse {
     }
 }
 
+/// A client's `X-Request-Id`, when it is one we can carry into log lines and events as is:
+/// 1 to 64 characters of `[A-Za-z0-9._:-]` (UUIDs, W3C trace ids, `instance-123`). Anything
+/// else (quotes, spaces, brackets, control characters, longer) is replaced by an id of ours.
+pub fn client_request_id(value: Option<&header::HeaderValue>) -> Option<&str> {
+    let v = value?.to_str().ok()?;
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-');
+    (!v.is_empty() && v.len() <= 64 && v.bytes().all(allowed)).then_some(v)
+}
+
 /// Every error except the contract's `{}` bodies: the HTTP reason phrase and one sentence
 /// saying what was wrong (also the OpenAPI documents' `ErrorBody`).
 #[derive(Serialize, utoipa::ToSchema)]
@@ -157,4 +166,41 @@ pub async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiErr
 /// Turns actix's own extractor errors (bad query strings and the like) into the contract's body.
 pub fn query_error_handler(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
     ApiError::BadRequest(format!("bad query string: {err}")).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::HeaderValue;
+
+    use super::client_request_id;
+
+    fn id(v: &str) -> Option<String> {
+        client_request_id(Some(&HeaderValue::from_str(v).unwrap())).map(str::to_string)
+    }
+
+    #[test]
+    fn a_client_request_id_is_kept_only_when_short_and_of_the_safe_characters() {
+        for ok in ["a", "0f8fad5b-d9cb-469f-a165-70867728950e", "item-1.7:42_x", &"x".repeat(64)] {
+            assert_eq!(id(ok).as_deref(), Some(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            &"x".repeat(65),
+            "a b",
+            "a\"b",
+            "[forged] GET /",
+            "{\"json\":1}",
+            "a\\b",
+            "a\tb",
+            "<script>",
+            "id;rm",
+            "a/b",
+            "a%0Ab",
+        ] {
+            assert_eq!(id(bad), None, "{bad:?}");
+        }
+        assert_eq!(client_request_id(None), None);
+        // not visible ASCII: refused before the character check
+        assert_eq!(client_request_id(Some(&HeaderValue::from_bytes("é".as_bytes()).unwrap())), None);
+    }
 }

@@ -196,8 +196,8 @@ fn request_id_header() -> utoipa::openapi::header::Header {
     HeaderBuilder::new()
         .schema(ObjectBuilder::new().schema_type(Type::String))
         .description(Some(
-            "The request id: the client's `X-Request-Id` when it sent a printable one of at most 64 \
-             characters, else one made by the service. Also in every log line of the request.",
+            "The request id: the client's `X-Request-Id` when it is 1 to 64 characters of \
+             `[A-Za-z0-9._:-]`, else one made by the service. Also in every log line of the request.",
         ))
         .build()
 }
@@ -306,6 +306,44 @@ responses! {
         "ErrorBody",
         error("Internal Server Error", "the server failed to handle this request; it has been logged"),
     );
+}
+
+/// Declares the shared error-response sets for handlers' `responses(...)`: each a unit struct
+/// whose [`utoipa::IntoResponses`] lists `status => response` pairs, every one a reference to
+/// the shared response of that name (`#/components/responses/<Name>`, declared above).
+macro_rules! error_sets {
+    ($($(#[$doc:meta])* $name:ident = [$($status:literal => $response:ident),* $(,)?];)*) => {
+        $(
+            $(#[$doc])*
+            pub struct $name;
+            impl utoipa::IntoResponses for $name {
+                fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
+                    [$((
+                        $status.to_string(),
+                        RefOr::Ref(utoipa::openapi::Ref::from_response_name(stringify!($response))),
+                    )),*]
+                    .into_iter()
+                    .collect()
+                }
+            }
+        )*
+    };
+}
+
+error_sets! {
+    /// An authenticated read: the token check, our failures, a dependency down.
+    ReadErrors = [401 => Unauthorized, 500 => InternalError, 503 => Unavailable];
+    /// A read with input (a page, an item id in the path): [`ReadErrors`] and 400.
+    InputReadErrors = [400 => BadRequest, 401 => Unauthorized, 500 => InternalError, 503 => Unavailable];
+    /// One item by id: [`InputReadErrors`] and the contract's `404 {}`.
+    ItemErrors = [
+        400 => BadRequest, 401 => Unauthorized, 404 => ItemNotFound, 500 => InternalError, 503 => Unavailable,
+    ];
+    /// A write with a JSON body naming an item: [`ItemErrors`] and the body's own failures.
+    ItemWriteErrors = [
+        400 => BadRequest, 401 => Unauthorized, 404 => ItemNotFound, 408 => RequestTimeout,
+        413 => PayloadTooLarge, 415 => UnsupportedMediaType, 500 => InternalError, 503 => Unavailable,
+    ];
 }
 
 // ---------------------------------------------------------------- the document

@@ -213,7 +213,10 @@ pub async fn ready(core: web::Data<Core>) -> HttpResponse {
         missing.push("shutting down".to_string());
     }
     if let Err(e) = &db {
-        missing.push(format!("database unreachable ({e})"));
+        // The body is public (a load balancer's check, anyone): no driver text, which can name
+        // hosts, users and databases. The detail goes to the log, at most every 10 s.
+        missing.push("database unreachable".to_string());
+        log_ready_failure(e);
     }
     if !amqp {
         missing.push("RabbitMQ not connected".to_string());
@@ -238,6 +241,18 @@ pub async fn ready(core: web::Data<Core>) -> HttpResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             &json!({"result": "Service Unavailable", "hint": format!("not ready: {}", missing.join("; ")), "checks": checks}),
         )
+    }
+}
+
+/// Logs why `/ready` found the database unreachable: at most once per 10 s per process (a
+/// load balancer polls every second or two). At `info`: every start passes through "migrations
+/// not applied yet", and an outage is reported at `warn` by what it fails.
+fn log_ready_failure(detail: &str) {
+    static LAST: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+    let Ok(mut last) = LAST.lock() else { return };
+    if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+        *last = Some(Instant::now());
+        log::info!("/ready: database not ready: {detail}");
     }
 }
 
@@ -314,11 +329,7 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(http::query_error_handler))
                 .wrap_fn(move |req, srv| {
                     let started = Instant::now();
-                    let rid: Arc<str> = req
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+                    let rid: Arc<str> = http::client_request_id(req.headers().get("x-request-id"))
                         .map(Arc::from)
                         .unwrap_or_else(|| format!("{instance}-{}", REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)).into());
                     req.extensions_mut().insert(RequestId(rid.clone()));

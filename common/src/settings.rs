@@ -171,14 +171,70 @@ pub fn parse_amqp_urls(value: &str) -> Result<Vec<String>, Error> {
 }
 
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
+    // A password may also be a query parameter (`postgres://u@h/db?password=p`, which
+    // tokio-postgres and libpq accept) or a keyword of a key=value string (`host=h password=p`).
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut shown = match (base.find("://"), base.rfind('@')) {
+        (Some(s), Some(at)) if at > s && base[s + 3..at].contains(':') => {
+            let creds = &base[s + 3..at];
             let user = creds.split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
+            format!("{}{}:***{}", &base[..s + 3], user, &base[at..])
         }
-        _ => url.to_string(),
+        (Some(_), _) => base.to_string(),
+        (None, _) => redact_keywords(base),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if is_secret_key(k) => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        shown.push('?');
+        shown.push_str(&params.join("&"));
     }
+    shown
+}
+
+/// `password`, `sslpassword` and the like, in any case.
+fn is_secret_key(key: &str) -> bool {
+    key.trim().to_ascii_lowercase().ends_with("password")
+}
+
+/// A libpq key=value connection string with every password's value (quoted or not) as `***`.
+fn redact_keywords(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(eq) = rest.find('=') {
+        let key = rest[..eq].trim_end();
+        let secret = is_secret_key(&key[key.rfind(char::is_whitespace).map_or(0, |i| i + 1)..]);
+        out.push_str(&rest[..=eq]);
+        rest = &rest[eq + 1..];
+        let value = rest.trim_start();
+        out.push_str(&rest[..rest.len() - value.len()]);
+        // the value: up to the closing quote (backslash escapes skipped) or the next whitespace
+        let len = if let Some(quoted) = value.strip_prefix('\'') {
+            let mut escaped = false;
+            quoted
+                .char_indices()
+                .find(|&(_, c)| {
+                    let end = !escaped && c == '\'';
+                    escaped = !escaped && c == '\\';
+                    end
+                })
+                .map_or(value.len(), |(i, _)| i + 2)
+        } else {
+            value.find(char::is_whitespace).unwrap_or(value.len())
+        };
+        out.push_str(if secret { "***" } else { &value[..len] });
+        rest = &value[len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The names of every environment variable a service of `domain` reads.
@@ -368,5 +424,29 @@ mod tests {
         assert!(!shown.contains("postgres:postgres@"), "{shown}");
         assert!(!shown.contains("guest:guest@"), "{shown}");
         assert_eq!(redact_url("amqp://u:p@h:1/v"), "amqp://u:***@h:1/v");
+    }
+
+    #[test]
+    fn redact_url_hides_passwords_in_the_query_and_in_key_value_strings() {
+        assert_eq!(
+            redact_url("postgres://u@h:5432/db?sslmode=disable&password=s3cr3t&application_name=x"),
+            "postgres://u@h:5432/db?sslmode=disable&password=***&application_name=x"
+        );
+        assert_eq!(redact_url("postgres://u:p@h/db?PASSWORD=q"), "postgres://u:***@h/db?PASSWORD=***");
+        // an `@` in a query password must not be taken for the end of the user info
+        assert_eq!(redact_url("postgres://h/db?password=a@b"), "postgres://h/db?password=***");
+        assert_eq!(redact_url("amqp://h:5672/%2f?heartbeat=10"), "amqp://h:5672/%2f?heartbeat=10");
+        assert_eq!(redact_url("host=h user=u password=s3cr3t dbname=d"), "host=h user=u password=*** dbname=d");
+        assert_eq!(
+            redact_url("host=h password = 'a b\\' c' sslpassword=k dbname=d"),
+            "host=h password = *** sslpassword=*** dbname=d"
+        );
+        for shown in [
+            redact_url("postgres://u@h/db?password=s3cr3t"),
+            redact_url("host=h password='s3 cr3t'"),
+            redact_url("password=s3cr3t"),
+        ] {
+            assert!(!shown.contains("s3"), "{shown}");
+        }
     }
 }

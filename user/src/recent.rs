@@ -55,6 +55,11 @@ impl Index<Visit> for VisitIndex {
         if let Some(old) = old {
             if let Some(set) = self.by_user.get_mut(&user) {
                 set.remove(&order(old));
+                // A user whose views are all gone (deleted with the user, trimmed) leaves no
+                // empty set behind: the map holds the users with views, not every user ever seen.
+                if set.is_empty() && new.is_none() {
+                    self.by_user.remove(&user);
+                }
             }
         }
         if let Some(new) = new {
@@ -151,5 +156,19 @@ mod tests {
         index.update(&(1, 10), Some(&v(10, 1, 1)), Some(&v(10, 4, 4)));
         let got: Vec<i64> = index.by_user[&1].iter().rev().map(|t| t.2).collect();
         assert_eq!(got, vec![10, 30, 20]);
+    }
+
+    #[test]
+    fn a_user_whose_views_are_all_deleted_leaves_no_empty_set() {
+        let mut index = VisitIndex::default();
+        let v = |user, item| Visit { user_id: user, item_id: item, viewed_at_us: Some(item), seq: item };
+        index.update(&(1, 10), None, Some(&v(1, 10)));
+        index.update(&(1, 20), None, Some(&v(1, 20)));
+        index.update(&(2, 10), None, Some(&v(2, 10)));
+        index.update(&(1, 10), Some(&v(1, 10)), None);
+        assert_eq!(index.by_user[&1].len(), 1);
+        index.update(&(1, 20), Some(&v(1, 20)), None);
+        assert!(!index.by_user.contains_key(&1), "user 1's emptied set is gone");
+        assert_eq!(index.by_user.len(), 1, "user 2 keeps theirs");
     }
 }

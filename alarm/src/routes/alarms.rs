@@ -19,14 +19,7 @@ const ALARM_BODY: &str = "`item_id` as a JSON number or as a string of digits (t
         examples(("number" = (value = json!({"item_id": 50}))), ("string" = (value = json!({"item_id": "50"}))))),
     responses(
         (status = 201, description = "Set: exactly `{}`", body = openapi::Empty),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 404, response = openapi::ItemNotFound),
-        (status = 408, response = openapi::RequestTimeout),
-        (status = 413, response = openapi::PayloadTooLarge),
-        (status = 415, response = openapi::UnsupportedMediaType),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable)
+        openapi::ItemWriteErrors
     ))]
 pub async fn set(
     req: HttpRequest,
@@ -47,14 +40,7 @@ pub async fn set(
         examples(("number" = (value = json!({"item_id": 50}))), ("string" = (value = json!({"item_id": "50"}))))),
     responses(
         (status = 200, description = "Cleared (or was not set): exactly `{}`", body = openapi::Empty),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 404, response = openapi::ItemNotFound),
-        (status = 408, response = openapi::RequestTimeout),
-        (status = 413, response = openapi::PayloadTooLarge),
-        (status = 415, response = openapi::UnsupportedMediaType),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable)
+        openapi::ItemWriteErrors
     ))]
 pub async fn clear(
     req: HttpRequest,
@@ -104,9 +90,7 @@ async fn write(
         answer at once after a write; while alarm_db is down, from this instance's memory.",
     responses(
         (status = 200, description = "The alarmed items", body = openapi::ItemList),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable)
+        openapi::ReadErrors
     ))]
 pub async fn list(
     req: HttpRequest,

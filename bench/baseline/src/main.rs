@@ -11,44 +11,28 @@
 use std::process::ExitCode;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use bench_tools::ArgIter;
+use clap::Parser;
 
 const CONTENT_TYPE: &str = "application/json; charset=utf-8";
 
+/// The yardstick: actix-web answering GET / with precomputed bytes.
+#[derive(clap::Parser, Debug)]
+#[command(name = "bench-baseline")]
 struct Args {
+    /// The bytes `GET /` answers with (the item list's body for one token).
+    #[arg(long, value_name = "FILE")]
     body: String,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
     host: String,
+    /// The port to listen on.
+    #[arg(long, default_value_t = 5999)]
     port: u16,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut body = None;
-    let mut host = "127.0.0.1".to_string();
-    let mut port = 5999u16;
-    let mut it = ArgIter::default();
-    while let Some((key, inline)) = it.next_key() {
-        match key.as_str() {
-            "--body" => body = Some(it.value(&key, inline)?),
-            "--host" => host = it.value(&key, inline)?,
-            "--port" => port = it.value(&key, inline)?.parse().map_err(|_| "--port must be a TCP port".to_string())?,
-            "-h" | "--help" => {
-                println!("usage: bench-baseline --body FILE [--port 5999] [--host 127.0.0.1]");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    Ok(Args { body: body.ok_or("--body FILE is required")?, host, port })
-}
-
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("bench-baseline: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    // clap: exit 2 with the usage on bad arguments, as the other bench tools
+    let args = Args::parse();
     let bytes = match std::fs::read(&args.body) {
         Ok(b) => web::Bytes::from(b),
         Err(e) => {

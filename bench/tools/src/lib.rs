@@ -1,4 +1,5 @@
-//! What the probe and the load generator share: argument parsing, percentiles, token files.
+//! What the bench tools share: argument parsing (clap: the common options as `Services` and
+//! `Workers`, flattened into each tool's own), percentiles, token files.
 
 use std::{future::Future, process::ExitCode, time::Duration};
 
@@ -21,57 +22,56 @@ pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// `--key value` and `--key=value` arguments, in order.
-pub struct ArgIter {
-    it: std::iter::Skip<std::env::Args>,
+/// The services a tool talks to: `--alarm URL` and `--item URL` (a trailing `/` is dropped).
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+pub struct Services {
+    /// The alarm service's base URL.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:6001", value_parser = base_url)]
+    pub alarm: String,
+    /// The item service's base URL.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:5001", value_parser = base_url)]
+    pub item: String,
 }
 
-impl Default for ArgIter {
-    fn default() -> Self {
-        ArgIter { it: std::env::args().skip(1) }
+/// The closed loop of the load tools: `--tokens FILE` and `-c`/`--concurrency` workers on one
+/// thread (as drill runs).
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+pub struct Workers {
+    /// Tokens: one per line, or a CSV whose header names a `token` column.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: String,
+    /// Requests in flight.
+    #[arg(short = 'c', long, default_value_t = 64, value_parser = positive)]
+    pub concurrency: usize,
+}
+
+/// A base URL without its trailing `/`.
+pub fn base_url(s: &str) -> Result<String, String> {
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+/// A number above 0.
+pub fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("must be a number above 0".into()),
     }
 }
 
-impl ArgIter {
-    /// The next key and a way to take its value.
-    pub fn next_key(&mut self) -> Option<(String, Option<String>)> {
-        let arg = self.it.next()?;
-        Some(match arg.split_once('=') {
-            Some((k, v)) if k.starts_with("--") => (k.to_string(), Some(v.to_string())),
-            _ => (arg, None),
-        })
-    }
-
-    pub fn value(&mut self, key: &str, inline: Option<String>) -> Result<String, String> {
-        inline.or_else(|| self.it.next()).ok_or(format!("{key} needs a value"))
-    }
-
-    pub fn number<T: std::str::FromStr>(&mut self, key: &str, inline: Option<String>) -> Result<T, String> {
-        self.value(key, inline)?.parse().map_err(|_| format!("{key} must be a number"))
-    }
-
-    /// A value given in milliseconds.
-    pub fn millis(&mut self, key: &str, inline: Option<String>) -> Result<Duration, String> {
-        self.value(key, inline)?
-            .parse::<u64>()
-            .map(Duration::from_millis)
-            .map_err(|_| format!("{key} must be a number of milliseconds"))
-    }
+/// A value given in milliseconds.
+pub fn millis(s: &str) -> Result<Duration, String> {
+    s.parse::<u64>().map(Duration::from_millis).map_err(|_| "must be a number of milliseconds".into())
 }
 
-/// A tool's `main`: parses the arguments (exit 2 on bad ones), runs on one thread (as drill
-/// does), exits 0 when the run saw no errors, 1 when it did, and fails on anything else.
-pub fn run_main<A, Fut>(name: &str, parse_args: fn() -> Result<A, String>, run: fn(A) -> Fut) -> ExitCode
+/// A tool's `main`: parses the arguments (clap: exit 2 with the usage on bad ones, 0 after
+/// `--help`), runs on one thread (as drill does), exits 0 when the run saw no errors, 1 when
+/// it did, and fails on anything else.
+pub fn run_main<A, Fut>(name: &str, run: fn(A) -> Fut) -> ExitCode
 where
+    A: clap::Parser,
     Fut: Future<Output = Result<bool, String>>,
 {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{name}: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = A::parse();
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -143,5 +143,54 @@ mod tests {
             assert!(n >= 8, "{csv}: {n} rows");
         }
         assert_eq!(super::read_tokens(root.join("bench/plans/tokens-load.csv").to_str().unwrap()).unwrap().len(), 50);
+    }
+}
+
+#[cfg(test)]
+mod args_tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::{millis, Services, Workers};
+
+    #[derive(Parser, Debug)]
+    struct Tool {
+        #[command(flatten)]
+        services: Services,
+        #[command(flatten)]
+        workers: Workers,
+        #[arg(long = "pause-ms", default_value = "20", value_parser = millis)]
+        pause: Duration,
+    }
+
+    #[test]
+    fn the_shared_options_have_the_documented_defaults() {
+        let t = Tool::try_parse_from(["tool", "--tokens", "t.csv"]).unwrap();
+        assert_eq!(t.services.alarm, "http://127.0.0.1:6001");
+        assert_eq!(t.services.item, "http://127.0.0.1:5001");
+        assert_eq!((t.workers.tokens.as_str(), t.workers.concurrency), ("t.csv", 64));
+        assert_eq!(t.pause, Duration::from_millis(20));
+    }
+
+    #[test]
+    fn both_spellings_are_accepted_and_urls_lose_their_trailing_slash() {
+        let t =
+            Tool::try_parse_from(["tool", "--tokens=a", "-c", "16", "--alarm=http://h:1/", "--item", "http://h:2/"])
+                .unwrap();
+        assert_eq!((t.services.alarm.as_str(), t.services.item.as_str()), ("http://h:1", "http://h:2"));
+        assert_eq!(t.workers.concurrency, 16);
+        assert_eq!(
+            Tool::try_parse_from(["tool", "--tokens", "a", "--concurrency", "8"]).unwrap().workers.concurrency,
+            8
+        );
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        assert!(Tool::try_parse_from(["tool"]).is_err(), "--tokens is required");
+        assert!(Tool::try_parse_from(["tool", "--tokens", "a", "-c", "0"]).is_err());
+        assert!(Tool::try_parse_from(["tool", "--tokens", "a", "--pause-ms", "x"]).is_err());
+        assert!(Tool::try_parse_from(["tool", "--tokens", "a", "--what"]).is_err());
     }
 }

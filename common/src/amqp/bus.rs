@@ -105,7 +105,9 @@ impl Bus {
                     Ok(()) => log::info!("{name}: stopped on connection {generation}"),
                     Err(e) => log::warn!("{name}: {e}; restarting it on a live connection"),
                 }
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                // Jittered: every instance restarts its components after the same broker blip,
+                // and each restart re-syncs from an owner.
+                tokio::time::sleep(crate::backoff::jitter(Duration::from_millis(300))).await;
             }
         });
     }
@@ -215,7 +217,8 @@ async fn supervise(
                 tried_this_round += 1;
                 if tried_this_round >= nodes.len() {
                     tried_this_round = 0;
-                    tokio::time::sleep(delay).await;
+                    // Jittered: the instances that lost the same node retry apart.
+                    tokio::time::sleep(crate::backoff::jitter(delay)).await;
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
             }

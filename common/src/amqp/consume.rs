@@ -174,7 +174,7 @@ async fn handle_until_settled<H: Handler>(name: &str, handler: &H, delivery: &De
                 if attempt == 1 || attempt.is_multiple_of(12) {
                     log::warn!("{name}: holding a message (attempt {attempt}) until its store answers: {why}");
                 }
-                tokio::time::sleep(hold_pause(attempt)).await;
+                tokio::time::sleep(crate::backoff::jitter(hold_pause(attempt))).await;
             }
             Outcome::Ack => {
                 if attempt > 1 {

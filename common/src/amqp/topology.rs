@@ -63,7 +63,7 @@ pub const SHARED_QUEUES: [&str; 2] = [VIEWS_QUEUE, DEAD_LETTERS];
 /// `RPC_TIMEOUT_MS`, and a lost question is a timeout either way), while a quorum queue, as
 /// these were, delivers a question only once its Raft log is fsynced: on a disk shared with the
 /// databases, questions waited 100-400 ms for that, and first requests failed by the hundred
-/// (docs/performance.md, "Held events, transient RPC queues"). A transient queue goes away with its node; every owner
+/// (docs/performance-history.md, "Held events, transient RPC queues"). A transient queue goes away with its node; every owner
 /// instance then sees its consumer cancelled and declares the queue again on its own node
 /// (`rpc::serve`), so losing a node costs the moment of failover every request through
 /// RabbitMQ pays. A durable queue of that name left in a broker's data by an earlier version (a

@@ -421,3 +421,57 @@ async fn the_cluster_compose_file_has_no_default_secret() {
         }
     }
 }
+
+/// Seconds in a compose duration as `docker-compose config` prints it (`20s`, `1m30s`).
+fn compose_seconds(d: &str) -> f64 {
+    let (mut total, mut num) = (0.0, String::new());
+    for c in d.chars() {
+        match c {
+            '0'..='9' | '.' => num.push(c),
+            'h' | 'm' | 's' => {
+                let n: f64 = num.parse().unwrap_or_else(|_| panic!("duration {d}"));
+                total += n * match c {
+                    'h' => 3600.0,
+                    'm' => 60.0,
+                    _ => 1.0,
+                };
+                num.clear();
+            }
+            _ => panic!("duration {d}"),
+        }
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_service_container_is_given_longer_to_stop_than_its_graceful_stop_takes() {
+    for (file, vars) in [("docker-compose.yml", REQUIRED.to_vec()), ("docker-compose.cluster.yml", cluster_vars())] {
+        let Some(config) = resolved_config_of(file, &vars) else {
+            e2e::skip("docker-compose is not installed");
+            return;
+        };
+        let config = config.unwrap_or_else(|e| panic!("docker-compose -f {file} config failed:\n{e}"));
+        let services = config["services"].as_object().expect("services");
+        let mut checked = 0;
+        for (name, service) in services {
+            if !["item", "alarm", "user"].contains(&name.split('-').next().unwrap_or_default()) || name.ends_with("-db")
+            {
+                continue;
+            }
+            // docs/architecture.md, "Graceful stop": the drain, then in-flight requests (10 s),
+            // the outbox flush (3 s) and the tasks (2 s).
+            let env = env_of(service);
+            let drain_ms = env.get("SHUTDOWN_DRAIN_MS").and_then(Value::as_str).unwrap_or("0");
+            let drain =
+                drain_ms.parse::<f64>().unwrap_or_else(|_| panic!("{name}: SHUTDOWN_DRAIN_MS {drain_ms}")) / 1e3;
+            let grace = service["stop_grace_period"].as_str().map(compose_seconds).unwrap_or(10.0);
+            assert!(
+                grace >= drain + 15.0,
+                "{file}: {name} is killed after {grace} s, its stop takes up to {} s",
+                drain + 15.0
+            );
+            checked += 1;
+        }
+        assert!(checked >= 3, "{file}: {checked} services checked");
+    }
+}

@@ -22,10 +22,7 @@ use crate::store::{RecordView, ViewWriter};
     ),
     responses(
         (status = 200, description = "Every item (or one page)", body = openapi::ItemList),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable)
+        openapi::InputReadErrors
     ))]
 pub async fn list(req: HttpRequest, state: web::Data<Replicas>) -> Result<HttpResponse, ApiError> {
     let user = auth::authenticate(&req, &state.users).await?;
@@ -43,11 +40,7 @@ pub async fn list(req: HttpRequest, state: web::Data<Replicas>) -> Result<HttpRe
         description = "Item id: an integer (optionally negative) of the 64-bit range; anything else is 400.")),
     responses(
         (status = 200, description = "The item in the single envelope", body = openapi::ItemEnvelope),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 404, response = openapi::ItemNotFound),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable)
+        openapi::ItemErrors
     ))]
 pub async fn detail(
     req: HttpRequest,

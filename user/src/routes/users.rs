@@ -14,10 +14,7 @@ use crate::list::{StreamUsers, UserLists};
     ),
     responses(
         (status = 200, description = "Every user (or one page)", body = openapi::UserList),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable)
+        openapi::InputReadErrors
     ))]
 pub async fn list(
     req: HttpRequest,
@@ -63,10 +60,7 @@ pub async fn list(
     ),
     responses(
         (status = 200, description = "Every user (or one page)", body = openapi::UserList),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable)
+        openapi::InputReadErrors
     ))]
 pub async fn list_by_post(
     req: HttpRequest,

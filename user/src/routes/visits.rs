@@ -17,9 +17,7 @@ pub const RECENT_LIMIT: i64 = 3;
     responses(
         (status = 200, description = "The recently viewed items", body = openapi::ItemList,
             example = json!({"count": 0, "payload": []})),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 500, response = openapi::InternalError),
-        (status = 503, response = openapi::Unavailable)
+        openapi::ReadErrors
     ))]
 pub async fn recent(
     req: HttpRequest,

@@ -20,55 +20,33 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bench_tools::{ms, quantiles, read_tokens, ArgIter};
+use bench_tools::{ms, quantiles, read_tokens, Services, Workers};
 use serde_json::Value;
 
+/// Alarm set + clear load on distinct (user, item) rows, closed loop on one thread.
+#[derive(clap::Parser, Debug)]
+#[command(name = "bench-load")]
 struct Args {
-    alarm: String,
-    tokens: String,
-    first_item: i64,
-    last_item: i64,
-    concurrency: usize,
+    #[command(flatten)]
+    services: Services,
+    #[command(flatten)]
+    workers: Workers,
+    /// The items written, FIRST-LAST.
+    #[arg(long, value_name = "FIRST-LAST", default_value = "1-100", value_parser = item_range)]
+    items: (i64, i64),
+    /// Requests in all (set + clear).
+    #[arg(short = 'n', long, default_value_t = 40_000)]
     requests: usize,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        alarm: "http://127.0.0.1:6001".into(),
-        tokens: String::new(),
-        first_item: 1,
-        last_item: 100,
-        concurrency: 64,
-        requests: 40_000,
-    };
-    let mut it = ArgIter::default();
-    while let Some((key, inline)) = it.next_key() {
-        match key.as_str() {
-            "--alarm" => a.alarm = it.value(&key, inline)?,
-            "--tokens" => a.tokens = it.value(&key, inline)?,
-            "--items" => {
-                let v = it.value(&key, inline)?;
-                let (lo, hi) = v.split_once('-').ok_or("--items must be FIRST-LAST")?;
-                a.first_item = lo.parse().map_err(|_| "--items must be FIRST-LAST")?;
-                a.last_item = hi.parse().map_err(|_| "--items must be FIRST-LAST")?;
-            }
-            "-c" | "--concurrency" => a.concurrency = it.number(&key, inline)?,
-            "-n" | "--requests" => a.requests = it.number(&key, inline)?,
-            "-h" | "--help" => {
-                println!("usage: bench-load --tokens FILE [--alarm URL] [--items FIRST-LAST] [-c 64] [-n 40000]");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other}")),
-        }
+fn item_range(s: &str) -> Result<(i64, i64), String> {
+    let bad = || "must be FIRST-LAST with FIRST <= LAST".to_string();
+    let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+    let (lo, hi): (i64, i64) = (lo.parse().map_err(|_| bad())?, hi.parse().map_err(|_| bad())?);
+    if hi < lo {
+        return Err(bad());
     }
-    if a.tokens.is_empty() {
-        return Err("--tokens FILE is required".into());
-    }
-    if a.last_item < a.first_item || a.concurrency == 0 {
-        return Err("need FIRST <= LAST and -c > 0".into());
-    }
-    a.alarm = a.alarm.trim_end_matches('/').to_string();
-    Ok(a)
+    Ok((lo, hi))
 }
 
 #[derive(Default)]
@@ -116,13 +94,14 @@ fn record(t: &mut Tally, took: Duration, status: Option<u16>, want: u16) {
 }
 
 async fn run(a: Args) -> Result<bool, String> {
-    let tokens = read_tokens(&a.tokens)?;
+    let (concurrency, (first_item, last_item)) = (a.workers.concurrency, a.items);
+    let tokens = read_tokens(&a.workers.tokens)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
-        .pool_max_idle_per_host(a.concurrency)
+        .pool_max_idle_per_host(concurrency)
         .build()
         .map_err(|e| e.to_string())?;
-    let url = format!("{}/", a.alarm);
+    let url = format!("{}/", a.services.alarm);
     // what each user already has: never touched
     let mut existing: Vec<BTreeSet<i64>> = Vec::new();
     for t in &tokens {
@@ -137,19 +116,19 @@ async fn run(a: Args) -> Result<bool, String> {
         );
     }
     let users = tokens.len();
-    let items = (a.last_item - a.first_item + 1) as usize;
+    let items = (last_item - first_item + 1) as usize;
     let pairs = a.requests / 2;
-    eprintln!("bench-load: {pairs} set+clear pairs over {users} users x {items} items, concurrency {}", a.concurrency);
+    eprintln!("bench-load: {pairs} set+clear pairs over {users} users x {items} items, concurrency {concurrency}");
     let next = Rc::new(RefCell::new(0usize));
     let results = Rc::new(RefCell::new(Results::default()));
     let tokens = Rc::new(tokens);
     let existing = Rc::new(existing);
     let started = Instant::now();
     let local = tokio::task::LocalSet::new();
-    for _ in 0..a.concurrency {
+    for _ in 0..concurrency {
         let (next, results, tokens, existing, http, url) =
             (next.clone(), results.clone(), tokens.clone(), existing.clone(), http.clone(), url.clone());
-        let first = a.first_item;
+        let first = first_item;
         local.spawn_local(async move {
             loop {
                 let k = {
@@ -206,5 +185,5 @@ async fn run(a: Args) -> Result<bool, String> {
 }
 
 fn main() -> ExitCode {
-    bench_tools::run_main("bench-load", parse_args, run)
+    bench_tools::run_main("bench-load", run)
 }

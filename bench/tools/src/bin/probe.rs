@@ -20,52 +20,30 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bench_tools::{ms, quantiles, ArgIter};
+use bench_tools::{millis, ms, quantiles, Services};
 use serde_json::Value;
 
+/// Propagation probe: how soon an alarm write shows in the item list.
+#[derive(clap::Parser, Debug)]
+#[command(name = "bench-probe")]
 struct Args {
-    alarm: String,
-    item: String,
+    #[command(flatten)]
+    services: Services,
+    /// The user whose alarm is set and cleared.
+    #[arg(long)]
     token: String,
+    /// Writes (alternately set and clear).
+    #[arg(short = 'n', default_value_t = 200)]
     n: usize,
+    /// Between two polls of the item list.
+    #[arg(long = "poll-ms", value_name = "MS", default_value = "1", value_parser = millis)]
     poll: Duration,
+    /// How long a write may take to show before the probe fails.
+    #[arg(long = "timeout-ms", value_name = "MS", default_value = "5000", value_parser = millis)]
     timeout: Duration,
+    /// Between two writes.
+    #[arg(long = "pause-ms", value_name = "MS", default_value = "20", value_parser = millis)]
     pause: Duration,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        alarm: "http://127.0.0.1:6001".into(),
-        item: "http://127.0.0.1:5001".into(),
-        token: String::new(),
-        n: 200,
-        poll: Duration::from_millis(1),
-        timeout: Duration::from_millis(5000),
-        pause: Duration::from_millis(20),
-    };
-    let mut it = ArgIter::default();
-    while let Some((key, inline)) = it.next_key() {
-        match key.as_str() {
-            "--alarm" => a.alarm = it.value(&key, inline)?,
-            "--item" => a.item = it.value(&key, inline)?,
-            "--token" => a.token = it.value(&key, inline)?,
-            "-n" => a.n = it.number(&key, inline)?,
-            "--poll-ms" => a.poll = it.millis(&key, inline)?,
-            "--timeout-ms" => a.timeout = it.millis(&key, inline)?,
-            "--pause-ms" => a.pause = it.millis(&key, inline)?,
-            "-h" | "--help" => {
-                println!("usage: bench-probe --token TOKEN [--alarm URL] [--item URL] [-n 200] [--poll-ms 1] [--timeout-ms 5000] [--pause-ms 20]");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    if a.token.is_empty() {
-        return Err("--token is required".into());
-    }
-    a.alarm = a.alarm.trim_end_matches('/').to_string();
-    a.item = a.item.trim_end_matches('/').to_string();
-    Ok(a)
 }
 
 struct Probe {
@@ -78,7 +56,7 @@ impl Probe {
     async fn top_item(&self) -> Result<(i64, bool), String> {
         let res = self
             .http
-            .get(format!("{}/?limit=1", self.args.item))
+            .get(format!("{}/?limit=1", self.args.services.item))
             .header("USER-TOKEN", &self.args.token)
             .send()
             .await
@@ -98,9 +76,9 @@ impl Probe {
 
     async fn write(&self, item_id: i64, set: bool) -> Result<(), String> {
         let req = if set {
-            self.http.post(format!("{}/", self.args.alarm))
+            self.http.post(format!("{}/", self.args.services.alarm))
         } else {
-            self.http.delete(format!("{}/", self.args.alarm))
+            self.http.delete(format!("{}/", self.args.services.alarm))
         };
         let res = req
             .header("USER-TOKEN", &self.args.token)
@@ -200,5 +178,5 @@ async fn run(args: Args) -> Result<bool, String> {
 }
 
 fn main() -> ExitCode {
-    bench_tools::run_main("bench-probe", parse_args, run)
+    bench_tools::run_main("bench-probe", run)
 }

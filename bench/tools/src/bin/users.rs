@@ -24,50 +24,30 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bench_tools::{ms, quantiles, read_tokens, ArgIter};
+use bench_tools::{ms, positive, quantiles, read_tokens, Services, Workers};
 
+/// The item list once per token: a cold pass (first requests), then warm passes.
+#[derive(clap::Parser, Debug)]
+#[command(name = "bench-users")]
 struct Args {
-    item: String,
+    #[command(flatten)]
+    services: Services,
+    #[command(flatten)]
+    workers: Workers,
+    /// The path requested (the item list, with its query).
+    #[arg(long, default_value = "/", value_parser = path)]
     path: String,
-    tokens: String,
-    concurrency: usize,
+    /// Passes over the tokens: the first cold, the others warm.
+    #[arg(long, default_value_t = 2, value_parser = positive)]
     passes: usize,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        item: "http://127.0.0.1:5001".into(),
-        path: "/".into(),
-        tokens: String::new(),
-        concurrency: 64,
-        passes: 2,
-    };
-    let mut it = ArgIter::default();
-    while let Some((key, inline)) = it.next_key() {
-        match key.as_str() {
-            "--item" => a.item = it.value(&key, inline)?,
-            "--path" => a.path = it.value(&key, inline)?,
-            "--tokens" => a.tokens = it.value(&key, inline)?,
-            "-c" | "--concurrency" => a.concurrency = it.number(&key, inline)?,
-            "--passes" => a.passes = it.number(&key, inline)?,
-            "-h" | "--help" => {
-                println!("usage: bench-users --tokens FILE [--item URL] [--path /] [-c 64] [--passes 2]");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other}")),
-        }
+fn path(s: &str) -> Result<String, String> {
+    if s.starts_with('/') {
+        Ok(s.to_string())
+    } else {
+        Err("must start with /".into())
     }
-    if a.tokens.is_empty() {
-        return Err("--tokens FILE is required".into());
-    }
-    if a.concurrency == 0 || a.passes == 0 {
-        return Err("need -c > 0 and --passes > 0".into());
-    }
-    if !a.path.starts_with('/') {
-        return Err("--path must start with /".into());
-    }
-    a.item = a.item.trim_end_matches('/').to_string();
-    Ok(a)
 }
 
 #[derive(Default)]
@@ -123,19 +103,19 @@ async fn pass(http: &reqwest::Client, url: &str, tokens: Rc<Vec<String>>, concur
 }
 
 async fn run(a: Args) -> Result<bool, String> {
-    let tokens = read_tokens(&a.tokens)?;
+    let tokens = read_tokens(&a.workers.tokens)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
-        .pool_max_idle_per_host(a.concurrency)
+        .pool_max_idle_per_host(a.workers.concurrency)
         .build()
         .map_err(|e| e.to_string())?;
-    let url = format!("{}{}", a.item, a.path);
+    let url = format!("{}{}", a.services.item, a.path);
     let tokens = Rc::new(tokens);
     eprintln!(
         "bench-users: GET {url}, {} passes over {} tokens, concurrency {}",
         a.passes,
         tokens.len(),
-        a.concurrency
+        a.workers.concurrency
     );
     let mut lines = Vec::new();
     let mut total_errors = 0;
@@ -145,7 +125,7 @@ async fn run(a: Args) -> Result<bool, String> {
             1 => "item_list_warm".to_string(),
             n => format!("item_list_warm{n}"),
         };
-        let (mut t, elapsed) = pass(&http, &url, tokens.clone(), a.concurrency).await;
+        let (mut t, elapsed) = pass(&http, &url, tokens.clone(), a.workers.concurrency).await;
         let secs = elapsed.as_secs_f64();
         let n = t.latencies.len();
         let [p50, p95, p99, max] = quantiles(&mut t.latencies);
@@ -167,5 +147,5 @@ async fn run(a: Args) -> Result<bool, String> {
 }
 
 fn main() -> ExitCode {
-    bench_tools::run_main("bench-users", parse_args, run)
+    bench_tools::run_main("bench-users", run)
 }
