@@ -27,7 +27,9 @@ CREATE INDEX IF NOT EXISTS moa_read_model_versioned ON moa_read_model (kind, ver
 
 -- Per kind: the owner epoch the rows belong to, whether the backfill is complete, where it
 -- stands (the owner's key of the last row copied: a backfill resumes after it), and the newest
--- version written (compared with the owner's newest and its tombstone horizon).
+-- version written (compared with the owner's newest and its tombstone horizon). generation
+-- counts the resets: instances of one service share this table, a reset is made once, and a
+-- backfill page of an older generation is refused (its instance reads the state again).
 CREATE TABLE IF NOT EXISTS moa_read_model_state (
     kind         text        PRIMARY KEY,
     epoch        text        NOT NULL,
@@ -35,6 +37,7 @@ CREATE TABLE IF NOT EXISTS moa_read_model_state (
     cursor       text,
     copied       bigint      NOT NULL DEFAULT 0,
     max_version  bigint      NOT NULL DEFAULT 0,
+    generation   bigint      NOT NULL DEFAULT 1,
     started_at   timestamptz NOT NULL DEFAULT now(),
     completed_at timestamptz
 );

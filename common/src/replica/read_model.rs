@@ -136,6 +136,8 @@ pub struct ReadModel {
     /// The newest version written, or the owner's newest at the last catch-up if higher:
     /// below the owner's tombstone horizon means deletions may have been missed.
     max_version: AtomicI64,
+    /// The reset generation of the state this instance follows ([`ReadModelState::generation`]).
+    generation: AtomicI64,
     copied: AtomicU64,
     cursor: Mutex<Option<String>>,
     /// A reset the owner's epoch watch asked for: (epoch, why), done by the model's task.
@@ -182,6 +184,7 @@ impl ReadModel {
             phase: AtomicU8::new(Phase::Loading as u8),
             epoch: RwLock::new(None),
             max_version: AtomicI64::new(0),
+            generation: AtomicI64::new(0),
             copied: AtomicU64::new(0),
             cursor: Mutex::new(None),
             reset_wanted: Mutex::new(None),
@@ -406,25 +409,21 @@ impl ReadModel {
     /// The model's task: loads its state, then builds, catches up and checks, for as long as
     /// the service runs.
     async fn run(self: Arc<Self>) {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match self.store.send(LoadReadModelState { kind: self.kind }).await {
-                Ok(Ok(state)) => {
-                    self.adopt(state);
-                    break;
-                }
-                Ok(Err(e)) => log::debug!("read model {}: cannot read its state yet: {e}", self.kind),
-                Err(_) => return,
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
-        }
         let mut failures: u32 = 0;
         let mut last_check = Instant::now();
         let mut progress = Progress::new(self.copied.load(Ordering::Relaxed));
         loop {
             let wanted = self.reset_wanted.lock().unwrap_or_else(|p| p.into_inner()).take();
             let step = match (wanted, self.phase()) {
+                (_, Phase::Loading) => match self.store.send(LoadReadModelState { kind: self.kind }).await {
+                    Ok(Ok(state)) => {
+                        self.adopt(state);
+                        progress = Progress::new(self.copied.load(Ordering::Relaxed));
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => return,
+                },
                 (Some((epoch, why)), _) => self.reset(epoch, &why).await.map(|()| {
                     progress = Progress::new(0);
                 }),
@@ -436,7 +435,7 @@ impl ReadModel {
                         log::info!("read model {}: complete and current", self.kind);
                     }
                 }),
-                (None, Phase::Current | Phase::Loading) => {
+                (None, Phase::Current) => {
                     let due = self.check_every.saturating_sub(last_check.elapsed());
                     let timed_out = tokio::select! {
                         _ = tokio::time::sleep(due) => true,
@@ -468,6 +467,7 @@ impl ReadModel {
     }
 
     fn adopt(&self, state: Option<ReadModelState>) {
+        self.generation.store(state.as_ref().map_or(0, |s| s.generation), Ordering::Release);
         match state {
             None => {
                 log::info!("read model {}: none yet; it is built once {} answers", self.kind, self.owner.name());
@@ -482,12 +482,14 @@ impl ReadModel {
                     log::info!("read model {}: complete ({} rows copied); catching up", self.kind, s.copied);
                     self.set_phase(Phase::CatchingUp);
                 } else {
-                    log::info!(
-                        "read model {}: backfill resumes after {} rows (epoch {})",
-                        self.kind,
-                        s.copied,
-                        s.epoch
-                    );
+                    if s.cursor.is_some() {
+                        log::info!(
+                            "read model {}: backfill resumes after {} rows (epoch {})",
+                            self.kind,
+                            s.copied,
+                            s.epoch
+                        );
+                    }
                     self.set_phase(Phase::Building);
                 }
             }
@@ -501,13 +503,14 @@ impl ReadModel {
         } else {
             log::warn!("read model {}: rebuilt from {} ({why})", self.kind, self.owner.name());
         }
-        self.store.send(ResetReadModel { kind: self.kind, epoch: epoch.clone() }).await??;
-        *self.epoch.write().unwrap_or_else(|p| p.into_inner()) = Some(epoch);
-        *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        self.max_version.store(0, Ordering::Relaxed);
-        self.copied.store(0, Ordering::Relaxed);
-        self.metrics.inc("moa_read_model_rebuilds_total", format!("entity=\"{}\"", self.kind), 1.0);
-        self.set_phase(Phase::Building);
+        let seen = self.generation.load(Ordering::Acquire);
+        let (state, reset) = self.store.send(ResetReadModel { kind: self.kind, epoch, seen }).await??;
+        if reset {
+            self.metrics.inc("moa_read_model_rebuilds_total", format!("entity=\"{}\"", self.kind), 1.0);
+        } else {
+            log::info!("read model {}: another instance of this service reset it already", self.kind);
+        }
+        self.adopt(Some(state));
         Ok(())
     }
 
@@ -537,9 +540,18 @@ impl ReadModel {
                 kind: self.kind,
                 epoch: epoch.clone(),
                 rows,
-                progress: Some(PageDone { cursor: cursor.clone(), rows: n as i64, complete }),
+                progress: Some(PageDone {
+                    cursor: cursor.clone(),
+                    rows: n as i64,
+                    complete,
+                    generation: self.generation.load(Ordering::Acquire),
+                }),
             })
-            .await??;
+            .await?
+            .inspect_err(|_| {
+                // Reset meanwhile (by another instance), or the database: read the state again.
+                self.set_phase(Phase::Loading);
+            })?;
         *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = cursor;
         self.max_version.fetch_max(newest, Ordering::Relaxed);
         let copied = self.copied.fetch_add(n, Ordering::Relaxed) + n;
@@ -761,6 +773,9 @@ impl Progress {
 #[derive(Debug, Clone)]
 pub struct ReadModelState {
     pub epoch: String,
+    /// Counts the resets of this kind's read model: instances sharing the database (several
+    /// instances of a service) reset it once, and a page of a generation since reset is refused.
+    pub generation: i64,
     pub complete: bool,
     pub cursor: Option<String>,
     pub copied: i64,
@@ -782,7 +797,7 @@ impl Handler<LoadReadModelState> for Store {
             let conn = pool.get().await?;
             let row = conn
                 .query_opt(
-                    "SELECT epoch, complete, cursor, copied, max_version FROM moa_read_model_state WHERE kind = $1",
+                    "SELECT epoch, complete, cursor, copied, max_version, generation FROM moa_read_model_state WHERE kind = $1",
                     &[&msg.kind],
                 )
                 .await?;
@@ -792,37 +807,68 @@ impl Handler<LoadReadModelState> for Store {
                 cursor: r.get(2),
                 copied: r.get(3),
                 max_version: r.get(4),
+                generation: r.get(5),
             }))
         })
     }
 }
 
-/// Empties a kind's read model and starts it again for `epoch`.
+/// Empties a kind's read model and starts it again for `epoch`, unless another instance
+/// sharing the database did since this one read generation `seen` (then its reset stands: it
+/// is this one's too). Answers the state to go on from.
 #[derive(Message)]
-#[rtype(result = "Result<()>")]
+#[rtype(result = "Result<(ReadModelState, bool)>")]
 pub struct ResetReadModel {
     pub kind: &'static str,
     pub epoch: Epoch,
+    pub seen: i64,
 }
 
 impl Handler<ResetReadModel> for Store {
-    type Result = ResponseFuture<Result<()>>;
+    type Result = ResponseFuture<Result<(ReadModelState, bool)>>;
 
     fn handle(&mut self, msg: ResetReadModel, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool();
         self.run(async move {
             let mut conn = pool.get().await?;
             let tx = conn.transaction().await?;
+            // One reset at a time per kind, across the instances sharing this database.
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext('moa_read_model ' || $1))", &[&msg.kind]).await?;
+            let now = tx
+                .query_opt(
+                    "SELECT epoch, complete, cursor, copied, max_version, generation FROM moa_read_model_state WHERE kind = $1",
+                    &[&msg.kind],
+                )
+                .await?
+                .map(|r| ReadModelState {
+                    epoch: r.get(0),
+                    complete: r.get(1),
+                    cursor: r.get(2),
+                    copied: r.get(3),
+                    max_version: r.get(4),
+                    generation: r.get(5),
+                });
+            let epoch: &str = &msg.epoch;
+            if let Some(state) = now.filter(|s| s.generation != msg.seen && s.epoch == epoch) {
+                tx.commit().await?;
+                return Ok((state, false));
+            }
             tx.execute("DELETE FROM moa_read_model WHERE kind = $1", &[&msg.kind]).await?;
-            tx.execute(
-                "INSERT INTO moa_read_model_state (kind, epoch) VALUES ($1, $2)
-                 ON CONFLICT (kind) DO UPDATE SET epoch = EXCLUDED.epoch, complete = false, cursor = NULL,
-                     copied = 0, max_version = 0, started_at = now(), completed_at = NULL",
-                &[&msg.kind, &&*msg.epoch],
-            )
-            .await?;
+            let generation: i64 = tx
+                .query_one(
+                    "INSERT INTO moa_read_model_state (kind, epoch) VALUES ($1, $2)
+                     ON CONFLICT (kind) DO UPDATE SET epoch = EXCLUDED.epoch, complete = false, cursor = NULL,
+                         copied = 0, max_version = 0, started_at = now(), completed_at = NULL,
+                         generation = moa_read_model_state.generation + 1
+                     RETURNING generation",
+                    &[&msg.kind, &epoch],
+                )
+                .await?
+                .get(0);
             tx.commit().await?;
-            Ok(())
+            let state =
+                ReadModelState { epoch: epoch.to_string(), complete: false, cursor: None, copied: 0, max_version: 0, generation };
+            Ok((state, true))
         })
     }
 }
@@ -833,6 +879,8 @@ pub struct PageDone {
     pub cursor: Option<String>,
     pub rows: i64,
     pub complete: bool,
+    /// The reset the backfill belongs to: refused if the read model was reset since.
+    pub generation: i64,
 }
 
 /// Rows of `epoch` written to a kind's read model, each only over an older version of its
@@ -888,8 +936,8 @@ impl Handler<WriteReadModel> for Store {
                         "UPDATE moa_read_model_state
                          SET cursor = $3, copied = copied + $4, complete = $5, max_version = greatest(max_version, $6),
                              completed_at = CASE WHEN $5 THEN now() END
-                         WHERE kind = $1 AND epoch = $2",
-                        &[&msg.kind, &epoch, &page.cursor, &page.rows, &page.complete, &newest],
+                         WHERE kind = $1 AND epoch = $2 AND generation = $7",
+                        &[&msg.kind, &epoch, &page.cursor, &page.rows, &page.complete, &newest, &page.generation],
                     )
                     .await?
                 }

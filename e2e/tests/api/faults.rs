@@ -380,7 +380,7 @@ async fn tokens_never_reach_logs_hints_or_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restored_cache_entry_is_asked_again_before_use_and_serves_only_while_the_owner_is_down() {
-    let mut sys = demo(Infra::shared()).await;
+    let mut sys = demo_owner_tier(Infra::shared()).await;
     let (user, token) = sys.users(1).await.remove(0);
     for item in [1, 2, 3] {
         sys.post(Svc::Alarm, "/", &token, &format!(r#"{{"item_id": {item}}}"#)).await.assert_empty(201);
