@@ -517,6 +517,11 @@ async fn a_returned_question_fails_its_own_call_only_when_questions_are_confirme
             sys.counter_sum(Svc::Item, "moa_rpc_calls_total", &with).await
         }
     };
+    // An epoch probe of the item service's alarm cache sent while the stopped service's queue
+    // still existed (before the DELETE) waits out its 2 s and counts a timeout: not a question
+    // of the requests below, so the count is taken once such a probe has ended.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let timeouts_before = calls("alarm", "timeout").await;
     let tokens: Vec<String> = users.map(|id| format!("returned-{id}")).collect();
     for wave in tokens.chunks(250) {
         let answers = futures_util::future::join_all(wave.iter().map(|t| sys.get(Svc::Item, "/", t))).await;
@@ -529,5 +534,5 @@ async fn a_returned_question_fails_its_own_call_only_when_questions_are_confirme
     // failed by another question's return.
     assert!(calls("user", "ok").await >= 1.0, "the user service was asked");
     assert!(calls("alarm", "no_owner").await >= 1.0, "the alarm service's questions came back");
-    assert_eq!(calls("alarm", "timeout").await, 0.0, "every returned question failed its own call at once");
+    assert_eq!(calls("alarm", "timeout").await, timeouts_before, "every returned question failed its own call at once");
 }
