@@ -565,13 +565,19 @@ autoctl_pid() {
 # next to pg_ctl: a symbolic link in /usr/local/bin is followed)
 pg_bindir() { dirname "$(realpath -- "$(pg_bin pg_ctl)")"; }
 
+# pg_auto_failover_package: Debian's package of pg_autoctl for the installed PostgreSQL (the
+# Debian default's, 15, before any is installed)
+pg_auto_failover_package() {
+  local major=15
+  if pg_bin pg_ctl >/dev/null; then major=$(basename "$(dirname "$(pg_bindir)")"); fi
+  echo "postgresql-$major-auto-failover"
+}
+
 ensure_pg_auto_failover_installed() {
-  local major
   ensure_pg_installed
   command -v pg_autoctl >/dev/null 2>&1 && return 0
-  major=$(basename "$(dirname "$(pg_bindir)")")
-  apt_install "postgresql-$major-auto-failover"
-  command -v pg_autoctl >/dev/null 2>&1 || die "postgresql-$major-auto-failover installed but pg_autoctl is missing"
+  apt_install "$(pg_auto_failover_package)"
+  command -v pg_autoctl >/dev/null 2>&1 || die "$(pg_auto_failover_package) installed but pg_autoctl is missing"
 }
 
 # ---------------------------------------------------------------- load balancer (HAProxy)
