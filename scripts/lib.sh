@@ -454,12 +454,16 @@ ensure_haproxy_installed() {
 
 # pids_in_dir DIR: live (not zombie) processes whose working directory is DIR. Every
 # PostgreSQL process (postmaster, backends, background workers) runs in its data directory.
+# One find, not a readlink per process: on 2 cores under a load average of 25 the loop of
+# forks took 4.4 s for 167 processes (every rejoin of a crashed member paid it), find 0.15 s.
+# (DIR comes from abs_dir: no pattern characters in it.)
 pids_in_dir() {
   local dir=$1 p pid
-  for p in /proc/[0-9]*; do
+  while read -r p; do
     pid=${p#/proc/}
-    [ "$(readlink "$p/cwd" 2>/dev/null)" = "$dir" ] && pid_alive "$pid" && echo "$pid"
-  done
+    pid=${pid%/cwd}
+    pid_alive "$pid" && echo "$pid"
+  done < <(find /proc -mindepth 2 -maxdepth 2 -name cwd -lname "$dir" 2>/dev/null)
   return 0
 }
 
