@@ -232,24 +232,37 @@ MOA_SERVICES=(item alarm user)
 
 # ---------------------------------------------------------------- topology (docs/deployment.md)
 #
-# MOA_NODES RabbitMQ nodes and MOA_INSTANCES instances of each service. With one of each (the
+# MOA_NODES RabbitMQ nodes, MOA_INSTANCES instances of each service and MOA_PG_STANDBYS
+# standbys of each domain's PostgreSQL. With one node, one instance and no standby (the
 # default) the components are the classic ones: item-db alarm-db user-db rabbitmq item alarm
 # user. With several nodes they are rabbitmq-1..N (a RabbitMQ cluster); with several instances
 # item-1..M, alarm-1..M, user-1..M on ports of their own and `lb`, an HAProxy on the usual
-# service ports. scripts/up records the topology in $MOA_RUN_DIR/topology, so a later
-# `scripts/up item-1` or `scripts/down` knows it without flags. Precedence: scripts/up's flags,
-# then MOA_RABBITMQ_NODES / MOA_INSTANCES, then the recorded topology, then 1.
+# service ports; with standbys pg-monitor (pg_auto_failover's monitor) and item-db-1..S+1,
+# alarm-db-1.., user-db-1.. (member 1 on ITEM_DB_PORT, member k on ITEM_DB_PORT + 10 (k - 1)).
+# scripts/up records the topology in $MOA_RUN_DIR/topology, so a later `scripts/up item-1` or
+# `scripts/down` knows it without flags. Precedence: scripts/up's flags, then
+# MOA_RABBITMQ_NODES / MOA_INSTANCES / MOA_PG_STANDBYS, then the recorded topology, then 1/1/0.
 
 topology_file() { echo "$MOA_RUN_DIR/topology"; }
 
-# set_topology NODES INSTANCES: fixes the topology and the component list
+# set_topology NODES INSTANCES [STANDBYS]: fixes the topology and the component list
 set_topology() {
-  local n=$1 m=$2 i s
+  local n=$1 m=$2 sb=${3:-0} i s d
   [[ $n =~ ^[1-9][0-9]?$ ]] || die "RabbitMQ nodes: '$n' is not a number from 1 to 99"
   [[ $m =~ ^[1-9][0-9]?$ ]] || die "instances: '$m' is not a number from 1 to 99"
+  [[ $sb =~ ^[0-2]$ ]] || die "PostgreSQL standbys: '$sb' is not 0, 1 or 2"
   MOA_NODES=$n
   MOA_INSTANCES=$m
-  MOA_COMPONENTS=(item-db alarm-db user-db)
+  MOA_PG_STANDBYS=$sb
+  MOA_COMPONENTS=()
+  if [ "$sb" -eq 0 ]; then
+    MOA_COMPONENTS+=(item-db alarm-db user-db)
+  else
+    MOA_COMPONENTS+=(pg-monitor)
+    for d in "${MOA_SERVICES[@]}"; do
+      for (( i = 1; i <= sb + 1; i++ )); do MOA_COMPONENTS+=("$d-db-$i"); done
+    done
+  fi
   if [ "$n" -eq 1 ]; then
     MOA_COMPONENTS+=(rabbitmq)
   else
@@ -265,24 +278,31 @@ set_topology() {
   [ "$m" -eq 1 ] || MOA_COMPONENTS+=(lb)
 }
 
-# recorded_topology: "NODES INSTANCES" of the stack in $MOA_RUN_DIR, or nothing
+# recorded_topology: "NODES INSTANCES STANDBYS" of the stack in $MOA_RUN_DIR, or nothing
 recorded_topology() {
-  local f
+  local f sb
   f=$(topology_file)
   [ -r "$f" ] || return 0
-  printf '%s %s\n' "$(sed -n 's/^nodes=//p' "$f")" "$(sed -n 's/^instances=//p' "$f")"
+  sb=$(sed -n 's/^pg_standbys=//p' "$f")
+  printf '%s %s %s\n' "$(sed -n 's/^nodes=//p' "$f")" "$(sed -n 's/^instances=//p' "$f")" "${sb:-0}"
 }
 
 # record_topology: remembers the current topology in $MOA_RUN_DIR
 record_topology() {
   mkdir -p "$MOA_RUN_DIR"
-  printf 'nodes=%s\ninstances=%s\n' "$MOA_NODES" "$MOA_INSTANCES" >"$(topology_file)"
+  printf 'nodes=%s\ninstances=%s\npg_standbys=%s\n' "$MOA_NODES" "$MOA_INSTANCES" "$MOA_PG_STANDBYS" >"$(topology_file)"
 }
 
 moa_recorded=()
 read -r -a moa_recorded < <(recorded_topology) || true
-set_topology "${MOA_RABBITMQ_NODES:-${moa_recorded[0]:-1}}" "${MOA_INSTANCES:-${moa_recorded[1]:-1}}"
+set_topology "${MOA_RABBITMQ_NODES:-${moa_recorded[0]:-1}}" "${MOA_INSTANCES:-${moa_recorded[1]:-1}}" \
+  "${MOA_PG_STANDBYS:-${moa_recorded[2]:-0}}"
 unset moa_recorded
+
+# The PostgreSQL members (with standbys): member k of a domain on ${DOMAIN}_DB_PORT + 10 (k - 1)
+# (item-db-2 on 5442, alarm-db-2 on 5443, user-db-2 on 5444); pg_auto_failover's monitor on
+# PG_MONITOR_PORT (5452).
+: "${PG_MONITOR_PORT:=5452}"
 
 # Every instance's port: ${DOMAIN}_INSTANCE_PORT + k - 1 for instance k (defaults 5101, 6101,
 # 7101); RabbitMQ node i uses AMQP_PORT, RABBIT_MGMT_PORT and RABBIT_DIST_PORT + i - 1.
@@ -307,6 +327,15 @@ instance_index() {
 }
 is_service() { [ -n "$(service_domain "$1")" ] && [[ ! $1 =~ -db$ ]]; }
 is_db() { case $1 in item-db | alarm-db | user-db) return 0 ;; *) return 1 ;; esac; }
+# a member of a domain's PostgreSQL formation (item-db-1 ...) and pg_auto_failover's monitor
+is_pg_member() { [[ $1 =~ ^(item|alarm|user)-db-[0-9]+$ ]]; }
+is_pg_monitor() { [ "$1" = pg-monitor ]; }
+is_pg() { is_db "$1" || is_pg_member "$1" || is_pg_monitor "$1"; }
+# pg_domain NAME: item-db | item-db-2 | item -> item
+pg_domain() {
+  local n=${1%-[0-9]*}
+  echo "${n%-db}"
+}
 is_rabbit() { case $1 in rabbitmq | rabbitmq-[0-9]*) return 0 ;; *) return 1 ;; esac; }
 
 # contains WORD LIST...: true if WORD is one of LIST
@@ -369,6 +398,12 @@ component_port() {
     item-db) echo "$ITEM_DB_PORT" ;;
     alarm-db) echo "$ALARM_DB_PORT" ;;
     user-db) echo "$USER_DB_PORT" ;;
+    pg-monitor) echo "$PG_MONITOR_PORT" ;;
+    item-db-[0-9]* | alarm-db-[0-9]* | user-db-[0-9]*)
+      base=$(pg_domain "$1")
+      base=${base^^}_DB_PORT
+      echo "$(( ${!base} + 10 * ($(instance_index "$1") - 1) ))"
+      ;;
     rabbitmq | rabbitmq-[0-9]*) echo "$(( AMQP_PORT + $(instance_index "$1") - 1 ))" ;;
     item | alarm | user) service_public_port "$1" ;;
     lb) echo "$ITEM_HTTP_PORT,$ALARM_HTTP_PORT,$USER_HTTP_PORT" ;;
@@ -381,8 +416,30 @@ component_port() {
   esac
 }
 
-db_name() { echo "${1%-db}_db"; }          # item-db | item -> item_db
-pg_dir() { echo "$MOA_RUN_DIR/pg/${1%-db}"; } # item-db | item -> .run/pg/item
+db_name() { echo "$(pg_domain "$1")_db"; }  # item-db | item-db-2 | item -> item_db
+# item-db | item -> .run/pg/item; item-db-2 -> .run/pg/item-db-2; pg-monitor -> .run/pg/monitor
+pg_dir() {
+  case $1 in
+    pg-monitor) echo "$MOA_RUN_DIR/pg/monitor" ;;
+    *-db-[0-9]*) echo "$MOA_RUN_DIR/pg/$1" ;;
+    *) echo "$MOA_RUN_DIR/pg/${1%-db}" ;;
+  esac
+}
+# pg_members DOMAIN: the members of the domain's formation (item-db-1 item-db-2), or item-db
+pg_members() {
+  local i
+  if [ "$MOA_PG_STANDBYS" -eq 0 ]; then
+    echo "$1-db"
+  else
+    for (( i = 1; i <= MOA_PG_STANDBYS + 1; i++ )); do printf '%s-db-%s\n' "$1" "$i"; done
+  fi
+}
+# db_ports DOMAIN: the ports of every member of the domain's database, comma-separated
+db_ports() {
+  local ports=() m
+  for m in $(pg_members "$1"); do ports+=("$(component_port "$m")"); done
+  (IFS=, && echo "${ports[*]}")
+}
 rabbit_dir() { echo "$MOA_RUN_DIR/${1:-rabbitmq}"; } # rabbitmq-2 -> .run/rabbitmq-2
 lb_dir() { echo "$MOA_RUN_DIR/lb"; }
 pid_file() { echo "$MOA_RUN_DIR/pids/$1.pid"; }
@@ -397,12 +454,16 @@ ensure_haproxy_installed() {
 
 # pids_in_dir DIR: live (not zombie) processes whose working directory is DIR. Every
 # PostgreSQL process (postmaster, backends, background workers) runs in its data directory.
+# One find, not a readlink per process: on 2 cores under a load average of 25 the loop of
+# forks took 4.4 s for 167 processes (every rejoin of a crashed member paid it), find 0.15 s.
+# (DIR comes from abs_dir: no pattern characters in it.)
 pids_in_dir() {
   local dir=$1 p pid
-  for p in /proc/[0-9]*; do
+  while read -r p; do
     pid=${p#/proc/}
-    [ "$(readlink "$p/cwd" 2>/dev/null)" = "$dir" ] && pid_alive "$pid" && echo "$pid"
-  done
+    pid=${pid%/cwd}
+    pid_alive "$pid" && echo "$pid"
+  done < <(find /proc -mindepth 2 -maxdepth 2 -name cwd -lname "$dir" 2>/dev/null)
   return 0
 }
 
@@ -463,6 +524,7 @@ service_pid() {
 component_pid() {
   case $1 in
     *-db) pg_pid "$(pg_dir "$1")" ;;
+    pg-monitor | *-db-[0-9]*) autoctl_pid "$(pg_dir "$1")" ;; # pg_autoctl, which runs postgres
     rabbitmq | rabbitmq-[0-9]*) rabbit_pid "$(rabbit_dir "$1")" ;;
     *) service_pid "$1" ;; # the services and lb (HAProxy): pid file, then the binary
 
@@ -470,6 +532,57 @@ component_pid() {
 }
 
 pg_url() { echo "postgres://postgres:postgres@127.0.0.1:$1/$2"; }
+
+# db_url DOMAIN: the service's database URL: with standbys every member, and only the primary
+# (target_session_attrs=read-write) is connected to, whichever member it is now
+db_url() {
+  local hosts=() m
+  if [ "$MOA_PG_STANDBYS" -eq 0 ]; then
+    pg_url "$(component_port "$1-db")" "$(db_name "$1")"
+    return 0
+  fi
+  for m in $(pg_members "$1"); do hosts+=("127.0.0.1:$(component_port "$m")"); done
+  echo "postgres://postgres:postgres@$(IFS=, && echo "${hosts[*]}")/$(db_name "$1")?target_session_attrs=read-write"
+}
+
+# ---------------------------------------------------------------- pg_auto_failover (--pg-standbys)
+
+# autoctl_env DIR: the environment pg_autoctl runs in: its configuration, state and pid file
+# live in DIR (not in the postgres user's home), so every member and the monitor are apart
+autoctl_env() {
+  local pgbin
+  pgbin=$(pg_bindir)
+  printf '%s\n' "XDG_CONFIG_HOME=$1/config" "XDG_DATA_HOME=$1/share" "XDG_RUNTIME_DIR=$1/run" \
+    "PG_CONFIG=$pgbin/pg_config" "PATH=$pgbin:/usr/local/bin:/usr/bin:/bin" "LANG=C.UTF-8" "HOME=$1"
+}
+
+# autoctl_pid DIR: pid of the `pg_autoctl run` supervising the postgres in DIR/data, if it runs
+autoctl_pid() {
+  local pid
+  pid=$(read_pid "$1/run/pg_autoctl$1/data/pg_autoctl.pid")
+  pid_alive "$pid" || return 0
+  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = pg_autoctl ] || return 0
+  echo "$pid"
+}
+
+# pg_bindir: the directory of the server programs (pg_autoctl runs pg_controldata, pg_rewind ...
+# next to pg_ctl: a symbolic link in /usr/local/bin is followed)
+pg_bindir() { dirname "$(realpath -- "$(pg_bin pg_ctl)")"; }
+
+# pg_auto_failover_package: Debian's package of pg_autoctl for the installed PostgreSQL (the
+# Debian default's, 15, before any is installed)
+pg_auto_failover_package() {
+  local major=15
+  if pg_bin pg_ctl >/dev/null; then major=$(basename "$(dirname "$(pg_bindir)")"); fi
+  echo "postgresql-$major-auto-failover"
+}
+
+ensure_pg_auto_failover_installed() {
+  ensure_pg_installed
+  command -v pg_autoctl >/dev/null 2>&1 && return 0
+  apt_install "$(pg_auto_failover_package)"
+  command -v pg_autoctl >/dev/null 2>&1 || die "$(pg_auto_failover_package) installed but pg_autoctl is missing"
+}
 
 # ---------------------------------------------------------------- load balancer (HAProxy)
 

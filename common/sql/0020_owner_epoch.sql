@@ -6,7 +6,8 @@
 --
 -- What changes the epoch:
 --   * initdb (a new cluster, e.g. a restore into a fresh server): system_identifier;
---   * a point-in-time recovery or a promoted standby: the timeline;
+--   * a point-in-time recovery: the timeline switches a recovery target ended (not those of a
+--     promoted standby: a failover keeps the epoch; see common/sql/functions/moa_epoch.sql);
 --   * DROP/CREATE DATABASE and a reload (scripts/up --reset, a logical restore into a new
 --     database): the database's oid, and the seed row below, written when the migrations run.
 -- A logical restore into the same database can bring the seed back with the old value; the

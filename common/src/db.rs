@@ -1,6 +1,7 @@
 //! PostgreSQL: the bb8 pool (owned by the store actor) and the migration runner.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -20,9 +21,17 @@ pub type Pool = bb8::Pool<PreparingManager>;
 /// second; sent as text each time, PostgreSQL parsed and planned every one (in a cold pass,
 /// parsing and planning were ~40 % of the user database's CPU, with a second round trip for
 /// the unnamed prepare). Named once per connection, they are bound and executed.
+///
+/// With standbys (`scripts/up --pg-standbys`) the URL lists every member with
+/// `target_session_attrs=read-write`, so a connection is only ever opened to the primary. A
+/// connection whose server stops taking writes (a primary being demoted in a switchover answers
+/// SQLSTATE 25006 until it restarts as a standby) is marked and dropped when it returns to the
+/// pool ([`PgClient::note_error`]), so the next one is opened to the new primary; one whose
+/// server died is closed and dropped the same way.
 pub struct PgClient {
     client: tokio_postgres::Client,
     statements: Mutex<HashMap<String, Statement>>,
+    read_only: AtomicBool,
 }
 
 /// More than the code has distinct statements: a bound, should one ever be built from data.
@@ -30,7 +39,21 @@ const MAX_PREPARED: usize = 64;
 
 impl PgClient {
     fn new(client: tokio_postgres::Client) -> Self {
-        PgClient { client, statements: Mutex::new(HashMap::new()) }
+        PgClient { client, statements: Mutex::new(HashMap::new()), read_only: AtomicBool::new(false) }
+    }
+
+    /// Notes what an error of this connection says about its server: a server that refuses
+    /// writes (SQLSTATE 25006 read_only_sql_transaction) is no primary any more, and the
+    /// connection is dropped by the pool instead of being handed out again.
+    pub fn note_error(&self, e: &tokio_postgres::Error) {
+        if e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION) && !self.read_only.swap(true, Ordering::Relaxed) {
+            log::warn!("the database server refuses writes (no primary any more): the connection is dropped");
+        }
+    }
+
+    /// True once [`PgClient::note_error`] saw the server refuse writes.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.load(Ordering::Relaxed)
     }
 
     /// `sql` prepared on this connection, once.
@@ -62,8 +85,8 @@ impl PgClient {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
-        let statement = self.prepared(sql).await?;
-        match self.client.query(&statement, params).await {
+        let statement = self.prepared(sql).await.inspect_err(|e| self.note_error(e))?;
+        match self.client.query(&statement, params).await.inspect_err(|e| self.note_error(e)) {
             Err(e) if e.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED) => {
                 log::info!("a prepared statement is prepared again: {e}");
                 self.forget(sql);
@@ -108,7 +131,7 @@ impl ManageConnection for PreparingManager {
     }
 
     fn has_broken(&self, conn: &mut PgClient) -> bool {
-        self.0.has_broken(&mut conn.client)
+        conn.is_read_only() || self.0.has_broken(&mut conn.client)
     }
 }
 

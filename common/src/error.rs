@@ -52,10 +52,12 @@ impl Error {
     /// A database error that says the database cannot answer now, rather than that the
     /// statement is wrong: SQLSTATE class 08 (connection), 53 (insufficient resources),
     /// 57 (operator intervention: `statement_timeout` is 57014 query_canceled, shutdowns are
-    /// 57P01–57P03) and 58 (system error).
+    /// 57P01–57P03) and 58 (system error), and 25006 read_only_sql_transaction: the server is
+    /// no primary (any more), as during a failover or switchover (`scripts/up --pg-standbys`).
     pub fn db_unavailable(&self) -> bool {
         match self {
             Error::Db(e) => match e.code() {
+                Some(code) if *code == tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION => true,
                 Some(code) => ["08", "53", "57", "58"].iter().any(|class| code.code().starts_with(class)),
                 // No SQLSTATE: the connection itself failed (closed, reset, timed out).
                 None => true,

@@ -6,6 +6,11 @@
 //! [`Stack::up_cluster`] starts the cluster topology instead (`scripts/up --rabbitmq-nodes N
 //! --instances M`): components `rabbitmq-1..N`, `item-1..M`, ... and `lb`, addressed by name
 //! ([`Stack::kill9_named`], [`Stack::up_named`], [`Stack::down_named`]).
+//!
+//! [`Stack::up_pg_standbys`] starts each domain's PostgreSQL with standbys (`scripts/up
+//! --pg-standbys S`): components `pg-monitor`, `item-db-1..S+1`, ...; [`Stack::db`] then
+//! connects to whichever member is the primary, [`Stack::pg_primary`] names it and
+//! [`Stack::kill9_member`] takes a member down whole (its pg_autoctl and its postgres).
 
 use std::{
     collections::BTreeSet,
@@ -77,6 +82,8 @@ pub struct Stack {
     /// RabbitMQ nodes and instances per service (1 and 1: the classic topology).
     pub nodes: u16,
     pub instances: u16,
+    /// PostgreSQL standbys per domain (0: one server per domain, the classic topology).
+    pub pg_standbys: u16,
 }
 
 /// The start of `n` consecutive free ports, none of them in `taken` (ports picked for the same
@@ -125,7 +132,7 @@ impl Stack {
             }
         };
         ports.push(("RABBIT_DIST_PORT", dist));
-        let stack = Stack { run_dir, ports, nodes: 1, instances: 1 };
+        let stack = Stack { run_dir, ports, nodes: 1, instances: 1, pg_standbys: 0 };
         let started = Instant::now();
         let out = stack.script("up", &[]);
         assert!(out.status.success(), "scripts/up failed:\n{}", output_text(&out));
@@ -155,7 +162,7 @@ impl Stack {
         for var in ["ITEM_INSTANCE_PORT", "ALARM_INSTANCE_PORT", "USER_INSTANCE_PORT"] {
             ports.push((var, free_range(instances, &mut taken)));
         }
-        let stack = Stack { run_dir, ports, nodes, instances };
+        let stack = Stack { run_dir, ports, nodes, instances, pg_standbys: 0 };
         let started = Instant::now();
         let out = stack.script("up", &["--rabbitmq-nodes", &nodes.to_string(), "--instances", &instances.to_string()]);
         assert!(
@@ -169,6 +176,84 @@ impl Stack {
             started.elapsed().as_secs_f64()
         );
         stack
+    }
+
+    /// `scripts/up --pg-standbys STANDBYS` in a new run directory on free ports: the classic
+    /// topology, but each domain's database a pg_auto_failover formation (member k of item on
+    /// ITEM_DB_PORT + 10 (k - 1)) and the monitor on PG_MONITOR_PORT.
+    pub fn up_pg_standbys(standbys: u16) -> Stack {
+        let e = env();
+        let run_dir = e.state_dir.join(format!("pgsb-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)));
+        let mut taken = BTreeSet::new();
+        let mut ports: Vec<(&'static str, u16)> = Vec::new();
+        for var in ["ITEM_DB_PORT", "ALARM_DB_PORT", "USER_DB_PORT"] {
+            ports.push((var, free_range(10 * standbys + 1, &mut taken)));
+        }
+        for var in ["AMQP_PORT", "ITEM_HTTP_PORT", "ALARM_HTTP_PORT", "USER_HTTP_PORT", "RABBIT_MGMT_PORT"] {
+            ports.push((var, free_range(1, &mut taken)));
+        }
+        ports.push(("PG_MONITOR_PORT", free_range(1, &mut taken)));
+        ports.push(("RABBIT_DIST_PORT", free_range(1, &mut taken)));
+        let stack = Stack { run_dir, ports, nodes: 1, instances: 1, pg_standbys: standbys };
+        let started = Instant::now();
+        let out = stack.script("up", &["--pg-standbys", &standbys.to_string()]);
+        assert!(out.status.success(), "scripts/up --pg-standbys {standbys} failed:\n{}", output_text(&out));
+        eprintln!(
+            "stack: scripts/up --pg-standbys {standbys} in {} took {:.1} s",
+            stack.run_dir.display(),
+            started.elapsed().as_secs_f64()
+        );
+        stack
+    }
+
+    /// The members of `domain`'s database (`"alarm"` -> `alarm-db-1`, `alarm-db-2`), with standbys.
+    pub fn pg_members(&self, domain: &str) -> Vec<String> {
+        (1..=self.pg_standbys + 1).map(|k| format!("{domain}-db-{k}")).collect()
+    }
+
+    /// The port of member `name` (`"alarm-db-2"`).
+    pub fn member_port(&self, name: &str) -> u16 {
+        let (db, k) = name.rsplit_once('-').unwrap_or_else(|| panic!("{name} is no member"));
+        let k: u16 = k.parse().unwrap_or_else(|_| panic!("{name} is no member"));
+        self.port_var(&format!("{}_PORT", db.replace('-', "_").to_uppercase())) + 10 * (k - 1)
+    }
+
+    /// The member of `domain`'s formation the monitor has as its primary (`primary`, or
+    /// `wait_primary`: a primary whose standby is away), if one is.
+    pub fn pg_primary(&self, domain: &str) -> Option<String> {
+        let monitor = self.port_var("PG_MONITOR_PORT").to_string();
+        let (ok, out) = self.run_script("infra", &["pg-state", &monitor, domain]);
+        if !ok {
+            return None;
+        }
+        out.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 3 && f[1] == f[2] && ["primary", "wait_primary", "single"].contains(&f[1]))
+                .then(|| f[0].to_string())
+        })
+    }
+
+    /// `(name, reported state, assigned state)` of every member of `domain`'s formation.
+    pub fn pg_states(&self, domain: &str) -> Vec<(String, String, String)> {
+        let monitor = self.port_var("PG_MONITOR_PORT").to_string();
+        let (_, out) = self.run_script("infra", &["pg-state", &monitor, domain]);
+        out.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 3).then(|| (f[0].to_string(), f[1].to_string(), f[2].to_string()))
+            })
+            .collect()
+    }
+
+    /// SIGKILL to every process of member `name` (`"alarm-db-1"`): its `pg_autoctl run` (which
+    /// leads the process group) and the postgres it runs, all at once, as when its machine
+    /// dies. (A SIGKILL of the postmaster alone is undone by its pg_autoctl in a second or
+    /// two, on the same member: no failover.) Returns the pg_autoctl pid.
+    pub fn kill9_member(&self, name: &str) -> u32 {
+        let pid = self.pid_named(name).unwrap_or_else(|| panic!("{name} does not run, nothing to kill"));
+        let status = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status().expect("kill runs");
+        assert!(status.success(), "kill -9 -{pid} ({name})");
+        pid
     }
 
     /// A port variable of `scripts/lib.sh` this stack set (`"LB_STATS_PORT"`, ...).
@@ -190,7 +275,15 @@ impl Stack {
 
     /// Every component of the topology, in start order (`scripts/status`'s lines).
     pub fn components(&self) -> Vec<String> {
-        let mut all: Vec<String> = ["item-db", "alarm-db", "user-db"].iter().map(|s| s.to_string()).collect();
+        let mut all: Vec<String> = if self.pg_standbys == 0 {
+            ["item-db", "alarm-db", "user-db"].iter().map(|s| s.to_string()).collect()
+        } else {
+            let mut members = vec!["pg-monitor".to_string()];
+            for d in ["item", "alarm", "user"] {
+                members.extend(self.pg_members(d));
+            }
+            members
+        };
         if self.nodes == 1 {
             all.push("rabbitmq".into());
         } else {
@@ -235,8 +328,15 @@ impl Stack {
 
     /// The process whose crash takes component `name` down (see [`Stack::pid`]).
     pub fn pid_named(&self, name: &str) -> Option<u32> {
+        let member = name == "pg-monitor"
+            || name.rsplit_once('-').is_some_and(|(db, k)| db.ends_with("-db") && k.parse::<u16>().is_ok());
         let pid = if name.starts_with("rabbitmq") {
             beam_pid(&self.run_dir.join(name).join("mnesia"))?
+        } else if member {
+            // pg_autoctl's pid file: XDG_RUNTIME_DIR/pg_autoctl/<its data directory>/pg_autoctl.pid
+            let dir = self.run_dir.join("pg").join(if name == "pg-monitor" { "monitor" } else { name });
+            let data = dir.join("data").display().to_string();
+            first_line_pid(&dir.join(format!("run/pg_autoctl{data}/pg_autoctl.pid")))?
         } else if let Some(domain) = name.strip_suffix("-db") {
             first_line_pid(&self.run_dir.join("pg").join(domain).join("data/postmaster.pid"))?
         } else {
@@ -277,7 +377,8 @@ impl Stack {
             .env("READY_TIMEOUT", "120")
             // the topology is the stack's own (the run directory records it), never the caller's
             .env_remove("MOA_RABBITMQ_NODES")
-            .env_remove("MOA_INSTANCES");
+            .env_remove("MOA_INSTANCES")
+            .env_remove("MOA_PG_STANDBYS");
         for (var, port) in &self.ports {
             cmd.env(var, port.to_string());
         }
@@ -323,10 +424,27 @@ impl Stack {
         pid
     }
 
-    /// A connection to a database of the stack ("item_db", ...).
+    /// A connection to a database of the stack ("item_db", ...); with standbys, to the member
+    /// that is the primary now (every member listed, `target_session_attrs=read-write`, as the
+    /// services connect).
     pub async fn db(&self, c: Component) -> tokio_postgres::Client {
-        let name = format!("{}_db", c.name().trim_end_matches("-db"));
-        pg(self.port(c), &name).await
+        let domain = c.name().trim_end_matches("-db");
+        let name = format!("{domain}_db");
+        if self.pg_standbys == 0 {
+            return pg(self.port(c), &name).await;
+        }
+        let members = self.pg_members(domain);
+        let hosts = vec!["127.0.0.1"; members.len()].join(",");
+        let ports: Vec<String> = members.iter().map(|m| self.member_port(m).to_string()).collect();
+        let url = format!(
+            "host={hosts} port={} user=postgres password=postgres dbname={name} target_session_attrs=read-write connect_timeout=5",
+            ports.join(",")
+        );
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|err| panic!("connect to the primary of {name}: {err}"));
+        tokio::spawn(conn);
+        client
     }
 }
 

@@ -15,6 +15,7 @@ mod migrations;
 mod observability;
 mod openapi;
 mod outages;
+mod pg_failover;
 mod privilege;
 mod read_models;
 mod seed_alarms;
