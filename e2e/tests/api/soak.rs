@@ -150,7 +150,7 @@ async fn a_mixed_load_survives_crashes_of_every_service_and_rabbitmq() {
         "every view answered 200 stored, and nothing else but unanswered ones: {stored} stored"
     );
     assert_eq!(distinct, stored, "each view stored once");
-    assert_eq!(sys.dead_letters(), 0, "nothing dead-lettered");
+    assert_eq!(sys.dead_letters_now().await, 0, "nothing dead-lettered");
 
     let rows = sys.sql(Svc::Alarm, "SELECT user_id::int8, item_id::int8 FROM alarm").await;
     let in_db: std::collections::BTreeSet<(i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
