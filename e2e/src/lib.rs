@@ -541,6 +541,43 @@ fn psql_file(pg_port: u16, db: &str, file: &std::path::Path) {
     assert!(out.status.success(), "loading {} into {db}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
 }
 
+/// A database on the shared server holding `seed_file` as loaded, for `CREATE DATABASE ...
+/// TEMPLATE` (a file copy: cheaper than running the seed through psql for every test). Made
+/// once per run and seed file by whichever test asks first (a lock file in the state dir); the
+/// others wait for it to be ready. Nobody connects to it afterwards (a template in use cannot
+/// be copied).
+async fn seed_template(pg_port: u16, seed_file: &std::path::Path) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in seed_file.to_string_lossy().bytes() {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let name = format!("seed_{:016x}_{pg_port}", hash);
+    let dir = env().state_dir.join("templates");
+    std::fs::create_dir_all(&dir).expect("templates dir");
+    let (lock, ready) = (dir.join(format!("{name}.lock")), dir.join(format!("{name}.ready")));
+    if std::fs::OpenOptions::new().write(true).create_new(true).open(&lock).is_ok() {
+        let admin = pg(pg_port, "postgres").await;
+        admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.expect("create the seed template");
+        psql_file(pg_port, &name, seed_file);
+        admin
+            .batch_execute(&format!("ALTER DATABASE \"{name}\" WITH IS_TEMPLATE true"))
+            .await
+            .expect("mark the seed template");
+        std::fs::write(&ready, "").expect("template ready marker");
+        return name;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the seed template {name} was not made within 60 s (lock {})",
+            lock.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    name
+}
+
 pub async fn pg(pg_port: u16, db: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(
         &format!("host=127.0.0.1 port={pg_port} user=postgres password=postgres dbname={db}"),
@@ -606,8 +643,18 @@ impl System {
         for svc in Svc::ALL {
             let admin = pg(infra.pg_port(svc), "postgres").await;
             let db = format!("{name}_{}", svc.name());
-            admin.batch_execute(&format!("CREATE DATABASE \"{db}\"")).await.expect("create database");
-            psql_file(infra.pg_port(svc), &db, &dir.join(svc.name()).join("init_database.sql"));
+            let seed_file = dir.join(svc.name()).join("init_database.sql");
+            if infra.own_pg.contains(&svc) {
+                // a server of the test's own: used once, loaded directly
+                admin.batch_execute(&format!("CREATE DATABASE \"{db}\"")).await.expect("create database");
+                psql_file(infra.pg_port(svc), &db, &seed_file);
+            } else {
+                let template = seed_template(infra.pg_port(svc), &seed_file).await;
+                admin
+                    .batch_execute(&format!("CREATE DATABASE \"{db}\" TEMPLATE \"{template}\""))
+                    .await
+                    .unwrap_or_else(|e| panic!("create database {db} from {template}: {e}"));
+            }
         }
         mgmt(infra.mgmt_port, "PUT", &format!("/api/vhosts/{name}"), None);
         let perms = r#"{"configure":".*","write":".*","read":".*"}"#;
@@ -862,18 +909,7 @@ impl System {
     /// not the management API's lagging statistics (messages a consumer holds unacknowledged
     /// are not counted; nothing consumes `dead-letters`).
     pub async fn queue_depth(&self, name: &str) -> u32 {
-        use lapin::{options::QueueDeclareOptions, types::FieldTable, Connection, ConnectionProperties};
-        let conn = Connection::connect(&self.amqp_url(), ConnectionProperties::default())
-            .await
-            .unwrap_or_else(|e| panic!("AMQP connection to read {name}'s depth: {e}"));
-        let ch = conn.create_channel().await.expect("a channel");
-        let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-        let q = ch
-            .queue_declare(name.into(), options, FieldTable::default())
-            .await
-            .unwrap_or_else(|e| panic!("passive declare of {name}: {e}"));
-        let _ = conn.close(200, "done".into()).await;
-        q.message_count()
+        queue_depth_at(&self.amqp_url(), name).await
     }
 
     /// Messages in `dead-letters` now (exact: [`System::queue_depth`]).
@@ -1001,6 +1037,23 @@ impl Drop for System {
             }
         }
     }
+}
+
+/// The messages ready in queue `name` of the broker and virtual host of `amqp_url`, as the
+/// broker answers a passive declare (exact; see [`System::queue_depth`]).
+pub async fn queue_depth_at(amqp_url: &str, name: &str) -> u32 {
+    use lapin::{options::QueueDeclareOptions, types::FieldTable, Connection, ConnectionProperties};
+    let conn = Connection::connect(amqp_url, ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|e| panic!("AMQP connection to read {name}'s depth: {e}"));
+    let ch = conn.create_channel().await.expect("a channel");
+    let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+    let q = ch
+        .queue_declare(name.into(), options, FieldTable::default())
+        .await
+        .unwrap_or_else(|e| panic!("passive declare of {name}: {e}"));
+    let _ = conn.close(200, "done".into()).await;
+    q.message_count()
 }
 
 /// Polls `check` until it returns true or `within` passes; returns how long it took.

@@ -94,6 +94,8 @@ pub(crate) struct Tally {
     pub(crate) writes_unknown: u64,
     pub(crate) views_ok: u64,
     pub(crate) views_unknown: u64,
+    /// item lists and /visit answered 200
+    pub(crate) reads_ok: u64,
     pub(crate) expected_4xx: u64,
     pub(crate) requests: u64,
     /// "<request> -> <status or error>" for every answer no fault excuses (a 4xx on a valid
@@ -114,6 +116,7 @@ impl Tally {
         self.writes_unknown += o.writes_unknown;
         self.views_ok += o.views_ok;
         self.views_unknown += o.views_unknown;
+        self.reads_ok += o.reads_ok;
         self.expected_4xx += o.expected_4xx;
         self.requests += o.requests;
         for (k, v) in o.unexpected {
@@ -171,8 +174,7 @@ async fn send(req: reqwest::RequestBuilder) -> (Answer, String) {
 
 pub(crate) async fn worker(
     http: reqwest::Client,
-    item_port: u16,
-    alarm_port: u16,
+    (item_port, alarm_port, user_port): (u16, u16, u16),
     users: Vec<(i64, String)>,
     mut rng: Rng,
     stop: Arc<AtomicBool>,
@@ -182,7 +184,28 @@ pub(crate) async fn worker(
         let (user, token) = &users[rng.below(users.len() as u64) as usize];
         let roll = rng.below(100);
         t.requests += 1;
-        if roll < 55 {
+        if roll < 10 {
+            // a read: the item list or /visit, answered from memory (needs only its service)
+            let (port, path, needs, what) = if roll < 5 {
+                (item_port, "/", [Component::Item, Component::Item], "GET item /")
+            } else {
+                (user_port, "/visit", [Component::User, Component::User], "GET user /visit")
+            };
+            let req = http.get(format!("http://127.0.0.1:{port}{path}")).header("USER-TOKEN", token);
+            let sent = Instant::now();
+            let (answer, said) = send(req).await;
+            match answer {
+                Answer::Status(200) => t.reads_ok += 1,
+                Answer::Status(503) | Answer::Failed(_) => {
+                    t.failures.push((sent, Instant::now(), needs, format!("{what} -> {} {said}", answer.label())));
+                    *t.unknown.entry(format!("{what} -> {} {said}", answer.label())).or_default() += 1;
+                }
+                _ => {
+                    t.failures.push((sent, Instant::now(), needs, format!("{what} -> {} {said}", answer.label())));
+                    *t.unexpected.entry(format!("{what} -> {} {said}", answer.label())).or_default() += 1;
+                }
+            }
+        } else if roll < 55 {
             // alarm set or clear
             let item = 1 + rng.below(ALARM_ITEMS);
             let set = roll < 30;
@@ -302,8 +325,7 @@ pub(crate) fn start_load(
             let mine: Vec<_> = users.iter().skip(w).step_by(WORKERS).cloned().collect();
             tokio::spawn(worker(
                 http.clone(),
-                stack.port(Component::Item),
-                stack.port(Component::Alarm),
+                (stack.port(Component::Item), stack.port(Component::Alarm), stack.port(Component::User)),
                 mine,
                 Rng(rng.next() | 1),
                 stop.clone(),
@@ -572,7 +594,7 @@ async fn kill_9_of_any_component_under_load_loses_nothing_and_caches_converge() 
     }
 
     // ---------------------------------------------------------------- the report
-    let answered = tally.writes_acked + tally.views_ok + tally.expected_4xx;
+    let answered = tally.writes_acked + tally.views_ok + tally.reads_ok + tally.expected_4xx;
     eprintln!(
         "crash: {:.0} s, {} kills, {} requests: availability {:.1} % (2xx or the expected 404)",
         load_time.as_secs_f64(),
@@ -695,9 +717,13 @@ async fn kill_9_of_any_component_under_load_loses_nothing_and_caches_converge() 
     let mut stored_views = 0;
     let mut extra = Vec::new();
     let mut seen = BTreeSet::new();
+    let mut duplicated = Vec::new();
     for r in &rows {
-        let (user, item, n): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+        let (user, item, n, distinct): (i64, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
         stored_views += n;
+        if distinct != n {
+            duplicated.push(format!("user {user} item {item}: {n} rows, {distinct} distinct views"));
+        }
         seen.insert((user, item as u64));
         let (ok, unknown) = tally.views.get(&(user, item as u64)).copied().unwrap_or((0, 0));
         if n as u64 > ok + unknown {
@@ -709,6 +735,10 @@ async fn kill_9_of_any_component_under_load_loses_nothing_and_caches_converge() 
         tally.views_ok, tally.views_unknown
     );
     assert!(extra.is_empty(), "views stored that nobody made:\n{}", extra.join("\n"));
+    assert!(duplicated.is_empty(), "each view stored once:\n{}", duplicated.join("\n"));
+    // Nothing was dead-lettered: no crash makes a healthy message poison (counted exactly).
+    let amqp = format!("amqp://guest:guest@127.0.0.1:{}/%2f", stack.port(Component::Rabbitmq));
+    assert_eq!(e2e::queue_depth_at(&amqp, "dead-letters").await, 0, "nothing dead-lettered");
     assert!(
         tally.unexpected.is_empty(),
         "answers no crash excuses (a 4xx on a valid request, a 500): {:?}\n(logs in {})",

@@ -74,6 +74,8 @@ async fn a_header_block_over_the_parsers_limit_is_431_and_a_long_token_our_401()
         assert!(answer.starts_with("HTTP/1.1 431"), "{svc:?}: a 200 KiB header block: {answer:.200}");
         let r = sys.get(svc, if svc == Svc::User { "/visit" } else { "/" }, &"t".repeat(129)).await;
         r.assert_error(401, "Unauthorized");
+        // refused for its length, without a lookup
+        assert_eq!(r.json["hint"], "USER-TOKEN is not a valid access token", "{svc:?}: {r:?}");
         // and the service is fine afterwards
         assert_eq!(sys.get(svc, "/", &token).await.status, 200, "{svc:?} after the 431");
     }

@@ -18,7 +18,6 @@ mod openapi;
 mod outages;
 mod privilege;
 mod seed_alarms;
-mod soak;
 mod user_list;
 mod visits;
 mod writes;
