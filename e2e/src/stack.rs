@@ -243,6 +243,9 @@ impl Stack {
         for (var, port) in &self.ports {
             cmd.env(var, port.to_string());
         }
+        if crate::rpc_timeout() != crate::RPC_TIMEOUT {
+            cmd.env("RPC_TIMEOUT_MS", crate::rpc_timeout().as_millis().to_string());
+        }
         cmd.output().unwrap_or_else(|err| panic!("scripts/{name} runs: {err}"))
     }
 

@@ -16,8 +16,10 @@ const BACK: Duration = Duration::from_secs(10);
 /// crashed database's 503 took 2–44 ms; 100 ms leaves room without hiding a broken bound.
 const MARGIN: Duration = Duration::from_millis(100);
 /// `RPC_TIMEOUT_MS`: how long a cache miss waits for the owning service (docs/failures.md): the
-/// documented default, 300 ms, which the harness leaves the services at.
-const RPC_BOUND: Duration = e2e::RPC_TIMEOUT;
+/// documented default, 300 ms, which the harness leaves the services at (e2e::rpc_timeout).
+fn rpc_bound() -> Duration {
+    e2e::rpc_timeout()
+}
 /// `OWN_READ_TIMEOUT_MS`: how long the alarm list waits for alarm_db before answering from
 /// memory (docs/operations.md, 250 ms by default).
 const OWN_READ_BOUND: Duration = e2e::OWN_READ_TIMEOUT;
@@ -100,7 +102,7 @@ async fn user_service_crashed_known_tokens_work_and_views_wait() {
     for attempt in 0..3 {
         let (r, took) = timed(sys.get(Svc::Item, "/", &format!("never-seen-token-{attempt}"))).await;
         r.assert_unavailable("user service");
-        assert_within(took, RPC_BOUND, "a never-seen token with the user service down");
+        assert_within(took, rpc_bound(), "a never-seen token with the user service down");
     }
     // Said once at warn, not once per failed request.
     let log = sys.log(Svc::Item);
@@ -126,7 +128,7 @@ async fn item_service_crashed_alarms_on_known_items_still_work() {
     // the RPC timeout.
     let (r, took) = timed(sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 5000}"#)).await;
     r.assert_unavailable("item service");
-    assert_within(took, RPC_BOUND, "an unknown item with the item service down");
+    assert_within(took, rpc_bound(), "an unknown item with the item service down");
     // The alarm service restarted (after a crash) while the item service is down still knows the items.
     sys.kill(Svc::Alarm);
     sys.restart(Svc::Alarm).await;
