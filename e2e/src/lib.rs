@@ -18,11 +18,25 @@ use std::{
 
 use serde_json::Value;
 
-/// `RPC_TIMEOUT_MS` of the services the harness starts (a test may set another). A user's first
-/// request in a service asks the owner over RPC; the suite runs a dozen debug-build services
-/// side by side on 2 cores, where an answer that takes 5 ms on a quiet machine can take more
-/// than the production default of 300 ms.
-pub const RPC_TIMEOUT: Duration = Duration::from_millis(1000);
+/// `RPC_TIMEOUT_MS`'s documented default, 300 ms: the harness leaves the services at it (it does
+/// not set the variable), so the tests exercise the value production runs with. A test may set
+/// another through [`System::start_with`].
+pub const RPC_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// The RPC timeout the harness's services run with and the bound checks assert: [`RPC_TIMEOUT`],
+/// unless `MOA_TEST_RPC_TIMEOUT_MS` is set, an escape hatch for a host too loaded for debug
+/// builds to answer a first request's RPC within 300 ms (docs/operations.md, "Tests"); then the
+/// services get `RPC_TIMEOUT_MS` = that and the bounds are checked at it.
+pub fn rpc_timeout() -> Duration {
+    match std::env::var("MOA_TEST_RPC_TIMEOUT_MS") {
+        Ok(v) if !v.is_empty() => Duration::from_millis(
+            v.parse().unwrap_or_else(|_| panic!("MOA_TEST_RPC_TIMEOUT_MS must be milliseconds, not {v:?}")),
+        ),
+        _ => RPC_TIMEOUT,
+    }
+}
+/// `OWN_READ_TIMEOUT_MS`'s documented default: how long the alarm list waits for alarm_db.
+pub const OWN_READ_TIMEOUT: Duration = Duration::from_millis(250);
 
 pub use reqwest::Method;
 
@@ -192,30 +206,14 @@ impl Infra {
     }
 
     fn own_dir(&mut self) -> PathBuf {
-        self.dir
-            .get_or_insert_with(|| {
-                let dir = env().state_dir.join(format!(
-                    "infra-{}-{}",
-                    std::process::id(),
-                    SEQ.fetch_add(1, Ordering::SeqCst)
-                ));
-                std::fs::create_dir_all(&dir).expect("infra dir");
-                let _ = Command::new("chmod").arg("755").arg(&dir).status();
-                dir
-            })
-            .clone()
+        self.dir.get_or_insert_with(|| named_dir(&env().state_dir.join("infra"), "i")).clone()
     }
 
     /// A RabbitMQ node of this test's own, so it can stop or kill it without disturbing others.
     pub fn with_own_rabbit(mut self) -> Infra {
         self.own_dir();
-        // RabbitMQ's CLI uses DIST_PORT + 10000..10010, so keep the distribution port low.
-        let dist_port = loop {
-            let p = free_port();
-            if p < 50000 {
-                break p;
-            }
-        };
+        // (RabbitMQ's CLI uses DIST_PORT + 10000..10010, above every port free_port hands out)
+        let dist_port = free_port();
         self.amqp_port = free_port();
         self.mgmt_port = free_port();
         self.own_rabbit = Some(dist_port);
@@ -362,6 +360,7 @@ impl Drop for Infra {
 #[derive(Debug)]
 pub struct Resp {
     pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
     pub content_type: String,
     pub text: String,
     pub json: Value,
@@ -372,10 +371,11 @@ impl Resp {
     pub async fn send(req: reqwest::RequestBuilder) -> Resp {
         let r = req.send().await.expect("request sent");
         let status = r.status().as_u16();
+        let headers = r.headers().clone();
         let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         let text = r.text().await.unwrap_or_default();
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp { status, content_type, text, json }
+        Resp { status, headers, content_type, text, json }
     }
 
     /// The list's payload. Asserts the status first: a `503` or `500` is never read as an
@@ -396,6 +396,16 @@ impl Resp {
             .filter(|i| i["is_alarm_set"].as_bool().unwrap_or_else(|| panic!("is_alarm_set is a boolean in {i}")))
             .map(|i| i["id"].as_i64().unwrap_or_else(|| panic!("an id in {i}")))
             .collect()
+    }
+    /// A response header as text ("" when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+    /// Asserts a `503` naming `who` in its hint, with `Retry-After: 1` (docs/decisions.md).
+    pub fn assert_unavailable(&self, who: &str) {
+        self.assert_error(503, "Service Unavailable");
+        assert!(self.json["hint"].as_str().is_some_and(|h| h.contains(who)), "a hint naming {who}: {self:?}");
+        assert_eq!(self.header("retry-after"), "1", "a 503 says when to retry: {self:?}");
     }
     /// Asserts the contract's error body: `{"result": <reason>, "hint": <non-empty>}`.
     pub fn assert_error(&self, status: u16, result: &str) {
@@ -424,6 +434,11 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 /// One isolated HomeShopping Moa system.
 pub struct System {
     pub name: String,
+    /// This system's own log directory (`<state>/logs/<test>/<name>`): one file per start of
+    /// each instance, `<service>-<n>.log`, never appended to.
+    pub log_dir: PathBuf,
+    /// Instances started so far (restarts included): numbers each start's log file.
+    starts: u32,
     pub infra: Infra,
     instances: Vec<Instance>,
     stopped_ports: BTreeMap<Svc, u16>,
@@ -450,8 +465,96 @@ pub fn skip(reason: &str) {
     }
 }
 
+/// Where ports are reserved: one file per port, created with `O_EXCL`, holding the state dir
+/// of the `scripts/test` run that took it (machine-wide, so two runs side by side never pick
+/// the same port either; `scripts/test` removes its run's files when it ends).
+fn port_registry() -> PathBuf {
+    std::env::var("MOA_TEST_PORT_REGISTRY").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("/tmp/moa-test-ports"))
+}
+
+/// A free TCP port on 127.0.0.1, reserved for this test alone: see [`free_ports`].
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    free_ports(1)
+}
+
+/// The start of `n` consecutive free TCP ports, reserved for the calling test for the rest of
+/// the run. Picked in 15000..25000: below the kernel's ephemeral range (32768..), where no
+/// outgoing connection can take one before the server listens on it (a RabbitMQ management
+/// listener failed so with `eaddrinuse` when ports came from binding `:0`), and below the
+/// ports RabbitMQ's CLI tools listen on (distribution port + 10000..10010); each is bound once
+/// to check nobody listens on it, then claimed in the registry ([`port_registry`]) with
+/// `create_new`, so no other test (of this run or another) is handed it, even before its server
+/// listens.
+pub fn free_ports(n: u16) -> u16 {
+    let registry = port_registry();
+    std::fs::create_dir_all(&registry).expect("the port registry");
+    let _ = Command::new("chmod").arg("1777").arg(&registry).status();
+    let owner = std::env::var("MOA_TEST_STATE_DIR").unwrap_or_default();
+    let mut seed = u64::from(std::process::id()) << 32
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+        | 1;
+    for _ in 0..5000 {
+        // xorshift: a different candidate each round, and in each test process
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let start = 15000 + (seed % u64::from(10000 - n)) as u16;
+        let range = start..start + n;
+        if !range.clone().all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            continue;
+        }
+        let mut claimed = Vec::new();
+        for p in range.clone() {
+            let file = registry.join(p.to_string());
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&file) {
+                Ok(mut f) => {
+                    let _ = std::io::Write::write_all(&mut f, owner.as_bytes());
+                    claimed.push(file);
+                }
+                Err(_) => break,
+            }
+        }
+        if claimed.len() == usize::from(n) {
+            return start;
+        }
+        // Part of the range is someone else's: give back what we took and look elsewhere.
+        for f in claimed {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+    panic!("no {n} consecutive free ports found in 15000..25000 (registry {})", registry.display())
+}
+
+/// A directory under `parent` that did not exist before: `stem`, or `stem-1`, `stem-2`, ...
+/// (`create_dir`, not `create_dir_all`, is what makes it ours alone).
+pub fn fresh_dir(parent: &std::path::Path, stem: &str) -> PathBuf {
+    std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{}: {e}", parent.display()));
+    for i in 0..10_000 {
+        let dir = if i == 0 { parent.join(stem) } else { parent.join(format!("{stem}-{i}")) };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {
+                let _ = Command::new("chmod").arg("755").arg(&dir).status();
+                return dir;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => panic!("{}: {e}", dir.display()),
+        }
+    }
+    panic!("no fresh directory {stem}-N under {}", parent.display())
+}
+
+/// A fresh directory with a short name (`<prefix><pid>`, `-1`, ...: PostgreSQL's socket path in
+/// it must stay under 108 bytes), which says whose it is in a file `TEST`.
+pub fn named_dir(parent: &std::path::Path, prefix: &str) -> PathBuf {
+    let dir = fresh_dir(parent, &format!("{prefix}{}", std::process::id()));
+    let _ = std::fs::write(dir.join("TEST"), test_name());
+    dir
+}
+
+/// The running test's name as a file name (nextest and libtest name the test's thread after it).
+pub fn test_name() -> String {
+    let name = std::thread::current().name().unwrap_or("unnamed-test").to_string();
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '.' }).collect()
 }
 
 fn psql_file(pg_port: u16, db: &str, file: &std::path::Path) {
@@ -477,6 +580,43 @@ fn psql_file(pg_port: u16, db: &str, file: &std::path::Path) {
     assert!(out.status.success(), "loading {} into {db}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
 }
 
+/// A database on the shared server holding `seed_file` as loaded, for `CREATE DATABASE ...
+/// TEMPLATE` (a file copy: cheaper than running the seed through psql for every test). Made
+/// once per run and seed file by whichever test asks first (a lock file in the state dir); the
+/// others wait for it to be ready. Nobody connects to it afterwards (a template in use cannot
+/// be copied).
+async fn seed_template(pg_port: u16, seed_file: &std::path::Path) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in seed_file.to_string_lossy().bytes() {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let name = format!("seed_{:016x}_{pg_port}", hash);
+    let dir = env().state_dir.join("templates");
+    std::fs::create_dir_all(&dir).expect("templates dir");
+    let (lock, ready) = (dir.join(format!("{name}.lock")), dir.join(format!("{name}.ready")));
+    if std::fs::OpenOptions::new().write(true).create_new(true).open(&lock).is_ok() {
+        let admin = pg(pg_port, "postgres").await;
+        admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.expect("create the seed template");
+        psql_file(pg_port, &name, seed_file);
+        admin
+            .batch_execute(&format!("ALTER DATABASE \"{name}\" WITH IS_TEMPLATE true"))
+            .await
+            .expect("mark the seed template");
+        std::fs::write(&ready, "").expect("template ready marker");
+        return name;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the seed template {name} was not made within 60 s (lock {})",
+            lock.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    name
+}
+
 pub async fn pg(pg_port: u16, db: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(
         &format!("host=127.0.0.1 port={pg_port} user=postgres password=postgres dbname={db}"),
@@ -491,7 +631,7 @@ pub async fn pg(pg_port: u16, db: &str) -> tokio_postgres::Client {
 /// A call to the RabbitMQ management API; returns the body.
 pub fn mgmt(mgmt_port: u16, method: &str, path: &str, body: Option<&str>) -> String {
     let mut cmd = Command::new("curl");
-    cmd.args(["-sf", "-u", "guest:guest", "-X", method, "-H", "content-type: application/json"]);
+    cmd.args(["-sf", "--max-time", "10", "-u", "guest:guest", "-X", method, "-H", "content-type: application/json"]);
     if let Some(b) = body {
         cmd.args(["-d", b]);
     }
@@ -531,12 +671,29 @@ impl System {
             skip(&format!("seed {seed:?} not found (the provided dumps live in ../shared/seed beside the clone)"));
             return None;
         };
-        let name = format!("t{}_{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
+        // A name no other system of the run had (databases and virtual hosts are named after
+        // it, and a test killed at its deadline leaves them behind): claimed as a directory.
+        let claimed = fresh_dir(
+            &env().state_dir.join("systems"),
+            &format!("t{}_{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)),
+        );
+        let name = claimed.file_name().and_then(|n| n.to_str()).expect("a system name").replace('-', "_");
+        let log_dir = fresh_dir(&env().state_dir.join("logs").join(test_name()), &name);
         for svc in Svc::ALL {
             let admin = pg(infra.pg_port(svc), "postgres").await;
             let db = format!("{name}_{}", svc.name());
-            admin.batch_execute(&format!("CREATE DATABASE \"{db}\"")).await.expect("create database");
-            psql_file(infra.pg_port(svc), &db, &dir.join(svc.name()).join("init_database.sql"));
+            let seed_file = dir.join(svc.name()).join("init_database.sql");
+            if infra.own_pg.contains(&svc) {
+                // a server of the test's own: used once, loaded directly
+                admin.batch_execute(&format!("CREATE DATABASE \"{db}\"")).await.expect("create database");
+                psql_file(infra.pg_port(svc), &db, &seed_file);
+            } else {
+                let template = seed_template(infra.pg_port(svc), &seed_file).await;
+                admin
+                    .batch_execute(&format!("CREATE DATABASE \"{db}\" TEMPLATE \"{template}\""))
+                    .await
+                    .unwrap_or_else(|e| panic!("create database {db} from {template}: {e}"));
+            }
         }
         mgmt(infra.mgmt_port, "PUT", &format!("/api/vhosts/{name}"), None);
         let perms = r#"{"configure":".*","write":".*","read":".*"}"#;
@@ -545,6 +702,8 @@ impl System {
         infra.note_declarations();
         let mut system = System {
             name,
+            log_dir,
+            starts: 0,
             infra,
             instances: Vec::new(),
             stopped_ports: BTreeMap::new(),
@@ -571,9 +730,11 @@ impl System {
             ("AMQP_URL".into(), self.service_amqp_url(svc)),
             ("HTTP_WORKERS".into(), "2".into()),
             ("DB_POOL_SIZE".into(), "4".into()),
-            ("RPC_TIMEOUT_MS".into(), RPC_TIMEOUT.as_millis().to_string()),
             ("RUST_LOG".into(), std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into())),
         ];
+        if rpc_timeout() != RPC_TIMEOUT {
+            vars.push(("RPC_TIMEOUT_MS".into(), rpc_timeout().as_millis().to_string()));
+        }
         vars.extend(self.extra_env.iter().cloned());
         vars
     }
@@ -587,11 +748,14 @@ impl System {
     pub fn spawn_env(&mut self, svc: Svc, port: Option<u16>, overrides: &[(&str, &str)]) -> u16 {
         let e = env();
         let port = port.unwrap_or_else(free_port);
-        let logs = e.state_dir.join("logs");
-        std::fs::create_dir_all(&logs).expect("log dir");
-        let n = self.instances.iter().filter(|i| i.svc == svc).count();
-        let log_path = logs.join(format!("{}-{}-{n}.log", self.name, svc.name()));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
+        let n = self.starts;
+        self.starts += 1;
+        let log_path = self.log_dir.join(format!("{}-{n}.log", svc.name()));
+        let log = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&log_path)
+            .unwrap_or_else(|e| panic!("a fresh log file {}: {e}", log_path.display()));
         let (out, err): (Stdio, Stdio) = if std::env::var("TEST_LOG").is_ok() {
             (Stdio::inherit(), Stdio::inherit())
         } else {
@@ -663,7 +827,7 @@ impl System {
                 panic!(
                     "{} on :{port} not ready in 60 s; its last /ready: {last}\nthe end of its log (all in {}):\n{}\n{}",
                     svc.name(),
-                    env().state_dir.join("logs").display(),
+                    self.log_dir.display(),
                     tail(svc, 40),
                     others.join("\n")
                 );
@@ -740,9 +904,8 @@ impl System {
 
     /// The logs of every instance of `svc` this system started (restarts included), in order.
     pub fn log(&self, svc: Svc) -> String {
-        let dir = env().state_dir.join("logs");
-        let prefix = format!("{}-{}-", self.name, svc.name());
-        let mut files: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(&dir)
+        let prefix = format!("{}-", svc.name());
+        let mut files: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(&self.log_dir)
             .map(|entries| {
                 entries
                     .filter_map(|e| e.ok().map(|e| e.path()))
@@ -777,10 +940,23 @@ impl System {
         serde_json::from_str(&q).unwrap_or_else(|e| panic!("queue {name}: {e}: {q}"))
     }
 
-    /// Messages in `dead-letters`, as the broker counts them (the management API's counts
-    /// lag its queues by up to ~5 s).
+    /// Messages in `dead-letters`, from the management API's statistics, which lag the queue
+    /// (by `collect_statistics_interval`, 1 s in `scripts/test`, 5 s by default): to poll for a
+    /// count to rise. A check that there are none, or exactly n, reads [`System::queue_depth`].
     pub fn dead_letters(&self) -> i64 {
         self.queue("dead-letters")["messages"].as_i64().unwrap_or(0)
+    }
+
+    /// The messages ready in queue `name` now, as the broker answers a passive declare: exact,
+    /// not the management API's lagging statistics (messages a consumer holds unacknowledged
+    /// are not counted; nothing consumes `dead-letters`).
+    pub async fn queue_depth(&self, name: &str) -> u32 {
+        queue_depth_at(&self.amqp_url(), name).await
+    }
+
+    /// Messages in `dead-letters` now (exact: [`System::queue_depth`]).
+    pub async fn dead_letters_now(&self) -> u32 {
+        self.queue_depth("dead-letters").await
     }
 
     /// Runs `scripts/dead-letters ARGS` against this system's broker and vhost; returns stdout.
@@ -903,6 +1079,23 @@ impl Drop for System {
             }
         }
     }
+}
+
+/// The messages ready in queue `name` of the broker and virtual host of `amqp_url`, as the
+/// broker answers a passive declare (exact; see [`System::queue_depth`]).
+pub async fn queue_depth_at(amqp_url: &str, name: &str) -> u32 {
+    use lapin::{options::QueueDeclareOptions, types::FieldTable, Connection, ConnectionProperties};
+    let conn = Connection::connect(amqp_url, ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|e| panic!("AMQP connection to read {name}'s depth: {e}"));
+    let ch = conn.create_channel().await.expect("a channel");
+    let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+    let q = ch
+        .queue_declare(name.into(), options, FieldTable::default())
+        .await
+        .unwrap_or_else(|e| panic!("passive declare of {name}: {e}"));
+    let _ = conn.close(200, "done".into()).await;
+    q.message_count()
 }
 
 /// Polls `check` until it returns true or `within` passes; returns how long it took.

@@ -13,14 +13,12 @@
 //! [`Stack::kill9_member`] takes a member down whole (its pg_autoctl and its postgres).
 
 use std::{
-    collections::BTreeSet,
     path::{Path, PathBuf},
     process::Command,
-    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
-use crate::{env, free_port, pg};
+use crate::{env, free_port, free_ports, named_dir, pg};
 
 /// What `scripts/up COMPONENT` starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,8 +70,6 @@ impl Component {
     }
 }
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
 /// A stack started by `scripts/up`; `scripts/down` stops it when dropped.
 pub struct Stack {
     pub run_dir: PathBuf,
@@ -86,32 +82,6 @@ pub struct Stack {
     pub pg_standbys: u16,
 }
 
-/// The start of `n` consecutive free ports, none of them in `taken` (ports picked for the same
-/// stack, which nobody listens on yet); they are added to `taken`. Picked from 15000..32000,
-/// below the kernel's ephemeral range (32768..): a port bound to `:0` comes from that range,
-/// where any outgoing connection may take it before the server listens on it (a RabbitMQ
-/// node's management listener failed so with `eaddrinuse`), like `scripts/lib.sh`'s free_port.
-fn free_range(n: u16, taken: &mut BTreeSet<u16>) -> u16 {
-    let mut seed = u64::from(std::process::id()) << 32
-        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-    for _ in 0..2000 {
-        // xorshift: a different candidate each round, and in each test process
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let start = 15000 + (seed % 17000) as u16;
-        let range = start..start + n;
-        if range.clone().any(|p| taken.contains(&p)) {
-            continue;
-        }
-        if range.clone().all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            taken.extend(range);
-            return start;
-        }
-    }
-    panic!("no {n} consecutive free ports found")
-}
-
 /// The output of a script that ran, for failure messages.
 fn output_text(out: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
@@ -121,17 +91,11 @@ impl Stack {
     /// Runs `scripts/up` (everything, demo seed) in a new run directory on free ports.
     pub fn up_all() -> Stack {
         let e = env();
-        let run_dir = e.state_dir.join(format!("stack-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)));
+        let run_dir = named_dir(&e.state_dir.join("stacks"), "s");
         let mut ports: Vec<(&'static str, u16)> = Component::ALL.iter().map(|c| (c.port_var(), free_port())).collect();
         ports.push(("RABBIT_MGMT_PORT", free_port()));
-        // RabbitMQ's CLI uses DIST_PORT + 10000..10010: keep the distribution port low.
-        let dist = loop {
-            let p = free_port();
-            if p < 50000 {
-                break p;
-            }
-        };
-        ports.push(("RABBIT_DIST_PORT", dist));
+        // (RabbitMQ's CLI uses DIST_PORT + 10000..10010, above every port free_port hands out)
+        ports.push(("RABBIT_DIST_PORT", free_port()));
         let stack = Stack { run_dir, ports, nodes: 1, instances: 1, pg_standbys: 0 };
         let started = Instant::now();
         let out = stack.script("up", &[]);
@@ -145,22 +109,20 @@ impl Stack {
     /// instance k of item on ITEM_INSTANCE_PORT + k - 1, the load balancer on the service ports.
     pub fn up_cluster(nodes: u16, instances: u16) -> Stack {
         let e = env();
-        let run_dir =
-            e.state_dir.join(format!("cluster-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)));
-        let mut taken = BTreeSet::new();
+        let run_dir = named_dir(&e.state_dir.join("stacks"), "s");
         let mut ports: Vec<(&'static str, u16)> = Vec::new();
         for var in
             ["ITEM_DB_PORT", "ALARM_DB_PORT", "USER_DB_PORT", "ITEM_HTTP_PORT", "ALARM_HTTP_PORT", "USER_HTTP_PORT"]
         {
-            ports.push((var, free_range(1, &mut taken)));
+            ports.push((var, free_port()));
         }
-        ports.push(("LB_STATS_PORT", free_range(1, &mut taken)));
-        ports.push(("AMQP_PORT", free_range(nodes, &mut taken)));
-        ports.push(("RABBIT_MGMT_PORT", free_range(nodes, &mut taken)));
-        // (RabbitMQ's CLI uses DIST_PORT + 10000..10010: below 42000 here)
-        ports.push(("RABBIT_DIST_PORT", free_range(nodes, &mut taken)));
+        ports.push(("LB_STATS_PORT", free_port()));
+        ports.push(("AMQP_PORT", free_ports(nodes)));
+        ports.push(("RABBIT_MGMT_PORT", free_ports(nodes)));
+        // (RabbitMQ's CLI uses DIST_PORT + 10000..10010, above every port free_ports hands out)
+        ports.push(("RABBIT_DIST_PORT", free_ports(nodes)));
         for var in ["ITEM_INSTANCE_PORT", "ALARM_INSTANCE_PORT", "USER_INSTANCE_PORT"] {
-            ports.push((var, free_range(instances, &mut taken)));
+            ports.push((var, free_ports(instances)));
         }
         let stack = Stack { run_dir, ports, nodes, instances, pg_standbys: 0 };
         let started = Instant::now();
@@ -183,17 +145,16 @@ impl Stack {
     /// ITEM_DB_PORT + 10 (k - 1)) and the monitor on PG_MONITOR_PORT.
     pub fn up_pg_standbys(standbys: u16) -> Stack {
         let e = env();
-        let run_dir = e.state_dir.join(format!("pgsb-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)));
-        let mut taken = BTreeSet::new();
+        let run_dir = named_dir(&e.state_dir.join("stacks"), "pgsb");
         let mut ports: Vec<(&'static str, u16)> = Vec::new();
         for var in ["ITEM_DB_PORT", "ALARM_DB_PORT", "USER_DB_PORT"] {
-            ports.push((var, free_range(10 * standbys + 1, &mut taken)));
+            ports.push((var, free_ports(10 * standbys + 1)));
         }
         for var in ["AMQP_PORT", "ITEM_HTTP_PORT", "ALARM_HTTP_PORT", "USER_HTTP_PORT", "RABBIT_MGMT_PORT"] {
-            ports.push((var, free_range(1, &mut taken)));
+            ports.push((var, free_ports(1)));
         }
-        ports.push(("PG_MONITOR_PORT", free_range(1, &mut taken)));
-        ports.push(("RABBIT_DIST_PORT", free_range(1, &mut taken)));
+        ports.push(("PG_MONITOR_PORT", free_ports(1)));
+        ports.push(("RABBIT_DIST_PORT", free_ports(1)));
         let stack = Stack { run_dir, ports, nodes: 1, instances: 1, pg_standbys: standbys };
         let started = Instant::now();
         let out = stack.script("up", &["--pg-standbys", &standbys.to_string()]);
@@ -381,6 +342,9 @@ impl Stack {
             .env_remove("MOA_PG_STANDBYS");
         for (var, port) in &self.ports {
             cmd.env(var, port.to_string());
+        }
+        if crate::rpc_timeout() != crate::RPC_TIMEOUT {
+            cmd.env("RPC_TIMEOUT_MS", crate::rpc_timeout().as_millis().to_string());
         }
         cmd.output().unwrap_or_else(|err| panic!("scripts/{name} runs: {err}"))
     }

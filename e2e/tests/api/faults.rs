@@ -13,11 +13,16 @@ const BACK: Duration = Duration::from_secs(10);
 
 /// Scheduling margin on top of a documented timeout, for the 2-core CI machine with the rest
 /// of the suite beside: measured there, RPC misses took 304–314 ms (bound 300 ms) and a
-/// crashed database's 503 took 2–44 ms; 150 ms leaves room without hiding a broken bound.
-const MARGIN: Duration = Duration::from_millis(150);
-/// `RPC_TIMEOUT_MS`: how long a cache miss waits for the owning service (docs/failures.md), as
-/// the harness sets it.
-const RPC_BOUND: Duration = e2e::RPC_TIMEOUT;
+/// crashed database's 503 took 2–44 ms; 100 ms leaves room without hiding a broken bound.
+const MARGIN: Duration = Duration::from_millis(100);
+/// `RPC_TIMEOUT_MS`: how long a cache miss waits for the owning service (docs/failures.md): the
+/// documented default, 300 ms, which the harness leaves the services at (e2e::rpc_timeout).
+fn rpc_bound() -> Duration {
+    e2e::rpc_timeout()
+}
+/// `OWN_READ_TIMEOUT_MS`: how long the alarm list waits for alarm_db before answering from
+/// memory (docs/operations.md, 250 ms by default).
+const OWN_READ_BOUND: Duration = e2e::OWN_READ_TIMEOUT;
 /// `DB_TIMEOUT_MS`: how long a request waits for its own database (docs/failures.md).
 const DB_BOUND: Duration = Duration::from_millis(2000);
 
@@ -76,8 +81,7 @@ async fn alarm_service_down_item_list_flags_stay_right() {
     // A user whose alarms were never asked for: cannot be told, so 503 naming the alarm service.
     let (_, other) = sys.users(2).await.remove(1);
     let r = sys.get(Svc::Item, "/", &other).await;
-    r.assert_error(503, "Service Unavailable");
-    assert!(r.json["hint"].as_str().unwrap().contains("alarm service"), "{r:?}");
+    r.assert_unavailable("alarm service");
     // The item service crashed and restarted while the alarm service is down: the persisted
     // hot copy of its cache.
     sys.kill(Svc::Item);
@@ -104,9 +108,8 @@ async fn user_service_crashed_known_tokens_work_and_views_wait() {
     // A token never seen: cannot be told, so 503 naming the user service, within the RPC timeout.
     for attempt in 0..3 {
         let (r, took) = timed(sys.get(Svc::Item, "/", &format!("never-seen-token-{attempt}"))).await;
-        r.assert_error(503, "Service Unavailable");
-        assert!(r.json["hint"].as_str().unwrap().contains("user service"), "{r:?}");
-        assert_within(took, RPC_BOUND, "a never-seen token with the user service down");
+        r.assert_unavailable("user service");
+        assert_within(took, rpc_bound(), "a never-seen token with the user service down");
     }
     // Said once at warn, not once per failed request.
     let log = sys.log(Svc::Item);
@@ -131,9 +134,8 @@ async fn item_service_crashed_alarms_on_known_items_still_work() {
     // Unknown item with its owner down: 503 naming it, not a 404 that may be wrong, within
     // the RPC timeout.
     let (r, took) = timed(sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 5000}"#)).await;
-    r.assert_error(503, "Service Unavailable");
-    assert!(r.json["hint"].as_str().unwrap().contains("item service"), "{r:?}");
-    assert_within(took, RPC_BOUND, "an unknown item with the item service down");
+    r.assert_unavailable("item service");
+    assert_within(took, rpc_bound(), "an unknown item with the item service down");
     // The alarm service restarted (after a crash) while the item service is down still knows the items.
     sys.kill(Svc::Alarm);
     sys.restart(Svc::Alarm).await;
@@ -211,8 +213,7 @@ async fn own_database_crashed_is_503_within_the_timeout_and_the_others_go_on() {
     assert_eq!(sys.get(Svc::Item, "/", &token).await.ids().len(), 100, "the list is served from memory");
     for _ in 0..3 {
         let (r, took) = timed(sys.get(Svc::Item, "/5", &token)).await;
-        r.assert_error(503, "Service Unavailable");
-        assert!(r.json["hint"].as_str().unwrap().contains("database"), "{r:?}");
+        r.assert_unavailable("database");
         assert_within(took, DB_BOUND, "a view with item_db down");
     }
     database_down(Svc::Item).await;
@@ -226,16 +227,14 @@ async fn own_database_crashed_is_503_within_the_timeout_and_the_others_go_on() {
     sys.infra.crash_pg(Svc::Alarm);
     for _ in 0..3 {
         let (r, took) = timed(sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 6}"#)).await;
-        r.assert_error(503, "Service Unavailable");
-        assert!(r.json["hint"].as_str().unwrap().contains("database"), "{r:?}");
+        r.assert_unavailable("database");
         assert_within(took, DB_BOUND, "an alarm write with alarm_db down");
     }
     assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![5], "the alarm list is served from memory");
     // A user whose list this instance never read: not cached, so 503 naming the database.
     let (_, other) = sys.users(2).await.remove(1);
     let (r, took) = timed(sys.get(Svc::Alarm, "/", &other)).await;
-    r.assert_error(503, "Service Unavailable");
-    assert!(r.json["hint"].as_str().unwrap().contains("database"), "{r:?}");
+    r.assert_unavailable("database");
     assert_within(took, DB_BOUND, "an uncached alarm list with alarm_db down");
     assert_eq!(sys.get(Svc::Item, "/6", &token).await.status, 200);
     database_down(Svc::Alarm).await;
@@ -250,8 +249,7 @@ async fn own_database_crashed_is_503_within_the_timeout_and_the_others_go_on() {
     assert_eq!(sys.get(Svc::User, "/visit", &token).await.ids(), vec![6, 5], "/visit from the visit book");
     // The user list is read from user_db as it streams (user/src/list.rs): 503 naming it.
     let (r, took) = timed(sys.get(Svc::User, "/", &token)).await;
-    r.assert_error(503, "Service Unavailable");
-    assert!(r.json["hint"].as_str().unwrap().contains("user service's database"), "{r:?}");
+    r.assert_unavailable("user service's database");
     assert_within(took, DB_BOUND, "the user list with user_db down");
     assert_eq!(sys.get(Svc::Item, "/7", &token).await.status, 200, "views are recorded in item_db");
     database_down(Svc::User).await;
@@ -262,7 +260,7 @@ async fn own_database_crashed_is_503_within_the_timeout_and_the_others_go_on() {
     })
     .await;
     assert_eq!(sys.get(Svc::User, "/", &token).await.ids().len(), 50, "the user list is back");
-    assert_eq!(sys.dead_letters(), 0, "no view was dead-lettered");
+    assert_eq!(sys.dead_letters_now().await, 0, "no view was dead-lettered");
 }
 
 /// `WRITE_TIMEOUT_MS` in this test: a write to a database that hangs is answered by the
@@ -284,17 +282,16 @@ async fn own_database_hung_is_503_within_the_timeout() {
     sys.infra.freeze_pg(Svc::Alarm);
     for _ in 0..2 {
         let (r, took) = timed(sys.get(Svc::Item, "/5", &token)).await;
-        r.assert_error(503, "Service Unavailable");
-        assert!(r.json["hint"].as_str().unwrap().contains("database"), "{r:?}");
+        r.assert_unavailable("database");
         assert_within(took, WRITE_BOUND, "a view with item_db hung");
         let (r, took) = timed(sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 5}"#)).await;
-        r.assert_error(503, "Service Unavailable");
+        r.assert_unavailable("database");
         assert_within(took, WRITE_BOUND, "an alarm write with alarm_db hung");
         // The list is read from alarm_db first; hung, it is answered from the cache after OWN_READ_TIMEOUT_MS.
         let (r, took) = timed(sys.get(Svc::Alarm, "/", &token)).await;
         assert_eq!(r.status, 200, "{r:?}");
         assert!(r.ids().is_empty(), "{r:?}");
-        assert_within(took, WRITE_BOUND, "the alarm list with alarm_db hung");
+        assert_within(took, OWN_READ_BOUND, "the alarm list with alarm_db hung");
     }
     sys.infra.thaw_pg(Svc::Item);
     sys.infra.thaw_pg(Svc::Alarm);
@@ -330,27 +327,36 @@ async fn malformed_messages_are_dead_lettered_and_consumers_go_on() {
     );
     publish("alarm.events", r#"{"garbage": true}"#);
     // Every instance has its own replica queue: 3 copies of the bad event, plus 3 bad views.
-    let dead_letters = || {
-        let q = mgmt(sys.infra.mgmt_port, "GET", &format!("/api/queues/{vhost}/dead-letters"), None);
-        serde_json::from_str::<serde_json::Value>(&q).ok().and_then(|v| v["messages"].as_i64()).unwrap_or(-1)
-    };
-    let waited =
-        eventually(Duration::from_secs(20), "6 messages in the dead-letter queue", || async { dead_letters() >= 6 })
-            .await;
-    // The management API's counts lag a few seconds; give extra messages time to show up.
-    tokio::time::sleep(Duration::from_secs(6).saturating_sub(waited)).await;
-    assert_eq!(dead_letters(), 6, "exactly the malformed messages are dead-lettered");
+    // Counted exactly (a passive declare), not from the management API's lagging statistics.
+    eventually(Duration::from_secs(20), "6 messages in the dead-letter queue", || async {
+        sys.dead_letters_now().await >= 6
+    })
+    .await;
     // The operator's view of them: where each came from, left in place.
     let listed = sys.dead_letters_script(&["list"]);
     assert!(listed.starts_with("6 message(s) in dead-letters"), "{listed}");
     assert_eq!(listed.matches("from exchange 'item.views' (queue 'user.views', rejected)").count(), 3, "{listed}");
     assert_eq!(listed.matches("from exchange 'alarm.events'").count(), 3, "{listed}");
-    assert_eq!(sys.dead_letters_script(&["count"]).trim(), "6");
+    // `count` is the management API's statistic (documented as a few seconds behind): polled.
+    eventually(Duration::from_secs(15), "scripts/dead-letters count says 6", || async {
+        sys.dead_letters_script(&["count"]).trim() == "6"
+    })
+    .await;
     assert_eq!(sys.get(Svc::Item, "/9", &token).await.status, 200);
     eventually(Duration::from_secs(2), "consumers go on", || async {
         sys.get(Svc::User, "/visit", &token).await.ids() == vec![9]
     })
     .await;
+    // A good change event after the bad ones, through every replica queue: once each replica
+    // has applied it, each has handled the bad messages queued before it, so a 7th dead letter
+    // would be there now.
+    sys.sql(Svc::Item, "UPDATE item SET price = 777 WHERE id = 9").await;
+    eventually(Duration::from_secs(5), "the good event after them is applied", || async {
+        sys.get(Svc::Alarm, "/", &token).await.status == 200
+            && sys.get(Svc::User, "/visit", &token).await.json["payload"][0]["price"] == 777
+    })
+    .await;
+    assert_eq!(sys.dead_letters_now().await, 6, "exactly the malformed messages are dead-lettered");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -475,8 +481,7 @@ async fn a_question_to_an_owner_with_no_rpc_queue_comes_back_at_once() {
     };
     let timeouts = calls("timeout").await;
     let r = sys.get(Svc::Item, "/", &token).await;
-    r.assert_error(503, "Service Unavailable");
-    assert!(r.json["hint"].as_str().unwrap().contains("alarm service"), "{r:?}");
+    r.assert_unavailable("alarm service");
     assert!(calls("no_owner").await >= 1.0, "the returned question is counted as no_owner");
     assert_eq!(calls("timeout").await, timeouts, "and not as a timeout");
     let log = sys.log(Svc::Item);
@@ -496,7 +501,16 @@ async fn a_returned_question_fails_its_own_call_only_when_questions_are_confirme
     // owner) and then the alarm service (no queue), many at a time on one channel. The race
     // needs a confirm of several questions with a return among them: this run against the code
     // before the fix failed once (a returned question timed out), and passed five times.
-    let mut sys = demo_owner_tier(Infra::shared()).await;
+    // Every question to the live owner must be answered here, which is not what the 300 ms
+    // default bounds: with 250 first requests at once on 2 cores shared with other builds, the
+    // user service's debug build took questions 75-470 ms after they were published and answered
+    // one batch in 345 ms (`common::amqp::rpc=debug`), so some asked at 300 ms timed out and
+    // their 503 rightly named the user service. The RPC timeout itself is checked at 300 ms by
+    // the tests of an owner down (faults::*_crashed_*, documented::*).
+    // The owner tier alone (READ_MODELS=0): with complete read models no question would go out.
+    let mut sys = System::start_on(Infra::shared(), Seed::Demo, &[("RPC_TIMEOUT_MS", "5000"), ("READ_MODELS", "0")])
+        .await
+        .expect("the demo seed is part of the repository");
     let users = 20_001..=21_500;
     sys.sql(
         Svc::User,
@@ -518,16 +532,16 @@ async fn a_returned_question_fails_its_own_call_only_when_questions_are_confirme
         }
     };
     // An epoch probe of the item service's alarm cache sent while the stopped service's queue
-    // still existed (before the DELETE) waits out its 2 s and counts a timeout: not a question
-    // of the requests below, so the count is taken once such a probe has ended.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // still existed (before the DELETE) waits out its timeout (the RPC timeout, 5 s here) and
+    // counts a timeout: not a question of the requests below, so the count is taken once such a
+    // probe has ended.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
     let timeouts_before = calls("alarm", "timeout").await;
     let tokens: Vec<String> = users.map(|id| format!("returned-{id}")).collect();
     for wave in tokens.chunks(250) {
         let answers = futures_util::future::join_all(wave.iter().map(|t| sys.get(Svc::Item, "/", t))).await;
         for r in answers {
-            r.assert_error(503, "Service Unavailable");
-            assert!(r.json["hint"].as_str().unwrap_or("").contains("alarm service"), "{r:?}");
+            r.assert_unavailable("alarm service");
         }
     }
     // Each 503 above names the alarm service: no request's question to the live owner was
