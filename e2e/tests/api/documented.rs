@@ -280,6 +280,14 @@ async fn rabbitmq_stopped_gracefully_writes_wait_in_the_counted_backlog_and_arri
         async move { sys.counter_sum(svc, "moa_outbox_backlog", "").await }
     };
     assert_eq!(backlog(Svc::Alarm).await, 0.0, "nothing waits before the stop");
+    // The item service's read models (every user, every alarm set) are complete before the stop.
+    eventually(BACK, "the item service's read models are complete", || async {
+        let r = sys.request(Method::GET, sys.port(Svc::Item), "/ready", None, None).await;
+        let models = &r.json["checks"]["read_models"];
+        models["user"] == "complete" && models["alarm"] == "complete"
+    })
+    .await;
+    let (_, never_seen) = sys.users(9).await.remove(8);
     sys.infra.stop_rabbit();
     for (svc, path) in [(Svc::Item, "/"), (Svc::Item, "/5"), (Svc::Alarm, "/"), (Svc::User, "/visit")] {
         assert_eq!(sys.get(svc, path, &token).await.status, 200, "{svc:?} {path} with the broker stopped");
@@ -291,7 +299,7 @@ async fn rabbitmq_stopped_gracefully_writes_wait_in_the_counted_backlog_and_arri
     assert!(backlog(Svc::Item).await >= 1.0, "the view waits in item_db's outbox");
     let ready = sys.request(Method::GET, sys.port(Svc::Alarm), "/ready", None, None).await;
     assert_eq!(ready.status, 503, "{ready:?}");
-    never_seen_token_while_rabbitmq_is_down(&sys).await;
+    never_seen_token_while_rabbitmq_is_down(&sys, &never_seen).await;
     sys.infra.start_rabbit();
     eventually(BACK, "the backlog is published", || async {
         backlog(Svc::Alarm).await == 0.0 && backlog(Svc::Item).await == 0.0
@@ -303,21 +311,22 @@ async fn rabbitmq_stopped_gracefully_writes_wait_in_the_counted_backlog_and_arri
     .await;
 }
 
-/// TODAY'S behaviour (docs/failures.md, rule 2; the on-disk read models will change it: a
-/// never-seen user becomes answerable once its read model is complete): with RabbitMQ down a
-/// token no cache holds cannot be asked, so `503` naming RabbitMQ, at once (no RPC is waited
-/// for: well under `RPC_TIMEOUT_MS`).
-async fn never_seen_token_while_rabbitmq_is_down(sys: &System) {
+/// With RabbitMQ down, a token no cache holds is answered from the complete read model of
+/// every user in the service's own database (docs/failures.md, rule 2): a made-up token is `401`
+/// and a real user the service never saw is `200`, at once (no RPC is waited for: well under
+/// `RPC_TIMEOUT_MS`). Without a complete read model it would be `503` naming RabbitMQ.
+async fn never_seen_token_while_rabbitmq_is_down(sys: &System, real: &str) {
     for attempt in 0..3 {
         let started = Instant::now();
         let r = sys.get(Svc::Item, "/", &format!("never-seen-while-rabbitmq-down-{attempt}")).await;
         let took = started.elapsed();
-        r.assert_unavailable("RabbitMQ");
-        assert!(
-            took < e2e::rpc_timeout(),
-            "answered at once, not after an RPC timeout: {took:?} (+{MARGIN:?} allowed)"
-        );
+        r.assert_error(401, "Unauthorized");
+        assert!(took < e2e::rpc_timeout(), "answered at once from the read model, not after an RPC timeout: {took:?}");
     }
+    let started = Instant::now();
+    let r = sys.get(Svc::Item, "/", real).await;
+    assert_eq!(r.status, 200, "a real user never seen, from the read models: {r:?}");
+    assert!(started.elapsed() < e2e::rpc_timeout(), "at once: {:?}", started.elapsed());
 }
 
 /// A PostgreSQL server stopped gracefully (`pg_ctl -m fast`: sessions terminated, no crash):
