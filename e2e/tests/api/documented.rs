@@ -40,7 +40,9 @@ async fn raw(port: u16, request: &[u8], within: Duration) -> String {
 /// `Retry-After: 1`, for each kind of dependency a request can miss.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_503_says_retry_after_1() {
-    let mut sys = demo(Infra::shared().with_own_pg(&[Svc::Item]), &[]).await;
+    // The owner tier alone (READ_MODELS=0, as while a read model is being built): a complete
+    // read model would tell the never-seen token below without the user service.
+    let mut sys = demo(Infra::shared().with_own_pg(&[Svc::Item]), &[("READ_MODELS", "0")]).await;
     let token = sys.token().await;
     assert_eq!(sys.get(Svc::Item, "/", &token).await.status, 200);
     // an owner down: a token never seen
@@ -203,15 +205,16 @@ async fn a_chunked_body_crossing_16_kib_is_413_and_one_of_16_kib_is_read() {
 }
 
 /// docs/operations.md, "Configuration": `CACHE_ENTRIES` is the most entries each of the user
-/// and alarm caches holds; the least used are evicted, and an evicted user is asked again.
+/// and alarm caches holds; the least used are evicted, and an evicted user is asked again
+/// (a miss: from the read model on disk, or the owner while it is being built).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_caches_hold_at_most_cache_entries_and_an_evicted_user_is_asked_again() {
     const ENTRIES: usize = 3;
     let sys = demo(Infra::shared(), &[("CACHE_ENTRIES", "3")]).await;
     let users = sys.users(12).await;
-    let rpc = |owner: &'static str| {
+    let misses = |entity: &'static str| {
         let sys = &sys;
-        async move { sys.counter_sum(Svc::Item, "moa_rpc_calls_total", &format!("owner=\"{owner}\",outcome=\"ok\"")).await }
+        async move { sys.counter_sum(Svc::Item, "moa_cache_misses_total", &format!("entity=\"{entity}\"")).await }
     };
     for (_, token) in &users {
         assert_eq!(sys.get(Svc::Item, "/", token).await.status, 200);
@@ -223,10 +226,10 @@ async fn the_caches_hold_at_most_cache_entries_and_an_evicted_user_is_asked_agai
             "{entity} cache holds at most CACHE_ENTRIES = {ENTRIES} after 12 users: {held}"
         );
     }
-    // The first user was evicted long ago: its next request asks the user service again.
-    let asked = rpc("user").await;
+    // The first user was evicted long ago: its next request misses and asks again.
+    let asked = misses("user").await;
     assert_eq!(sys.get(Svc::Item, "/", &users[0].1).await.status, 200);
-    assert!(rpc("user").await > asked, "an evicted token is asked again");
+    assert!(misses("user").await > asked, "an evicted token is asked again");
 }
 
 /// docs/architecture.md, "Graceful stop" (and docs/failures.md): after SIGTERM the relay
@@ -326,7 +329,7 @@ async fn never_seen_token_while_rabbitmq_is_down(sys: &System, real: &str) {
     let started = Instant::now();
     let r = sys.get(Svc::Item, "/", real).await;
     assert_eq!(r.status, 200, "a real user never seen, from the read models: {r:?}");
-    assert!(started.elapsed() < e2e::rpc_timeout(), "at once: {:?}", started.elapsed());
+    assert!(started.elapsed() < e2e::rpc_timeout() + MARGIN, "at once: {:?}", started.elapsed());
 }
 
 /// A PostgreSQL server stopped gracefully (`pg_ctl -m fast`: sessions terminated, no crash):

@@ -159,6 +159,7 @@ async fn a_thousand_requests_with_one_unknown_token_cost_the_owner_a_handful_of_
     let sys = demo().await;
     let misses = || sys.counter_sum(Svc::Item, "moa_cache_misses_total", "entity=\"user\"");
     let before = misses().await;
+    let started = std::time::Instant::now();
     let mut statuses = Vec::new();
     for _ in 0..20 {
         // 50 at once: concurrent misses of one token share one lookup.
@@ -169,6 +170,8 @@ async fn a_thousand_requests_with_one_unknown_token_cost_the_owner_a_handful_of_
     assert!(statuses.iter().all(|s| *s == 401), "every request is 401");
     let lookups = misses().await - before;
     eprintln!("1000 requests with one unknown token: {lookups} lookups of the user service");
-    // One per NEGATIVE_CACHE_MS (2 s) at most while the requests run.
-    assert!((1.0..=5.0).contains(&lookups), "{lookups} owner lookups for 1000 requests");
+    // One per NEGATIVE_CACHE_MS (2 s) at most while the requests run (and one more for the
+    // window a wave straddles): not one per request.
+    let bound = (started.elapsed().as_secs_f64() / 2.0).ceil() + 1.0;
+    assert!((1.0..=bound).contains(&lookups), "{lookups} owner lookups for 1000 requests in {:?}", started.elapsed());
 }
