@@ -440,7 +440,9 @@ async fn a_restored_cache_entry_is_asked_again_before_use_and_serves_only_while_
 /// node it lived on, is declared again by its owner, and first requests are answered again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rpc_queue_that_goes_away_is_declared_again_by_its_owner() {
-    let sys = demo(Infra::shared()).await;
+    // The owner tier: a first request needs the user service (a complete read model would
+    // answer it from item_db without a question).
+    let sys = demo_owner_tier(Infra::shared()).await;
     let q = sys.queue("user.rpc");
     assert_eq!((q["type"].as_str(), q["durable"].as_bool()), (Some("classic"), Some(false)), "{q}");
     mgmt(sys.infra.mgmt_port, "DELETE", &format!("/api/queues/{}/user.rpc", sys.name), None);

@@ -19,7 +19,7 @@ async fn versions_follow_the_order_of_application_and_old_numbers_are_moved_not_
     let mut sorted = versions.clone();
     sorted.sort_unstable();
     assert_eq!(versions, sorted, "applied in version order: {in_order:?}");
-    assert_eq!(versions, vec![1, 2, 3, 10, 11, 12, 20, 21, 22, 24]);
+    assert_eq!(versions, vec![1, 2, 3, 10, 11, 12, 20, 21, 22, 24, 25]);
 
     // As a database migrated before the renumbering has it.
     sys.stop(Svc::Alarm);
@@ -127,7 +127,9 @@ async fn a_database_migrated_before_the_function_files_keeps_working_and_the_fil
     assert!(created_early > 0, "the first start, on an empty database, created the functions first");
     sys.restart(Svc::Alarm).await;
     let after: Vec<_> = sys.sql(Svc::Alarm, stamps).await.iter().map(row).collect();
-    assert_eq!(after, before, "no migration applied again");
+    assert_eq!(after[..before.len().min(after.len())], before[..], "no migration applied again");
+    let added: Vec<i32> = after[before.len().min(after.len())..].iter().map(|(v, _, _)| *v).collect();
+    assert_eq!(added, vec![25], "only the migrations newer than the fixture (read models) were applied");
     assert_eq!(functions_in(&sys, Svc::Alarm).await, function_files(Svc::Alarm), "every function is its file's");
     // (The log holds every start of this system's alarm service: the first one, on an empty
     // database, created its functions early.)
@@ -160,8 +162,11 @@ async fn a_database_migrated_before_the_function_files_keeps_working_and_the_fil
 /// answered, both after the change and after it is undone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prepared_statement_a_schema_change_altered_is_prepared_again_and_answers() {
-    let sys =
-        System::start_on(Infra::shared(), Seed::Demo, &[]).await.expect("the demo seed is part of the repository");
+    // The owner tier (READ_MODELS=0): the item service asks the user service for each first
+    // token, as while its read model is being built; a complete one would answer from item_db.
+    let sys = System::start_on(Infra::shared(), Seed::Demo, &[("READ_MODELS", "0")])
+        .await
+        .expect("the demo seed is part of the repository");
     let users = sys.users(60).await;
     let mut next = users.iter();
     // A user's first item list asks the user service for the token (a prepared statement
