@@ -158,6 +158,10 @@ pub struct ReadyChecks {
     /// Each in-memory replica (item, user, alarm): `warm` once its snapshot (or persisted
     /// copy) is loaded.
     pub replicas: std::collections::BTreeMap<String, ReplicaState>,
+    /// Each read model of another domain's kind in the own database (item: `user`, `alarm`;
+    /// alarm: `user`; user: `alarm`): `loading`, `building (N rows copied)`, `complete, catching
+    /// up` or `complete`. Never a reason for 503: misses go to the owner until it is complete.
+    pub read_models: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -170,7 +174,8 @@ pub enum ReadyStatus {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(examples(json!({"status": "ready", "checks": {"database": "ok", "rabbitmq": "ok",
-    "replicas": {"item": "warm", "user": "warm", "alarm": "warm"}}})))]
+    "replicas": {"item": "warm", "user": "warm", "alarm": "warm"},
+    "read_models": {"alarm": "complete", "user": "complete"}}})))]
 pub struct Ready {
     pub status: ReadyStatus,
     pub checks: ReadyChecks,
@@ -180,7 +185,8 @@ pub struct Ready {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(examples(json!({"result": "Service Unavailable", "hint": "not ready: RabbitMQ not connected",
-    "checks": {"database": "ok", "rabbitmq": "down", "replicas": {"item": "warm", "user": "warm", "alarm": "warm"}}})))]
+    "checks": {"database": "ok", "rabbitmq": "down", "replicas": {"item": "warm", "user": "warm", "alarm": "warm"},
+    "read_models": {"alarm": "building (120000 rows copied)", "user": "complete"}}})))]
 pub struct NotReady {
     /// Always `Service Unavailable`.
     pub result: String,

@@ -349,7 +349,8 @@ async fn a_database_stopped_gracefully_is_503_naming_it_and_recovered_without_a_
         let r = sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 4}"#).await;
         let took = started.elapsed();
         r.assert_unavailable("alarm service's database");
-        assert!(took <= DB_BOUND + MARGIN, "503 within DB_TIMEOUT_MS: {took:?}");
+        // the stated margin, as in faults.rs: MARGIN plus a tenth of the bound
+        assert!(took <= DB_BOUND + MARGIN + DB_BOUND / 10, "503 within DB_TIMEOUT_MS: {took:?}");
     }
     let started = Instant::now();
     assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![3], "the alarm list from memory");
