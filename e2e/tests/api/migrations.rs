@@ -122,8 +122,17 @@ async fn a_database_migrated_before_the_function_files_keeps_working_and_the_fil
     let old = functions_in(&sys, Svc::Alarm).await;
     assert_ne!(old["moa_max_version"], function_files(Svc::Alarm)["moa_max_version"]);
 
-    let early = |sys: &System| sys.log(Svc::Alarm).matches("before the migrations that use it").count();
-    let created_early = early(&sys);
+    // The functions a start created before its migrations, by name, in log order.
+    let early = |sys: &System| -> Vec<String> {
+        sys.log(Svc::Alarm)
+            .lines()
+            .filter_map(|l| {
+                l.split("creating SQL function ").nth(1)?.strip_suffix(" before the migrations that use it")
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let created_early = early(&sys).len();
     assert!(created_early > 0, "the first start, on an empty database, created the functions first");
     sys.restart(Svc::Alarm).await;
     let after: Vec<_> = sys.sql(Svc::Alarm, stamps).await.iter().map(row).collect();
@@ -133,7 +142,12 @@ async fn a_database_migrated_before_the_function_files_keeps_working_and_the_fil
     assert_eq!(functions_in(&sys, Svc::Alarm).await, function_files(Svc::Alarm), "every function is its file's");
     // (The log holds every start of this system's alarm service: the first one, on an empty
     // database, created its functions early.)
-    assert_eq!(early(&sys), created_early, "nothing was pending, so nothing was created before the migrations");
+    // Migration 25 (read models) was pending: only the functions the fixture's database did not
+    // have yet were created before it; every function it had was left to be defined after.
+    let now_early = early(&sys);
+    for name in &now_early[created_early..] {
+        assert!(!old.contains_key(name), "{name} existed, yet was created before the migrations");
+    }
 
     // Writes go through moa_write_alarms and the capture it shares with moa_capture; the relay
     // publishes them and the item service shows them.
