@@ -782,6 +782,23 @@ pub struct ReadModelState {
     pub max_version: i64,
 }
 
+/// A kind's state row, as [`ReadModelState::of`] reads it.
+const STATE: &str =
+    "SELECT epoch, complete, cursor, copied, max_version, generation FROM moa_read_model_state WHERE kind = $1";
+
+impl ReadModelState {
+    fn of(r: &tokio_postgres::Row) -> ReadModelState {
+        ReadModelState {
+            epoch: r.get(0),
+            complete: r.get(1),
+            cursor: r.get(2),
+            copied: r.get(3),
+            max_version: r.get(4),
+            generation: r.get(5),
+        }
+    }
+}
+
 #[derive(Message)]
 #[rtype(result = "Result<Option<ReadModelState>>")]
 pub struct LoadReadModelState {
@@ -795,20 +812,7 @@ impl Handler<LoadReadModelState> for Store {
         let pool = self.pool();
         self.run(async move {
             let conn = pool.get().await?;
-            let row = conn
-                .query_opt(
-                    "SELECT epoch, complete, cursor, copied, max_version, generation FROM moa_read_model_state WHERE kind = $1",
-                    &[&msg.kind],
-                )
-                .await?;
-            Ok(row.map(|r| ReadModelState {
-                epoch: r.get(0),
-                complete: r.get(1),
-                cursor: r.get(2),
-                copied: r.get(3),
-                max_version: r.get(4),
-                generation: r.get(5),
-            }))
+            Ok(conn.query_opt(STATE, &[&msg.kind]).await?.as_ref().map(ReadModelState::of))
         })
     }
 }
@@ -834,20 +838,7 @@ impl Handler<ResetReadModel> for Store {
             let tx = conn.transaction().await?;
             // One reset at a time per kind, across the instances sharing this database.
             tx.execute("SELECT pg_advisory_xact_lock(hashtext('moa_read_model ' || $1))", &[&msg.kind]).await?;
-            let now = tx
-                .query_opt(
-                    "SELECT epoch, complete, cursor, copied, max_version, generation FROM moa_read_model_state WHERE kind = $1",
-                    &[&msg.kind],
-                )
-                .await?
-                .map(|r| ReadModelState {
-                    epoch: r.get(0),
-                    complete: r.get(1),
-                    cursor: r.get(2),
-                    copied: r.get(3),
-                    max_version: r.get(4),
-                    generation: r.get(5),
-                });
+            let now = tx.query_opt(STATE, &[&msg.kind]).await?.as_ref().map(ReadModelState::of);
             let epoch: &str = &msg.epoch;
             if let Some(state) = now.filter(|s| s.generation != msg.seen && s.epoch == epoch) {
                 tx.commit().await?;
@@ -866,8 +857,14 @@ impl Handler<ResetReadModel> for Store {
                 .await?
                 .get(0);
             tx.commit().await?;
-            let state =
-                ReadModelState { epoch: epoch.to_string(), complete: false, cursor: None, copied: 0, max_version: 0, generation };
+            let state = ReadModelState {
+                epoch: epoch.to_string(),
+                complete: false,
+                cursor: None,
+                copied: 0,
+                max_version: 0,
+                generation,
+            };
             Ok((state, true))
         })
     }
