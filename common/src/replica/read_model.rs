@@ -42,7 +42,7 @@ use tokio::sync::Notify;
 use super::{
     cache::{Group, OWNER_RETRY_AFTER},
     digest::{differing, BucketDigest, WIDTH},
-    OwnerMark,
+    OwnerMark, Source,
 };
 use crate::{
     amqp::rpc::RpcClient,
@@ -661,15 +661,10 @@ impl ReadModel {
         }
     }
 
+    /// The owner's epoch, newest version and horizon, asked as every replica asks it.
     async fn owner_mark(&self) -> Result<OwnerMark> {
-        let timeout = self.rpc_timeout.max(Duration::from_secs(2));
-        let rows = self.rpc.call(self.owner, &Query::Epoch { entity: self.kind.into() }, timeout).await?;
-        match rows.first() {
-            Some(VersionedRow { version, epoch: Some(epoch), data, .. }) => {
-                Ok(OwnerMark { epoch: epoch.clone(), max_version: *version, horizon: data.get().parse().unwrap_or(0) })
-            }
-            _ => Err(Error::RpcFailed(self.owner.name(), "an epoch answer of an unexpected shape".into())),
-        }
+        let owner = Source::Remote { rpc: self.rpc.clone(), owner: self.owner };
+        owner.owner_mark(self.kind, self.rpc_timeout.max(Duration::from_secs(2))).await
     }
 
     /// Writes the events the feed delivered, batched, until the service stops (then once more).
@@ -688,7 +683,7 @@ impl ReadModel {
                 if rows.is_empty() {
                     break;
                 }
-                match self.write_events(rows.clone()).await {
+                match self.write_events(&rows).await {
                     Ok(()) => failures = 0,
                     Err(e) => {
                         failures += 1;
@@ -720,9 +715,12 @@ impl ReadModel {
         }
     }
 
-    async fn write_events(&self, rows: Vec<ReadRow>) -> Result<()> {
+    /// Writes the rows of the read model's epoch among `rows` (the caller keeps them, to try
+    /// again if the write fails).
+    async fn write_events(&self, rows: &[ReadRow]) -> Result<()> {
         let Some(epoch) = self.epoch() else { return Ok(()) };
-        let rows: Vec<ReadRow> = rows.into_iter().filter(|r| r.epoch.as_ref().is_none_or(|e| *e == epoch)).collect();
+        let rows: Vec<ReadRow> =
+            rows.iter().filter(|r| r.epoch.as_ref().is_none_or(|e| *e == epoch)).cloned().collect();
         if rows.is_empty() {
             return Ok(());
         }
