@@ -11,7 +11,7 @@ use common::{
 
 /// Versioned migrations in the order they apply, then this domain's function files (the shared
 /// ones, `common::db::FUNCTIONS`, are applied by `common::db::migrate` itself).
-pub static MIGRATIONS: [Migration; 15] = [
+pub static MIGRATIONS: [Migration; 16] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
@@ -31,6 +31,7 @@ pub static MIGRATIONS: [Migration; 15] = [
     common::db::TOMBSTONES,
     common::db::CACHE_ENTRIES,
     common::db::READ_MODELS,
+    common::db::TOKEN_HASHES,
     Migration::function("moa_alarm_state", include_str!("../sql/functions/moa_alarm_state.sql")),
     Migration::function("moa_write_alarms", include_str!("../sql/functions/moa_write_alarms.sql")),
     Migration::function("moa_alarm_rows", include_str!("../sql/functions/moa_alarm_rows.sql")),

@@ -2,7 +2,12 @@
 
 use actix_web::HttpRequest;
 
-use crate::{entity::User, error::ApiError, replica::UserDirectory};
+use std::sync::OnceLock;
+
+use hmac::{Mac, SimpleHmac};
+use sha2::Sha256;
+
+use crate::{entity::KnownUser, error::ApiError, replica::UserDirectory};
 
 pub const HEADER: &str = "USER-TOKEN";
 /// Longer tokens are refused without a lookup (ours are 36 characters).
@@ -55,9 +60,41 @@ pub fn token_fingerprint(token: &str) -> String {
     format!("tok#{h:08x}")
 }
 
+/// The key of [`token_hash`] when `TOKEN_HASH_KEY` is not set: fine for one machine's
+/// development stack (every service there uses it), never for a deployment (docs/security.md).
+pub const DEVELOPMENT_TOKEN_KEY: &str = "moa-local-development-token-key";
+
+/// The process's token key, installed once at start from the settings.
+static TOKEN_KEY: OnceLock<Vec<u8>> = OnceLock::new();
+
+/// Installs the key every [`token_hash`] of this process uses (the first call wins: a process
+/// runs one service with one key).
+pub fn install_token_key(key: &str) {
+    let _ = TOKEN_KEY.set(key.as_bytes().to_vec());
+}
+
+/// What other services know of a token: HMAC-SHA256 under the deployment's shared
+/// `TOKEN_HASH_KEY`, its first 128 bits in hex. The user service sends this instead of the
+/// token in its events and answers; every service hashes a request's `USER-TOKEN` to look it
+/// up, so caches, hot copies and read models never hold a token. Keyed, so that a copy of a
+/// consumer's database without the key cannot be searched for a guessed token.
+pub fn token_hash(token: &str) -> String {
+    let key = TOKEN_KEY.get().map(Vec::as_slice).unwrap_or(DEVELOPMENT_TOKEN_KEY.as_bytes());
+    // An HMAC accepts a key of any length.
+    let mut mac = <SimpleHmac<Sha256> as hmac::KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(token.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    let mut out = String::with_capacity(32);
+    for b in &digest[..16] {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
 /// The calling user, or 401 (unknown token) / 503 (cannot tell: the user service and the
 /// cache both cannot answer).
-pub async fn authenticate(req: &HttpRequest, users: &UserDirectory) -> Result<User, ApiError> {
+pub async fn authenticate(req: &HttpRequest, users: &UserDirectory) -> Result<KnownUser, ApiError> {
     let token = UserToken::parse(req)?;
     match users.by_token(token.as_str()).await {
         Ok(Some(user)) => Ok(user),
@@ -86,6 +123,18 @@ mod tests {
         assert!(parse(TestRequest::default().insert_header((HEADER, "a b"))).is_err());
         let ok = parse(TestRequest::default().insert_header(("user-token", " abc "))).unwrap();
         assert_eq!(ok.as_str(), "abc");
+    }
+
+    #[test]
+    fn the_token_hash_is_keyed_hmac_sha256_cut_to_128_bits() {
+        // `printf t | openssl dgst -sha256 -hmac moa-local-development-token-key`, cut to 32 hex
+        // digits (no key is installed in unit tests).
+        let h = token_hash("t");
+        assert_eq!(h, "2ce8c71b021ef9edef8812a9af25dc0a");
+        assert!(h.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(h, token_hash("t"), "stable");
+        assert_ne!(h, token_hash("u"));
+        assert!(!h.contains('t'));
     }
 
     #[test]

@@ -193,6 +193,10 @@ pub const CACHE_ENTRIES: Migration =
 /// Complete read models of other domains' kinds (`moa_read_model`; see `replica::read_model`).
 pub const READ_MODELS: Migration =
     Migration { version: 25, name: "read models", sql: include_str!("../sql/0025_read_model.sql") };
+/// Users keyed by their token's hash, not the token: the old user rows of the hot copy and
+/// the read model are dropped (see `auth::token_hash`).
+pub const TOKEN_HASHES: Migration =
+    Migration { version: 26, name: "token hashes", sql: include_str!("../sql/0026_token_hash.sql") };
 /// The SQL functions every domain database gets, with the shared migrations above (which
 /// every service lists); [`migrate`] applies them itself, before the service's own functions.
 pub const FUNCTIONS: [Migration; 6] = [

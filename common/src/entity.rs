@@ -172,6 +172,53 @@ impl Entity for User {
     }
 }
 
+/// A user as the other services know it: the user service's row with its token replaced by
+/// [`crate::auth::token_hash`] (see [`outward`]). What events, RPC answers, caches, hot copies
+/// and read models carry, in every service (the user service's own directory included).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KnownUser {
+    pub id: i64,
+    pub name: String,
+    pub token_hash: String,
+}
+
+impl Entity for KnownUser {
+    const KIND: &'static str = "user";
+    const OWNER: Domain = Domain::User;
+    type Key = i64;
+    fn key(&self) -> Option<i64> {
+        Some(self.id)
+    }
+    fn parse_key(key: &str) -> Option<i64> {
+        key.parse().ok()
+    }
+}
+
+/// Whether [`outward`] rewrites this kind's rows (only users: their tokens).
+pub fn rewritten_outward(entity: &str) -> bool {
+    entity == User::KIND
+}
+
+/// A row as it may leave its owner's database: a user's token replaced by its hash, every
+/// other kind as it is. Applied to every change event the relay publishes and every row the
+/// store answers a [`crate::store::Query`] with, so no token travels beyond the user service
+/// but in its own list (the contract's `GET /`). A user row that does not read as one (none
+/// should) loses its data rather than carry a token.
+pub fn outward(entity: &str, data: &RawJson) -> Option<RawJson> {
+    if !rewritten_outward(entity) {
+        return None;
+    }
+    let known = serde_json::from_str::<User>(data.get()).ok().map(|u| KnownUser {
+        id: u.id,
+        name: u.name,
+        token_hash: crate::auth::token_hash(&u.access_token),
+    });
+    Some(match known {
+        Some(k) => serde_json::value::to_raw_value(&k).unwrap_or_else(|_| raw_json(&serde_json::Value::Null)),
+        None => raw_json(&serde_json::Value::Null),
+    })
+}
+
 /// `alarm(id integer pk, item_id integer, user_id integer, created timestamp)`, keyed by
 /// (user, item): that pair is what "the user has an alarm on the item" means.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -252,6 +299,18 @@ mod tests {
         assert_eq!(Alarm::parse_key("2:3"), Some((2, 3)));
         assert_eq!(Alarm::parse_key("null:3"), None);
         assert_eq!(Item::parse_key("17"), Some(17));
+    }
+
+    #[test]
+    fn a_user_row_leaves_with_the_tokens_hash_and_other_kinds_unchanged() {
+        let row = raw_json(&serde_json::json!({"id": 3, "name": "n", "access_token": "secret-token"}));
+        let out = outward("user", &row).expect("a user row is rewritten");
+        assert!(!out.get().contains("secret-token"), "{}", out.get());
+        let known: KnownUser = serde_json::from_str(out.get()).unwrap();
+        assert_eq!(known, KnownUser { id: 3, name: "n".into(), token_hash: crate::auth::token_hash("secret-token") });
+        assert!(outward("alarm", &row).is_none());
+        let odd = raw_json(&serde_json::json!({"access_token": "secret-token"}));
+        assert_eq!(outward("user", &odd).unwrap().get(), "null");
     }
 
     #[test]

@@ -132,6 +132,13 @@ impl Core {
         prefix_reads: &'static [crate::store::PrefixRead],
     ) -> Result<Core> {
         crate::error::name_own_database(settings.domain.name(), &settings.database_url);
+        match &settings.token_hash_key {
+            Some(key) => crate::auth::install_token_key(key),
+            None => log::warn!(
+                "TOKEN_HASH_KEY is not set: tokens are hashed with the local development key, which every \
+                 service of this machine shares; set one secret for the whole deployment (docs/security.md)"
+            ),
+        }
         let metrics = Metrics::default();
         describe_metrics(&metrics);
         let tasks = Tasks::new();

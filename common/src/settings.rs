@@ -121,6 +121,12 @@ pub struct Settings {
     /// `CACHE_RESTORE_ENTRIES`: how many of the persisted hot entries a start loads (the most
     /// recently saved first), default 50000.
     pub cache_restore_entries: u64,
+    /// `TOKEN_HASH_KEY`: the secret every service of a deployment shares to hash access tokens
+    /// (`crate::auth::token_hash`); unset, the local development key (a warning at start).
+    pub token_hash_key: Option<String>,
+    /// `USER_LIST_TOKENS`: whether the user list (`GET :7001/`) shows each user's
+    /// `access_token`, as the contract says, default 1; 0 leaves it out (docs/security.md).
+    pub user_list_tokens: bool,
     /// `READ_MODELS`: keep a complete read model of every other domain's kind this service
     /// caches (users, alarm sets) in its own database, behind the bounded caches
     /// (`common::replica::read_model`), default 1; 0 leaves misses to the owner alone.
@@ -344,6 +350,8 @@ impl Settings {
             shutdown_drain: Duration::from_millis(num("SHUTDOWN_DRAIN_MS", 0)?),
             cache_entries: positive("CACHE_ENTRIES", 80_000)?,
             cache_restore_entries: num("CACHE_RESTORE_ENTRIES", 50_000)?,
+            token_hash_key: var("TOKEN_HASH_KEY"),
+            user_list_tokens: num("USER_LIST_TOKENS", 1)? != 0,
             read_models: num("READ_MODELS", 1)? != 0,
             read_model_page_rows: u32::try_from(positive("READ_MODEL_PAGE_ROWS", 10_000)?.min(100_000))
                 .unwrap_or(100_000),

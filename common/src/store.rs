@@ -292,6 +292,12 @@ impl Query {
         }
     }
 
+    /// Whether the answer is the entity's rows (not digests or the epoch mark): what
+    /// [`crate::entity::outward`] rewrites before the rows leave the store.
+    pub fn answers_rows(&self) -> bool {
+        !matches!(self, Query::Digest { .. } | Query::Epoch { .. })
+    }
+
     pub fn entity(&self) -> &str {
         match self {
             Query::Snapshot { entity, .. }
@@ -517,7 +523,15 @@ impl Handler<Query> for Store {
                 }
             };
             timing.log_if_slow(&q);
-            to_rows(rows)
+            let mut rows = to_rows(rows)?;
+            if q.answers_rows() {
+                for row in &mut rows {
+                    if let Some(data) = crate::entity::outward(q.entity(), &row.data) {
+                        row.data = data;
+                    }
+                }
+            }
+            Ok(rows)
         })
     }
 }
@@ -580,6 +594,31 @@ pub struct OutboxRow {
     pub request_id: Option<String>,
     /// When the change was committed (ms since the epoch), for the publish-latency histogram.
     pub created_ms: f64,
+}
+
+/// An outbox payload as it may leave: a change event's data through
+/// [`crate::entity::outward`] (a user's token becomes its hash). Views and other kinds'
+/// events pass unparsed: only a payload naming an entity `outward` rewrites is taken apart.
+fn outward_event(body: String) -> String {
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow)]
+        entity: Option<std::borrow::Cow<'a, str>>,
+    }
+    let entity = match serde_json::from_str::<Head>(&body) {
+        Ok(Head { entity: Some(e) }) if crate::entity::rewritten_outward(&e) => e.into_owned(),
+        _ => return body,
+    };
+    let Ok(mut event) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&body) else {
+        return body;
+    };
+    if let Some(data) = event.get("data").and_then(|d| serde_json::value::to_raw_value(d).ok()) {
+        if let Some(out) = crate::entity::outward(&entity, &data) {
+            let value = serde_json::from_str(out.get()).unwrap_or(serde_json::Value::Null);
+            event.insert("data".into(), value);
+        }
+    }
+    serde_json::to_string(&event).unwrap_or(body)
 }
 
 /// What a drain's publisher reports: the rows the broker confirmed, the rows it refused
@@ -674,7 +713,7 @@ impl Handler<DrainOutbox> for Store {
                         id: r.try_get(0)?,
                         event_id: r.try_get(1)?,
                         exchange: r.try_get(2)?,
-                        body: r.try_get::<_, String>(3)?.into_bytes(),
+                        body: outward_event(r.try_get::<_, String>(3)?).into_bytes(),
                         request_id: r.try_get(4)?,
                         created_ms: r.try_get(5)?,
                     })

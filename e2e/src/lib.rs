@@ -730,6 +730,7 @@ impl System {
             ("AMQP_URL".into(), self.service_amqp_url(svc)),
             ("HTTP_WORKERS".into(), "2".into()),
             ("DB_POOL_SIZE".into(), "4".into()),
+            ("TOKEN_HASH_KEY".into(), TOKEN_HASH_KEY.into()),
             ("RUST_LOG".into(), std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into())),
         ];
         if rpc_timeout() != RPC_TIMEOUT {
@@ -1123,6 +1124,19 @@ macro_rules! system {
             None => return,
         }
     };
+}
+
+/// The `TOKEN_HASH_KEY` every service of a test system shares.
+pub const TOKEN_HASH_KEY: &str = "e2e-token-hash-key";
+
+/// What the services know of `token` (docs/security.md, "Tokens"): HMAC-SHA256 under
+/// [`TOKEN_HASH_KEY`], its first 16 bytes in hex. Computed here from that description, not
+/// with the services' code, to forge an event or to search a database for it.
+pub fn token_hash(token: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::SimpleHmac::<sha2::Sha256>::new_from_slice(TOKEN_HASH_KEY.as_bytes()).expect("any key length");
+    mac.update(token.as_bytes());
+    mac.finalize().into_bytes()[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The RabbitMQ user of `svc` and its local password (rabbitmq/local-passwords.env, which

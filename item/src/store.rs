@@ -6,7 +6,7 @@ use tokio_postgres::types::Type;
 
 /// Versioned migrations in the order they apply (the shared function files,
 /// `common::db::FUNCTIONS`, are applied by `common::db::migrate` itself).
-pub static MIGRATIONS: [Migration; 9] = [
+pub static MIGRATIONS: [Migration; 10] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
@@ -16,6 +16,7 @@ pub static MIGRATIONS: [Migration; 9] = [
     common::db::TOMBSTONES,
     common::db::CACHE_ENTRIES,
     common::db::READ_MODELS,
+    common::db::TOKEN_HASHES,
 ];
 
 /// A view of `item_id` by `user_id`, to queue in the outbox. Committed before the detail

@@ -74,6 +74,8 @@ pub struct StreamUsers {
     pub page: Page,
     /// Held until the last page is sent.
     pub turn: OwnedSemaphorePermit,
+    /// Whether each user's `access_token` is listed (`USER_LIST_TOKENS`).
+    pub tokens: bool,
 }
 
 impl Handler<StreamUsers> for Store {
@@ -90,7 +92,7 @@ impl Handler<StreamUsers> for Store {
             db.spawn(async move {
                 let _turn = msg.turn;
                 let mut out = Output { head: Some(head_tx), rest: rest_tx };
-                if let Err(e) = produce(pool, msg.page, &mut out).await {
+                if let Err(e) = produce(pool, msg.page, msg.tokens, &mut out).await {
                     match out.head.take() {
                         Some(head) => {
                             let _ = head.send(Err(e));
@@ -130,7 +132,7 @@ impl Output {
     }
 }
 
-async fn produce(pool: MigratedPool, page: Page, out: &mut Output) -> Result<()> {
+async fn produce(pool: MigratedPool, page: Page, tokens: bool, out: &mut Output) -> Result<()> {
     let offset = i64::try_from(page.offset).unwrap_or(i64::MAX);
     let limit = page.limit.map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX));
     let mut conn = pool.get().await?;
@@ -147,7 +149,7 @@ async fn produce(pool: MigratedPool, page: Page, out: &mut Output) -> Result<()>
     if rows.len() as i64 <= PAGE_ROWS {
         let users = rows.iter().map(user_of).collect::<Result<Vec<_>>>()?;
         let mut body = list_head(users.len() as i64);
-        write_users(&mut body, &users, true)?;
+        write_users(&mut body, &users, true, tokens)?;
         body.extend_from_slice(LIST_TAIL);
         let _ = out.send(body, false).await;
         return Ok(());
@@ -168,7 +170,7 @@ async fn produce(pool: MigratedPool, page: Page, out: &mut Output) -> Result<()>
             return Err(Error::DbUnavailable(format!("the user list ended {left} users before its count")));
         };
         let take = users.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        write_users(&mut body, &users[..take], first)?;
+        write_users(&mut body, &users[..take], first, tokens)?;
         first = false;
         left -= take as i64;
         if left == 0 {
@@ -223,11 +225,18 @@ async fn first_page(db: &impl GenericClient, offset: i64, n: i64) -> Result<(i64
     Ok((total, users))
 }
 
-fn write_users(body: &mut Vec<u8>, users: &[User], first: bool) -> Result<()> {
+fn write_users(body: &mut Vec<u8>, users: &[User], first: bool, tokens: bool) -> Result<()> {
     for (i, user) in users.iter().enumerate() {
-        write_user(body, user, first && i == 0)?;
+        write_user(body, user, first && i == 0, tokens)?;
     }
     Ok(())
+}
+
+/// A user listed without its token (`USER_LIST_TOKENS=0`).
+#[derive(serde::Serialize)]
+struct TokenlessUser<'a> {
+    id: i64,
+    name: &'a str,
 }
 
 /// What comes before the first user: `{"count":n,"payload":[`.
@@ -240,11 +249,16 @@ const LIST_TAIL: &[u8] = b"]}";
 
 /// One user of the list, with the separator `serde_json` puts before every element of an
 /// array but the first: the pages together are the bytes of serializing the whole list.
-fn write_user(body: &mut Vec<u8>, user: &User, first: bool) -> Result<()> {
+fn write_user(body: &mut Vec<u8>, user: &User, first: bool, tokens: bool) -> Result<()> {
     if !first {
         body.push(b',');
     }
-    serde_json::to_writer(body, user).map_err(|e| Error::Malformed(format!("a user row: {e}")))
+    let written = if tokens {
+        serde_json::to_writer(body, user)
+    } else {
+        serde_json::to_writer(body, &TokenlessUser { id: user.id, name: &user.name })
+    };
+    written.map_err(|e| Error::Malformed(format!("a user row: {e}")))
 }
 
 #[cfg(test)]
@@ -260,7 +274,7 @@ mod tests {
         for n in [0, 1, 5] {
             let mut streamed = list_head(n as i64);
             for (i, u) in users[..n].iter().enumerate() {
-                write_user(&mut streamed, u, i == 0).unwrap();
+                write_user(&mut streamed, u, i == 0, true).unwrap();
             }
             streamed.extend_from_slice(LIST_TAIL);
             let whole = format!("{{\"count\":{n},\"payload\":{}}}", serde_json::to_string(&users[..n]).unwrap());
@@ -268,5 +282,14 @@ mod tests {
             let list: common::openapi::UserList = serde_json::from_slice(&streamed).unwrap();
             assert_eq!(list.count as usize, n);
         }
+    }
+
+    #[test]
+    fn a_list_without_tokens_names_each_user_and_no_token() {
+        let users = [User { id: 2, name: "b".into(), access_token: "secret-2".into() }];
+        let mut body = list_head(1);
+        write_users(&mut body, &users, true, false).unwrap();
+        body.extend_from_slice(LIST_TAIL);
+        assert_eq!(String::from_utf8(body).unwrap(), r#"{"count":1,"payload":[{"id":2,"name":"b"}]}"#);
     }
 }

@@ -12,7 +12,7 @@ use common::{
 
 /// Versioned migrations in the order they apply, then this domain's function files (the shared
 /// ones, `common::db::FUNCTIONS`, are applied by `common::db::migrate` itself).
-pub static MIGRATIONS: [Migration; 15] = [
+pub static MIGRATIONS: [Migration; 16] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
@@ -30,6 +30,7 @@ pub static MIGRATIONS: [Migration; 15] = [
     Migration { version: 23, name: "visit retention", sql: include_str!("../migrations/0014_visit_retention.sql") },
     common::db::CACHE_ENTRIES,
     common::db::READ_MODELS,
+    common::db::TOKEN_HASHES,
     Migration::function("moa_record_visit", include_str!("../sql/functions/moa_record_visit.sql")),
     Migration::function("moa_trim_visits", include_str!("../sql/functions/moa_trim_visits.sql")),
 ];

@@ -92,7 +92,7 @@ fn merged(key: &MergeKey, parts: &[&Query]) -> Query {
 #[derive(Deserialize)]
 struct TokenOf<'a> {
     #[serde(borrow)]
-    access_token: Option<std::borrow::Cow<'a, str>>,
+    token_hash: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// The parts a query asks for: its tokens, or its prefixes.
@@ -105,20 +105,23 @@ fn parts(q: &Query) -> &[String] {
 }
 
 /// Each query's rows out of the answer to all of them: the rows that answer it alone, by the
-/// owner's own test (the user's token equals one of its tokens; the key starts with one of its
-/// prefixes). Each row is looked at once: its token, or each of its key's prefixes, looked up.
+/// owner's own test (the user's token hash is one of its tokens'; the key starts with one of
+/// its prefixes). Each row is looked at once: its token hash, or each of its key's prefixes,
+/// looked up.
 fn split(queries: &[Query], rows: &[VersionedRow]) -> Vec<Vec<VersionedRow>> {
-    let mut asked: HashMap<&str, Vec<usize>> = HashMap::new();
+    let by_token = matches!(queries.first(), Some(Query::UsersByToken { .. }));
+    let mut asked: HashMap<std::borrow::Cow<'_, str>, Vec<usize>> = HashMap::new();
     for (i, q) in queries.iter().enumerate() {
         for part in parts(q) {
-            let askers = asked.entry(part.as_str()).or_default();
+            // Answers carry a token's hash, never the token (crate::entity::outward).
+            let part = if by_token { crate::auth::token_hash(part).into() } else { part.as_str().into() };
+            let askers = asked.entry(part).or_default();
             if askers.last() != Some(&i) {
                 askers.push(i);
             }
         }
     }
     let mut out: Vec<Vec<VersionedRow>> = vec![Vec::new(); queries.len()];
-    let by_token = matches!(queries.first(), Some(Query::UsersByToken { .. }));
     // The row each query got last: a row two of its prefixes match is its once.
     let mut last: Vec<Option<usize>> = vec![None; queries.len()];
     for (r, row) in rows.iter().enumerate() {
@@ -131,8 +134,8 @@ fn split(queries: &[Query], rows: &[VersionedRow]) -> Vec<Vec<VersionedRow>> {
             }
         };
         if by_token {
-            if let Some(token) = serde_json::from_str::<TokenOf>(row.data.get()).ok().and_then(|t| t.access_token) {
-                give(&token);
+            if let Some(hash) = serde_json::from_str::<TokenOf>(row.data.get()).ok().and_then(|t| t.token_hash) {
+                give(&hash);
             }
         } else {
             let key = row.key.as_str();
@@ -250,7 +253,7 @@ mod tests {
             key: id.to_string(),
             version: id,
             deleted: false,
-            data: raw_json(&json!({"id": id, "name": "n", "access_token": token})),
+            data: raw_json(&json!({"id": id, "name": "n", "token_hash": crate::auth::token_hash(token)})),
             epoch: None,
         }
     }

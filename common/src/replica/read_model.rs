@@ -381,7 +381,10 @@ impl ReadModel {
     /// A lookup answered from the read model, as the owner's rows.
     async fn read(&self, q: &Query) -> Result<Vec<VersionedRow>> {
         let by = match q {
-            Query::UsersByToken { tokens } => ReadBy::Lookup(tokens.clone()),
+            // The read model holds what the owner sends: a token's hash, never the token.
+            Query::UsersByToken { tokens } => {
+                ReadBy::Lookup(tokens.iter().map(|t| crate::auth::token_hash(t)).collect())
+            }
             Query::Prefix { prefixes, .. } => {
                 ReadBy::Groups(prefixes.iter().filter_map(|p| p.strip_suffix(':')?.parse().ok()).collect())
             }
@@ -1109,20 +1112,19 @@ mod tests {
     }
 
     #[test]
-    fn a_user_row_keeps_its_id_name_and_token_and_is_found_by_its_token() {
-        let r =
-            ReadRow::of::<Users>(&row("7", 3, false, json!({"id": 7, "name": "이름", "access_token": "t7", "x": 1})))
-                .unwrap();
+    fn a_user_row_keeps_its_id_name_and_token_hash_and_is_found_by_the_hash() {
+        let r = ReadRow::of::<Users>(&row("7", 3, false, json!({"id": 7, "name": "이름", "token_hash": "h7", "x": 1})))
+            .unwrap();
         assert_eq!((r.grp, r.member, r.version, r.deleted), (7, 0, 3, false));
-        assert_eq!(r.lookup.as_deref(), Some("t7"));
+        assert_eq!(r.lookup.as_deref(), Some("h7"));
         let kept: serde_json::Value = serde_json::from_str(r.kept.as_deref().unwrap()).unwrap();
-        assert_eq!(kept, json!({"id": 7, "name": "이름", "access_token": "t7"}), "only what the kind keeps");
+        assert_eq!(kept, json!({"id": 7, "name": "이름", "token_hash": "h7"}), "only what the kind keeps");
         assert_eq!(Users::key(r.grp, r.member), "7");
     }
 
     #[test]
     fn a_tombstone_keeps_nothing_and_is_found_by_no_token() {
-        let r = ReadRow::of::<Users>(&row("7", 4, true, json!({"id": 7, "name": "a", "access_token": "t7"}))).unwrap();
+        let r = ReadRow::of::<Users>(&row("7", 4, true, json!({"id": 7, "name": "a", "token_hash": "h7"}))).unwrap();
         assert!(r.deleted);
         assert_eq!(r.lookup, None);
         assert_eq!(r.kept, None);

@@ -1,10 +1,13 @@
 //! The user directory: who a `USER-TOKEN` belongs to. A bounded cache of users (one entry
-//! per user), found by token through a token index; see [`super::cache`].
+//! per user), found by the token's keyed hash through an index; see [`super::cache`]. No
+//! token is held here: the user service sends [`KnownUser`]s (hash, not token), and a
+//! request's token is hashed once to be looked up ([`crate::auth::token_hash`]).
 
 use std::sync::Arc;
 
 use crate::{
-    entity::{User, VersionedRow},
+    auth::token_hash,
+    entity::{KnownUser, VersionedRow},
     error::Result,
     replica::{
         cache::{item_capacity, Found, Group, GroupCache, Members},
@@ -20,19 +23,19 @@ impl Group for Users {
     const KIND: &'static str = "user";
     const OWNER: Domain = Domain::User;
     /// The user, or `None`: deleted.
-    type View = Option<Arc<User>>;
+    type View = Option<Arc<KnownUser>>;
     /// The user, parsed once (shared with the view); `None` for a tombstone.
-    type Kept = Option<Arc<User>>;
+    type Kept = Option<Arc<KnownUser>>;
 
     fn place(key: &str) -> Option<(i64, i64)> {
         key.parse().ok().map(|id| (id, 0))
     }
 
-    fn keep(row: &VersionedRow) -> Option<Arc<User>> {
-        row_value::<User>(row).map(Arc::new)
+    fn keep(row: &VersionedRow) -> Option<Arc<KnownUser>> {
+        row_value::<KnownUser>(row).map(Arc::new)
     }
 
-    fn view(members: &Members<Option<Arc<User>>>) -> Option<Arc<User>> {
+    fn view(members: &Members<Option<Arc<KnownUser>>>) -> Option<Arc<KnownUser>> {
         members.iter().next().and_then(|(_, m)| m.kept.clone())
     }
 
@@ -41,20 +44,22 @@ impl Group for Users {
     }
 
     fn lookup(row: &VersionedRow) -> Option<String> {
-        row_value::<User>(row).map(|u| u.access_token)
+        row_value::<KnownUser>(row).map(|u| u.token_hash)
     }
 
     fn lookups_answered_by(row: &VersionedRow) -> Vec<String> {
-        row_value::<User>(row).map(|u| vec![token_lookup(&u.access_token)]).unwrap_or_default()
+        row_value::<KnownUser>(row).map(|u| vec![token_lookup(&u.token_hash)]).unwrap_or_default()
     }
 }
 
-fn token_lookup(token: &str) -> String {
-    format!("token:{token}")
+/// The single-flight key of a lookup by token: its hash (the token itself is not kept).
+fn token_lookup(hash: &str) -> String {
+    format!("token:{hash}")
 }
 
-/// Users by id, plus `tokens`: token → user id, checked against the entry on every use (a
-/// changed token leaves its old index entry behind, pointing at a user who no longer holds it).
+/// Users by id, plus `tokens`: token hash → user id, checked against the entry on every use
+/// (a changed token leaves its old index entry behind, pointing at a user who no longer
+/// holds it).
 pub struct UserDirectory {
     cache: GroupCache<Users>,
     /// quick_cache, as the entries: read at every request (see `cache::EntryMap`).
@@ -83,9 +88,9 @@ impl UserDirectory {
         UserDirectory::new(GroupCache::detached(), tokens)
     }
 
-    fn cached_by_token(&self, token: &str) -> Option<Found<User>> {
-        let id = self.tokens.get(token)?;
-        let holds = |u: &Option<Arc<User>>| u.as_deref().filter(|u| u.access_token == token).cloned();
+    fn cached_by_hash(&self, hash: &str) -> Option<Found<KnownUser>> {
+        let id = self.tokens.get(hash)?;
+        let holds = |u: &Option<Arc<KnownUser>>| u.as_deref().filter(|u| u.token_hash == hash).cloned();
         match self.cache.cached(id)? {
             Found::Current(e) => holds(&e.view).map(Found::Current),
             Found::Stale(e) => holds(&e.view).map(Found::Stale),
@@ -103,7 +108,7 @@ impl UserDirectory {
     /// Loads the cache's hot copy and indexes the restored users' tokens.
     pub async fn restore(&self) {
         for user in self.cache.load_hot_copy().await.into_iter().flatten() {
-            self.tokens.insert(user.access_token.clone(), user.id);
+            self.tokens.insert(user.token_hash.clone(), user.id);
         }
         self.cache.mark_restored();
     }
@@ -115,7 +120,7 @@ impl UserDirectory {
         for id in rows.iter().filter_map(|r| Users::group_of(&r.key)) {
             if let Some(Found::Current(e) | Found::Stale(e)) = self.cache.cached(id) {
                 if let Some(user) = &e.view {
-                    self.tokens.insert(user.access_token.clone(), user.id);
+                    self.tokens.insert(user.token_hash.clone(), user.id);
                 }
             }
         }
@@ -124,8 +129,9 @@ impl UserDirectory {
     /// The user holding `token`, asking the owner when it is not cached (or cached in an old
     /// generation). `Ok(None)`: no such user. An old entry is served when the owner cannot
     /// answer.
-    pub async fn by_token(&self, token: &str) -> Result<Option<User>> {
-        let stale = match self.cached_by_token(token) {
+    pub async fn by_token(&self, token: &str) -> Result<Option<KnownUser>> {
+        let hash = token_hash(token);
+        let stale = match self.cached_by_hash(&hash) {
             Some(Found::Current(user)) => {
                 self.hit();
                 return Ok(Some(user));
@@ -137,20 +143,23 @@ impl UserDirectory {
             self.served_stale(&e);
             return Ok(Some(user.clone()));
         }
-        let holds = |rows: &[VersionedRow]| rows.iter().filter_map(row_value::<User>).find(|u| u.access_token == token);
+        let holds =
+            |rows: &[VersionedRow]| rows.iter().filter_map(row_value::<KnownUser>).find(|u| u.token_hash == hash);
         let groups = |rows: &[VersionedRow]| rows.iter().filter_map(|r| Users::group_of(&r.key)).collect();
+        // The owner is asked by the token itself (it holds the tokens, not their hashes); its
+        // answer, like everything it sends, carries the hash.
         let q = Query::UsersByToken { tokens: vec![token.to_string()] };
-        match self.cache.fetch(token_lookup(token), q, groups, |rows| holds(rows).is_some()).await {
+        match self.cache.fetch(token_lookup(&hash), q, groups, |rows| holds(rows).is_some()).await {
             Ok(rows) => {
                 self.index(&rows);
                 // The entry if the answer was kept (an event newer than the answer may have
                 // changed it since); the answer itself otherwise.
-                Ok(match self.cached_by_token(token) {
+                Ok(match self.cached_by_hash(&hash) {
                     Some(Found::Current(u)) => Some(u),
                     _ => {
                         if holds(&rows).is_none() {
                             // An old entry said otherwise: the token is no longer this user's.
-                            self.tokens.remove(token);
+                            self.tokens.remove(&hash);
                         }
                         holds(&rows)
                     }
@@ -178,13 +187,13 @@ mod tests {
             key: id.to_string(),
             version: v,
             deleted,
-            data: raw_json(&json!({"id": id, "name": "이름", "access_token": token})),
+            data: raw_json(&json!({"id": id, "name": "이름", "token_hash": token_hash(token)})),
             epoch: None,
         }
     }
 
     fn current(d: &UserDirectory, token: &str) -> Option<i64> {
-        match d.cached_by_token(token) {
+        match d.cached_by_hash(&token_hash(token)) {
             Some(Found::Current(u)) => Some(u.id),
             _ => None,
         }
@@ -247,7 +256,7 @@ mod tests {
         d.fill(&[1], &[row(1, 1, "t", false)], g);
         d.index(&[row(1, 1, "t", false)]);
         futures_util::FutureExt::now_or_never(d.resubscribed());
-        assert!(matches!(d.cached_by_token("t"), Some(Found::Stale(_))));
+        assert!(matches!(d.cached_by_hash(&token_hash("t")), Some(Found::Stale(_))));
     }
 
     #[tokio::test]

@@ -130,7 +130,7 @@ async fn a_forged_event_with_a_version_the_owner_never_handed_out_is_corrected()
     let forged = serde_json::json!([{
         "event_id": "forged-1", "entity": "user", "key": id.to_string(), "version": 1_000_000_000_000i64,
         "deleted": false, "epoch": epoch,
-        "data": {"id": id, "name": name, "access_token": "forged-token-0000"}
+        "data": {"id": id, "name": name, "token_hash": e2e::token_hash("forged-token-0000")}
     }]);
     let body = serde_json::json!({
         "properties": {}, "routing_key": "", "payload": forged.to_string(), "payload_encoding": "string"

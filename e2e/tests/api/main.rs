@@ -20,6 +20,7 @@ mod pg_failover;
 mod privilege;
 mod read_models;
 mod seed_alarms;
+mod tokens;
 mod user_list;
 mod visits;
 mod writes;

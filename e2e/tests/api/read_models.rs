@@ -200,12 +200,12 @@ async fn rows(sys: &System, svc: Svc, kind: &str) -> Vec<(i64, i64, i64, bool, O
     .collect()
 }
 
-/// The live users of user_db as a read model keeps them: (id, name, token).
+/// The live users of user_db as a read model keeps them: (id, name, the token's hash).
 async fn owner_users(sys: &System) -> Vec<(i64, String, String)> {
     sys.sql(Svc::User, "SELECT id::bigint, name, access_token FROM \"user\" ORDER BY id")
         .await
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .map(|r| (r.get(0), r.get(1), e2e::token_hash(r.get(2))))
         .collect()
 }
 
@@ -221,7 +221,8 @@ async fn kept_users(sys: &System, svc: Svc) -> Vec<(i64, String, String)> {
         .map(|(grp, _, _, _, kept)| {
             let v: Value = serde_json::from_str(kept.as_deref().expect("a live user keeps its data")).expect("json");
             assert_eq!(v["id"].as_i64(), Some(grp));
-            (grp, v["name"].as_str().expect("name").to_string(), v["access_token"].as_str().expect("token").to_string())
+            assert!(v.get("access_token").is_none(), "no token is kept: {v}");
+            (grp, v["name"].as_str().expect("name").to_string(), v["token_hash"].as_str().expect("hash").to_string())
         })
         .collect()
 }
@@ -312,7 +313,7 @@ async fn a_late_event_never_overwrites_a_newer_row() {
     let epoch: String = sys.sql(Svc::User, "SELECT moa_epoch()").await[0].get(0);
     let late = serde_json::json!({
         "event_id": "late-1", "entity": "user", "key": id.to_string(), "version": version - 1, "deleted": false,
-        "data": {"id": id, "name": "Older Name", "access_token": "late-token"}, "epoch": epoch,
+        "data": {"id": id, "name": "Older Name", "token_hash": e2e::token_hash("late-token")}, "epoch": epoch,
     });
     let publish = serde_json::json!({
         "properties": {}, "routing_key": "", "payload": late.to_string(), "payload_encoding": "string",

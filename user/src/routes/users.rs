@@ -28,7 +28,7 @@ pub async fn list(
     let turn = lists.turn().await.map_err(unavailable)?;
     let body = core
         .store
-        .send(StreamUsers { page, turn })
+        .send(StreamUsers { page, turn, tokens: core.settings.user_list_tokens })
         .await
         .map_err(common::Error::from)
         .and_then(|r| r)
