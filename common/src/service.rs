@@ -181,6 +181,11 @@ fn describe_metrics(m: &Metrics) {
         ("moa_cache_entries", "gauge", "entries in the user and alarm caches (one per user)"),
         ("moa_cache_resets_total", "counter", "caches emptied because the owner's epoch or history changed"),
         (
+            "moa_cache_repaired_total",
+            "counter",
+            "cache entries dropped for holding a version above the owner's newest (owner wins)",
+        ),
+        (
             "moa_cache_stale_served_total",
             "counter",
             "old-generation cache entries served because the owner did not answer",

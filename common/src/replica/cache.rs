@@ -677,6 +677,43 @@ impl<G: Group> GroupCache<G> {
         self.metrics.inc("moa_cache_resets_total", format!("entity=\"{}\"", G::KIND), 1.0);
     }
 
+    /// Owner wins: the entries holding a version above the owner's newest (which the owner
+    /// never handed out: an event forged, or replayed from another history) are dropped, and
+    /// only they, to be read again from the read model or the owner at their next use; so are
+    /// such rows among the recent events and every remembered answer. Not a reset: a stream of
+    /// such events would otherwise empty the whole cache at each one.
+    fn repair_above(&self, newest: i64, seen: i64) {
+        let dropped = std::cell::RefCell::new(Vec::new());
+        {
+            let _guard = self.lock();
+            self.entries.map.retain(|group, e| {
+                let keep = e.members.iter().all(|(_, m)| m.version <= newest);
+                if !keep {
+                    dropped.borrow_mut().push(*group);
+                }
+                keep
+            });
+            for (_, held) in self.recent.iter() {
+                held.lock().unwrap_or_else(|p| p.into_inner()).0.retain(|(_, row)| row.version <= newest);
+            }
+            self.lookups.invalidate_all();
+            self.max_version.store(newest, Ordering::Relaxed);
+        }
+        let dropped = dropped.into_inner();
+        if let Some(p) = &self.persister {
+            // Not in the cache any more: deleted from the hot copy at its next write.
+            p.dirty.lock().unwrap_or_else(|p| p.into_inner()).groups.extend(dropped.iter().copied());
+        }
+        log::warn!(
+            "{} cache: it saw version {seen} but the owner ({}) has handed out versions up to {newest} only; \
+             {} entries above that dropped, to be read again",
+            G::KIND,
+            self.source.owner_name(),
+            dropped.len()
+        );
+        self.metrics.inc("moa_cache_repaired_total", format!("entity=\"{}\"", G::KIND), dropped.len() as f64);
+    }
+
     /// The feed (re)subscribed: events may have been missed while it was not, so every entry
     /// is asked again before its next use. Then the owner's epoch is checked.
     pub async fn resubscribed(&self) {
@@ -793,10 +830,7 @@ impl<G: Group> GroupCache<G> {
             Some(e) if e != owner.epoch => {
                 self.reset(Some(owner.epoch.clone()), &format!("the owner's epoch changed ({e} -> {})", owner.epoch))
             }
-            _ if seen > owner.max_version => self.reset(
-                Some(owner.epoch.clone()),
-                &format!("it saw version {seen} but the owner's newest is {}", owner.max_version),
-            ),
+            _ if seen > owner.max_version => self.repair_above(owner.max_version, seen),
             None => {
                 self.same_epoch(Some(&owner.epoch));
             }
@@ -1031,6 +1065,23 @@ mod tests {
         // 12 s on: the events of t0 are gone, the one of 9 s is held.
         recent.note(&alarm_row(1, 12, 9), t0 + Duration::from_secs(12), window);
         assert_eq!(held(&recent), [("1:11".into(), 8), ("1:12".into(), 9)]);
+    }
+
+    /// Owner wins, for the entries that hold a version the owner never handed out, and only
+    /// for them: the rest of the cache stays (a reset would be a denial of service).
+    #[test]
+    fn a_version_above_the_owners_newest_drops_that_entry_alone() {
+        let book = AlarmBook::detached();
+        let g = book.current_generation();
+        book.fill(&[1], &[alarm_row(1, 5, 3)], g);
+        book.fill(&[2], &[alarm_row(2, 5, 4), alarm_row(2, 6, 900)], g);
+        book.apply_rows(&[alarm_row(1, 7, 8)]);
+        assert_eq!(book.max_version(), 900);
+        book.repair_above(10, 900);
+        assert!(matches!(book.cached(1), Some(Found::Current(_))), "an entry within the owner's history stays");
+        assert!(book.cached(2).is_none(), "the entry holding version 900 is dropped");
+        assert_eq!(book.max_version(), 10);
+        assert_eq!(book.len(), 1);
     }
 
     /// An entry keeps what the view needs, not the rows as sent: 10,000 users with 10 alarms

@@ -120,11 +120,14 @@ async fn a_recreated_item_database_is_noticed_and_operator_changes_reach_the_ala
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_event_with_a_version_the_owner_never_handed_out_is_corrected() {
     let sys = demo().await;
-    let (id, token) = sys.users(1).await.remove(0);
+    let mut users = sys.users(2).await;
+    let (other, other_token) = users.remove(1);
+    let (id, token) = users.remove(0);
     let name: String = sys.sql(Svc::User, &format!("SELECT name FROM \"user\" WHERE id = {id}")).await[0].get(0);
     let epoch = epoch_of(&sys, Svc::User).await;
-    // The item service has this user cached.
+    // The item service has this user cached, and another one.
     assert_eq!(sys.get(Svc::Item, "/", &token).await.status, 200);
+    assert_eq!(sys.get(Svc::Item, "/", &other_token).await.status, 200);
     // Someone with publish rights on user.events gives this user another token, at a version
     // far above anything user_db has handed out (same epoch: the worst case).
     let forged = serde_json::json!([{
@@ -142,7 +145,8 @@ async fn a_forged_event_with_a_version_the_owner_never_handed_out_is_corrected()
         Some(&body.to_string()),
     );
     // Seen at first (it looks legitimate), then corrected by the epoch watch: the owner's
-    // newest version is below it, so the caches are emptied and asked again.
+    // newest version is below it, so the entry holding it is dropped and asked again (owner
+    // wins), and the read model's digest check puts the owner's row back.
     let took = eventually(CONVERGE, "the real token works again and the forged one does not", || async {
         let real = sys.get(Svc::Item, "/", &token).await.status;
         let fake = sys.get(Svc::Item, "/", "forged-token-0000").await.status;
@@ -150,8 +154,14 @@ async fn a_forged_event_with_a_version_the_owner_never_handed_out_is_corrected()
     })
     .await;
     eprintln!("forged row corrected after {took:?}");
-    let m = sys.request(Method::GET, sys.port(Svc::Item), "/metrics", None, None).await;
-    assert!(m.text.contains("moa_cache_resets_total{entity=\"user\"}"), "the reset is counted:\n{}", m.text);
+    let repaired = sys.counter_sum(Svc::Item, "moa_cache_repaired_total", "entity=\"user\"").await;
+    assert!(repaired >= 1.0, "the dropped entry is counted: {repaired}");
+    // Only that entry: the cache was not emptied, the other user is still answered from memory.
+    assert_eq!(sys.counter_sum(Svc::Item, "moa_cache_resets_total", "entity=\"user\"").await, 0.0, "no reset");
+    let hits = || sys.counter_sum(Svc::Item, "moa_cache_hits_total", "entity=\"user\"");
+    let before = hits().await;
+    assert_eq!(sys.get(Svc::Item, "/", &other_token).await.status, 200, "user {other}");
+    assert_eq!(hits().await, before + 1.0, "user {other} is still cached");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
