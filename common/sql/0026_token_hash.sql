@@ -1,5 +1,5 @@
 -- Users now leave the user service with their token's keyed hash instead of the token
--- (common::auth::token_hash, docs/security.md). What this database held of other services'
+-- (common::token::token_hash, docs/security.md). What this database held of other services'
 -- users (the cache's hot copy, the read model) was keyed by token: dropped here, built again
 -- from the owner. The read model's state is kept but made incomplete under an epoch no owner
 -- has, so the next start rebuilds it (a new generation: a backfill still running in an

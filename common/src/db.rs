@@ -194,7 +194,7 @@ pub const CACHE_ENTRIES: Migration =
 pub const READ_MODELS: Migration =
     Migration { version: 25, name: "read models", sql: include_str!("../sql/0025_read_model.sql") };
 /// Users keyed by their token's hash, not the token: the old user rows of the hot copy and
-/// the read model are dropped (see `auth::token_hash`).
+/// the read model are dropped (see `token::token_hash`).
 pub const TOKEN_HASHES: Migration =
     Migration { version: 26, name: "token hashes", sql: include_str!("../sql/0026_token_hash.sql") };
 /// The SQL functions every domain database gets, with the shared migrations above (which

@@ -155,7 +155,7 @@ impl std::fmt::Debug for User {
         f.debug_struct("User")
             .field("id", &self.id)
             .field("name", &self.name)
-            .field("access_token", &crate::auth::token_fingerprint(&self.access_token))
+            .field("access_token", &crate::token::token_fingerprint(&self.access_token))
             .finish()
     }
 }
@@ -173,7 +173,7 @@ impl Entity for User {
 }
 
 /// A user as the other services know it: the user service's row with its token replaced by
-/// [`crate::auth::token_hash`] (see [`outward`]). What events, RPC answers, caches, hot copies
+/// [`crate::token::token_hash`] (see [`outward`]). What events, RPC answers, caches, hot copies
 /// and read models carry, in every service (the user service's own directory included).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct KnownUser {
@@ -211,7 +211,7 @@ pub fn outward(entity: &str, data: &RawJson) -> Option<RawJson> {
     let known = serde_json::from_str::<User>(data.get()).ok().map(|u| KnownUser {
         id: u.id,
         name: u.name,
-        token_hash: crate::auth::token_hash(&u.access_token),
+        token_hash: crate::token::token_hash(&u.access_token),
     });
     Some(match known {
         Some(k) => serde_json::value::to_raw_value(&k).unwrap_or_else(|_| raw_json(&serde_json::Value::Null)),
@@ -307,7 +307,7 @@ mod tests {
         let out = outward("user", &row).expect("a user row is rewritten");
         assert!(!out.get().contains("secret-token"), "{}", out.get());
         let known: KnownUser = serde_json::from_str(out.get()).unwrap();
-        assert_eq!(known, KnownUser { id: 3, name: "n".into(), token_hash: crate::auth::token_hash("secret-token") });
+        assert_eq!(known, KnownUser { id: 3, name: "n".into(), token_hash: crate::token::token_hash("secret-token") });
         assert!(outward("alarm", &row).is_none());
         let odd = raw_json(&serde_json::json!({"access_token": "secret-token"}));
         assert_eq!(outward("user", &odd).unwrap().get(), "null");

@@ -19,6 +19,7 @@ pub mod settings;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod token;
 
 pub use error::{ApiError, Error, Result};
 

@@ -133,7 +133,7 @@ impl Core {
     ) -> Result<Core> {
         crate::error::name_own_database(settings.domain.name(), &settings.database_url);
         match &settings.token_hash_key {
-            Some(key) => crate::auth::install_token_key(key),
+            Some(key) => crate::token::install_token_key(key),
             None => log::warn!(
                 "TOKEN_HASH_KEY is not set: tokens are hashed with the local development key, which every \
                  service of this machine shares; set one secret for the whole deployment (docs/security.md)"

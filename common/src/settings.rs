@@ -122,7 +122,7 @@ pub struct Settings {
     /// recently saved first), default 50000.
     pub cache_restore_entries: u64,
     /// `TOKEN_HASH_KEY`: the secret every service of a deployment shares to hash access tokens
-    /// (`crate::auth::token_hash`); unset, the local development key (a warning at start).
+    /// (`crate::token::token_hash`); unset, the local development key (a warning at start).
     pub token_hash_key: Option<String>,
     /// `USER_LIST_TOKENS`: whether the user list (`GET :7001/`) shows each user's
     /// `access_token`, as the contract says, default 1; 0 leaves it out (docs/security.md).

@@ -114,7 +114,7 @@ fn split(queries: &[Query], rows: &[VersionedRow]) -> Vec<Vec<VersionedRow>> {
     for (i, q) in queries.iter().enumerate() {
         for part in parts(q) {
             // Answers carry a token's hash, never the token (crate::entity::outward).
-            let part = if by_token { crate::auth::token_hash(part).into() } else { part.as_str().into() };
+            let part = if by_token { crate::token::token_hash(part).into() } else { part.as_str().into() };
             let askers = asked.entry(part).or_default();
             if askers.last() != Some(&i) {
                 askers.push(i);
@@ -253,7 +253,7 @@ mod tests {
             key: id.to_string(),
             version: id,
             deleted: false,
-            data: raw_json(&json!({"id": id, "name": "n", "token_hash": crate::auth::token_hash(token)})),
+            data: raw_json(&json!({"id": id, "name": "n", "token_hash": crate::token::token_hash(token)})),
             epoch: None,
         }
     }

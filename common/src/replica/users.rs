@@ -1,12 +1,11 @@
 //! The user directory: who a `USER-TOKEN` belongs to. A bounded cache of users (one entry
 //! per user), found by the token's keyed hash through an index; see [`super::cache`]. No
 //! token is held here: the user service sends [`KnownUser`]s (hash, not token), and a
-//! request's token is hashed once to be looked up ([`crate::auth::token_hash`]).
+//! request's token is hashed once to be looked up ([`crate::token::token_hash`]).
 
 use std::sync::Arc;
 
 use crate::{
-    auth::token_hash,
     entity::{KnownUser, VersionedRow},
     error::Result,
     replica::{
@@ -15,6 +14,7 @@ use crate::{
     },
     settings::Domain,
     store::Query,
+    token::token_hash,
 };
 
 pub struct Users;

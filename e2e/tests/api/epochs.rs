@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use e2e::{eventually, mgmt, Infra, Method, Seed, Svc, System};
+use e2e::{eventually, mgmt, Infra, Seed, Svc, System};
 
 /// The integrity issue's bound: converged within 5 s after a reset or restore.
 const CONVERGE: Duration = Duration::from_secs(5);
