@@ -32,12 +32,12 @@ use crate::crash::{
 
 /// The documented bound (docs/failures.md): a domain's writes are taken again within this of
 /// its primary's loss (measured: 6-12 s on 2 shared cores).
-const WRITES_BACK_WITHIN: Duration = Duration::from_secs(15);
+pub(crate) const WRITES_BACK_WITHIN: Duration = Duration::from_secs(15);
 
 const DOMAINS: [&str; 3] = ["alarm", "user", "item"];
 
 /// True when pg_autoctl is there, or can be installed (scripts/up installs it as root with apt).
-fn pg_auto_failover_available() -> bool {
+pub(crate) fn pg_auto_failover_available() -> bool {
     let found =
         |cmd: &str| std::process::Command::new("sh").args(["-c", cmd]).status().map(|s| s.success()).unwrap_or(false);
     found("command -v pg_autoctl")
@@ -78,7 +78,7 @@ async fn reader(
 
 /// Until a transaction that needs a transaction id commits through the services' URL (every
 /// member, `target_session_attrs=read-write`): how long that took from `since`.
-async fn writes_back(stack: &Stack, domain: &str, since: Instant) -> Duration {
+pub(crate) async fn writes_back(stack: &Stack, domain: &str, since: Instant) -> Duration {
     let members = stack.pg_members(domain);
     let url = format!(
         "host={} port={} user=postgres password=postgres dbname={domain}_db target_session_attrs=read-write connect_timeout=1",
