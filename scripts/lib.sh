@@ -60,6 +60,17 @@ read_first() {
   printf '%s' "$line"
 }
 
+# proc_has_env PID ENTRY: true if process PID's environment holds ENTRY (NAME=value) exactly.
+# (Read with `read`, not grep: rabbit_pid asks it of every beam.smp on the machine, and a
+# machine running other tests has dozens; at a load average of 70 each grep took ~1 s.)
+proc_has_env() {
+  local entry
+  while IFS= read -r -d '' entry; do
+    [ "$entry" != "$2" ] || return 0
+  done 2>/dev/null <"/proc/$1/environ"
+  return 1
+}
+
 # pid_alive PID: true if PID runs. A zombie counts as gone: orphans are reparented to
 # PID 1, which need not reap them promptly (in this VM it takes ~1.5 s).
 pid_alive() {
@@ -503,7 +514,7 @@ rabbit_pid() {
   local mnesia=$1/mnesia pid child p
   pid=$(read_pid "$1/rabbit.pid")
   if pid_alive "$pid" && [ "$(read_first "/proc/$pid/comm")" = rabbitmq-server ] &&
-    grep -qzxF -- "RABBITMQ_MNESIA_BASE=$mnesia" "/proc/$pid/environ" 2>/dev/null; then
+    proc_has_env "$pid" "RABBITMQ_MNESIA_BASE=$mnesia"; then
     for child in $(read_first "/proc/$pid/task/$pid/children"); do
       if [ "$(read_first "/proc/$child/comm")" = beam.smp ] && pid_alive "$child"; then
         echo "$pid"
@@ -516,7 +527,7 @@ rabbit_pid() {
     comm=''
     { read -r comm <"$p/comm"; } 2>/dev/null || true
     [ "$comm" = beam.smp ] || continue
-    if grep -qzxF -- "RABBITMQ_MNESIA_BASE=$mnesia" "$p/environ" 2>/dev/null && pid_alive "${p#/proc/}"; then
+    if proc_has_env "${p#/proc/}" "RABBITMQ_MNESIA_BASE=$mnesia" && pid_alive "${p#/proc/}"; then
       echo "${p#/proc/}"
       return 0
     fi
