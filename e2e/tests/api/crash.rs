@@ -1,8 +1,9 @@
 //! Crashes under load: a `scripts/up` stack of its own serves concurrent alarm sets/clears and
 //! item views (valid tokens) while its components — the three PostgreSQL servers, RabbitMQ and
 //! the three services — are killed with SIGKILL, each restarted at once by `scripts/up
-//! COMPONENT`. First every component is crashed twice in a row (kill, restart, kill again at
-//! once, restart), then random ones until `MOA_CRASH_SECONDS` (default 60) have passed.
+//! COMPONENT`. By default every component is crashed once, in a random order, and one of them
+//! twice in a row (kill, restart, kill again at once, restart); with `MOA_CRASH_SECONDS`, every
+//! component twice in a row, then random ones until that many seconds have passed.
 //!
 //! Afterwards nothing acknowledged may be lost and no cache may disagree with its database:
 //! - per (user, item) pair the last acknowledged alarm change is in alarm_db (a pair whose last
