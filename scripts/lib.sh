@@ -48,19 +48,44 @@ as_user() {
   fi
 }
 
+# The helpers that look at processes and files use shell builtins only (read, not cat or head):
+# they run in loops over /proc, and under a load average of 40 each fork cost ~40 ms (a scan
+# of 339 processes with one cat each took 15 s; `scripts/up item-1` in the cluster test ran
+# several such scans).
+
+# read_first FILE: FILE's first line, or nothing (no error) when it cannot be read
+read_first() {
+  local line=''
+  { IFS= read -r line <"$1"; } 2>/dev/null || true
+  printf '%s' "$line"
+}
+
+# proc_has_env PID ENTRY: true if process PID's environment holds ENTRY (NAME=value) exactly.
+# (Read with `read`, not grep: rabbit_pid asks it of every beam.smp on the machine, and a
+# machine running other tests has dozens; at a load average of 70 each grep took ~1 s.)
+proc_has_env() {
+  local entry
+  while IFS= read -r -d '' entry; do
+    [ "$entry" != "$2" ] || return 0
+  done 2>/dev/null <"/proc/$1/environ"
+  return 1
+}
+
 # pid_alive PID: true if PID runs. A zombie counts as gone: orphans are reparented to
 # PID 1, which need not reap them promptly (in this VM it takes ~1.5 s).
 pid_alive() {
-  local stat
+  local stat=''
   [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null || return 1
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
   stat=${stat##*) }
   [ "${stat:0:1}" != Z ]
 }
 
 # read_pid FILE: the pid on the first line of FILE, or nothing
 read_pid() {
-  if [ -r "$1" ]; then head -n 1 "$1" | tr -dc '0-9'; fi
+  local line=''
+  { IFS= read -r line <"$1"; } 2>/dev/null || true
+  printf '%s' "${line//[^0-9]/}"
 }
 
 # stop_pid PID SECONDS: SIGTERM the process group PID leads (the process alone
@@ -488,18 +513,21 @@ pg_pid() {
 rabbit_pid() {
   local mnesia=$1/mnesia pid child p
   pid=$(read_pid "$1/rabbit.pid")
-  if pid_alive "$pid" && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = rabbitmq-server ] &&
-    grep -qzxF -- "RABBITMQ_MNESIA_BASE=$mnesia" "/proc/$pid/environ" 2>/dev/null; then
-    for child in $(cat "/proc/$pid/task/$pid/children" 2>/dev/null); do
-      if [ "$(cat "/proc/$child/comm" 2>/dev/null)" = beam.smp ] && pid_alive "$child"; then
+  if pid_alive "$pid" && [ "$(read_first "/proc/$pid/comm")" = rabbitmq-server ] &&
+    proc_has_env "$pid" "RABBITMQ_MNESIA_BASE=$mnesia"; then
+    for child in $(read_first "/proc/$pid/task/$pid/children"); do
+      if [ "$(read_first "/proc/$child/comm")" = beam.smp ] && pid_alive "$child"; then
         echo "$pid"
         return 0
       fi
     done
   fi
+  local comm
   for p in /proc/[0-9]*; do
-    [ "$(cat "$p/comm" 2>/dev/null)" = beam.smp ] || continue
-    if grep -qzxF -- "RABBITMQ_MNESIA_BASE=$mnesia" "$p/environ" 2>/dev/null && pid_alive "${p#/proc/}"; then
+    comm=''
+    { read -r comm <"$p/comm"; } 2>/dev/null || true
+    [ "$comm" = beam.smp ] || continue
+    if proc_has_env "${p#/proc/}" "RABBITMQ_MNESIA_BASE=$mnesia" && pid_alive "${p#/proc/}"; then
       echo "${p#/proc/}"
       return 0
     fi
@@ -561,7 +589,7 @@ autoctl_pid() {
   local pid
   pid=$(read_pid "$1/run/pg_autoctl$1/data/pg_autoctl.pid")
   pid_alive "$pid" || return 0
-  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = pg_autoctl ] || return 0
+  [ "$(read_first "/proc/$pid/comm")" = pg_autoctl ] || return 0
   echo "$pid"
 }
 

@@ -336,7 +336,19 @@ impl Drop for Infra {
         let Some(dir) = &self.dir else { return };
         let script = env().repo_dir.join("scripts/infra");
         if self.own_rabbit.is_some() {
-            let _ = Command::new(&script).arg("rabbit-stop").arg(dir.join("rabbit")).output();
+            // A throwaway broker: killed (its process group), not stopped gracefully (6 s under
+            // load); rabbit-stop only if something of it outlived the kill.
+            let lib = env().repo_dir.join("scripts/lib.sh");
+            let kill = format!(
+                ". '{}' && pid=$(read_pid '{}/rabbit.pid') && [ -n \"$pid\" ] && kill -KILL -- -$pid; \
+                 for i in $(seq 50); do [ -z \"$(rabbit_pid '{1}')\" ] && exit 0; sleep 0.1; done; exit 1",
+                lib.display(),
+                dir.join("rabbit").display()
+            );
+            let killed = Command::new("bash").arg("-c").arg(kill).status().is_ok_and(|s| s.success());
+            if !killed {
+                let _ = Command::new(&script).arg("rabbit-stop").arg(dir.join("rabbit")).output();
+            }
         }
         for svc in &self.own_pg {
             let pg_dir = dir.join(format!("pg-{}", svc.name()));

@@ -206,6 +206,16 @@ impl Stack {
             .collect()
     }
 
+    /// True when `domain`'s formation is whole: a primary and every other member its
+    /// synchronous standby (`secondary`), each where the monitor assigned it.
+    pub fn pg_formation_whole(&self, domain: &str) -> bool {
+        let states = self.pg_states(domain);
+        states.len() == usize::from(self.pg_standbys) + 1
+            && states.iter().all(|(_, reported, assigned)| reported == assigned)
+            && states.iter().filter(|(_, r, _)| r == "primary").count() == 1
+            && states.iter().filter(|(_, r, _)| r == "secondary").count() == usize::from(self.pg_standbys)
+    }
+
     /// SIGKILL to every process of member `name` (`"alarm-db-1"`): its `pg_autoctl run` (which
     /// leads the process group) and the postgres it runs, all at once, as when its machine
     /// dies. (A SIGKILL of the postmaster alone is undone by its pg_autoctl in a second or

@@ -1,8 +1,9 @@
 //! Crashes under load: a `scripts/up` stack of its own serves concurrent alarm sets/clears and
 //! item views (valid tokens) while its components — the three PostgreSQL servers, RabbitMQ and
 //! the three services — are killed with SIGKILL, each restarted at once by `scripts/up
-//! COMPONENT`. First every component is crashed twice in a row (kill, restart, kill again at
-//! once, restart), then random ones until `MOA_CRASH_SECONDS` (default 60) have passed.
+//! COMPONENT`. By default every component is crashed once, in a random order, and one of them
+//! twice in a row (kill, restart, kill again at once, restart); with `MOA_CRASH_SECONDS`, every
+//! component twice in a row, then random ones until that many seconds have passed.
 //!
 //! Afterwards nothing acknowledged may be lost and no cache may disagree with its database:
 //! - per (user, item) pair the last acknowledged alarm change is in alarm_db (a pair whose last
@@ -15,6 +16,12 @@
 //!
 //! The run prints writes, views, kills, availability and the time to converge.
 //! `MOA_CRASH_SECONDS=600 scripts/test -E 'test(crash)'` runs a long one.
+//!
+//! `MOA_CRASH_PG_STANDBYS=1` runs it on `scripts/up --pg-standbys 1` (each database a primary
+//! and a synchronous standby, docs/deployment.md): a database's crash is then its primary
+//! member's, killed whole (its pg_autoctl and its postgres, as when its machine dies); the
+//! domain's writes must be taken again within [`WRITES_BACK_WITHIN`] of the kill (by the
+//! promoted standby), and the member is brought back with `scripts/up <member>` (a standby).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -26,6 +33,8 @@ use std::{
 };
 
 use e2e::stack::{Component, Stack};
+
+use crate::pg_failover::{pg_auto_failover_available, writes_back, WRITES_BACK_WITHIN};
 
 /// Users under load; worker `w` drives users `w`, `w + WORKERS`, ... alone, so the requests
 /// on one (user, item) pair are sequential and "the last acknowledged change" is well defined.
@@ -58,6 +67,19 @@ fn crash_seconds() -> Option<u64> {
         .ok()
         .map(|v| v.parse().unwrap_or_else(|_| panic!("MOA_CRASH_SECONDS must be a number of seconds, not {v:?}")))
 }
+
+/// `MOA_CRASH_PG_STANDBYS`: standbys per database (`scripts/up --pg-standbys`); 0 (unset): one
+/// server per database.
+fn crash_pg_standbys() -> u16 {
+    std::env::var("MOA_CRASH_PG_STANDBYS").ok().filter(|v| !v.is_empty()).map_or(0, |v| {
+        v.parse().unwrap_or_else(|_| panic!("MOA_CRASH_PG_STANDBYS must be a number of standbys, not {v:?}"))
+    })
+}
+
+/// How long a formation may take to be whole again (its last killed member rejoined as the
+/// standby) before its primary is killed again: 51-58 s were measured under a load average of
+/// 30-40 (docs/deployment.md).
+const FORMATION_WHOLE_WITHIN: Duration = Duration::from_secs(120);
 
 /// xorshift64*: a small deterministic generator; the seed is printed so a run can be repeated.
 pub(crate) struct Rng(pub(crate) u64);
@@ -363,7 +385,11 @@ struct Kills {
 }
 
 /// SIGKILL `c` and restart it at once with `scripts/up c`; it must run again afterwards.
+/// With standbys, a database's crash is its primary's ([`crash_primary_and_restart`]).
 fn crash_and_restart(stack: &Stack, c: Component, kills: &mut Kills) -> Result<(), String> {
+    if stack.pg_standbys > 0 && [Component::ItemDb, Component::AlarmDb, Component::UserDb].contains(&c) {
+        return crash_primary_and_restart(stack, c, kills);
+    }
     let killed_at = Instant::now();
     let pid = stack.kill9(c);
     let took = stack.up(c);
@@ -374,6 +400,51 @@ fn crash_and_restart(stack: &Stack, c: Component, kills: &mut Kills) -> Result<(
         other => return Err(format!("after scripts/up {} it runs as {other:?} (killed pid {pid})", c.name())),
     }
     eprintln!("crash: kill -9 {} (pid {pid}), scripts/up {0} took {:.1} s", c.name(), took.as_secs_f64());
+    kills.done.push((c, pid, took));
+    Ok(())
+}
+
+/// SIGKILL the primary member of database `c` whole (its pg_autoctl and its postgres: its
+/// machine died), wait until the domain takes writes again (the standby promoted: within
+/// [`WRITES_BACK_WITHIN`] of the kill), then `scripts/up <member>` brings it back as the
+/// standby. Its window (requests that need the database may fail) runs from the kill until
+/// `scripts/up` returned.
+fn crash_primary_and_restart(stack: &Stack, c: Component, kills: &mut Kills) -> Result<(), String> {
+    let domain = c.name().trim_end_matches("-db");
+    // A primary killed while its formation is not whole (the member killed before still
+    // rejoining) has no standby to hand over to: wait for it.
+    let waiting = Instant::now();
+    while !stack.pg_formation_whole(domain) {
+        if waiting.elapsed() > FORMATION_WHOLE_WITHIN {
+            return Err(format!(
+                "{domain}_db's formation not whole after {FORMATION_WHOLE_WITHIN:?}: {:?}",
+                stack.pg_states(domain)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let primary =
+        stack.pg_primary(domain).ok_or_else(|| format!("{domain}_db has no primary: {:?}", stack.pg_states(domain)))?;
+    let killed_at = Instant::now();
+    let pid = stack.kill9_member(&primary);
+    let writes = tokio::runtime::Handle::current().block_on(writes_back(stack, domain, killed_at));
+    let took = stack.up_named(&primary);
+    kills.windows.push((c, killed_at, Instant::now()));
+    let took = took?;
+    if writes > WRITES_BACK_WITHIN {
+        return Err(format!(
+            "{domain}_db took writes again {writes:?} after its primary {primary} was killed (bound {WRITES_BACK_WITHIN:?}): {:?}",
+            stack.pg_states(domain)
+        ));
+    }
+    if stack.pid_named(&primary).is_none_or(|new| new == pid) {
+        return Err(format!("after scripts/up {primary} its keeper does not run again (killed pid {pid})"));
+    }
+    eprintln!(
+        "crash: kill -9 {primary} (the primary of {domain}_db: pg_autoctl pid {pid} and its postgres), writes taken again after {:.1} s, scripts/up {primary} took {:.1} s",
+        writes.as_secs_f64(),
+        took.as_secs_f64()
+    );
     kills.done.push((c, pid, took));
     Ok(())
 }
@@ -545,6 +616,11 @@ pub(crate) fn excuse(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_any_component_under_load_loses_nothing_and_caches_converge() {
     let seconds = crash_seconds();
+    let standbys = crash_pg_standbys();
+    if standbys > 0 && !pg_auto_failover_available() {
+        e2e::skip("MOA_CRASH_PG_STANDBYS: pg_auto_failover (pg_autoctl) is not installed and cannot be");
+        return;
+    }
     let seed = std::env::var("MOA_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
     }) | 1;
@@ -552,7 +628,13 @@ async fn kill_9_of_any_component_under_load_loses_nothing_and_caches_converge() 
         Some(s) => eprintln!("crash: {s} s of load and kills (MOA_CRASH_SECONDS), seed {seed} (MOA_CRASH_SEED)"),
         None => eprintln!("crash: every component killed once, one twice (MOA_CRASH_SECONDS: a long run), seed {seed}"),
     }
-    let stack = Arc::new(tokio::task::spawn_blocking(Stack::up_all).await.expect("scripts/up"));
+    let stack = Arc::new(
+        tokio::task::spawn_blocking(
+            move || if standbys > 0 { Stack::up_pg_standbys(standbys) } else { Stack::up_all() },
+        )
+        .await
+        .expect("scripts/up"),
+    );
     let users: Vec<(i64, String)> = stack
         .db(Component::UserDb)
         .await
@@ -642,8 +724,8 @@ async fn kill_9_of_any_component_under_load_loses_nothing_and_caches_converge() 
     );
 
     // ---------------------------------------------------------------- the checks
-    for c in Component::ALL {
-        assert!(stack.pid(c).is_some(), "{} runs after the last restart", c.name());
+    for name in stack.components() {
+        assert!(stack.pid_named(&name).is_some(), "{name} runs after the last restart");
     }
     assert!(
         unexcused.is_empty(),
