@@ -6,6 +6,7 @@ mod compose;
 mod contract;
 mod crash;
 mod cross_service;
+mod db_roles;
 mod documented;
 mod epochs;
 mod faults;
