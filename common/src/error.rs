@@ -225,15 +225,17 @@ impl ApiError {
     }
 }
 
-/// Runs a write to the own database (through its coalescer and store) with a deadline:
-/// past `after`, [`Error::Deadline`] naming the database, so a stuck database costs the
-/// caller `after`, not its whole patience. The write may still commit afterwards; the
-/// writes this guards (alarm set/clear, recording a view) are safe to repeat.
-pub async fn within_write_deadline<T>(
+/// Runs a call to the own database (a write through its coalescer, a read through the store)
+/// with a deadline: past `after`, [`Error::Deadline`] naming the database, so a stuck or
+/// partitioned database costs the caller `after`, not its whole patience (a pooled connection
+/// to a server that stopped answering is handed out at once, and its socket notices only after
+/// `db::TCP_USER_TIMEOUT` or the keepalive). A write may still commit afterwards; the writes
+/// this guards (alarm set/clear, recording a view) are safe to repeat.
+pub async fn within_own_database_deadline<T>(
     after: std::time::Duration,
-    write: impl std::future::Future<Output = Result<T>>,
+    call: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
-    match tokio::time::timeout(after, write).await {
+    match tokio::time::timeout(after, call).await {
         Ok(result) => result,
         Err(_) => Err(Error::Deadline { what: own_database().to_string(), after }),
     }

@@ -40,6 +40,7 @@ pub const OWN_READ_TIMEOUT: Duration = Duration::from_millis(250);
 
 pub use reqwest::Method;
 
+pub mod blackhole;
 pub mod stack;
 
 /// Where `scripts/test` put the throwaway servers.

@@ -19,7 +19,9 @@ async fn connect_as(sys: &System, svc: Svc, db_of: Svc, role: DbRole) -> Result<
         sys.infra.pg_port(db_of),
         sys.db_name(db_of)
     );
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string()))?;
     tokio::spawn(conn);
     Ok(client)
 }

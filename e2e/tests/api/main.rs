@@ -17,6 +17,7 @@ mod migrations;
 mod observability;
 mod openapi;
 mod outages;
+mod partition;
 mod pg_failover;
 mod privilege;
 mod read_models;
