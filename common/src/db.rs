@@ -228,15 +228,7 @@ pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(5);
 /// compiled them first, 200+ ms, past the RPC timeout, for a statement that runs in 20 ms.
 /// Its sockets have keepalives and a `tcp_user_timeout` ([`TCP_USER_TIMEOUT`]).
 pub fn pool(url: &str, size: u32, timeout: Duration, statement_timeout: Duration) -> Result<Pool> {
-    let mut config: tokio_postgres::Config =
-        url.parse().map_err(|e| Error::Config(format!("bad database URL: {e}")))?;
-    config.connect_timeout(timeout);
-    config
-        .keepalives(true)
-        .keepalives_idle(KEEPALIVE_IDLE)
-        .keepalives_interval(KEEPALIVE_INTERVAL)
-        .keepalives_retries(KEEPALIVE_RETRIES)
-        .tcp_user_timeout(TCP_USER_TIMEOUT);
+    let mut config = connect_config(url, timeout)?;
     // Appended to the URL's own `options`, if any, so the URL cannot lose it by accident.
     let options = format!(
         "{} -c statement_timeout={} -c jit=off",
@@ -253,6 +245,21 @@ pub fn pool(url: &str, size: u32, timeout: Duration, statement_timeout: Duration
         .test_on_check_out(false)
         .retry_connection(false)
         .build_unchecked(manager))
+}
+
+/// `url` as a connection's configuration with the socket deadlines every connection of ours
+/// has: `connect_timeout`, TCP keepalive ([`KEEPALIVE_IDLE`]...) and [`TCP_USER_TIMEOUT`].
+pub fn connect_config(url: &str, connect_timeout: Duration) -> Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config =
+        url.parse().map_err(|e| Error::Config(format!("bad database URL: {e}")))?;
+    config
+        .connect_timeout(connect_timeout)
+        .keepalives(true)
+        .keepalives_idle(KEEPALIVE_IDLE)
+        .keepalives_interval(KEEPALIVE_INTERVAL)
+        .keepalives_retries(KEEPALIVE_RETRIES)
+        .tcp_user_timeout(TCP_USER_TIMEOUT);
+    Ok(config)
 }
 
 /// The login role of a database URL (`postgres://item_service:...@host/db` → `item_service`).
@@ -501,7 +508,8 @@ pub async fn migrate_when_reachable(pool: &Pool, source: SchemaSource, migration
                 late_attempts += 1;
             }
         }
-        tokio::time::sleep(delay).await;
+        // jittered: instances that lost the database together do not retry in lockstep
+        tokio::time::sleep(crate::backoff::jitter(delay)).await;
         delay = (delay * 2).min(Duration::from_secs(3));
     }
 }

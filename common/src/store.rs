@@ -193,7 +193,7 @@ async fn listen_for_outbox(url: String, wake: Arc<Notify>) {
     let mut failing = false;
     loop {
         let session = async {
-            let (client, mut connection) = tokio_postgres::connect(&url, NoTls).await?;
+            let (client, mut connection) = db::connect_config(&url, Duration::from_secs(10))?.connect(NoTls).await?;
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             // Ends by itself when `client` is dropped (this session ending, or the listener
             // being stopped): a connection closes when its last client is gone.
@@ -234,7 +234,7 @@ async fn listen_for_outbox(url: String, wake: Arc<Notify>) {
                 failing = true;
             }
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(crate::backoff::jitter(Duration::from_secs(1))).await;
     }
 }
 

@@ -10,6 +10,7 @@ mod db_roles;
 mod documented;
 mod epochs;
 mod faults;
+mod hardening;
 mod history;
 mod hostile;
 mod instances;
