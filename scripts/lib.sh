@@ -559,18 +559,27 @@ component_pid() {
   esac
 }
 
-pg_url() { echo "postgres://postgres:postgres@127.0.0.1:$1/$2"; }
+# db_password DOMAIN OWNER|SERVICE: the local password of that role (postgres/local-passwords.env)
+db_password() {
+  local var=${1^^}_DB_$2_PASSWORD value
+  value=$(sed -n "s/^$var=//p" "$MOA_REPO_DIR/postgres/local-passwords.env")
+  [ -n "$value" ] || die "postgres/local-passwords.env sets no $var"
+  echo "$value"
+}
 
-# db_url DOMAIN: the service's database URL: with standbys every member, and only the primary
-# (target_session_attrs=read-write) is connected to, whichever member it is now
+# db_url DOMAIN [owner]: the service's database URL as its runtime role (<domain>_service), or
+# as the owner role (<domain>_owner: migrations). With standbys every member, and only the
+# primary (target_session_attrs=read-write) is connected to, whichever member it is now.
 db_url() {
-  local hosts=() m
+  local hosts=() m role=service kind=SERVICE
+  if [ "${2:-}" = owner ]; then role=owner kind=OWNER; fi
+  local login="$1_$role:$(db_password "$1" "$kind")"
   if [ "$MOA_PG_STANDBYS" -eq 0 ]; then
-    pg_url "$(component_port "$1-db")" "$(db_name "$1")"
+    echo "postgres://$login@127.0.0.1:$(component_port "$1-db")/$(db_name "$1")"
     return 0
   fi
   for m in $(pg_members "$1"); do hosts+=("127.0.0.1:$(component_port "$m")"); done
-  echo "postgres://postgres:postgres@$(IFS=, && echo "${hosts[*]}")/$(db_name "$1")?target_session_attrs=read-write"
+  echo "postgres://$login@$(IFS=, && echo "${hosts[*]}")/$(db_name "$1")?target_session_attrs=read-write"
 }
 
 # ---------------------------------------------------------------- pg_auto_failover (--pg-standbys)

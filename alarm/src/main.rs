@@ -1,3 +1,7 @@
 fn main() -> std::process::ExitCode {
-    common::service::main(common::settings::Domain::Alarm, alarm_service::startup::build)
+    common::service::main(
+        common::settings::Domain::Alarm,
+        &alarm_service::store::MIGRATIONS,
+        alarm_service::startup::build,
+    )
 }

@@ -208,6 +208,20 @@ pub const FUNCTIONS: [Migration; 6] = [
     Migration::function("moa_collect_tombstones", include_str!("../sql/functions/moa_collect_tombstones.sql")),
 ];
 
+/// TCP keepalive of every database connection: an idle connection whose server vanished
+/// without a reset (a partition, a host that froze: its packets dropped) is found dead after
+/// [`KEEPALIVE_IDLE`] + [`KEEPALIVE_RETRIES`] × [`KEEPALIVE_INTERVAL`], 8 s, instead of the
+/// kernel's two hours.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+pub const KEEPALIVE_RETRIES: u32 = 3;
+/// `tcp_user_timeout` of every database connection: data sent and not acknowledged for this
+/// long (a statement sent into a partition) fails the connection, instead of the kernel's
+/// ~15 minutes of retransmissions. The callers' own deadlines answer sooner (a request's 503
+/// comes from its deadline, `DB_TIMEOUT_MS`, `WRITE_TIMEOUT_MS`); this one frees the
+/// connection and the task that waits on it.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Builds the pool without connecting: a service starts (and reports not-ready) while its
 /// database is down, and the pool connects when it returns. Every connection runs with
 /// `statement_timeout` = `statement_timeout`, so one stuck statement (a lock an operator
@@ -216,10 +230,9 @@ pub const FUNCTIONS: [Migration; 6] = [
 /// and where the planner's estimates are inflated (a merged read of a few hundred tokens, with
 /// no statistics for the token index, costs out at 0.5 % of the table per token) PostgreSQL
 /// compiled them first, 200+ ms, past the RPC timeout, for a statement that runs in 20 ms.
+/// Its sockets have keepalives and a `tcp_user_timeout` ([`TCP_USER_TIMEOUT`]).
 pub fn pool(url: &str, size: u32, timeout: Duration, statement_timeout: Duration) -> Result<Pool> {
-    let mut config: tokio_postgres::Config =
-        url.parse().map_err(|e| Error::Config(format!("bad database URL: {e}")))?;
-    config.connect_timeout(timeout);
+    let mut config = connect_config(url, timeout)?;
     // Appended to the URL's own `options`, if any, so the URL cannot lose it by accident.
     let options = format!(
         "{} -c statement_timeout={} -c jit=off",
@@ -238,9 +251,83 @@ pub fn pool(url: &str, size: u32, timeout: Duration, statement_timeout: Duration
         .build_unchecked(manager))
 }
 
+/// `url` as a connection's configuration with the socket deadlines every connection of ours
+/// has: `connect_timeout`, TCP keepalive ([`KEEPALIVE_IDLE`]...) and [`TCP_USER_TIMEOUT`].
+pub fn connect_config(url: &str, connect_timeout: Duration) -> Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config =
+        url.parse().map_err(|e| Error::Config(format!("bad database URL: {e}")))?;
+    config
+        .connect_timeout(connect_timeout)
+        .keepalives(true)
+        .keepalives_idle(KEEPALIVE_IDLE)
+        .keepalives_interval(KEEPALIVE_INTERVAL)
+        .keepalives_retries(KEEPALIVE_RETRIES)
+        .tcp_user_timeout(TCP_USER_TIMEOUT);
+    Ok(config)
+}
+
+/// The login role of a database URL (`postgres://item_service:...@host/db` → `item_service`).
+pub fn url_user(url: &str) -> Result<String> {
+    let config: tokio_postgres::Config = url.parse().map_err(|e| Error::Config(format!("bad database URL: {e}")))?;
+    config.get_user().map(str::to_string).ok_or_else(|| Error::Config("the database URL names no user".into()))
+}
+
+/// What the service's runtime role may do, granted by the owner after every migration step
+/// (`sql/runtime_grants.sql`; docs/security.md, "PostgreSQL: a role per service").
+const RUNTIME_GRANTS: &str = include_str!("../sql/runtime_grants.sql");
+
+/// The applied migrations `versioned` does not know, by version and name: a newer binary's
+/// (a rolled-back or older instance of a rolling deploy must not run on that schema, nor put
+/// its own, older functions back). A row a known migration's name has under another version is
+/// known (the renumbering moves it).
+fn unknown_applied<'a>(applied: &'a [(i32, String)], versioned: &[&Migration]) -> Vec<&'a (i32, String)> {
+    applied
+        .iter()
+        .filter(|(version, name)| !versioned.iter().any(|m| m.version == *version || m.name == name))
+        .collect()
+}
+
+fn schema_ahead(unknown: &[&(i32, String)]) -> Error {
+    let listed: Vec<String> = unknown.iter().map(|(v, n)| format!("{v} ({n})")).collect();
+    Error::SchemaAhead(format!(
+        "the database has migrations this binary does not know: {}; a newer version of the service migrated it \
+         (run that version, or restore the database)",
+        listed.join(", ")
+    ))
+}
+
+async fn applied_migrations(conn: &tokio_postgres::Client) -> Result<Vec<(i32, String)>> {
+    Ok(conn
+        .query("SELECT version, name FROM moa_migrations", &[])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// How many of `migrations` the database still lacks, read through `pool` (the runtime role):
+/// [`Error::SchemaAhead`] when it has one this binary does not know.
+pub async fn pending_migrations(pool: &Pool, migrations: &[Migration]) -> Result<usize> {
+    let versioned: Vec<&Migration> = migrations.iter().filter(|m| !m.is_function()).collect();
+    let conn = pool.get().await?;
+    let applied = match applied_migrations(&conn).await {
+        Err(Error::Db(e)) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Vec::new(),
+        other => other?,
+    };
+    let unknown = unknown_applied(&applied, &versioned);
+    if !unknown.is_empty() {
+        return Err(schema_ahead(&unknown));
+    }
+    Ok(versioned.iter().filter(|m| !applied.iter().any(|(v, _)| *v == m.version)).count())
+}
+
 /// Applies the versioned `migrations` not yet applied, then every function file ([`FUNCTIONS`]
-/// and the function files in `migrations`), all under an advisory lock so that two instances
-/// starting together do not race. Returns how many versioned migrations were applied.
+/// and the function files in `migrations`), then grants `runtime_role` (when it is not the
+/// migrating login itself) what it uses, all under an advisory lock so that two instances
+/// starting together do not race. Returns how many versioned migrations were applied. `pool`
+/// logs in as the database's owner role. A database with a migration this binary does not know
+/// is refused before anything is applied ([`Error::SchemaAhead`]): neither migrations nor
+/// function files.
 ///
 /// Function files are applied twice when migrations are pending:
 /// - before them, only the functions that do not exist yet, with `check_function_bodies` off:
@@ -254,7 +341,7 @@ pub fn pool(url: &str, size: u32, timeout: Duration, statement_timeout: Duration
 /// one whose return type a new file changes (CREATE OR REPLACE cannot), and the file then
 /// creates it again after. A migration must not call a function whose current body needs a
 /// later migration's tables.
-pub async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<usize> {
+pub async fn migrate(pool: &Pool, migrations: &[Migration], runtime_role: Option<&str>) -> Result<usize> {
     let (own_functions, versioned): (Vec<&Migration>, Vec<&Migration>) =
         migrations.iter().partition(|m| m.is_function());
     let functions: Vec<&Migration> = FUNCTIONS.iter().chain(own_functions).collect();
@@ -295,8 +382,12 @@ pub async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<usize> {
             conn.execute("UPDATE moa_migrations SET version = -version WHERE version < 0", &[]).await?;
             log::info!("renumbered {moved} applied migrations to the current numbering");
         }
-        let done: Vec<i32> =
-            conn.query("SELECT version FROM moa_migrations", &[]).await?.iter().map(|r| r.get(0)).collect();
+        let applied = applied_migrations(&conn).await?;
+        let unknown = unknown_applied(&applied, &versioned);
+        if !unknown.is_empty() {
+            return Err(schema_ahead(&unknown));
+        }
+        let done: Vec<i32> = applied.iter().map(|(v, _)| *v).collect();
         let pending: Vec<&Migration> = versioned.into_iter().filter(|m| !done.contains(&m.version)).collect();
         if !pending.is_empty() {
             create_missing_functions(&mut conn, &functions).await?;
@@ -316,11 +407,24 @@ pub async fn migrate(pool: &Pool, migrations: &[Migration]) -> Result<usize> {
         }
         tx.commit().await?;
         log::info!("{} SQL functions defined from their function files", functions.len());
+        let migrator = session_user(&conn).await?;
+        if let Some(role) = runtime_role.filter(|r| *r != migrator) {
+            let tx = conn.transaction().await?;
+            tx.execute("SELECT set_config('moa.runtime_role', $1, true)", &[&role]).await?;
+            tx.batch_execute(RUNTIME_GRANTS).await?;
+            tx.commit().await?;
+            log::info!("runtime role {role} granted what it uses");
+        }
         Ok::<_, Error>(pending.len())
     }
     .await;
     conn.batch_execute("SELECT pg_advisory_unlock(4242001); RESET statement_timeout").await?;
     result
+}
+
+/// The role this session logged in as.
+async fn session_user(conn: &tokio_postgres::Client) -> Result<String> {
+    Ok(conn.query_one("SELECT session_user::text", &[]).await?.get(0))
 }
 
 /// Creates the functions of `functions` that do not exist yet, bodies unchecked (see [`migrate`]).
@@ -351,22 +455,48 @@ fn function_error(f: &Migration, e: tokio_postgres::Error) -> Error {
     Error::Db(e)
 }
 
-/// Waits until the database answers and migrations are applied, retrying with a short pause.
-/// The service serves 503 for what needs its database meanwhile. A database still starting
+/// Where the schema comes from at a service's start: the owner role's pool when the service
+/// was given `<PREFIX>_DATABASE_MIGRATE_URL` (it migrates, then grants `runtime_role`), else
+/// nobody: the service waits until `<binary> migrate` has applied what it needs.
+pub struct SchemaSource {
+    pub owner: Option<Pool>,
+    pub runtime_role: String,
+}
+
+/// Waits until the database answers and its schema is this binary's, retrying with a short
+/// pause: migrated through the owner's pool if there is one, then checked through the runtime
+/// pool (which must see every migration applied: that also proves its grants). The service
+/// serves 503 for what needs its database meanwhile. A database still starting
 /// next to the service is normal for the first seconds (info); one still unreachable after
 /// [`PATIENCE`] is a warning, repeated every tenth attempt (debug in between), so a clean
 /// start logs no warning and an outage at start neither floods the log nor goes unsaid.
-pub async fn migrate_when_reachable(pool: &Pool, migrations: &'static [Migration]) {
+/// Returns only [`Error::SchemaAhead`]: a schema newer than this binary, which waiting does
+/// not fix.
+pub async fn migrate_when_reachable(pool: &Pool, source: SchemaSource, migrations: &'static [Migration]) -> Result<()> {
     const PATIENCE: Duration = Duration::from_secs(10);
     let started = std::time::Instant::now();
     let mut delay = Duration::from_millis(200);
     let mut late_attempts = 0u32;
     loop {
-        match migrate(pool, migrations).await {
+        let attempt = async {
+            let applied = match &source.owner {
+                Some(owner) => migrate(owner, migrations, Some(&source.runtime_role)).await?,
+                None => 0,
+            };
+            match pending_migrations(pool, migrations).await? {
+                0 => Ok(applied),
+                n => Err(Error::DbUnavailable(format!(
+                    "{n} migrations not applied yet{}",
+                    if source.owner.is_none() { " (run the binary's `migrate` step as the owner role)" } else { "" }
+                ))),
+            }
+        };
+        match attempt.await {
             Ok(n) => {
                 log::info!("database schema up to date ({n} migrations applied now)");
-                return;
+                return Ok(());
             }
+            Err(e @ Error::SchemaAhead(_)) => return Err(e),
             Err(e) if started.elapsed() < PATIENCE => {
                 log::info!("database not ready for migrations yet: {e}; retrying in {delay:?}");
             }
@@ -382,7 +512,8 @@ pub async fn migrate_when_reachable(pool: &Pool, migrations: &'static [Migration
                 late_attempts += 1;
             }
         }
-        tokio::time::sleep(delay).await;
+        // jittered: instances that lost the database together do not retry in lockstep
+        tokio::time::sleep(crate::backoff::jitter(delay)).await;
         delay = (delay * 2).min(Duration::from_secs(3));
     }
 }

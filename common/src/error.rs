@@ -33,6 +33,10 @@ pub enum Error {
     /// The service is starting: its database answers but the migrations are not applied yet.
     #[error("database migrations not applied yet")]
     NotMigrated,
+    /// The database holds a migration this binary does not know (a newer version migrated it):
+    /// the service refuses to start on it (`db::migrate_when_reachable`).
+    #[error("database schema is newer than this binary: {0}")]
+    SchemaAhead(String),
     /// A deadline passed: `what` (a dependency, named for the caller) did not answer in time.
     #[error("{what} did not answer within {} ms", .after.as_millis())]
     Deadline { what: String, after: std::time::Duration },
@@ -87,6 +91,7 @@ impl Error {
             Error::Malformed(s) => Error::Malformed(s.clone()),
             Error::StoreGone => Error::StoreGone,
             Error::NotMigrated => Error::NotMigrated,
+            Error::SchemaAhead(s) => Error::SchemaAhead(s.clone()),
             Error::Deadline { what, after } => Error::Deadline { what: what.clone(), after: *after },
             Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
         }
@@ -213,22 +218,24 @@ impl ApiError {
                 }
                 ApiError::Unavailable(format!("{db} is unavailable; try again shortly"))
             }
-            other @ (Error::Config(_) | Error::Malformed(_) | Error::Io(_)) => {
+            other @ (Error::Config(_) | Error::SchemaAhead(_) | Error::Malformed(_) | Error::Io(_)) => {
                 ApiError::Internal(format!("{what}: {other}"))
             }
         }
     }
 }
 
-/// Runs a write to the own database (through its coalescer and store) with a deadline:
-/// past `after`, [`Error::Deadline`] naming the database, so a stuck database costs the
-/// caller `after`, not its whole patience. The write may still commit afterwards; the
-/// writes this guards (alarm set/clear, recording a view) are safe to repeat.
-pub async fn within_write_deadline<T>(
+/// Runs a call to the own database (a write through its coalescer, a read through the store)
+/// with a deadline: past `after`, [`Error::Deadline`] naming the database, so a stuck or
+/// partitioned database costs the caller `after`, not its whole patience (a pooled connection
+/// to a server that stopped answering is handed out at once, and its socket notices only after
+/// `db::TCP_USER_TIMEOUT` or the keepalive). A write may still commit afterwards; the writes
+/// this guards (alarm set/clear, recording a view) are safe to repeat.
+pub async fn within_own_database_deadline<T>(
     after: std::time::Duration,
-    write: impl std::future::Future<Output = Result<T>>,
+    call: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
-    match tokio::time::timeout(after, write).await {
+    match tokio::time::timeout(after, call).await {
         Ok(result) => result,
         Err(_) => Err(Error::Deadline { what: own_database().to_string(), after }),
     }

@@ -443,7 +443,7 @@ async fn stop_signal() -> &'static str {
 
 /// The whole of a service's `main`: logging, settings from the environment (exit 2 when
 /// they are wrong), build, serve until a signal, exit 0 after a graceful shutdown.
-pub fn main<B>(domain: Domain, build: B) -> std::process::ExitCode
+pub fn main<B>(domain: Domain, migrations: &'static [Migration], build: B) -> std::process::ExitCode
 where
     B: FnOnce(Settings) -> Result<Application>,
 {
@@ -455,6 +455,9 @@ where
             return std::process::ExitCode::from(2);
         }
     };
+    if std::env::args().nth(1).as_deref() == Some("migrate") {
+        return migrate_once(&settings, migrations);
+    }
     log::info!("starting with {settings:?}");
     let system = actix_web::rt::System::new();
     let result = system.block_on(async move { build(settings)?.run_until_stopped().await });
@@ -462,6 +465,45 @@ where
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{} service failed: {e}", domain.name());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `<binary> migrate`: applies the migrations as the owner role (`<PREFIX>_DATABASE_MIGRATE_URL`)
+/// and grants the runtime role of `<PREFIX>_DATABASE_URL` what it uses, once, then exits: the
+/// deploy step before instances that are given no owner login start (docs/operations.md).
+/// Exit codes: 0 done, 1 failed (the database unreachable, a migration failed), 2 bad settings,
+/// 78 the database is newer than this binary.
+fn migrate_once(settings: &Settings, migrations: &'static [Migration]) -> std::process::ExitCode {
+    let prefix = settings.domain.env_prefix();
+    let Some(owner_url) = settings.database_migrate_url.as_deref() else {
+        log::error!("migrate needs {prefix}_DATABASE_MIGRATE_URL: the database as its owner role");
+        return std::process::ExitCode::from(2);
+    };
+    let run = async {
+        let owner = crate::db::pool(owner_url, 1, settings.db_timeout, Duration::from_secs(60))?;
+        let role = crate::db::url_user(&settings.database_url)?;
+        crate::db::migrate(&owner, migrations, Some(&role)).await
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("migrate: no runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run) {
+        Ok(n) => {
+            log::info!("{} database migrated: {n} migrations applied now", settings.domain.name());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e @ Error::SchemaAhead(_)) => {
+            log::error!("migrate refused: {e}");
+            std::process::ExitCode::from(78)
+        }
+        Err(e) => {
+            log::error!("migrate failed: {e}");
             std::process::ExitCode::FAILURE
         }
     }

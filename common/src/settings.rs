@@ -44,11 +44,23 @@ impl Domain {
         }
     }
 
+    /// The local stack's database as this service's own login role (postgres/local-passwords.env;
+    /// those servers listen on 127.0.0.1 only): never the superuser.
     pub fn default_database_url(self) -> &'static str {
         match self {
-            Domain::Item => "postgres://postgres:postgres@127.0.0.1:5432/item_db",
-            Domain::Alarm => "postgres://postgres:postgres@127.0.0.1:5433/alarm_db",
-            Domain::User => "postgres://postgres:postgres@127.0.0.1:5434/user_db",
+            Domain::Item => "postgres://item_service:item-service-local@127.0.0.1:5432/item_db",
+            Domain::Alarm => "postgres://alarm_service:alarm-service-local@127.0.0.1:5433/alarm_db",
+            Domain::User => "postgres://user_service:user-service-local@127.0.0.1:5434/user_db",
+        }
+    }
+
+    /// The local broker as this service's own user (rabbitmq/local-passwords.env): never the
+    /// administrator `guest`.
+    pub fn default_amqp_url(self) -> &'static str {
+        match self {
+            Domain::Item => "amqp://item-service:item-local@127.0.0.1:5672/%2f",
+            Domain::Alarm => "amqp://alarm-service:alarm-local@127.0.0.1:5672/%2f",
+            Domain::User => "amqp://user-service:user-local@127.0.0.1:5672/%2f",
         }
     }
 }
@@ -63,8 +75,14 @@ pub struct Settings {
     pub http_port: u16,
     /// `HTTP_WORKERS`, default: number of CPUs.
     pub http_workers: usize,
-    /// `<PREFIX>_DATABASE_URL`: the service's own database, and no other.
+    /// `<PREFIX>_DATABASE_URL`: the service's own database, and no other, as the service's
+    /// own login role (`item_service`, ...: rows, no DDL; docs/security.md).
     pub database_url: String,
+    /// `<PREFIX>_DATABASE_MIGRATE_URL`: the same database as its owner role (`item_owner`, ...),
+    /// used only to apply the migrations at start (one connection, closed after) and to grant
+    /// the runtime role its privileges. Unset: the service applies nothing; it waits until
+    /// `<binary> migrate` (run with this variable) has brought the schema to its version.
+    pub database_migrate_url: Option<String>,
     /// `DB_POOL_SIZE`, default 16.
     pub db_pool_size: u32,
     /// `DB_TIMEOUT_MS`: how long a request waits for a database connection before 503, default 2000.
@@ -83,7 +101,8 @@ pub struct Settings {
     /// handler reads it (past it: 408 with the error body, connection closed), default 5000.
     pub body_timeout: Duration,
     /// `AMQP_URL`: one node's URL, or the nodes of a cluster as comma-separated URLs (tried in
-    /// turn, see `amqp::bus`). Default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    /// turn, see `amqp::bus`). Default: the local broker as the service's own user
+    /// ([`Domain::default_amqp_url`]), never the administrator.
     pub amqp_urls: Vec<String>,
     /// `RPC_TIMEOUT_MS`: how long a cache miss waits for the owning service, default 300.
     pub rpc_timeout: Duration,
@@ -150,6 +169,7 @@ impl std::fmt::Debug for Settings {
             .field("http", &format_args!("{}:{}", self.http_host, self.http_port))
             .field("http_workers", &self.http_workers)
             .field("database_url", &redact_url(&self.database_url))
+            .field("database_migrate_url", &self.database_migrate_url.as_deref().map(redact_url))
             .field("amqp_urls", &self.amqp_urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>())
             .field("rpc_timeout", &self.rpc_timeout)
             .field("db_statement_timeout", &self.db_statement_timeout)
@@ -246,7 +266,7 @@ fn redact_keywords(s: &str) -> String {
 /// The names of every environment variable a service of `domain` reads.
 pub fn env_var_names(domain: Domain) -> Vec<String> {
     let p = domain.env_prefix();
-    let mut names = vec![format!("{p}_HTTP_PORT"), format!("{p}_DATABASE_URL")];
+    let mut names = vec![format!("{p}_HTTP_PORT"), format!("{p}_DATABASE_URL"), format!("{p}_DATABASE_MIGRATE_URL")];
     names.extend(
         [
             "HTTP_HOST",
@@ -302,11 +322,15 @@ impl Settings {
             u16::try_from(http_port).map_err(|_| Error::Config(format!("{http_port_key} must be a TCP port")))?;
         let database_url =
             var(&format!("{p}_DATABASE_URL")).unwrap_or_else(|| domain.default_database_url().to_string());
-        if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
+        let is_postgres = |url: &str| url.starts_with("postgres://") || url.starts_with("postgresql://");
+        if !is_postgres(&database_url) {
             return Err(Error::Config(format!("{p}_DATABASE_URL must be a postgres:// URL")));
         }
-        let amqp_urls =
-            parse_amqp_urls(&var("AMQP_URL").unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into()))?;
+        let database_migrate_url = var(&format!("{p}_DATABASE_MIGRATE_URL"));
+        if database_migrate_url.as_deref().is_some_and(|u| !is_postgres(u)) {
+            return Err(Error::Config(format!("{p}_DATABASE_MIGRATE_URL must be a postgres:// URL")));
+        }
+        let amqp_urls = parse_amqp_urls(&var("AMQP_URL").unwrap_or_else(|| domain.default_amqp_url().into()))?;
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) as u64;
         let positive = |k: &str, default: u64| -> Result<u64, Error> {
             let v = num(k, default)?;
@@ -328,6 +352,7 @@ impl Settings {
             http_port,
             http_workers: positive("HTTP_WORKERS", cpus)? as usize,
             database_url,
+            database_migrate_url,
             db_pool_size: positive("DB_POOL_SIZE", 16)? as u32,
             db_timeout: Duration::from_millis(positive("DB_TIMEOUT_MS", 2000)?),
             db_statement_timeout: Duration::from_millis(positive("DB_STATEMENT_TIMEOUT_MS", 5000)?),
@@ -426,11 +451,24 @@ mod tests {
     }
 
     #[test]
+    fn defaults_are_the_services_own_logins_never_an_administrator() {
+        for d in Domain::ALL {
+            let s = Settings::from_lookup(d, lookup(&[])).unwrap();
+            let db_user = s.database_url.split("://").nth(1).and_then(|r| r.split(':').next()).unwrap();
+            assert_eq!(db_user, format!("{}_service", d.name()), "{d:?}");
+            assert!(s.amqp_urls.iter().all(|u| u.starts_with(&format!("amqp://{}-service:", d.name()))), "{d:?}");
+            assert!(s.database_migrate_url.is_none(), "no owner login unless given");
+        }
+        let bad = Settings::from_lookup(Domain::Item, lookup(&[("ITEM_DATABASE_MIGRATE_URL", "mysql://x")]));
+        assert!(bad.unwrap_err().to_string().contains("ITEM_DATABASE_MIGRATE_URL"));
+    }
+
+    #[test]
     fn debug_output_hides_passwords() {
         let s = Settings::from_lookup(Domain::Alarm, lookup(&[])).unwrap();
         let shown = format!("{s:?}");
-        assert!(!shown.contains("postgres:postgres@"), "{shown}");
-        assert!(!shown.contains("guest:guest@"), "{shown}");
+        assert!(!shown.contains("alarm-service-local"), "{shown}");
+        assert!(!shown.contains("alarm-local"), "{shown}");
         assert_eq!(redact_url("amqp://u:p@h:1/v"), "amqp://u:***@h:1/v");
     }
 

@@ -32,6 +32,8 @@ pub struct Store {
     /// Woken by NOTIFY moa_outbox (a change was committed) so the relay need not wait for its poll.
     outbox_wake: Arc<Notify>,
     migrations: &'static [Migration],
+    /// Where this start's schema comes from (taken by the migrations task).
+    schema_source: Option<db::SchemaSource>,
     /// The domain's own SQL for some entities' prefix reads (see [`PrefixRead`]).
     prefix_reads: &'static [PrefixRead],
     migrated: Arc<std::sync::atomic::AtomicBool>,
@@ -80,6 +82,7 @@ impl Store {
             database_url: settings.database_url.clone(),
             outbox_wake: Arc::new(Notify::new()),
             migrations,
+            schema_source: Some(schema_source(&settings.database_url, settings.database_migrate_url.as_deref())?),
             prefix_reads,
             migrated: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             tasks: tasks.clone(),
@@ -127,6 +130,14 @@ impl Store {
     }
 }
 
+/// The owner's pool (one connection, dropped once the migrations are applied) if the service
+/// migrates itself, and the runtime role to grant.
+fn schema_source(database_url: &str, migrate_url: Option<&str>) -> Result<db::SchemaSource> {
+    let owner =
+        migrate_url.map(|url| db::pool(url, 1, Duration::from_secs(10), Duration::from_secs(60))).transpose()?;
+    Ok(db::SchemaSource { owner, runtime_role: db::url_user(database_url)? })
+}
+
 impl Actor for Store {
     type Context = Context<Self>;
 
@@ -136,8 +147,15 @@ impl Actor for Store {
         let migrations = self.migrations;
         let migrated = self.migrated.clone();
         let wake = self.outbox_wake.clone();
+        let source = self.schema_source.take();
         self.tasks.spawn_once_on(&self.db, "migrations", async move {
-            db::migrate_when_reachable(&pool, migrations).await;
+            let Some(source) = source else { return };
+            if let Err(e) = db::migrate_when_reachable(&pool, source, migrations).await {
+                // Nothing was served from this database yet (not ready until migrated): the
+                // process ends, so an orchestrator keeps the newer version's instances.
+                log::error!("refusing to start: {e}");
+                std::process::exit(78);
+            }
             migrated.store(true, std::sync::atomic::Ordering::SeqCst);
             // Anything committed while nobody listened is picked up by the relay's poll too.
             wake.notify_one();
@@ -175,7 +193,7 @@ async fn listen_for_outbox(url: String, wake: Arc<Notify>) {
     let mut failing = false;
     loop {
         let session = async {
-            let (client, mut connection) = tokio_postgres::connect(&url, NoTls).await?;
+            let (client, mut connection) = db::connect_config(&url, Duration::from_secs(10))?.connect(NoTls).await?;
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             // Ends by itself when `client` is dropped (this session ending, or the listener
             // being stopped): a connection closes when its last client is gone.
@@ -216,7 +234,7 @@ async fn listen_for_outbox(url: String, wake: Arc<Notify>) {
                 failing = true;
             }
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(crate::backoff::jitter(Duration::from_secs(1))).await;
     }
 }
 

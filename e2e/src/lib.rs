@@ -40,6 +40,7 @@ pub const OWN_READ_TIMEOUT: Duration = Duration::from_millis(250);
 
 pub use reqwest::Method;
 
+pub mod blackhole;
 pub mod stack;
 
 /// Where `scripts/test` put the throwaway servers.
@@ -328,6 +329,7 @@ impl Infra {
 
     pub fn start_pg(&self, svc: Svc) {
         infra_cmd(&["pg-start", &self.pg_dir(svc).to_string_lossy(), &self.pg_port(svc).to_string()]);
+        infra_cmd(&["pg-roles", &self.pg_port(svc).to_string(), svc.name()]);
     }
 }
 
@@ -569,27 +571,35 @@ pub fn test_name() -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '.' }).collect()
 }
 
-fn psql_file(pg_port: u16, db: &str, file: &std::path::Path) {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pg_port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-q",
-            "-f",
-        ])
-        .arg(file)
-        .env("PGPASSWORD", "postgres")
-        .output()
+/// Loads a seed dump into `db` as `svc`'s owner role, as `scripts/infra pg-load` does: the
+/// dump's `OWNER TO postgres` becomes the loading role, so nothing in the database is the
+/// superuser's.
+fn load_seed(pg_port: u16, db: &str, file: &std::path::Path, svc: Svc) {
+    use std::io::Write;
+    let dump = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let dump = dump.replace(" OWNER TO postgres;\n", " OWNER TO CURRENT_USER;\n");
+    let (user, password) = db_credentials(svc, DbRole::Owner);
+    let mut child = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &pg_port.to_string(), "-U", &user, "-d", db, "-v", "ON_ERROR_STOP=1", "-q"])
+        .env("PGPASSWORD", password)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("psql runs");
+    child.stdin.take().expect("psql's stdin").write_all(dump.as_bytes()).expect("the dump written to psql");
+    let out = child.wait_with_output().expect("psql ends");
     assert!(out.status.success(), "loading {} into {db}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+}
+
+/// Creates `db` owned by `svc`'s owner role (the superuser's connection `admin` creates it).
+async fn create_db(admin: &tokio_postgres::Client, db: &str, svc: Svc, template: Option<&str>) {
+    let owner = db_credentials(svc, DbRole::Owner).0;
+    let template = template.map(|t| format!(" TEMPLATE \"{t}\"")).unwrap_or_default();
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{db}\"{template} OWNER {owner}"))
+        .await
+        .unwrap_or_else(|e| panic!("create database {db}{template}: {e}"));
 }
 
 /// A database on the shared server holding `seed_file` as loaded, for `CREATE DATABASE ...
@@ -597,7 +607,7 @@ fn psql_file(pg_port: u16, db: &str, file: &std::path::Path) {
 /// once per run and seed file by whichever test asks first (a lock file in the state dir); the
 /// others wait for it to be ready. Nobody connects to it afterwards (a template in use cannot
 /// be copied).
-async fn seed_template(pg_port: u16, seed_file: &std::path::Path) -> String {
+async fn seed_template(pg_port: u16, seed_file: &std::path::Path, svc: Svc) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in seed_file.to_string_lossy().bytes() {
         hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
@@ -608,8 +618,8 @@ async fn seed_template(pg_port: u16, seed_file: &std::path::Path) -> String {
     let (lock, ready) = (dir.join(format!("{name}.lock")), dir.join(format!("{name}.ready")));
     if std::fs::OpenOptions::new().write(true).create_new(true).open(&lock).is_ok() {
         let admin = pg(pg_port, "postgres").await;
-        admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.expect("create the seed template");
-        psql_file(pg_port, &name, seed_file);
+        create_db(&admin, &name, svc, None).await;
+        load_seed(pg_port, &name, seed_file, svc);
         admin
             .batch_execute(&format!("ALTER DATABASE \"{name}\" WITH IS_TEMPLATE true"))
             .await
@@ -658,6 +668,12 @@ impl System {
         format!("{}_{}", self.name, svc.name())
     }
 
+    /// `svc`'s database as one of its roles (the service's runtime login, or the owner).
+    pub fn database_url(&self, svc: Svc, role: DbRole) -> String {
+        let (user, password) = db_credentials(svc, role);
+        format!("postgres://{user}:{password}@127.0.0.1:{}/{}", self.infra.pg_port(svc), self.db_name(svc))
+    }
+
     /// The operator's (guest, administrator) URL of this system's virtual host.
     pub fn amqp_url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/{}", self.infra.amqp_port, self.name)
@@ -697,14 +713,11 @@ impl System {
             let seed_file = dir.join(svc.name()).join("init_database.sql");
             if infra.own_pg.contains(&svc) {
                 // a server of the test's own: used once, loaded directly
-                admin.batch_execute(&format!("CREATE DATABASE \"{db}\"")).await.expect("create database");
-                psql_file(infra.pg_port(svc), &db, &seed_file);
+                create_db(&admin, &db, svc, None).await;
+                load_seed(infra.pg_port(svc), &db, &seed_file, svc);
             } else {
-                let template = seed_template(infra.pg_port(svc), &seed_file).await;
-                admin
-                    .batch_execute(&format!("CREATE DATABASE \"{db}\" TEMPLATE \"{template}\""))
-                    .await
-                    .unwrap_or_else(|e| panic!("create database {db} from {template}: {e}"));
+                let template = seed_template(infra.pg_port(svc), &seed_file, svc).await;
+                create_db(&admin, &db, svc, Some(&template)).await;
             }
         }
         mgmt(infra.mgmt_port, "PUT", &format!("/api/vhosts/{name}"), None);
@@ -735,10 +748,8 @@ impl System {
     pub fn service_env(&self, svc: Svc, port: u16) -> Vec<(String, String)> {
         let mut vars = vec![
             (format!("{}_HTTP_PORT", svc.prefix()), port.to_string()),
-            (
-                format!("{}_DATABASE_URL", svc.prefix()),
-                format!("postgres://postgres:postgres@127.0.0.1:{}/{}", self.infra.pg_port(svc), self.db_name(svc)),
-            ),
+            (format!("{}_DATABASE_URL", svc.prefix()), self.database_url(svc, DbRole::Service)),
+            (format!("{}_DATABASE_MIGRATE_URL", svc.prefix()), self.database_url(svc, DbRole::Owner)),
             ("AMQP_URL".into(), self.service_amqp_url(svc)),
             ("HTTP_WORKERS".into(), "2".into()),
             ("DB_POOL_SIZE".into(), "4".into()),
@@ -1056,8 +1067,8 @@ impl System {
         let db = self.db_name(svc);
         let admin = pg(self.infra.pg_port(svc), "postgres").await;
         admin.batch_execute(&format!("DROP DATABASE \"{db}\" WITH (FORCE)")).await.expect("drop database");
-        admin.batch_execute(&format!("CREATE DATABASE \"{db}\"")).await.expect("create database");
-        psql_file(self.infra.pg_port(svc), &db, &dir.join(svc.name()).join("init_database.sql"));
+        create_db(&admin, &db, svc, None).await;
+        load_seed(self.infra.pg_port(svc), &db, &dir.join(svc.name()).join("init_database.sql"), svc);
     }
 }
 
@@ -1162,6 +1173,32 @@ pub fn service_credentials(svc: Svc) -> (String, String) {
         .find_map(|l| l.trim().strip_prefix(&key))
         .unwrap_or_else(|| panic!("{} sets no {key}", path.display()));
     (format!("{}-service", svc.name()), password.to_string())
+}
+
+/// A domain's two PostgreSQL login roles (postgres/roles.sql).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbRole {
+    /// `<domain>_owner`: owns the database, loads the seed, applies the migrations.
+    Owner,
+    /// `<domain>_service`: what the service runs as (rows only).
+    Service,
+}
+
+/// The login role `role` of `svc` and its local password (postgres/local-passwords.env, which
+/// `scripts/infra pg-roles` gives the servers of `scripts/test`).
+pub fn db_credentials(svc: Svc, role: DbRole) -> (String, String) {
+    let path = env().repo_dir.join("postgres/local-passwords.env");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (suffix, kind) = match role {
+        DbRole::Owner => ("owner", "OWNER"),
+        DbRole::Service => ("service", "SERVICE"),
+    };
+    let key = format!("{}_DB_{kind}_PASSWORD=", svc.prefix());
+    let password = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&key))
+        .unwrap_or_else(|| panic!("{} sets no {key}", path.display()));
+    (format!("{}_{suffix}", svc.name()), password.to_string())
 }
 
 /// Makes a fresh virtual host look like the broker's "/" at boot: the shared topology from

@@ -1,3 +1,7 @@
 fn main() -> std::process::ExitCode {
-    common::service::main(common::settings::Domain::User, user_service::startup::build)
+    common::service::main(
+        common::settings::Domain::User,
+        &user_service::store::MIGRATIONS,
+        user_service::startup::build,
+    )
 }

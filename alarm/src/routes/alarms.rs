@@ -75,7 +75,7 @@ async fn write(
         return Err(ApiError::BadRequest("ids above 2147483647 cannot be stored in the alarm table".into()));
     };
     let write = writer.submit(WriteAlarm { user_id, item_id, set, request_id: common::service::request_id(&req) });
-    let rows = common::error::within_write_deadline(core.settings.write_timeout, write)
+    let rows = common::error::within_own_database_deadline(core.settings.write_timeout, write)
         .await
         .map_err(|e| ApiError::from_dependency(e, "saving this alarm"))?;
     // Read-your-writes: our own replica has the change before we answer.

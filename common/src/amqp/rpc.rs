@@ -328,7 +328,13 @@ pub fn serve(bus: &Bus, domain: Domain, store: Addr<Store>, migrated: Arc<Atomic
                         tokio::spawn(async move {
                             let taken = std::time::Instant::now();
                             let sent = sent_at_of(&delivery.properties);
-                            let reply = answer(domain, &store, &delivery.data).await;
+                            // Past the asker's own timeout (the question's expiration) nobody
+                            // waits for the answer: a hung database holds this task no longer.
+                            let deadline = answer_deadline(&delivery.properties);
+                            let reply = match tokio::time::timeout(deadline, answer(domain, &store, &delivery.data)).await {
+                                Ok(reply) => reply,
+                                Err(_) => Reply { ok: false, rows: vec![], error: Some(format!("not answered within {} ms", deadline.as_millis())) },
+                            };
                             let took = taken.elapsed().as_secs_f64() * 1000.0;
                             let waited = sent.map_or(0.0, ms_since) - took;
                             let slow = SLOW.as_secs_f64() * 1000.0;
@@ -358,6 +364,21 @@ pub fn serve(bus: &Bus, domain: Domain, store: Addr<Store>, migrated: Arc<Atomic
     });
 }
 
+/// How long the owner works on a question: the asker's timeout, which it sends as the
+/// message's expiration; [`ANSWER_DEADLINE`] for a question without one.
+fn answer_deadline(properties: &BasicProperties) -> std::time::Duration {
+    properties
+        .expiration()
+        .as_ref()
+        .and_then(|ms| ms.as_str().parse::<u64>().ok())
+        .map_or(ANSWER_DEADLINE, std::time::Duration::from_millis)
+        .min(ANSWER_DEADLINE)
+}
+
+/// The longest an owner works on one question (the longest an asker waits: a snapshot page's
+/// `SNAPSHOT_TIMEOUT_MS` default).
+const ANSWER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn answer(domain: Domain, store: &Addr<Store>, body: &[u8]) -> Reply {
     let fail = |error: String| Reply { ok: false, rows: vec![], error: Some(error) };
     let query: Query = match serde_json::from_slice(body) {
@@ -382,6 +403,15 @@ async fn answer(domain: Domain, store: &Addr<Store>, body: &[u8]) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_owner_works_on_a_question_as_long_as_its_asker_waits() {
+        let asked = |ms: &str| BasicProperties::default().with_expiration(ms.into());
+        assert_eq!(answer_deadline(&asked("300")), std::time::Duration::from_millis(300));
+        assert_eq!(answer_deadline(&asked("soon")), ANSWER_DEADLINE, "not a number: the longest");
+        assert_eq!(answer_deadline(&asked("99999999")), ANSWER_DEADLINE, "never longer");
+        assert_eq!(answer_deadline(&BasicProperties::default()), ANSWER_DEADLINE);
+    }
 
     #[test]
     fn a_returned_question_is_told_to_the_call_whose_id_it_carries() {

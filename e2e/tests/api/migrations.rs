@@ -106,6 +106,10 @@ async fn a_database_migrated_before_the_function_files_keeps_working_and_the_fil
     sys.stop(Svc::Alarm);
     sys.recreate_db(Svc::Alarm, Seed::Demo).await;
     let db = e2e::pg(sys.infra.pg_port(Svc::Alarm), &sys.db_name(Svc::Alarm)).await;
+    // As the migrations of that install ran: as the database's owner role.
+    db.batch_execute(&format!("SET ROLE {}", e2e::db_credentials(Svc::Alarm, e2e::DbRole::Owner).0))
+        .await
+        .expect("the owner role");
     db.batch_execute(include_str!("fixtures/alarm_db_before_function_files.sql"))
         .await
         .expect("the old migrations apply");

@@ -65,7 +65,7 @@ pub async fn detail(
         request_id: common::service::request_id(&req),
         idempotency_key: idempotency_key(&req),
     });
-    common::error::within_write_deadline(core.settings.write_timeout, view)
+    common::error::within_own_database_deadline(core.settings.write_timeout, view)
         .await
         .map_err(|e| ApiError::from_dependency(e, "recording this view"))?;
     Ok(http::json_bytes(StatusCode::OK, state.items.render_one(&item, alarmed.contains(&id))))

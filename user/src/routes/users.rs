@@ -26,13 +26,12 @@ pub async fn list(
     let page = input::parse_page(req.query_string())?;
     let unavailable = |e| ApiError::from_dependency(e, "the user list");
     let turn = lists.turn().await.map_err(unavailable)?;
-    let body = core
-        .store
-        .send(StreamUsers { page, turn, tokens: core.settings.user_list_tokens })
-        .await
-        .map_err(common::Error::from)
-        .and_then(|r| r)
-        .map_err(unavailable)?;
+    // The first page within DB_TIMEOUT_MS: a user_db that stopped answering is a 503 by then
+    // (the producer ends when its connection does: db::TCP_USER_TIMEOUT, the keepalive).
+    let tokens = core.settings.user_list_tokens;
+    let open = async { core.store.send(StreamUsers { page, turn, tokens }).await.map_err(common::Error::from)? };
+    let body =
+        common::error::within_own_database_deadline(core.settings.db_timeout, open).await.map_err(unavailable)?;
     Ok(match body.rest {
         // It fitted in one page: sent with a Content-Length, as before.
         None => http::json_bytes(StatusCode::OK, body.head),

@@ -26,16 +26,21 @@ pub async fn recent(
     visits: web::Data<VisitBook>,
 ) -> Result<HttpResponse, ApiError> {
     let user = auth::authenticate(&req, &state.users).await?;
-    // From memory once this instance's visit book is loaded; from the database before that.
+    // From memory once this instance's visit book is loaded; from the database before that,
+    // within DB_TIMEOUT_MS.
     let ids = match recent::recent(&visits, user.id, RECENT_LIMIT as usize) {
         Some(ids) => ids,
-        None => core
-            .store
-            .send(RecentVisits { user_id: user.id, limit: RECENT_LIMIT })
-            .await
-            .map_err(common::Error::from)
-            .and_then(|r| r)
-            .map_err(|e| ApiError::from_dependency(e, "your recent views"))?,
+        None => {
+            let read = async {
+                core.store
+                    .send(RecentVisits { user_id: user.id, limit: RECENT_LIMIT })
+                    .await
+                    .map_err(common::Error::from)?
+            };
+            common::error::within_own_database_deadline(core.settings.db_timeout, read)
+                .await
+                .map_err(|e| ApiError::from_dependency(e, "your recent views"))?
+        }
     };
     let alarmed = state.alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
     let body = state
