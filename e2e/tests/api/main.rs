@@ -18,6 +18,7 @@ mod openapi;
 mod outages;
 mod pg_failover;
 mod privilege;
+mod publisher_identity;
 mod read_models;
 mod seed_alarms;
 mod user_list;
