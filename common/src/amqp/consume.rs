@@ -292,13 +292,12 @@ async fn settle(name: &str, delivery: &Delivery, settled: Settled, refusals: &Re
         Settled::Refuse(reason, why) => {
             log::warn!("{name}: refusing a message: {why}");
             count_refused(&refusals.metrics, refusals.consumer, reason);
-            if refusals.dead_letter(delivery, &why).await {
-                delivery.acker.ack(BasicAckOptions::default()).await
-            } else {
-                // Not taken by `dead-letters` (full: reject-publish, or our channel failed):
-                // let the broker dead-letter it as it came (it drops it if the queue is still
-                // full). Never applied either way.
-                delivery.acker.reject(BasicRejectOptions { requeue: false }).await
+            match refusals.dead_letter(delivery, &why).await {
+                // Kept in `dead-letters`; or refused by it (at its bound): dropped, counted.
+                DeadLettered::Taken | DeadLettered::Refused => delivery.acker.ack(BasicAckOptions::default()).await,
+                // Our channel failed: the broker dead-letters it as it came. Never applied
+                // either way.
+                DeadLettered::Failed => delivery.acker.reject(BasicRejectOptions { requeue: false }).await,
             }
         }
     };
@@ -308,13 +307,23 @@ async fn settle(name: &str, delivery: &Delivery, settled: Settled, refusals: &Re
     }
 }
 
+/// What became of a refused message sent to `dead-letters`.
+enum DeadLettered {
+    Taken,
+    /// Nacked: `dead-letters` is at its bound (`reject-publish`). Counted as
+    /// `moa_dead_letters_refused_total`; not handed to the broker's own dead-lettering, which
+    /// would slip it past the bound.
+    Refused,
+    /// The channel failed before the broker said.
+    Failed,
+}
+
 impl Refusals {
     /// Publishes a copy of `delivery` to `dead-letters` with why it was refused, and waits for
     /// the broker's confirm. The copy carries this service's `user_id` (the broker allows no
     /// other), so a replay never mistakes it for its owner's; the `user_id` it came with is
-    /// kept in [`PUBLISHED_BY_HEADER`], for people. False when the broker did not take it
-    /// (counted as `moa_dead_letters_refused_total`).
-    async fn dead_letter(&self, delivery: &Delivery, why: &str) -> bool {
+    /// kept in [`PUBLISHED_BY_HEADER`], for people.
+    async fn dead_letter(&self, delivery: &Delivery, why: &str) -> DeadLettered {
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
         let text = |s: &str| AMQPValue::LongString(s.into());
         headers.insert(REFUSED_HEADER.into(), text(why));
@@ -336,27 +345,22 @@ impl Refusals {
                 props,
             )
             .await;
-        let taken = match confirm {
-            Ok(confirm) => match confirm.await {
-                Ok(c) if c.is_ack() => true,
-                Ok(_) => {
-                    log::error!("{}: dead-letters refused a refused message (at its bound?)", self.consumer);
-                    false
-                }
-                Err(e) => {
-                    log::warn!("{}: could not dead-letter a refused message: {e}", self.consumer);
-                    false
-                }
-            },
+        let confirmed = match confirm {
+            Ok(confirm) => confirm.await,
+            Err(e) => Err(e),
+        };
+        match confirmed {
+            Ok(c) if c.is_ack() => DeadLettered::Taken,
+            Ok(_) => {
+                log::error!("{}: dead-letters refused a refused message (at its bound?); dropped", self.consumer);
+                self.metrics.inc("moa_dead_letters_refused_total", [("consumer", self.consumer)], 1.0);
+                DeadLettered::Refused
+            }
             Err(e) => {
                 log::warn!("{}: could not dead-letter a refused message: {e}", self.consumer);
-                false
+                DeadLettered::Failed
             }
-        };
-        if !taken {
-            self.metrics.inc("moa_dead_letters_refused_total", [("consumer", self.consumer)], 1.0);
         }
-        taken
     }
 }
 

@@ -41,6 +41,17 @@ fn replica_queue(sys: &System, svc: Svc) -> String {
         .to_string()
 }
 
+/// `token` is refused by `svc`: 401 (a 503 is "cannot tell yet": the owner did not answer in
+/// time on a loaded machine, and is asked again), never 200.
+pub async fn assert_unknown_token(sys: &System, svc: Svc, token: &str) {
+    eventually(Duration::from_secs(15), &format!("{token} answered 401 by the {} service", svc.name()), || async {
+        let status = sys.get(svc, "/", token).await.status;
+        assert_ne!(status, 200, "the forged token {token} logged in at the {} service", svc.name());
+        status == 401
+    })
+    .await;
+}
+
 fn login(svc: Svc) -> String {
     format!("{}-service", svc.name())
 }
@@ -103,7 +114,7 @@ async fn a_user_event_planted_in_dead_letters_is_not_replayed_and_its_token_stay
     assert!(again.starts_with("replayed 0 message(s), left 2"), "{again}");
     for token in ["forged-a", "forged-b"] {
         for svc in [Svc::Item, Svc::Alarm] {
-            assert_eq!(sys.get(svc, "/", token).await.status, 401, "{token} logged in at the {} service", svc.name());
+            assert_unknown_token(&sys, svc, token).await;
         }
     }
 }
@@ -131,7 +142,7 @@ async fn the_broker_refuses_another_services_exchange_and_a_forged_user_id() {
     })
     .await;
     for svc in [Svc::Item, Svc::Alarm] {
-        assert_eq!(sys.get(svc, "/", "forged-direct").await.status, 401, "accepted by the {} service", svc.name());
+        assert_unknown_token(&sys, svc, "forged-direct").await;
     }
 }
 
@@ -303,14 +314,13 @@ async fn dead_letters_refuse_messages_past_their_bound_and_the_refusing_service_
         sys.counter_sum(Svc::Item, "moa_amqp_refused_total", "").await == forgeries as f64
     })
     .await;
-    // A quorum queue enforces its bound once it has reached it (a publish racing the state
-    // change may still go in): what matters is that past the bound refusals are nacked, and
-    // counted by the service that could not dead-letter them.
+    // A quorum queue enforces its bound once it has reached it (a publish racing that may
+    // still go in): what matters is that past the bound refusals are nacked, and counted by
+    // the service that could not dead-letter them, which drops them.
     let kept = sys.dead_letters_now().await;
     let not_taken = sys.counter_sum(Svc::Item, "moa_dead_letters_refused_total", "").await;
     assert!(not_taken >= 1.0, "dead-letters took all {forgeries} refusals past a bound of 2 ({kept} kept)");
-    assert!(kept <= 3, "dead-letters holds {kept}, past its bound of 2");
-    assert!(kept as f64 + not_taken >= forgeries as f64, "a refusal neither kept nor counted");
-    assert_eq!(sys.get(Svc::Item, "/", "overflow-5").await.status, 401);
+    assert_eq!(kept as f64 + not_taken, forgeries as f64, "each refusal is kept, or counted as not taken");
+    assert_unknown_token(&sys, Svc::Item, "overflow-5").await;
     mgmt(sys.infra.mgmt_port, "DELETE", &policy, None);
 }
