@@ -3,7 +3,9 @@
 # image's own entrypoint. RabbitMQ hashes the plain passwords when it imports the files.
 #
 #   RABBITMQ_DEFAULT_USER / RABBITMQ_DEFAULT_PASS   the operator: administrator, for the
-#                                                   dashboard and rabbitmqctl-like tools
+#                                                   dashboard and rabbitmqctl-like tools, and
+#                                                   impersonator, for scripts/dead-letters replay
+#                                                   (it re-publishes with the owner's user_id)
 #   ITEM_AMQP_PASSWORD, ALARM_AMQP_PASSWORD,        the services' own users item-service,
 #   USER_AMQP_PASSWORD                              alarm-service, user-service, no tag, with
 #                                                   the permissions of service-users.json
@@ -46,7 +48,7 @@ umask 077
 cat >"$dir/10-operator.json" <<JSON
 {
   "vhosts": [{"name": "/"}],
-  "users": [{"name": "$u", "password": "$p", "tags": "administrator"}],
+  "users": [{"name": "$u", "password": "$p", "tags": "administrator,impersonator"}],
   "permissions": [{"user": "$u", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]
 }
 JSON

@@ -20,7 +20,7 @@ use actix_web::{
 use serde_json::json;
 
 use crate::{
-    amqp::{relay::OutboxRelay, rpc, rpc::RpcClient, Bus},
+    amqp::{identity::Identity, relay::OutboxRelay, rpc, rpc::RpcClient, Bus},
     db::Migration,
     error::{Error, Result},
     http,
@@ -146,10 +146,18 @@ impl Core {
         let wake = store.outbox_wake();
         let migrated = store.migrated_flag();
         let store = store.start();
-        let bus =
-            Bus::start(&settings.amqp_urls, format!("{}-service {}", settings.domain.name(), settings.instance_id));
+        let identity = Identity::of(&settings)?;
+        if identity.shared() {
+            log::warn!(
+                "every domain publishes as RabbitMQ user {:?} (AMQP_OWNER_LOGINS, or a login shared by all \
+                 services): a message's user_id cannot tell one service from another",
+                identity.own()
+            );
+        }
+        let name = format!("{}-service {}", settings.domain.name(), settings.instance_id);
+        let bus = Bus::start(&settings.amqp_urls, name, identity);
         let rpc = RpcClient::start(&bus, &settings.instance_id, metrics.clone());
-        rpc::serve(&bus, settings.domain, store.clone(), migrated, settings.prefetch);
+        rpc::serve(&bus, settings.domain, store.clone(), migrated, settings.prefetch, metrics.clone());
         let relay = OutboxRelay::start(&bus, store.clone(), wake, settings.outbox_poll, metrics.clone());
         let replicas = replicas_for(&settings, &store, &rpc, &metrics, &tasks);
         // Bind and consume first, then snapshot (see replica::feed).
@@ -177,6 +185,8 @@ fn describe_metrics(m: &Metrics) {
         ("moa_events_applied_total", "counter", "change events applied to a replica"),
         ("moa_events_stale_total", "counter", "change events dropped as stale or duplicate"),
         ("moa_events_dead_lettered_total", "counter", "messages sent to the dead-letter queue"),
+        ("moa_amqp_refused_total", "counter", "messages refused as not their owner's, and RPC questions refused"),
+        ("moa_dead_letters_refused_total", "counter", "refused messages the dead-letter queue did not take"),
         ("moa_replica_rows", "gauge", "live rows in the item catalog"),
         ("moa_cache_entries", "gauge", "entries in the user and alarm caches (one per user)"),
         ("moa_cache_resets_total", "counter", "caches emptied because the owner's epoch or history changed"),

@@ -104,11 +104,16 @@ pub struct Settings {
     /// turn, see `amqp::bus`). Default: the local broker as the service's own user
     /// ([`Domain::default_amqp_url`]), never the administrator.
     pub amqp_urls: Vec<String>,
+    /// `AMQP_OWNER_LOGINS`: the RabbitMQ login each domain's messages must carry as `user_id`,
+    /// one login shared by every domain or `domain=login` pairs; unset: `<domain>-service`, or
+    /// this service's own login for every domain when it is not `<domain>-service` itself (a
+    /// broker where all services share one user). See `amqp::identity::Identity::of`.
+    pub amqp_owner_logins: Option<String>,
     /// `RPC_TIMEOUT_MS`: how long a cache miss waits for the owning service, default 300.
     pub rpc_timeout: Duration,
     /// `SNAPSHOT_TIMEOUT_MS`: how long one snapshot page may take, default 10000.
     pub snapshot_timeout: Duration,
-    /// `SNAPSHOT_PAGE_SIZE`: rows per snapshot page, default 20000.
+    /// `SNAPSHOT_PAGE_SIZE`: rows per snapshot page, default 20000, at most 100000.
     pub snapshot_page_size: u32,
     /// `PREFETCH`: unacknowledged deliveries per consumer, default 200.
     pub prefetch: u16,
@@ -278,6 +283,7 @@ pub fn env_var_names(domain: Domain) -> Vec<String> {
             "HEADER_TIMEOUT_MS",
             "BODY_TIMEOUT_MS",
             "AMQP_URL",
+            "AMQP_OWNER_LOGINS",
             "RPC_TIMEOUT_MS",
             "SNAPSHOT_TIMEOUT_MS",
             "SNAPSHOT_PAGE_SIZE",
@@ -360,9 +366,14 @@ impl Settings {
             header_timeout: Duration::from_millis(positive("HEADER_TIMEOUT_MS", 5000)?),
             body_timeout: Duration::from_millis(positive("BODY_TIMEOUT_MS", 5000)?),
             amqp_urls,
+            amqp_owner_logins: var("AMQP_OWNER_LOGINS"),
             rpc_timeout: Duration::from_millis(positive("RPC_TIMEOUT_MS", 300)?),
             snapshot_timeout: Duration::from_millis(positive("SNAPSHOT_TIMEOUT_MS", 10_000)?),
-            snapshot_page_size: positive("SNAPSHOT_PAGE_SIZE", 20_000)? as u32,
+            // An owner answers pages of at most 100000 rows (`amqp::rpc::MAX_PAGE_ROWS`).
+            snapshot_page_size: match positive("SNAPSHOT_PAGE_SIZE", 20_000)? {
+                n @ 1..=100_000 => n as u32,
+                _ => return Err(Error::Config("SNAPSHOT_PAGE_SIZE must be at most 100000".into())),
+            },
             prefetch: u16::try_from(positive("PREFETCH", 200)?)
                 .map_err(|_| Error::Config("PREFETCH must fit in 16 bits".into()))?,
             outbox_poll: Duration::from_millis(positive("OUTBOX_POLL_MS", 500)?),

@@ -662,6 +662,16 @@ pub enum DrainRows {
     Due,
 }
 
+/// Which of the outbox's rows a relay lane publishes (`amqp::relay`): views apart from the
+/// change events, so that slow views never hold up a change event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxLane {
+    /// Rows of every exchange but the views'.
+    Changes,
+    /// Rows of the views exchange.
+    Views,
+}
+
 /// Publishes outbox rows through `publish` and deletes them once the broker has confirmed
 /// them, in one transaction that lends the rows to the publisher: they are deleted with
 /// `FOR UPDATE SKIP LOCKED` (another relay of this database skips them meanwhile; a relay
@@ -673,6 +683,7 @@ pub enum DrainRows {
 #[derive(Message)]
 #[rtype(result = "Result<(usize, Published)>")]
 pub struct DrainOutbox {
+    pub lane: OutboxLane,
     pub rows: DrainRows,
     pub limit: i64,
     pub publish: Box<dyn FnOnce(Vec<OutboxRow>) -> futures_util::future::LocalBoxFuture<'static, Published> + Send>,
@@ -695,15 +706,18 @@ impl Handler<DrainOutbox> for Store {
             // since the last vacuum, and the index on id reaches the oldest live ones at once.
             // Fresh rows walk the primary key past the (few) backing-off ones; due rows come
             // from the partial index `moa_outbox_retry`.
+            // Each lane skips the other's rows ($2: the views exchange, $3: this lane is views').
             let pick = match msg.rows {
                 DrainRows::Fresh => {
-                    "SELECT id FROM moa_outbox WHERE attempts = 0 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+                    "SELECT id FROM moa_outbox WHERE attempts = 0 AND (exchange = $2) = $3
+                     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
                 }
                 DrainRows::Due => {
-                    "SELECT id FROM moa_outbox WHERE attempts > 0 AND next_attempt_at <= now()
+                    "SELECT id FROM moa_outbox WHERE attempts > 0 AND next_attempt_at <= now() AND (exchange = $2) = $3
                      ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED"
                 }
             };
+            let views = msg.lane == OutboxLane::Views;
             let sql = format!(
                 "DELETE FROM moa_outbox o
                  WHERE o.id = ANY(ARRAY({pick}))
@@ -716,7 +730,7 @@ impl Handler<DrainOutbox> for Store {
             );
             let drain = conn.prepared(&sql).await?;
             let tx = bookkeeping_with(&mut conn, "SET LOCAL enable_seqscan = off;").await?;
-            let rows = match tx.query(&drain, &[&msg.limit]).await {
+            let rows = match tx.query(&drain, &[&msg.limit, &crate::amqp::topology::VIEWS_EXCHANGE, &views]).await {
                 Ok(rows) => rows,
                 Err(e) => {
                     drop(tx);

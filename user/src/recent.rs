@@ -88,19 +88,22 @@ pub fn recent(book: &VisitBook, user_id: i64, limit: usize) -> Option<Vec<i64>> 
 
 struct VisitFeed {
     book: Arc<VisitBook>,
+    /// The login visit events must be published with: the user service's own.
+    publisher: String,
 }
 
 impl consume::Handler for VisitFeed {
     fn handle<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, consume::Outcome> {
         Box::pin(async move {
+            // Only what came through user.visits (which only the user service may publish to),
+            // with the user service's login.
+            if let Err((reason, why)) = consume::check_origin(delivery, topology::VISITS_EXCHANGE, &self.publisher) {
+                return consume::Outcome::Refuse(reason, why);
+            }
             let (events, mut bad) = parse_change_events(&delivery.data);
             let mut rows = Vec::with_capacity(events.len());
-            // Only what came through user.visits (which only the user service may publish to).
-            let via = delivery.exchange.as_str();
             for event in events {
-                if via != topology::VISITS_EXCHANGE {
-                    bad.push(format!("visit event that did not come through {}", topology::VISITS_EXCHANGE));
-                } else if event.entity == Visit::KIND {
+                if event.entity == Visit::KIND {
                     rows.push(event.into_row());
                 } else {
                     bad.push(format!("not a visit event: {}", event.entity));
@@ -133,7 +136,8 @@ pub fn start(core: &Core) -> Arc<VisitBook> {
         source,
         core.settings.prefetch,
         1,
-        Arc::new(VisitFeed { book: book.clone() }),
+        Arc::new(VisitFeed { book: book.clone(), publisher: core.bus.identity().owner(Domain::User).to_string() }),
+        core.metrics.clone(),
     );
     // user_db re-created or restored: the book is rebuilt from it.
     let b = book.clone();

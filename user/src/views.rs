@@ -14,6 +14,7 @@ use common::{
     amqp::{consume, topology},
     entity::ViewEvent,
     service::Core,
+    settings::Domain,
     store::Store,
 };
 use futures_util::future::BoxFuture;
@@ -26,6 +27,8 @@ pub struct ViewRecorder {
     /// This instance's recent views, updated at once with what it stores.
     visits: Arc<VisitBook>,
     metrics: common::telemetry::Metrics,
+    /// The login views must be published with: the item service's.
+    publisher: String,
 }
 
 /// A view event the user service can store: well-formed, with a UUID event id.
@@ -66,13 +69,10 @@ impl consume::Handler for ViewRecorder {
     fn handle<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, consume::Outcome> {
         Box::pin(async move {
             // Only the item service records views: a message put into user.views another way
-            // (the default exchange reaches any queue by name) is not one (docs/security.md).
-            if delivery.exchange.as_str() != topology::VIEWS_EXCHANGE {
-                self.metrics.inc("moa_events_dead_lettered_total", String::new(), 1.0);
-                return consume::Outcome::DeadLetter(format!(
-                    "a view that did not come through {}",
-                    topology::VIEWS_EXCHANGE
-                ));
+            // (the default exchange reaches any queue by name), or published without the item
+            // service's login, is not one (docs/security.md).
+            if let Err((reason, why)) = consume::check_origin(delivery, topology::VIEWS_EXCHANGE, &self.publisher) {
+                return consume::Outcome::Refuse(reason, why);
             }
             let view = match parse_view(&delivery.data) {
                 Ok(v) => v,
@@ -106,7 +106,8 @@ impl consume::Handler for ViewRecorder {
 const VIEW_CONCURRENCY: usize = 32;
 
 pub fn start(core: &Core, visits: Arc<VisitBook>) {
-    let recorder = ViewRecorder { store: core.store.clone(), visits, metrics: core.metrics.clone() };
+    let publisher = core.bus.identity().owner(Domain::Item).to_string();
+    let recorder = ViewRecorder { store: core.store.clone(), visits, metrics: core.metrics.clone(), publisher };
     consume::start(
         &core.bus,
         "view recorder",
@@ -115,6 +116,7 @@ pub fn start(core: &Core, visits: Arc<VisitBook>) {
         // Views are independent (stored once by event id, latest view wins): store many at once.
         VIEW_CONCURRENCY,
         Arc::new(recorder),
+        core.metrics.clone(),
     );
 }
 

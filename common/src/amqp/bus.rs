@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use lapin::{Connection, ConnectionProperties, Event};
 use tokio::sync::watch;
 
-use crate::error::Result;
+use crate::{amqp::identity::Identity, error::Result};
 
 /// A live connection and its generation (1 for the first, +1 per reconnect).
 #[derive(Clone)]
@@ -29,20 +29,27 @@ pub struct Link {
 pub struct Bus {
     state: watch::Receiver<Option<Link>>,
     shutdown: Arc<tokio::sync::Notify>,
+    /// The login every connection opens with, and who owns what (see [`Identity`]).
+    identity: Arc<Identity>,
 }
 
 impl Bus {
     /// Starts the supervisor over the nodes `urls` (at least one). It retries forever, node
     /// after node, with capped back-off once every node has failed; the service runs (serving
     /// from caches) while RabbitMQ is away.
-    pub fn start(urls: &[String], connection_name: String) -> Bus {
+    pub fn start(urls: &[String], connection_name: String, identity: Identity) -> Bus {
         let (tx, rx) = watch::channel(None);
         let shutdown = Arc::new(tokio::sync::Notify::new());
         let nodes: Vec<Node> = urls.iter().map(|u| Node { url: with_heartbeat(u), shown: node_address(u) }).collect();
         // Instances start on different nodes (by their names), so a cluster's connections spread.
         let first = first_node(&connection_name, nodes.len());
         tokio::spawn(supervise(nodes, first, connection_name, tx, shutdown.clone()));
-        Bus { state: rx, shutdown }
+        Bus { state: rx, shutdown, identity: Arc::new(identity) }
+    }
+
+    /// This service's login (to stamp its publishes with) and each domain owner's.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     pub fn current(&self) -> Option<Link> {

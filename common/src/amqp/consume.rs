@@ -9,6 +9,11 @@
 //! how many are held, so consumption stops by itself while the store is down and resumes
 //! when it answers. If the connection drops meanwhile, RabbitMQ gives the held deliveries to
 //! the next consumer (see `docs/architecture.md`, "Views").
+//!
+//! A message that is not its owner's (it did not come through the owner's exchange, or does
+//! not carry the owner's login as `user_id`: see [`identity`]) is refused: never applied, and
+//! published to `dead-letters` by this consumer with the reason in [`REFUSED_HEADER`]
+//! (confirmed; a dead-letter queue at its bound nacks, which is counted), then acked.
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,13 +21,25 @@ use futures_util::{future::BoxFuture, StreamExt};
 use lapin::{
     message::Delivery,
     options::{
-        BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions, QueueBindOptions,
-        QueueDeclareOptions,
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
+        ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
     },
-    types::FieldTable,
+    types::{AMQPValue, FieldTable},
+    Channel,
 };
 
-use crate::amqp::{topology, Bus};
+use crate::{
+    amqp::{
+        identity::{self, Identity},
+        topology, Bus,
+    },
+    telemetry::Metrics,
+};
+
+/// Header of a message a consumer refused and dead-lettered itself: why (see [`Refused`]).
+pub const REFUSED_HEADER: &str = "x-moa-refused";
+/// Header of a refused message: the `user_id` it came with (`-`: none), as the broker checked it.
+pub const PUBLISHED_BY_HEADER: &str = "x-moa-published-by";
 
 /// AMQP headers carrying the request id of the HTTP request that caused a message.
 pub fn request_id_header(rid: &str) -> lapin::types::FieldTable {
@@ -55,7 +72,56 @@ pub enum Outcome {
     /// as long as the connection lasts. Never requeued.
     Retry(String),
     /// Can never succeed (malformed): to the dead-letter queue, visible in the dashboard.
+    /// The broker dead-letters it as it was published, `user_id` included, so a replay can
+    /// tell whose it is.
     DeadLetter(String),
+    /// Not the owner's message (see [`check_origin`]): never applied, dead-lettered by this
+    /// consumer with the reason in [`REFUSED_HEADER`], and counted.
+    Refuse(Refused, String),
+}
+
+/// Why a message was refused: the `reason` label of `moa_amqp_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// It did not come through the owner's exchange (e.g. put into a queue by name through the
+    /// default exchange, which every service may write to).
+    Exchange,
+    /// Its `user_id` is missing or not the owner's login.
+    Publisher,
+    /// An RPC question asking for a reply anywhere but a Direct Reply-to address.
+    ReplyTo,
+    /// An RPC question asking for more than an answer may hold.
+    Oversized,
+}
+
+impl Refused {
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::Exchange => "exchange",
+            Refused::Publisher => "publisher",
+            Refused::ReplyTo => "reply_to",
+            Refused::Oversized => "oversized",
+        }
+    }
+}
+
+/// Accepts `delivery` only if it came through `exchange` (the broker says which) and carries
+/// `owner` as its `user_id` (the broker checked it against the publisher's login).
+pub fn check_origin(delivery: &Delivery, exchange: &str, owner: &str) -> Result<(), (Refused, String)> {
+    let via = delivery.exchange.as_str();
+    if via != exchange {
+        return Err((Refused::Exchange, format!("came through {via:?}, not {exchange}")));
+    }
+    match identity::publisher_of(&delivery.properties) {
+        Some(p) if p == owner => Ok(()),
+        Some(p) => Err((Refused::Publisher, format!("{exchange} message published by {p:?}, not {owner:?}"))),
+        None => Err((Refused::Publisher, format!("{exchange} message without a user_id (its owner is {owner:?})"))),
+    }
+}
+
+/// Counts a refusal: `moa_amqp_refused_total{consumer, reason}`.
+pub fn count_refused(metrics: &Metrics, consumer: &'static str, why: Refused) {
+    metrics.inc("moa_amqp_refused_total", [("consumer", consumer), ("reason", why.label())], 1.0);
 }
 
 pub trait Handler: Send + Sync + 'static {
@@ -76,6 +142,15 @@ pub enum Source {
     Instance { name: String, bind_to: Vec<&'static str> },
 }
 
+/// How a consumer settles refusals: on a confirmed channel of its own, as this service.
+struct Refusals {
+    consumer: &'static str,
+    queue: String,
+    channel: Channel,
+    identity: Identity,
+    metrics: Metrics,
+}
+
 /// Consumes `source` on every connection, at most `concurrency` deliveries at a time.
 pub fn start<H: Handler>(
     bus: &Bus,
@@ -84,15 +159,19 @@ pub fn start<H: Handler>(
     prefetch: u16,
     concurrency: usize,
     handler: Arc<H>,
+    metrics: Metrics,
 ) {
     let bus2 = bus.clone();
     bus.run_on_each_connection(name, move |link| {
         let handler = handler.clone();
         let source = source.clone();
         let bus = bus2.clone();
+        let metrics = metrics.clone();
         async move {
             let ch = link.conn.create_channel().await?;
             topology::declare_shared(&ch).await?;
+            let refusals_channel = link.conn.create_channel().await?;
+            refusals_channel.confirm_select(ConfirmSelectOptions::default()).await?;
             // lapin does not re-apply QoS on recovery; we set it on every new channel.
             ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
             let queue = match &source {
@@ -122,6 +201,13 @@ pub fn start<H: Handler>(
                 )
                 .await?;
             log::info!("{name}: consuming {queue} (connection {})", link.generation);
+            let refusals = Arc::new(Refusals {
+                consumer: name,
+                queue: queue.clone(),
+                channel: refusals_channel,
+                identity: bus.identity().clone(),
+                metrics,
+            });
             // Bound and consuming first, then re-sync: nothing that changes from here on is missed.
             let h = handler.clone();
             tokio::spawn(async move { h.on_subscribed().await });
@@ -129,11 +215,12 @@ pub fn start<H: Handler>(
             // order-independent (versions, event ids), so they need not wait for each other.
             let work = consumer.for_each_concurrent(concurrency, |delivery| {
                 let handler = handler.clone();
+                let refusals = refusals.clone();
                 async move {
                     match delivery {
                         Ok(delivery) => {
                             let outcome = handle_until_settled(name, handler.as_ref(), &delivery).await;
-                            settle(name, &delivery, outcome).await;
+                            settle(name, &delivery, outcome, &refusals).await;
                         }
                         Err(e) => log::warn!("{name}: consumer error: {e}"),
                     }
@@ -183,6 +270,7 @@ async fn handle_until_settled<H: Handler>(name: &str, handler: &H, delivery: &De
                 return Settled::Ack;
             }
             Outcome::DeadLetter(why) => return Settled::DeadLetter(why),
+            Outcome::Refuse(reason, why) => return Settled::Refuse(reason, why),
         }
     }
 }
@@ -191,19 +279,88 @@ async fn handle_until_settled<H: Handler>(name: &str, handler: &H, delivery: &De
 enum Settled {
     Ack,
     DeadLetter(String),
+    Refuse(Refused, String),
 }
 
-async fn settle(name: &str, delivery: &Delivery, settled: Settled) {
+async fn settle(name: &str, delivery: &Delivery, settled: Settled, refusals: &Refusals) {
     let result = match settled {
         Settled::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
         Settled::DeadLetter(why) => {
             log::error!("{name}: dead-lettering a message: {why}");
             delivery.acker.reject(BasicRejectOptions { requeue: false }).await
         }
+        Settled::Refuse(reason, why) => {
+            log::warn!("{name}: refusing a message: {why}");
+            count_refused(&refusals.metrics, refusals.consumer, reason);
+            match refusals.dead_letter(delivery, &why).await {
+                // Kept in `dead-letters`; or refused by it (at its bound): dropped, counted.
+                DeadLettered::Taken | DeadLettered::Refused => delivery.acker.ack(BasicAckOptions::default()).await,
+                // Our channel failed: the broker dead-letters it as it came. Never applied
+                // either way.
+                DeadLettered::Failed => delivery.acker.reject(BasicRejectOptions { requeue: false }).await,
+            }
+        }
     };
     if let Err(e) = result {
         // The channel is gone; the broker redelivers the message to the next consumer.
         log::warn!("{name}: could not settle a delivery: {e}");
+    }
+}
+
+/// What became of a refused message sent to `dead-letters`.
+enum DeadLettered {
+    Taken,
+    /// Nacked: `dead-letters` is at its bound (`reject-publish`). Counted as
+    /// `moa_dead_letters_refused_total`; not handed to the broker's own dead-lettering, which
+    /// would slip it past the bound.
+    Refused,
+    /// The channel failed before the broker said.
+    Failed,
+}
+
+impl Refusals {
+    /// Publishes a copy of `delivery` to `dead-letters` with why it was refused, and waits for
+    /// the broker's confirm. The copy carries this service's `user_id` (the broker allows no
+    /// other), so a replay never mistakes it for its owner's; the `user_id` it came with is
+    /// kept in [`PUBLISHED_BY_HEADER`], for people.
+    async fn dead_letter(&self, delivery: &Delivery, why: &str) -> DeadLettered {
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        let text = |s: &str| AMQPValue::LongString(s.into());
+        headers.insert(REFUSED_HEADER.into(), text(why));
+        let published_by = identity::publisher_of(&delivery.properties).unwrap_or("-");
+        headers.insert(PUBLISHED_BY_HEADER.into(), text(published_by));
+        // Where it died, named as the broker names it when it dead-letters (scripts/dead-letters).
+        headers.insert("x-first-death-exchange".into(), text(delivery.exchange.as_str()));
+        headers.insert("x-first-death-queue".into(), text(&self.queue));
+        headers.insert("x-first-death-reason".into(), text("refused"));
+        let props = self.identity.stamp(delivery.properties.clone().with_headers(headers).with_delivery_mode(2));
+        let key = delivery.routing_key.as_str();
+        let confirm = self
+            .channel
+            .basic_publish(
+                topology::DEAD_LETTERS.into(),
+                key.into(),
+                BasicPublishOptions::default(),
+                &delivery.data,
+                props,
+            )
+            .await;
+        let confirmed = match confirm {
+            Ok(confirm) => confirm.await,
+            Err(e) => Err(e),
+        };
+        match confirmed {
+            Ok(c) if c.is_ack() => DeadLettered::Taken,
+            Ok(_) => {
+                log::error!("{}: dead-letters refused a refused message (at its bound?); dropped", self.consumer);
+                self.metrics.inc("moa_dead_letters_refused_total", [("consumer", self.consumer)], 1.0);
+                DeadLettered::Refused
+            }
+            Err(e) => {
+                log::warn!("{}: could not dead-letter a refused message: {e}", self.consumer);
+                DeadLettered::Failed
+            }
+        }
     }
 }
 

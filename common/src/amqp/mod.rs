@@ -1,9 +1,10 @@
 //! RabbitMQ plumbing: one supervised connection per process ([`bus::Bus`]), the topology
 //! ([`topology`]), change-data and view consumers ([`consume`]), request/reply ([`rpc`]) and
-//! the outbox relay ([`relay`]).
+//! the outbox relay ([`relay`]); who published a message ([`identity`]).
 
 pub mod bus;
 pub mod consume;
+pub mod identity;
 pub mod relay;
 pub mod rpc;
 pub mod topology;

@@ -2,6 +2,8 @@
 //! `moa_outbox`, with publisher confirms, and deletes rows only after the broker acked
 //! them (see `store::DrainOutbox`). Wakes on NOTIFY and also polls, so a missed notification delays nothing for long.
 //!
+//! Views and change events go through lanes of their own (see [`Lane`]).
+//!
 //! Rows the broker refuses never hold back the others: they back off in the outbox and are
 //! retried one at a time (see `store::DrainOutbox`), while fresh rows keep flowing.
 
@@ -22,9 +24,9 @@ use lapin::{
 use tokio::sync::Notify;
 
 use crate::{
-    amqp::{topology, Bus},
+    amqp::{identity::Identity, topology, Bus},
     error::{Error, Result},
-    store::{DrainOutbox, DrainRows, OutboxRow, Published, Store},
+    store::{DrainOutbox, DrainRows, OutboxLane, OutboxRow, Published, Store},
     telemetry::Metrics,
 };
 
@@ -36,73 +38,116 @@ const RETRIES_PER_ROUND: usize = 100;
 /// its rows stay in the outbox for the next drain on a fresh channel).
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
 
-#[derive(Clone)]
-pub struct OutboxRelay {
-    store: Addr<Store>,
-    channel: Arc<Mutex<Option<Channel>>>,
+/// Views and change events are drained and published apart, each by a lane of its own with
+/// its own channel: a drain waits for the broker's confirms of everything it sent, so a slow
+/// `user.views` (a quorum queue fsyncing) would otherwise hold up the change events behind it,
+/// and with them every replica's invalidation.
+struct Lane {
+    name: &'static str,
+    rows: OutboxLane,
+    channel: Mutex<Option<Channel>>,
     /// Serializes drains: the relay task and a shutdown flush never publish the same rows twice.
-    draining: Arc<tokio::sync::Mutex<()>>,
-    metrics: Metrics,
+    draining: tokio::sync::Mutex<()>,
     /// The last drain could not reach the database: said once at warn, then at debug.
-    db_failing: Arc<AtomicBool>,
+    db_failing: AtomicBool,
+    /// Woken by the other lane when it took the shared wake-up (see [`OutboxRelay::start`]).
+    nudge: Notify,
 }
 
-impl OutboxRelay {
-    pub fn start(bus: &Bus, store: Addr<Store>, wake: Arc<Notify>, poll: Duration, metrics: Metrics) -> OutboxRelay {
-        let relay = OutboxRelay {
-            store,
-            channel: Arc::new(Mutex::new(None)),
-            draining: Arc::new(tokio::sync::Mutex::new(())),
-            metrics,
-            db_failing: Arc::new(AtomicBool::new(false)),
-        };
-        let r = relay.clone();
-        let bus2 = bus.clone();
-        bus.run_on_each_connection("outbox relay", move |link| {
-            let r = r.clone();
-            let wake = wake.clone();
-            let bus = bus2.clone();
-            async move {
-                let ch = link.conn.create_channel().await?;
-                topology::declare_shared(&ch).await?;
-                ch.confirm_select(ConfirmSelectOptions::default()).await?;
-                r.set_channel(Some(ch));
-                let result = async {
-                    loop {
-                        r.drain().await?;
-                        tokio::select! {
-                            _ = wake.notified() => {}
-                            _ = tokio::time::sleep(poll) => {}
-                            _ = bus.lost(link.generation) => return Ok(()),
-                        }
-                    }
-                }
-                .await;
-                r.set_channel(None);
-                result
-            }
-        });
-        relay
-    }
-
+impl Lane {
     fn set_channel(&self, ch: Option<Channel>) {
         if let Ok(mut g) = self.channel.lock() {
             *g = ch;
         }
     }
+}
 
-    /// Publishes everything in the outbox that is due: fresh rows batch by batch, oldest
-    /// first, then rows the broker refused before whose back-off has passed, one at a time;
-    /// and again while retries remain. Returns how many rows were sent.
+#[derive(Clone)]
+pub struct OutboxRelay {
+    store: Addr<Store>,
+    lanes: Arc<[Lane; 2]>,
+    metrics: Metrics,
+    /// Every message carries this service's login as `user_id` (see [`Identity`]).
+    identity: Identity,
+}
+
+impl OutboxRelay {
+    pub fn start(bus: &Bus, store: Addr<Store>, wake: Arc<Notify>, poll: Duration, metrics: Metrics) -> OutboxRelay {
+        let lane = |name, rows| Lane {
+            name,
+            rows,
+            channel: Mutex::new(None),
+            draining: tokio::sync::Mutex::new(()),
+            db_failing: AtomicBool::new(false),
+            nudge: Notify::new(),
+        };
+        let relay = OutboxRelay {
+            store,
+            lanes: Arc::new([
+                lane("outbox relay (change events)", OutboxLane::Changes),
+                lane("outbox relay (views)", OutboxLane::Views),
+            ]),
+            metrics,
+            identity: bus.identity().clone(),
+        };
+        for (i, name) in relay.lanes.iter().map(|l| l.name).enumerate() {
+            let r = relay.clone();
+            let wake = wake.clone();
+            let bus2 = bus.clone();
+            bus.run_on_each_connection(name, move |link| {
+                let r = r.clone();
+                let wake = wake.clone();
+                let bus = bus2.clone();
+                async move {
+                    let lane = &r.lanes[i];
+                    let other = &r.lanes[1 - i];
+                    let ch = link.conn.create_channel().await?;
+                    topology::declare_shared(&ch).await?;
+                    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+                    lane.set_channel(Some(ch));
+                    let result = async {
+                        loop {
+                            r.drain_lane(lane).await?;
+                            tokio::select! {
+                                // One wake-up (a NOTIFY) is one permit, taken by one lane:
+                                // that lane passes it on to the other.
+                                _ = wake.notified() => other.nudge.notify_one(),
+                                _ = lane.nudge.notified() => {}
+                                _ = tokio::time::sleep(poll) => {}
+                                _ = bus.lost(link.generation) => return Ok(()),
+                            }
+                        }
+                    }
+                    .await;
+                    lane.set_channel(None);
+                    result
+                }
+            });
+        }
+        relay
+    }
+
+    /// Publishes everything in the outbox that is due, lane after lane (see [`Self::drain_lane`]).
+    pub async fn drain(&self) -> Result<usize> {
+        let mut total = 0;
+        for lane in self.lanes.iter() {
+            total += self.drain_lane(lane).await?;
+        }
+        Ok(total)
+    }
+
+    /// Publishes everything of `lane` in the outbox that is due: fresh rows batch by batch,
+    /// oldest first, then rows the broker refused before whose back-off has passed, one at a
+    /// time; and again while retries remain. Returns how many rows were sent.
     /// A database error is not fatal to the relay (it retries on the next wake-up);
     /// a broker error is (the component restarts on a fresh channel).
-    pub async fn drain(&self) -> Result<usize> {
-        let _guard = self.draining.lock().await;
+    async fn drain_lane(&self, lane: &Lane) -> Result<usize> {
+        let _guard = lane.draining.lock().await;
         let mut total = 0;
         loop {
             // Fresh rows: whole batches while the outbox is full and everything is confirmed.
             loop {
-                let Some((n, sent)) = self.drain_once(DrainRows::Fresh, BATCH).await? else {
+                let Some((n, sent)) = self.drain_once(lane, DrainRows::Fresh, BATCH).await? else {
                     return Ok(total);
                 };
                 total += sent;
@@ -113,7 +158,7 @@ impl OutboxRelay {
             // Rows refused before: alone, so only a row the broker still refuses fails.
             let mut retried = 0;
             while retried < RETRIES_PER_ROUND {
-                let Some((n, sent)) = self.drain_once(DrainRows::Due, 1).await? else {
+                let Some((n, sent)) = self.drain_once(lane, DrainRows::Due, 1).await? else {
                     return Ok(total);
                 };
                 total += sent;
@@ -126,14 +171,16 @@ impl OutboxRelay {
     }
 
     /// One drain transaction. `None`: the database cannot be drained now (logged).
-    async fn drain_once(&self, rows: DrainRows, limit: i64) -> Result<Option<(usize, usize)>> {
-        let Some(ch) = self.channel.lock().ok().and_then(|g| g.clone()) else {
+    async fn drain_once(&self, lane: &Lane, rows: DrainRows, limit: i64) -> Result<Option<(usize, usize)>> {
+        let Some(ch) = lane.channel.lock().ok().and_then(|g| g.clone()) else {
             return Err(Error::BusDown);
         };
         let metrics = self.metrics.clone();
+        let identity = self.identity.clone();
         let publish = move |rows: Vec<OutboxRow>| -> LocalBoxFuture<'static, Published> {
             Box::pin(async move {
-                let published = match tokio::time::timeout(CONFIRM_TIMEOUT, publish_batch(&ch, &rows)).await {
+                let published = match tokio::time::timeout(CONFIRM_TIMEOUT, publish_batch(&ch, &identity, &rows)).await
+                {
                     Ok(p) => p,
                     Err(_) => Published { error: Some(Error::BusDown), ..Published::default() },
                 };
@@ -141,25 +188,26 @@ impl OutboxRelay {
                 published
             })
         };
-        let (n, published) = match self.store.send(DrainOutbox { rows, limit, publish: Box::new(publish) }).await {
+        let drain = DrainOutbox { lane: lane.rows, rows, limit, publish: Box::new(publish) };
+        let (n, published) = match self.store.send(drain).await {
             Ok(Ok(drained)) => drained,
             Ok(Err(Error::NotMigrated)) => {
                 // Start-up: the schema is being migrated; the relay is woken when it is done.
-                log::debug!("outbox relay: waiting for the migrations");
+                log::debug!("{}: waiting for the migrations", lane.name);
                 return Ok(None);
             }
             Ok(Err(e)) => {
-                if self.db_failing.swap(true, Ordering::Relaxed) {
-                    log::debug!("outbox relay: still cannot drain the outbox: {e}");
+                if lane.db_failing.swap(true, Ordering::Relaxed) {
+                    log::debug!("{}: still cannot drain the outbox: {e}", lane.name);
                 } else {
-                    log::warn!("outbox relay: cannot drain the outbox: {e}; retrying on every poll");
+                    log::warn!("{}: cannot drain the outbox: {e}; retrying on every poll", lane.name);
                 }
                 return Ok(None);
             }
             Err(e) => return Err(e.into()),
         };
-        if self.db_failing.swap(false, Ordering::Relaxed) {
-            log::info!("outbox relay: draining the outbox again");
+        if lane.db_failing.swap(false, Ordering::Relaxed) {
+            log::info!("{}: draining the outbox again", lane.name);
         }
         if let Some(e) = published.error {
             return Err(e);
@@ -247,7 +295,7 @@ impl<'a> Message<'a> {
 /// not exist) refuses every row not yet confirmed: which message caused it cannot be told,
 /// and each is then retried alone, so only the culprit keeps failing. Any other error (the
 /// connection lost) refuses nothing: the rows are simply published again.
-async fn publish_batch(ch: &Channel, rows: &[OutboxRow]) -> Published {
+async fn publish_batch(ch: &Channel, identity: &Identity, rows: &[OutboxRow]) -> Published {
     let mut out = Published::default();
     let msgs = messages(rows);
     let mut confirms = Vec::with_capacity(msgs.len());
@@ -260,7 +308,8 @@ async fn publish_batch(ch: &Channel, rows: &[OutboxRow]) -> Published {
         out.error.get_or_insert(e.into());
     };
     for (i, m) in msgs.iter().enumerate() {
-        let mut props = BasicProperties::default()
+        let mut props = identity
+            .stamp(BasicProperties::default())
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_message_id(m.event_id.into());

@@ -24,7 +24,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::{
-    amqp::{topology, Bus},
+    amqp::{
+        consume::{count_refused, Refused},
+        identity::{self, Identity},
+        topology, Bus,
+    },
     entity::VersionedRow,
     error::{Error, Result},
     settings::Domain,
@@ -33,6 +37,22 @@ use crate::{
 };
 
 const REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// What the broker turns [`REPLY_TO`] into in a question (`amq.rabbitmq.reply-to.<channel>`):
+/// the only reply address the server answers. Any other would let a question (whose body any
+/// service may write) have the owner publish its answer into a queue of the asker's choosing.
+const DIRECT_REPLY_PREFIX: &str = "amq.rabbitmq.reply-to.";
+
+/// The most keys, tokens, prefixes or buckets one question may name (a coalesced batch of
+/// misses names at most `batch::MAX_BATCH`).
+pub const MAX_KEYS: usize = 10_000;
+/// The most rows one question may ask for or be answered with: a page of a snapshot or of
+/// buckets, a prefix read. The store caps its pages at this too.
+pub const MAX_PAGE_ROWS: u32 = 100_000;
+/// The narrowest digest bucket a question may ask for: each bucket is one answer row.
+pub const MIN_DIGEST_WIDTH: i64 = 256;
+/// The largest question body (bytes).
+pub const MAX_QUESTION_BYTES: usize = 1 << 20;
 
 /// When the question was published (µs since the Unix epoch, the asker's clock), carried by
 /// the question and echoed by the reply: lets the `debug` log say where a slow question spent
@@ -83,7 +103,13 @@ enum Answer {
     Returned,
 }
 
-type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Answer>>>>;
+/// A call waiting for its answer: whose login the answer must carry, and where it goes.
+struct Waiter {
+    owner: Domain,
+    tx: oneshot::Sender<Answer>,
+}
+
+type Pending = Arc<Mutex<HashMap<String, Waiter>>>;
 
 /// Whose question a returned message is: `None` for the call `id` itself, or the other call's
 /// id. lapin hands a returned message to the next confirm it settles, and a confirm the broker
@@ -109,6 +135,8 @@ pub struct RpcClient {
     next_id: Arc<AtomicU64>,
     prefix: String,
     metrics: Metrics,
+    /// Questions carry this service's login; answers must carry their owner's.
+    identity: Identity,
 }
 
 impl RpcClient {
@@ -119,6 +147,7 @@ impl RpcClient {
             next_id: Arc::new(AtomicU64::new(1)),
             prefix: instance_id.to_string(),
             metrics,
+            identity: bus.identity().clone(),
         };
         let c = client.clone();
         let bus2 = bus.clone();
@@ -149,7 +178,7 @@ impl RpcClient {
                                 let Some(delivery) = next else { return Ok(()) };
                                 let delivery = delivery?;
                                 if let Some(id) = delivery.properties.correlation_id() {
-                                    let waiter = c.lock_pending().remove(id.as_str());
+                                    let waiter = c.take_waiter(id.as_str(), identity::publisher_of(&delivery.properties));
                                     match waiter {
                                         Some(tx) => {
                                             let _ = tx.send(Answer::Reply(delivery.data));
@@ -182,7 +211,24 @@ impl RpcClient {
             next_id: Arc::new(AtomicU64::new(1)),
             prefix: "test".into(),
             metrics: Metrics::default(),
+            identity: Identity::new(Domain::Item, "item-service", None).expect("the conventional identity"),
         }
+    }
+
+    /// The call `id` is waiting for, if `publisher` (the answer's `user_id`) is its owner's
+    /// login. An answer from anyone else is refused and counted, and the call waits on for
+    /// its owner's (or times out).
+    fn take_waiter(&self, id: &str, publisher: Option<&str>) -> Option<oneshot::Sender<Answer>> {
+        let mut pending = self.lock_pending();
+        let owner = pending.get(id)?.owner;
+        let expected = self.identity.owner(owner);
+        if publisher != Some(expected) {
+            drop(pending);
+            count_refused(&self.metrics, "rpc client", Refused::Publisher);
+            log::warn!("rpc client: refused an answer to {id} published by {publisher:?}, not {expected:?}");
+            return None;
+        }
+        pending.remove(id).map(|w| w.tx)
     }
 
     fn set_channel(&self, ch: Option<Channel>) {
@@ -191,7 +237,7 @@ impl RpcClient {
         }
     }
 
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Answer>>> {
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Waiter>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -215,11 +261,13 @@ impl RpcClient {
             .ok_or(Error::BusDown)?;
         let id = format!("{}-{}", self.prefix, self.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = oneshot::channel();
-        self.lock_pending().insert(id.clone(), tx);
+        self.lock_pending().insert(id.clone(), Waiter { owner, tx });
         let body = serde_json::to_vec(query)?;
         // Any failure from here on (a publish refused, a reply that never comes) is the
         // broker's or the owner's, and reaches the caller as a 503 naming it.
-        let props = BasicProperties::default()
+        let props = self
+            .identity
+            .stamp(BasicProperties::default())
             .with_reply_to(REPLY_TO.into())
             .with_correlation_id(id.as_str().into())
             .with_content_type("application/json".into())
@@ -250,8 +298,8 @@ impl RpcClient {
                         }
                         // Another call's question: that call is told, this one waits on.
                         Some(theirs) => {
-                            if let Some(tx) = self.lock_pending().remove(theirs) {
-                                let _ = tx.send(Answer::Returned);
+                            if let Some(w) = self.lock_pending().remove(theirs) {
+                                let _ = w.tx.send(Answer::Returned);
                             }
                         }
                     },
@@ -293,12 +341,22 @@ impl RpcClient {
 /// Answers [`Query`]s about `domain`'s entities from its store.
 /// It starts answering once the store has applied its migrations: before that every answer
 /// would be an error, and a request left in the queue is answered in time (or expires there).
-pub fn serve(bus: &Bus, domain: Domain, store: Addr<Store>, migrated: Arc<AtomicBool>, prefetch: u16) {
+/// It answers only to a Direct Reply-to address and only questions within the caps
+/// ([`MAX_KEYS`], ...); every answer carries this service's login.
+pub fn serve(
+    bus: &Bus,
+    domain: Domain,
+    store: Addr<Store>,
+    migrated: Arc<AtomicBool>,
+    prefetch: u16,
+    metrics: Metrics,
+) {
     let bus2 = bus.clone();
     bus.run_on_each_connection("rpc server", move |link| {
         let store = store.clone();
         let bus = bus2.clone();
         let migrated = migrated.clone();
+        let metrics = metrics.clone();
         async move {
             while !migrated.load(Ordering::SeqCst) {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -324,6 +382,17 @@ pub fn serve(bus: &Bus, domain: Domain, store: Addr<Store>, migrated: Arc<Atomic
                         let delivery = delivery?;
                         let ch = ch.clone();
                         let store = store.clone();
+                        let metrics = metrics.clone();
+                        let identity = bus.identity().clone();
+                        let Some(to) = reply_address(&delivery.properties) else {
+                            count_refused(&metrics, "rpc server", Refused::ReplyTo);
+                            log::warn!(
+                                "rpc server: refused a question asking for its answer at {:?}, not a Direct Reply-to address",
+                                delivery.properties.reply_to().as_ref().map(|r| r.as_str())
+                            );
+                            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                            continue;
+                        };
                         // Answer concurrently: a slow snapshot page does not hold up a token lookup.
                         tokio::spawn(async move {
                             let taken = std::time::Instant::now();
@@ -331,7 +400,7 @@ pub fn serve(bus: &Bus, domain: Domain, store: Addr<Store>, migrated: Arc<Atomic
                             // Past the asker's own timeout (the question's expiration) nobody
                             // waits for the answer: a hung database holds this task no longer.
                             let deadline = answer_deadline(&delivery.properties);
-                            let reply = match tokio::time::timeout(deadline, answer(domain, &store, &delivery.data)).await {
+                            let reply = match tokio::time::timeout(deadline, answer(domain, &store, &delivery.data, &metrics)).await {
                                 Ok(reply) => reply,
                                 Err(_) => Reply { ok: false, rows: vec![], error: Some(format!("not answered within {} ms", deadline.as_millis())) },
                             };
@@ -343,14 +412,15 @@ pub fn serve(bus: &Bus, domain: Domain, store: Addr<Store>, migrated: Arc<Atomic
                                     "rpc server: a question waited {waited:.1} ms before it was taken, answered in {took:.1} ms"
                                 );
                             }
-                            if let (Some(to), Some(id)) = (delivery.properties.reply_to(), delivery.properties.correlation_id()) {
+                            if let Some(id) = delivery.properties.correlation_id() {
                                 let body = serde_json::to_vec(&reply).unwrap_or_default();
                                 let headers = sent.map(sent_at).unwrap_or_default();
-                                let props = BasicProperties::default()
+                                let props = identity
+                                    .stamp(BasicProperties::default())
                                     .with_correlation_id(id.clone())
                                     .with_headers(headers)
                                     .with_content_type("application/json".into());
-                                if let Err(e) = ch.basic_publish("".into(), to.clone(), BasicPublishOptions::default(), &body, props).await {
+                                if let Err(e) = ch.basic_publish("".into(), to.as_str().into(), BasicPublishOptions::default(), &body, props).await {
                                     log::warn!("rpc server: could not reply: {e}");
                                 }
                             }
@@ -379,12 +449,53 @@ fn answer_deadline(properties: &BasicProperties) -> std::time::Duration {
 /// `SNAPSHOT_TIMEOUT_MS` default).
 const ANSWER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn answer(domain: Domain, store: &Addr<Store>, body: &[u8]) -> Reply {
+/// The question's reply address, if it is a Direct Reply-to one.
+fn reply_address(props: &BasicProperties) -> Option<String> {
+    let to = props.reply_to().as_ref()?.as_str();
+    to.starts_with(DIRECT_REPLY_PREFIX).then(|| to.to_string())
+}
+
+/// Why `query` asks for more than one answer may hold, if it does.
+fn oversized(query: &Query) -> Option<String> {
+    let too_many = |what: &str, n: usize| (n > MAX_KEYS).then(|| format!("{n} {what}, more than {MAX_KEYS}"));
+    let too_long =
+        |limit: u32| (limit > MAX_PAGE_ROWS).then(|| format!("a page of {limit} rows, more than {MAX_PAGE_ROWS}"));
+    let too_narrow = |width: i64| {
+        (width < MIN_DIGEST_WIDTH).then(|| format!("digest buckets {width} wide, under {MIN_DIGEST_WIDTH}"))
+    };
+    match query {
+        Query::Snapshot { limit, .. } => too_long(*limit),
+        Query::Get { keys, .. } => too_many("keys", keys.len()),
+        Query::UsersByToken { tokens } => too_many("tokens", tokens.len()),
+        Query::Prefix { prefixes, .. } if prefixes.iter().any(String::is_empty) => {
+            Some("an empty prefix (the whole table: read it by snapshot pages)".into())
+        }
+        Query::Prefix { prefixes, .. } => too_many("prefixes", prefixes.len()),
+        Query::Digest { width, .. } => too_narrow(*width),
+        Query::Buckets { width, buckets, limit, .. } => {
+            too_narrow(*width).or_else(|| too_many("buckets", buckets.len())).or_else(|| too_long(*limit))
+        }
+        Query::Epoch { .. } => None,
+    }
+}
+
+async fn answer(domain: Domain, store: &Addr<Store>, body: &[u8], metrics: &Metrics) -> Reply {
     let fail = |error: String| Reply { ok: false, rows: vec![], error: Some(error) };
+    let refuse = |why: String| {
+        count_refused(metrics, "rpc server", Refused::Oversized);
+        log::warn!("rpc server: refused a question: {why}");
+        fail(format!("question too large: {why}"))
+    };
+    if body.len() > MAX_QUESTION_BYTES {
+        return refuse(format!("{} bytes, more than {MAX_QUESTION_BYTES}", body.len()));
+    }
     let query: Query = match serde_json::from_slice(body) {
         Ok(q) => q,
         Err(e) => return fail(format!("bad request: {e}")),
     };
+    if let Some(why) = oversized(&query) {
+        return refuse(why);
+    }
     let owned = match domain {
         Domain::Item => ["item"].as_slice(),
         Domain::Alarm => ["alarm"].as_slice(),
@@ -394,6 +505,10 @@ async fn answer(domain: Domain, store: &Addr<Store>, body: &[u8]) -> Reply {
         return fail(format!("{} is not owned by the {} service", query.entity(), domain.name()));
     }
     match store.send(query).await {
+        // A prefix read has no page: a prefix matching more than a page is refused whole.
+        Ok(Ok(rows)) if rows.len() > MAX_PAGE_ROWS as usize => {
+            refuse(format!("{} rows answer it, more than {MAX_PAGE_ROWS}", rows.len()))
+        }
         Ok(Ok(rows)) => Reply { ok: true, rows, error: None },
         Ok(Err(e)) => fail(e.to_string()),
         Err(e) => fail(e.to_string()),
@@ -418,6 +533,51 @@ mod tests {
         assert_eq!(another_call(Some("item-1-7"), "item-1-7"), None, "its own");
         assert_eq!(another_call(Some("item-1-6"), "item-1-7"), Some("item-1-6"), "another call's");
         assert_eq!(another_call(None, "item-1-7"), None, "no id: taken as its own");
+    }
+
+    /// An answer is taken only from its owner's login; anyone else's leaves the call waiting.
+    #[test]
+    fn an_answer_is_taken_only_from_the_owners_login() {
+        let client = RpcClient::detached();
+        let (tx, _rx) = oneshot::channel();
+        client.lock_pending().insert("c-1".into(), Waiter { owner: Domain::User, tx });
+        assert!(client.take_waiter("c-1", Some("alarm-service")).is_none(), "another service's login");
+        assert!(client.take_waiter("c-1", None).is_none(), "no login at all");
+        assert!(client.take_waiter("c-1", Some("user-service")).is_some(), "the owner's");
+        assert!(client.lock_pending().is_empty());
+        assert!(client
+            .metrics
+            .render()
+            .contains(r#"moa_amqp_refused_total{consumer="rpc client",reason="publisher"} 2"#));
+    }
+
+    #[test]
+    fn questions_past_the_caps_are_oversized_and_the_backfills_questions_are_not() {
+        let page = |limit| Query::Snapshot { entity: "user".into(), after: None, limit };
+        assert!(oversized(&page(MAX_PAGE_ROWS)).is_none());
+        assert!(oversized(&page(MAX_PAGE_ROWS + 1)).is_some());
+        let keys = |n: usize| (0..n).map(|i| i.to_string()).collect::<Vec<_>>();
+        assert!(oversized(&Query::Get { entity: "item".into(), keys: keys(MAX_KEYS) }).is_none());
+        assert!(oversized(&Query::UsersByToken { tokens: keys(MAX_KEYS + 1) }).is_some());
+        let prefix = |p: &str| Query::Prefix { entity: "alarm".into(), prefixes: vec!["7:".into(), p.into()] };
+        assert!(oversized(&prefix("8:")).is_none());
+        assert!(oversized(&prefix("")).unwrap().contains("empty prefix"));
+        let width = crate::replica::digest::WIDTH;
+        assert!(oversized(&Query::Digest { entity: "user".into(), width }).is_none());
+        assert!(oversized(&Query::Digest { entity: "user".into(), width: MIN_DIGEST_WIDTH - 1 }).is_some());
+        let buckets = |limit| Query::Buckets { entity: "user".into(), width, buckets: vec![1, 2], after: 0, limit };
+        assert!(oversized(&buckets(20_000)).is_none());
+        assert!(oversized(&buckets(MAX_PAGE_ROWS + 1)).is_some());
+        assert!(oversized(&Query::Epoch { entity: "user".into() }).is_none());
+    }
+
+    #[test]
+    fn only_a_direct_reply_to_address_is_answered() {
+        let to = |r: &str| reply_address(&BasicProperties::default().with_reply_to(r.into()));
+        assert!(to("amq.rabbitmq.reply-to.g1h2AA5yZXdAaG9zdAAAAAAAAAAB").is_some());
+        assert_eq!(to("item.replica.x"), None);
+        assert_eq!(to("amq.rabbitmq.reply-to"), None, "the pseudo-queue itself is the asker's, not an address");
+        assert_eq!(reply_address(&BasicProperties::default()), None);
     }
 
     /// The publish time a question carries is read back by the owner and from the echoed

@@ -7,7 +7,7 @@ use futures_util::future::BoxFuture;
 use lapin::message::Delivery;
 
 use crate::{
-    amqp::{consume, topology, Bus},
+    amqp::{consume, identity::Identity, topology, Bus},
     entity::parse_change_events,
     replica::{AlarmBook, ItemCatalog, Known, UserDirectory},
     settings::Settings,
@@ -48,18 +48,31 @@ impl Replicas {
 struct Feed {
     replicas: Replicas,
     metrics: Metrics,
+    identity: Identity,
 }
 
 impl consume::Handler for Feed {
     fn handle<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, consume::Outcome> {
         Box::pin(async move {
-            // Only the owner's exchange speaks for the owner's entities: the broker sets the
-            // exchange a message came through, and each service may publish only to its own
-            // (docs/security.md). A message put into this queue another way (through the
-            // default exchange, which every service may use for RPC) is refused.
+            // Only the owner speaks for the owner's entities: the message must come through the
+            // owner's exchange (the broker sets the exchange a message came through, and each
+            // service may publish only to its own) with the owner's login as user_id (checked
+            // by the broker), docs/security.md. A message put into this queue another way
+            // (through the default exchange, which every service may use for RPC) is refused.
             let via = delivery.exchange.as_str();
-            let (events, mut bad) = parse_change_events(&delivery.data);
             let kinds = self.replicas.all();
+            let owner = kinds.iter().map(|k| k.owner()).find(|d| topology::events_exchange(*d) == via);
+            let Some(owner) = owner else {
+                return consume::Outcome::Refuse(
+                    consume::Refused::Exchange,
+                    format!("change events that came through {via:?}, no owner's events exchange"),
+                );
+            };
+            let exchange = topology::events_exchange(owner);
+            if let Err((reason, why)) = consume::check_origin(delivery, exchange, self.identity.owner(owner)) {
+                return consume::Outcome::Refuse(reason, why);
+            }
+            let (events, mut bad) = parse_change_events(&delivery.data);
             let mut rows: Vec<Vec<_>> = kinds.iter().map(|_| Vec::new()).collect();
             for event in events {
                 log::debug!(
@@ -115,5 +128,6 @@ pub fn start(bus: &Bus, settings: &Settings, replicas: Replicas, metrics: Metric
         name: format!("{}.replica.{}", settings.domain.name(), settings.instance_id),
         bind_to: replicas.exchanges(),
     };
-    consume::start(bus, "replica feed", source, settings.prefetch, 1, Arc::new(Feed { replicas, metrics }));
+    let feed = Feed { replicas, metrics: metrics.clone(), identity: bus.identity().clone() };
+    consume::start(bus, "replica feed", source, settings.prefetch, 1, Arc::new(feed), metrics);
 }

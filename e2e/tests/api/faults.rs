@@ -310,9 +310,12 @@ async fn malformed_messages_are_dead_lettered_and_consumers_go_on() {
     let sys = demo(Infra::shared()).await;
     let token = sys.token().await;
     let vhost = &sys.name;
+    // Published by the operator in the owner's name (guest has the impersonator tag): a
+    // message without its owner's user_id would be refused before it is even parsed.
     let publish = |exchange: &str, payload: &str| {
-        let body =
-            serde_json::json!({"properties": {}, "routing_key": "", "payload": payload, "payload_encoding": "string"});
+        let owner = format!("{}-service", exchange.split('.').next().unwrap_or_default());
+        let body = serde_json::json!({"properties": {"user_id": owner}, "routing_key": "", "payload": payload,
+            "payload_encoding": "string"});
         mgmt(
             sys.infra.mgmt_port,
             "POST",

@@ -21,6 +21,7 @@ mod outages;
 mod partition;
 mod pg_failover;
 mod privilege;
+mod publisher_identity;
 mod read_models;
 mod seed_alarms;
 mod tokens;
