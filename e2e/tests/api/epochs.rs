@@ -128,15 +128,17 @@ async fn a_forged_event_with_a_version_the_owner_never_handed_out_is_corrected()
     // The item service has this user cached, and another one.
     assert_eq!(sys.get(Svc::Item, "/", &token).await.status, 200);
     assert_eq!(sys.get(Svc::Item, "/", &other_token).await.status, 200);
-    // Someone with publish rights on user.events gives this user another token, at a version
-    // far above anything user_db has handed out (same epoch: the worst case).
+    // Someone who can publish on user.events as the user service (its credentials, or the
+    // operator impersonating it) gives this user another token, at a version far above
+    // anything user_db has handed out (same epoch: the worst case).
     let forged = serde_json::json!([{
         "event_id": "forged-1", "entity": "user", "key": id.to_string(), "version": 1_000_000_000_000i64,
         "deleted": false, "epoch": epoch,
         "data": {"id": id, "name": name, "token_hash": e2e::token_hash("forged-token-0000")}
     }]);
     let body = serde_json::json!({
-        "properties": {}, "routing_key": "", "payload": forged.to_string(), "payload_encoding": "string"
+        "properties": {"user_id": "user-service"}, "routing_key": "", "payload": forged.to_string(),
+        "payload_encoding": "string"
     });
     mgmt(
         sys.infra.mgmt_port,

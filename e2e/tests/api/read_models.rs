@@ -315,8 +315,10 @@ async fn a_late_event_never_overwrites_a_newer_row() {
         "event_id": "late-1", "entity": "user", "key": id.to_string(), "version": version - 1, "deleted": false,
         "data": {"id": id, "name": "Older Name", "token_hash": e2e::token_hash("late-token")}, "epoch": epoch,
     });
+    // As the user service published it (the operator may impersonate it): what a redelivery is.
     let publish = serde_json::json!({
-        "properties": {}, "routing_key": "", "payload": late.to_string(), "payload_encoding": "string",
+        "properties": {"user_id": "user-service"}, "routing_key": "", "payload": late.to_string(),
+        "payload_encoding": "string",
     });
     let routed = e2e::mgmt(
         sys.infra.mgmt_port,
