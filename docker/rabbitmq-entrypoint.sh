@@ -1,6 +1,7 @@
 #!/bin/sh
-# Writes the broker's users as definitions files beside the topology, then hands over to the
-# image's own entrypoint. RabbitMQ hashes the plain passwords when it imports the files.
+# Writes the broker's users as definitions files beside the topology, then runs the command
+# (rabbitmq-server) as the rabbitmq user. RabbitMQ hashes the plain passwords when it imports
+# the files.
 #
 #   RABBITMQ_DEFAULT_USER / RABBITMQ_DEFAULT_PASS   the operator: administrator, for the
 #                                                   dashboard and rabbitmqctl-like tools
@@ -100,4 +101,4 @@ fi
   fi
 ) &
 
-exec docker-entrypoint.sh "$@"
+exec setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups -- env HOME=/var/lib/rabbitmq "$@"

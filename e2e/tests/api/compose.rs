@@ -3,14 +3,19 @@
 //! runs without guest, no password has a default, only the services' HTTP ports are published
 //! beyond this host, and every container has a healthcheck that its dependants wait for.
 //! (Docker itself need not run: `docker-compose config` only parses and resolves.)
-//! `docker-compose.cluster.yml` (three RabbitMQ nodes, two instances per service, HAProxy) is
-//! held to the same rules, and its instances are reached through the balancer only.
+//! `docker-compose.cluster.yml` (each database two pg_auto_failover members and a monitor, three
+//! RabbitMQ nodes, two instances per service, HAProxy) is held to the same rules, and its
+//! instances are reached through the balancer only.
+//! With `scripts/test --compose`, `docker-compose.yml` is also brought up for real under podman
+//! and answers the contract (the last test here).
 
 use std::{
     io::Write,
     process::{Command, Stdio},
+    time::{Duration, Instant},
 };
 
+use e2e::Resp;
 use serde_json::{Map, Value};
 
 /// Every variable the compose file requires (no default), with the value the tests give it.
@@ -286,17 +291,21 @@ async fn the_cluster_compose_file_keeps_the_rules_and_hides_the_instances_behind
         [
             "alarm-1",
             "alarm-2",
-            "alarm-db",
+            "alarm-db-1",
+            "alarm-db-2",
             "item-1",
             "item-2",
-            "item-db",
+            "item-db-1",
+            "item-db-2",
             "lb",
+            "pg-monitor",
             "rabbitmq-1",
             "rabbitmq-2",
             "rabbitmq-3",
             "user-1",
             "user-2",
-            "user-db"
+            "user-db-1",
+            "user-db-2"
         ]
     );
     assert!(config.get("volumes").is_none(), "no named volumes");
@@ -331,8 +340,31 @@ async fn the_cluster_compose_file_keeps_the_rules_and_hides_the_instances_behind
             "{node}: its dashboard on this host only, AMQP not at all"
         );
     }
-    for db in ["item-db", "alarm-db", "user-db"] {
-        assert!(published_ports(&services[db]).is_empty(), "{db} publishes a port");
+    // The databases: each domain a pg_auto_failover formation of two members, on its own data
+    // network and `pg-control`, where the monitor (alone there) meets them; nothing published.
+    let monitor = &services["pg-monitor"];
+    assert_eq!(networks_of(monitor), ["pg-control"], "no service reaches the monitor");
+    assert!(published_ports(monitor).is_empty(), "the monitor publishes a port");
+    assert_eq!(env_str(&env_of(monitor), "MOA_PG_ROLE"), "monitor");
+    assert_eq!(env_str(&env_of(monitor), "MOA_PG_FORMATIONS"), "item alarm user");
+    assert!(!whole_env(&env_of(monitor)).contains(secret("POSTGRES_PASSWORD")), "the monitor is given no password");
+    for (domain, _, _) in DOMAINS {
+        for k in 1..=2 {
+            let name = format!("{domain}-db-{k}");
+            let member = &services[&name];
+            assert!(published_ports(member).is_empty(), "{name} publishes a port");
+            let mut nets = vec![format!("{domain}-data"), "pg-control".to_string()];
+            nets.sort_unstable();
+            assert_eq!(networks_of(member), nets, "{name}");
+            assert_eq!(member["build"]["args"]["DOMAIN"], domain, "{name}: its domain's image (the seed)");
+            let env = env_of(member);
+            assert_eq!(env_str(&env, "MOA_PG_ROLE"), "member");
+            assert_eq!(env_str(&env, "MOA_PG_FORMATION"), domain);
+            assert_eq!(env_str(&env, "MOA_PG_NAME"), name, "{name} registers under its own (DNS) name");
+            assert_eq!(env_str(&env, "MOA_PG_MONITOR"), "pg-monitor");
+            assert_eq!(env_str(&env, "POSTGRES_PASSWORD"), secret("POSTGRES_PASSWORD"));
+            assert_eq!(member["depends_on"]["pg-monitor"]["condition"], "service_healthy", "{name}");
+        }
     }
 
     // The instances: their own database and user, every node, nothing published.
@@ -343,9 +375,13 @@ async fn the_cluster_compose_file_keeps_the_rules_and_hides_the_instances_behind
             let env = env_of(service);
             let db_vars: Vec<&String> = env.keys().filter(|k| k.ends_with("_DATABASE_URL")).collect();
             assert_eq!(db_vars, [&format!("{prefix}_DATABASE_URL")], "{name} gets exactly its own database URL");
+            // both members; libpq-style target_session_attrs: the one that takes writes
+            let url = env_str(&env, &format!("{prefix}_DATABASE_URL"));
             assert!(
-                env_str(&env, &format!("{prefix}_DATABASE_URL")).ends_with(&format!("@{domain}-db:5432/{domain}_db")),
-                "{name}"
+                url.ends_with(&format!(
+                    "@{domain}-db-1:5432,{domain}-db-2:5432/{domain}_db?target_session_attrs=read-write"
+                )),
+                "{name}: {url}"
             );
             let own_password = secret(&format!("{prefix}_AMQP_PASSWORD"));
             let urls: Vec<&str> = env_str(&env, "AMQP_URL").split(',').collect();
@@ -364,10 +400,10 @@ async fn the_cluster_compose_file_keeps_the_rules_and_hides_the_instances_behind
             let deps = service["depends_on"].as_object().unwrap_or_else(|| panic!("{name} depends_on: {service}"));
             let mut dep_names: Vec<&str> = deps.keys().map(String::as_str).collect();
             dep_names.sort_unstable();
-            let own_db = format!("{domain}-db");
-            let mut expected = vec![own_db.as_str(), "rabbitmq-1", "rabbitmq-2", "rabbitmq-3"];
+            let (db_1, db_2) = (format!("{domain}-db-1"), format!("{domain}-db-2"));
+            let mut expected = vec![db_1.as_str(), db_2.as_str(), "rabbitmq-1", "rabbitmq-2", "rabbitmq-3"];
             expected.sort_unstable();
-            assert_eq!(dep_names, expected, "{name} waits for its database and the cluster only");
+            assert_eq!(dep_names, expected, "{name} waits for its database's members and the cluster only");
             for (dep, how) in deps {
                 assert_eq!(how["condition"], "service_healthy", "{name} waits until {dep} is healthy");
             }
@@ -454,7 +490,7 @@ async fn every_service_container_is_given_longer_to_stop_than_its_graceful_stop_
         let services = config["services"].as_object().expect("services");
         let mut checked = 0;
         for (name, service) in services {
-            if !["item", "alarm", "user"].contains(&name.split('-').next().unwrap_or_default()) || name.ends_with("-db")
+            if !["item", "alarm", "user"].contains(&name.split('-').next().unwrap_or_default()) || name.contains("-db")
             {
                 continue;
             }
@@ -474,4 +510,179 @@ async fn every_service_container_is_given_longer_to_stop_than_its_graceful_stop_
         }
         assert!(checked >= 3, "{file}: {checked} services checked");
     }
+}
+
+// ---------------------------------------------------------------- brought up for real
+
+/// `podman-compose` with this test's project name, the required secrets and the published
+/// ports moved to free ones (beside any stack on the usual ports); `down` when dropped, so a
+/// failed assertion leaves no container behind.
+struct ComposeStack {
+    project: String,
+    file: &'static str,
+    vars: Vec<(String, String)>,
+    log_dir: std::path::PathBuf,
+}
+
+impl ComposeStack {
+    fn command(&self, args: &[&str]) -> Command {
+        let repo = &e2e::env().repo_dir;
+        let mut cmd = Command::new("podman-compose");
+        cmd.arg("-p").arg(&self.project).arg("-f").arg(repo.join(self.file)).args(args);
+        cmd.current_dir(repo).envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        cmd
+    }
+
+    /// Runs podman-compose ARGS, its output in the test's log directory; panics with its end
+    /// when it fails.
+    fn run(&self, args: &[&str]) {
+        let log = self.log_dir.join(format!("podman-compose-{}.log", args[0]));
+        let out = self.command(args).output().unwrap_or_else(|e| panic!("running podman-compose: {e}"));
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        std::fs::write(&log, &text).expect("podman-compose log");
+        assert!(out.status.success(), "podman-compose {args:?} failed ({}):\n{}", out.status, tail(&text, 60));
+    }
+
+    /// The containers of this project, running or not.
+    fn containers(&self) -> Vec<String> {
+        let out = Command::new("podman")
+            .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
+            .arg(format!("label=io.podman.compose.project={}", self.project))
+            .output()
+            .expect("podman ps");
+        String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+    }
+
+    /// Every container's log, for a failure's message.
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        for name in self.containers() {
+            let out = Command::new("podman").args(["logs", "--tail", "20", &name]).output();
+            if let Ok(out) = out {
+                all += &format!(
+                    "---- {name} ----\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        all
+    }
+}
+
+impl Drop for ComposeStack {
+    fn drop(&mut self) {
+        if !self.containers().is_empty() {
+            let _ = self.command(&["down", "-t", "20"]).output();
+        }
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The demo seed's first user's token (seed/demo/user/init_database.sql, the row after COPY).
+fn demo_token() -> String {
+    let sql = std::fs::read_to_string(e2e::env().repo_dir.join("seed/demo/user/init_database.sql")).expect("demo seed");
+    let mut lines = sql.lines().skip_while(|l| !l.starts_with("COPY public.\"user\""));
+    let first = lines.nth(1).expect("a user row");
+    first.split('\t').nth(2).expect("id, name, access_token").to_string()
+}
+
+/// docker-compose.yml brought up for real under podman: the images made by
+/// scripts/compose-images (Debian's packages, the host's binaries), `podman-compose up`, a
+/// representative part of the contract through the published ports (lists, detail, alarm set
+/// and clear seen by the item service over RabbitMQ, the visit list), then `down`.
+/// Only with `scripts/test --compose` (podman is needed, and the first image build takes
+/// minutes): skipped, and said so, otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compose_file_brought_up_with_podman_answers_the_contract() {
+    if std::env::var("MOA_TEST_COMPOSE").as_deref() != Ok("1") {
+        e2e::skip("brings containers up only with scripts/test --compose");
+        return;
+    }
+    let e = e2e::env();
+    let log_dir = e2e::fresh_dir(&e.state_dir, &format!("compose-{}", e2e::test_name()));
+    let started = Instant::now();
+    let images = Command::new(e.repo_dir.join("scripts/compose-images"))
+        .arg("--bin-dir")
+        .arg(&e.bin_dir)
+        .output()
+        .expect("scripts/compose-images runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&images.stdout), String::from_utf8_lossy(&images.stderr));
+    std::fs::write(log_dir.join("compose-images.log"), &text).expect("log");
+    assert!(images.status.success(), "scripts/compose-images failed:\n{}", tail(&text, 60));
+    eprintln!("images ready in {:.1} s", started.elapsed().as_secs_f64());
+
+    let (item, alarm, user, dashboard) = (e2e::free_port(), e2e::free_port(), e2e::free_port(), e2e::free_port());
+    let mut vars: Vec<(String, String)> = REQUIRED.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    for (var, port) in
+        [("MOA_ITEM_PORT", item), ("MOA_ALARM_PORT", alarm), ("MOA_USER_PORT", user), ("MOA_DASHBOARD_PORT", dashboard)]
+    {
+        vars.push((var.to_string(), port.to_string()));
+    }
+    let stack =
+        ComposeStack { project: format!("moa-test-{}", std::process::id()), file: "docker-compose.yml", vars, log_dir };
+    let up = Instant::now();
+    stack.run(&["up", "-d", "--no-build"]);
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+    for port in [item, alarm, user] {
+        let ready = async {
+            let deadline = Instant::now() + Duration::from_secs(240);
+            while Instant::now() < deadline {
+                let r = http.get(format!("http://127.0.0.1:{port}/ready")).send().await;
+                if r.is_ok_and(|r| r.status() == 200) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            false
+        };
+        assert!(ready.await, "127.0.0.1:{port}/ready is not 200 within 240 s; the containers say:\n{}", stack.logs());
+    }
+    eprintln!("compose up: every service ready in {:.1} s", up.elapsed().as_secs_f64());
+
+    let token = demo_token();
+    let url = |port: u16, path: &str| format!("http://127.0.0.1:{port}{path}");
+    let get = |port: u16, path: &str| Resp::send(http.get(url(port, path)).header("USER-TOKEN", token.as_str()));
+
+    let users = get(user, "/").await;
+    assert_eq!(users.ids(), (1..=users.ids().len() as i64).rev().collect::<Vec<_>>(), "users, id descending");
+    let items = get(item, "/").await;
+    assert_eq!(items.ids(), (1..=100).rev().collect::<Vec<i64>>(), "every item, id descending");
+    assert!(items.alarmed_ids().is_empty(), "no alarm set yet: {items:?}");
+    let detail = get(item, "/50").await;
+    assert_eq!(detail.status, 200, "{detail:?}");
+    assert_eq!(detail.json["payload"]["id"], 50);
+    get(item, "/100000").await.assert_empty(404);
+    Resp::send(http.get(url(item, "/"))).await.assert_error(401, "Unauthorized");
+
+    let set = Resp::send(http.post(url(alarm, "/")).header("USER-TOKEN", token.as_str()).body(r#"{"item_id": "50"}"#));
+    set.await.assert_empty(201);
+    assert_eq!(get(alarm, "/").await.ids(), [50], "the alarm list");
+    // the item service learns of the alarm over RabbitMQ (the alarm service's change events)
+    e2e::eventually(Duration::from_secs(10), "the item list shows the alarm", || async {
+        get(item, "/").await.alarmed_ids() == [50]
+    })
+    .await;
+    let clear =
+        Resp::send(http.delete(url(alarm, "/")).header("USER-TOKEN", token.as_str()).body(r#"{"item_id": 50}"#));
+    clear.await.assert_empty(200);
+    assert!(get(alarm, "/").await.ids().is_empty(), "the alarm is cleared");
+    e2e::eventually(Duration::from_secs(10), "the item list drops the alarm", || async {
+        get(item, "/").await.alarmed_ids().is_empty()
+    })
+    .await;
+    // the view of /50 above, recorded by the user service from the item service's event
+    e2e::eventually(Duration::from_secs(10), "the visit list shows the viewed item", || async {
+        get(user, "/visit").await.ids().contains(&50)
+    })
+    .await;
+
+    let down = Instant::now();
+    stack.run(&["down", "-t", "20"]);
+    assert!(stack.containers().is_empty(), "down removed every container: {:?}", stack.containers());
+    eprintln!("compose down in {:.1} s", down.elapsed().as_secs_f64());
 }
