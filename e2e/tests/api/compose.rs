@@ -543,14 +543,37 @@ impl ComposeStack {
         assert!(out.status.success(), "podman-compose {args:?} failed ({}):\n{}", out.status, tail(&text, 60));
     }
 
-    /// The containers of this project, running or not.
-    fn containers(&self) -> Vec<String> {
+    /// The names of this project's containers (`ps -a`, name field `Names`) or networks
+    /// (`network ls`, `Name`).
+    fn listed(&self, what: &[&str], field: &str) -> Vec<String> {
         let out = Command::new("podman")
-            .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
+            .args(what)
+            .arg("--format")
+            .arg(format!("{{{{.{field}}}}}"))
+            .arg("--filter")
             .arg(format!("label=io.podman.compose.project={}", self.project))
             .output()
-            .expect("podman ps");
+            .expect("podman lists");
         String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+    }
+
+    fn containers(&self) -> Vec<String> {
+        self.listed(&["ps", "-a"], "Names")
+    }
+
+    fn networks(&self) -> Vec<String> {
+        self.listed(&["network", "ls"], "Name")
+    }
+
+    /// `down`, then the project's networks, which podman-compose 1.0.3 leaves behind.
+    fn down(&self) {
+        self.run(&["down", "-t", "20"]);
+        let networks = self.networks();
+        if !networks.is_empty() {
+            let out =
+                Command::new("podman").args(["network", "rm"]).args(&networks).output().expect("podman network rm");
+            assert!(out.status.success(), "podman network rm {networks:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
     }
 
     /// Every container's log, for a failure's message.
@@ -572,8 +595,13 @@ impl ComposeStack {
 
 impl Drop for ComposeStack {
     fn drop(&mut self) {
-        if !self.containers().is_empty() {
-            let _ = self.command(&["down", "-t", "20"]).output();
+        if !std::thread::panicking() {
+            return; // brought down by the test itself
+        }
+        let _ = self.command(&["down", "-t", "20"]).output();
+        let networks = self.networks();
+        if !networks.is_empty() {
+            let _ = Command::new("podman").args(["network", "rm"]).args(&networks).output();
         }
     }
 }
@@ -682,7 +710,8 @@ async fn the_compose_file_brought_up_with_podman_answers_the_contract() {
     .await;
 
     let down = Instant::now();
-    stack.run(&["down", "-t", "20"]);
+    stack.down();
     assert!(stack.containers().is_empty(), "down removed every container: {:?}", stack.containers());
+    assert!(stack.networks().is_empty(), "and every network");
     eprintln!("compose down in {:.1} s", down.elapsed().as_secs_f64());
 }
