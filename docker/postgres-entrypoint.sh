@@ -65,6 +65,11 @@ monitor_uri() { echo "postgres://autoctl_node@${MOA_PG_MONITOR:?set MOA_PG_MONIT
 # monitor_sql SQL: a query on the monitor (empty when it does not answer yet)
 monitor_sql() { as_postgres psql -X -q -tA -d "$(monitor_uri)" -c "$1" 2>/dev/null || true; }
 
+# A container's (re)start: nothing of ours runs yet, so pid files are a previous run's. Left,
+# they stop the restart: `pg_autoctl run` finds its own pid (1, as before) in its pid file.
+rm -f "$PGDATA/postmaster.pid" /var/run/postgresql/.s.PGSQL.*
+find /var/run/postgresql -name pg_autoctl.pid -delete
+
 case $role in
   '')
     if [ ! -s "$PGDATA/PG_VERSION" ]; then
@@ -78,7 +83,7 @@ case $role in
   monitor)
     if [ ! -s "$PGDATA/PG_VERSION" ]; then
       autoctl create monitor --pgdata "$PGDATA" --pgport 5432 --hostname "$(hostname)" \
-        --auth trust --skip-pg-hba --no-ssl --pgctl "$(command -v pg_ctl)"
+        --skip-pg-hba --no-ssl --pgctl "$(command -v pg_ctl)"
       cat >"$PGDATA/pg_hba.conf" <<'HBA'
 # docker/postgres-entrypoint.sh: the members' keepers from the networks this container is on
 local all all trust

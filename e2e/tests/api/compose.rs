@@ -514,17 +514,53 @@ async fn every_service_container_is_given_longer_to_stop_than_its_graceful_stop_
 
 // ---------------------------------------------------------------- brought up for real
 
-/// `podman-compose` with this test's project name, the required secrets and the published
-/// ports moved to free ones (beside any stack on the usual ports); `down` when dropped, so a
-/// failed assertion leaves no container behind.
+/// A compose file brought up by `podman-compose` under this test's own project name, with the
+/// required secrets and the published ports moved to free ones (beside any stack on the usual
+/// ports); brought down (containers and networks) when a failed assertion drops it.
 struct ComposeStack {
     project: String,
     file: &'static str,
     vars: Vec<(String, String)>,
     log_dir: std::path::PathBuf,
+    /// the published port of each `MOA_*_PORT` variable the file takes
+    ports: Vec<(&'static str, u16)>,
 }
 
 impl ComposeStack {
+    /// Makes the images (scripts/compose-images, with the test build's binaries), then brings
+    /// `file` up. None, after saying so, without `scripts/test --compose`.
+    fn up(file: &'static str, secrets: &[(&str, &str)], port_vars: &[&'static str]) -> Option<ComposeStack> {
+        if std::env::var("MOA_TEST_COMPOSE").as_deref() != Ok("1") {
+            e2e::skip("brings containers up only with scripts/test --compose");
+            return None;
+        }
+        let e = e2e::env();
+        let log_dir = e2e::fresh_dir(&e.state_dir, &format!("compose-{}", e2e::test_name()));
+        let started = Instant::now();
+        let images = Command::new(e.repo_dir.join("scripts/compose-images"))
+            .arg("--bin-dir")
+            .arg(&e.bin_dir)
+            .output()
+            .expect("scripts/compose-images runs");
+        let text = format!("{}{}", String::from_utf8_lossy(&images.stdout), String::from_utf8_lossy(&images.stderr));
+        std::fs::write(log_dir.join("compose-images.log"), &text).expect("log");
+        assert!(images.status.success(), "scripts/compose-images failed:\n{}", tail(&text, 60));
+        eprintln!("images ready in {:.1} s", started.elapsed().as_secs_f64());
+
+        let ports: Vec<(&'static str, u16)> = port_vars.iter().map(|v| (*v, e2e::free_port())).collect();
+        let mut vars: Vec<(String, String)> = secrets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        vars.extend(ports.iter().map(|(k, p)| (k.to_string(), p.to_string())));
+        let stack = ComposeStack { project: format!("moa-test-{}", std::process::id()), file, vars, log_dir, ports };
+        let up = Instant::now();
+        stack.run(&["up", "-d", "--no-build"]);
+        eprintln!("{file}: podman-compose up -d returned in {:.1} s", up.elapsed().as_secs_f64());
+        Some(stack)
+    }
+
+    fn port(&self, var: &str) -> u16 {
+        self.ports.iter().find(|(v, _)| *v == var).map(|(_, p)| *p).unwrap_or_else(|| panic!("no port {var}"))
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let repo = &e2e::env().repo_dir;
         let mut cmd = Command::new("podman-compose");
@@ -541,6 +577,18 @@ impl ComposeStack {
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         std::fs::write(&log, &text).expect("podman-compose log");
         assert!(out.status.success(), "podman-compose {args:?} failed ({}):\n{}", out.status, tail(&text, 60));
+    }
+
+    /// The container of a compose service (podman-compose names it `<project>_<service>_1`).
+    fn container(&self, service: &str) -> String {
+        format!("{}_{service}_1", self.project)
+    }
+
+    /// `podman ARGS`, which must succeed: its standard output.
+    fn podman(args: &[&str]) -> String {
+        let out = Command::new("podman").args(args).output().expect("podman runs");
+        assert!(out.status.success(), "podman {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// The names of this project's containers (`ps -a`, name field `Names`) or networks
@@ -565,23 +613,11 @@ impl ComposeStack {
         self.listed(&["network", "ls"], "Name")
     }
 
-    /// `down`, then the project's networks, which podman-compose 1.0.3 leaves behind.
-    fn down(&self) {
-        self.run(&["down", "-t", "20"]);
-        let networks = self.networks();
-        if !networks.is_empty() {
-            let out =
-                Command::new("podman").args(["network", "rm"]).args(&networks).output().expect("podman network rm");
-            assert!(out.status.success(), "podman network rm {networks:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-    }
-
-    /// Every container's log, for a failure's message.
+    /// Every container's last log lines, for a failure's message.
     fn logs(&self) -> String {
         let mut all = String::new();
         for name in self.containers() {
-            let out = Command::new("podman").args(["logs", "--tail", "20", &name]).output();
-            if let Ok(out) = out {
+            if let Ok(out) = Command::new("podman").args(["logs", "--tail", "20", &name]).output() {
                 all += &format!(
                     "---- {name} ----\n{}{}",
                     String::from_utf8_lossy(&out.stdout),
@@ -591,6 +627,60 @@ impl ComposeStack {
         }
         all
     }
+
+    /// Until every container passes its healthcheck (what `depends_on: service_healthy` waits
+    /// for; podman runs none by itself without systemd, so they are run here, as
+    /// `podman healthcheck run` does by hand), then until `/ready` answers 200 on each port
+    /// (published by the services or the balancer).
+    async fn wait_ready(&self, ports: [u16; 3], within: Duration) {
+        let started = Instant::now();
+        for name in self.containers() {
+            while !Command::new("podman")
+                .args(["healthcheck", "run", &name])
+                .output()
+                .is_ok_and(|out| out.status.success())
+            {
+                assert!(
+                    started.elapsed() < within,
+                    "{name} is not healthy within {within:?}; the containers say:\n{}",
+                    self.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+        for port in ports {
+            loop {
+                let r = http.get(format!("http://127.0.0.1:{port}/ready")).send().await;
+                if r.is_ok_and(|r| r.status() == 200) {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < within,
+                    "127.0.0.1:{port}/ready is not 200 within {within:?}; the containers say:\n{}",
+                    self.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        eprintln!("{}: every service ready {:.1} s after up returned", self.file, started.elapsed().as_secs_f64());
+    }
+
+    /// `down` (each container given `grace` seconds to stop), then the project's networks,
+    /// which podman-compose 1.0.3 leaves behind; asserts nothing of the project is left.
+    fn down(&self, grace: &str) {
+        let started = Instant::now();
+        self.run(&["down", "-t", grace]);
+        let networks = self.networks();
+        if !networks.is_empty() {
+            let mut args = vec!["network", "rm"];
+            args.extend(networks.iter().map(String::as_str));
+            Self::podman(&args);
+        }
+        assert!(self.containers().is_empty(), "down removed every container: {:?}", self.containers());
+        assert!(self.networks().is_empty(), "and every network: {:?}", self.networks());
+        eprintln!("{}: down in {:.1} s", self.file, started.elapsed().as_secs_f64());
+    }
 }
 
 impl Drop for ComposeStack {
@@ -598,7 +688,7 @@ impl Drop for ComposeStack {
         if !std::thread::panicking() {
             return; // brought down by the test itself
         }
-        let _ = self.command(&["down", "-t", "20"]).output();
+        let _ = self.command(&["down", "-t", "5"]).output();
         let networks = self.networks();
         if !networks.is_empty() {
             let _ = Command::new("podman").args(["network", "rm"]).args(&networks).output();
@@ -619,99 +709,172 @@ fn demo_token() -> String {
     first.split('\t').nth(2).expect("id, name, access_token").to_string()
 }
 
-/// docker-compose.yml brought up for real under podman: the images made by
-/// scripts/compose-images (Debian's packages, the host's binaries), `podman-compose up`, a
-/// representative part of the contract through the published ports (lists, detail, alarm set
-/// and clear seen by the item service over RabbitMQ, the visit list), then `down`.
-/// Only with `scripts/test --compose` (podman is needed, and the first image build takes
-/// minutes): skipped, and said so, otherwise.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_compose_file_brought_up_with_podman_answers_the_contract() {
-    if std::env::var("MOA_TEST_COMPOSE").as_deref() != Ok("1") {
-        e2e::skip("brings containers up only with scripts/test --compose");
-        return;
-    }
-    let e = e2e::env();
-    let log_dir = e2e::fresh_dir(&e.state_dir, &format!("compose-{}", e2e::test_name()));
-    let started = Instant::now();
-    let images = Command::new(e.repo_dir.join("scripts/compose-images"))
-        .arg("--bin-dir")
-        .arg(&e.bin_dir)
-        .output()
-        .expect("scripts/compose-images runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&images.stdout), String::from_utf8_lossy(&images.stderr));
-    std::fs::write(log_dir.join("compose-images.log"), &text).expect("log");
-    assert!(images.status.success(), "scripts/compose-images failed:\n{}", tail(&text, 60));
-    eprintln!("images ready in {:.1} s", started.elapsed().as_secs_f64());
+/// Requests with the demo seed's first user's token to the published ports.
+struct Client {
+    http: reqwest::Client,
+    token: String,
+}
 
-    let (item, alarm, user, dashboard) = (e2e::free_port(), e2e::free_port(), e2e::free_port(), e2e::free_port());
-    let mut vars: Vec<(String, String)> = REQUIRED.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    for (var, port) in
-        [("MOA_ITEM_PORT", item), ("MOA_ALARM_PORT", alarm), ("MOA_USER_PORT", user), ("MOA_DASHBOARD_PORT", dashboard)]
-    {
-        vars.push((var.to_string(), port.to_string()));
+impl Client {
+    fn new() -> Client {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+        Client { http, token: demo_token() }
     }
-    let stack =
-        ComposeStack { project: format!("moa-test-{}", std::process::id()), file: "docker-compose.yml", vars, log_dir };
-    let up = Instant::now();
-    stack.run(&["up", "-d", "--no-build"]);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
-    for port in [item, alarm, user] {
-        let ready = async {
-            let deadline = Instant::now() + Duration::from_secs(240);
-            while Instant::now() < deadline {
-                let r = http.get(format!("http://127.0.0.1:{port}/ready")).send().await;
-                if r.is_ok_and(|r| r.status() == 200) {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            false
-        };
-        assert!(ready.await, "127.0.0.1:{port}/ready is not 200 within 240 s; the containers say:\n{}", stack.logs());
+
+    async fn send(&self, method: reqwest::Method, port: u16, path: &str, body: Option<&str>) -> Resp {
+        let req = self.http.request(method, format!("http://127.0.0.1:{port}{path}")).header("USER-TOKEN", &self.token);
+        Resp::send(match body {
+            Some(b) => req.body(b.to_string()),
+            None => req,
+        })
+        .await
     }
-    eprintln!("compose up: every service ready in {:.1} s", up.elapsed().as_secs_f64());
 
-    let token = demo_token();
-    let url = |port: u16, path: &str| format!("http://127.0.0.1:{port}{path}");
-    let get = |port: u16, path: &str| Resp::send(http.get(url(port, path)).header("USER-TOKEN", token.as_str()));
+    async fn get(&self, port: u16, path: &str) -> Resp {
+        self.send(reqwest::Method::GET, port, path, None).await
+    }
 
-    let users = get(user, "/").await;
+    async fn set_alarm(&self, alarm: u16, item: i64) -> Resp {
+        self.send(reqwest::Method::POST, alarm, "/", Some(&format!(r#"{{"item_id": "{item}"}}"#))).await
+    }
+}
+
+/// A representative part of the contract through the published ports: the user and item
+/// lists, an item's detail (which records a view) and a 404, a 401 without a token, an alarm set
+/// and cleared (the item list following over RabbitMQ), the visit list.
+async fn answers_the_contract(item: u16, alarm: u16, user: u16) {
+    let c = Client::new();
+    let users = c.get(user, "/").await;
     assert_eq!(users.ids(), (1..=users.ids().len() as i64).rev().collect::<Vec<_>>(), "users, id descending");
-    let items = get(item, "/").await;
+    let items = c.get(item, "/").await;
     assert_eq!(items.ids(), (1..=100).rev().collect::<Vec<i64>>(), "every item, id descending");
     assert!(items.alarmed_ids().is_empty(), "no alarm set yet: {items:?}");
-    let detail = get(item, "/50").await;
+    let detail = c.get(item, "/50").await;
     assert_eq!(detail.status, 200, "{detail:?}");
     assert_eq!(detail.json["payload"]["id"], 50);
-    get(item, "/100000").await.assert_empty(404);
-    Resp::send(http.get(url(item, "/"))).await.assert_error(401, "Unauthorized");
+    c.get(item, "/100000").await.assert_empty(404);
+    Resp::send(c.http.get(format!("http://127.0.0.1:{item}/"))).await.assert_error(401, "Unauthorized");
 
-    let set = Resp::send(http.post(url(alarm, "/")).header("USER-TOKEN", token.as_str()).body(r#"{"item_id": "50"}"#));
-    set.await.assert_empty(201);
-    assert_eq!(get(alarm, "/").await.ids(), [50], "the alarm list");
+    c.set_alarm(alarm, 50).await.assert_empty(201);
+    assert_eq!(c.get(alarm, "/").await.ids(), [50], "the alarm list");
     // the item service learns of the alarm over RabbitMQ (the alarm service's change events)
     e2e::eventually(Duration::from_secs(10), "the item list shows the alarm", || async {
-        get(item, "/").await.alarmed_ids() == [50]
+        c.get(item, "/").await.alarmed_ids() == [50]
     })
     .await;
-    let clear =
-        Resp::send(http.delete(url(alarm, "/")).header("USER-TOKEN", token.as_str()).body(r#"{"item_id": 50}"#));
-    clear.await.assert_empty(200);
-    assert!(get(alarm, "/").await.ids().is_empty(), "the alarm is cleared");
+    c.send(reqwest::Method::DELETE, alarm, "/", Some(r#"{"item_id": 50}"#)).await.assert_empty(200);
+    assert!(c.get(alarm, "/").await.ids().is_empty(), "the alarm is cleared");
     e2e::eventually(Duration::from_secs(10), "the item list drops the alarm", || async {
-        get(item, "/").await.alarmed_ids().is_empty()
+        c.get(item, "/").await.alarmed_ids().is_empty()
     })
     .await;
     // the view of /50 above, recorded by the user service from the item service's event
     e2e::eventually(Duration::from_secs(10), "the visit list shows the viewed item", || async {
-        get(user, "/visit").await.ids().contains(&50)
+        c.get(user, "/visit").await.ids().contains(&50)
     })
     .await;
+}
 
-    let down = Instant::now();
-    stack.down();
-    assert!(stack.containers().is_empty(), "down removed every container: {:?}", stack.containers());
-    assert!(stack.networks().is_empty(), "and every network");
-    eprintln!("compose down in {:.1} s", down.elapsed().as_secs_f64());
+const SERVICE_PORTS: [&str; 3] = ["MOA_ITEM_PORT", "MOA_ALARM_PORT", "MOA_USER_PORT"];
+
+/// docker-compose.yml brought up for real under podman: the images made by
+/// scripts/compose-images (Debian's packages, the host's binaries), `podman-compose up`, the
+/// contract through the published ports ([`answers_the_contract`]), then `down`.
+/// Only with `scripts/test --compose` (podman is needed, and the first image build takes
+/// minutes): skipped, and said so, otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compose_file_brought_up_with_podman_answers_the_contract() {
+    let port_vars = [SERVICE_PORTS.as_slice(), &["MOA_DASHBOARD_PORT"]].concat();
+    let Some(stack) = ComposeStack::up("docker-compose.yml", &REQUIRED, &port_vars) else { return };
+    let [item, alarm, user] = SERVICE_PORTS.map(|v| stack.port(v));
+    stack.wait_ready([item, alarm, user], Duration::from_secs(240)).await;
+    answers_the_contract(item, alarm, user).await;
+    stack.down("20");
+}
+
+/// docker-compose.cluster.yml brought up for real under podman answers the contract through
+/// the balancer; then the alarm formation's primary container is SIGKILLed: alarm writes are
+/// answered again within 30 s (pg_auto_failover promotes the synchronous standby and the
+/// instances follow the multi-member URL), the alarm acknowledged before the kill is still
+/// there, the item list answers 200 throughout, and the old primary, started again, rejoins as
+/// the standby. Only with `scripts/test --compose`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_compose_file_brought_up_with_podman_fails_a_database_over() {
+    let port_vars = [
+        SERVICE_PORTS.as_slice(),
+        &["MOA_LB_STATS_PORT", "MOA_DASHBOARD_PORT", "MOA_DASHBOARD_PORT_2", "MOA_DASHBOARD_PORT_3"],
+    ]
+    .concat();
+    let Some(stack) = ComposeStack::up("docker-compose.cluster.yml", &cluster_vars(), &port_vars) else { return };
+    let [item, alarm, user] = SERVICE_PORTS.map(|v| stack.port(v));
+    stack.wait_ready([item, alarm, user], Duration::from_secs(420)).await;
+    answers_the_contract(item, alarm, user).await;
+
+    // the formation's members and their states, as the monitor has them
+    let monitor = stack.container("pg-monitor");
+    let states = || {
+        ComposeStack::podman(&[
+            "exec",
+            "-u",
+            "postgres",
+            &monitor,
+            "psql",
+            "-X",
+            "-tA",
+            "-d",
+            "pg_auto_failover",
+            "-c",
+            "select string_agg(nodename || '=' || reportedstate, ' ' order by nodename) \
+             from pgautofailover.node where formationid = 'alarm'",
+        ])
+    };
+    let c = Client::new();
+    let settled = |s: &str| s.contains("=primary") && s.contains("=secondary");
+    e2e::eventually(Duration::from_secs(120), "the alarm formation has a primary and a secondary", || async {
+        settled(&states())
+    })
+    .await;
+    let before = states();
+    let primary = before
+        .split(' ')
+        .find_map(|m| m.strip_suffix("=primary"))
+        .unwrap_or_else(|| panic!("a primary in {before}"))
+        .to_string();
+    c.set_alarm(alarm, 51).await.assert_empty(201);
+
+    ComposeStack::podman(&["kill", "-s", "KILL", &stack.container(&primary)]);
+    let killed = Instant::now();
+    let mut reads = 0;
+    loop {
+        let r = c.set_alarm(alarm, 52).await;
+        if r.status == 201 {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "alarm writes not answered 30 s after {primary} was killed: {r:?}; the monitor says {}",
+            states()
+        );
+        let items = c.get(item, "/").await;
+        assert_eq!(items.status, 200, "the item list answers during the failover: {items:?}");
+        reads += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "alarm writes answered {:.1} s after {primary} was killed ({reads} item lists read meanwhile, all 200)",
+        killed.elapsed().as_secs_f64()
+    );
+    let alarms = c.get(alarm, "/").await.ids();
+    assert!(alarms.contains(&51), "the alarm acknowledged before the kill survives the failover: {alarms:?}");
+    assert!(alarms.contains(&52), "{alarms:?}");
+
+    // the old primary, started again, comes back as the standby (pg_autoctl: pg_rewind)
+    ComposeStack::podman(&["start", &stack.container(&primary)]);
+    let rejoin = Instant::now();
+    e2e::eventually(Duration::from_secs(120), "the old primary rejoins as the standby", || async {
+        states().contains(&format!("{primary}=secondary"))
+    })
+    .await;
+    eprintln!("{primary} rejoined as the standby in {:.1} s: {}", rejoin.elapsed().as_secs_f64(), states());
+    stack.down("10");
 }
