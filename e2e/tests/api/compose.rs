@@ -777,6 +777,11 @@ async fn answers_the_contract(item: u16, alarm: u16, user: u16) {
 
 const SERVICE_PORTS: [&str; 3] = ["MOA_ITEM_PORT", "MOA_ALARM_PORT", "MOA_USER_PORT"];
 
+/// How long a stack may take to be healthy after `up` returned: about a minute on a quiet
+/// 2-core machine, but RabbitMQ took 4 minutes to boot (and an Erlang VM per healthcheck over its
+/// 20 s timeout) at a load average of 60-90 from other test runs.
+const READY_WITHIN: Duration = Duration::from_secs(600);
+
 /// docker-compose.yml brought up for real under podman: the images made by
 /// scripts/compose-images (Debian's packages, the host's binaries), `podman-compose up`, the
 /// contract through the published ports ([`answers_the_contract`]), then `down`.
@@ -787,7 +792,7 @@ async fn the_compose_file_brought_up_with_podman_answers_the_contract() {
     let port_vars = [SERVICE_PORTS.as_slice(), &["MOA_DASHBOARD_PORT"]].concat();
     let Some(stack) = ComposeStack::up("docker-compose.yml", &REQUIRED, &port_vars) else { return };
     let [item, alarm, user] = SERVICE_PORTS.map(|v| stack.port(v));
-    stack.wait_ready([item, alarm, user], Duration::from_secs(240)).await;
+    stack.wait_ready([item, alarm, user], READY_WITHIN).await;
     answers_the_contract(item, alarm, user).await;
     stack.down("20");
 }
@@ -807,7 +812,7 @@ async fn the_cluster_compose_file_brought_up_with_podman_fails_a_database_over()
     .concat();
     let Some(stack) = ComposeStack::up("docker-compose.cluster.yml", &cluster_vars(), &port_vars) else { return };
     let [item, alarm, user] = SERVICE_PORTS.map(|v| stack.port(v));
-    stack.wait_ready([item, alarm, user], Duration::from_secs(420)).await;
+    stack.wait_ready([item, alarm, user], READY_WITHIN).await;
     answers_the_contract(item, alarm, user).await;
 
     // the formation's members and their states, as the monitor has them
