@@ -630,11 +630,11 @@ MOA_CONTAINERS_CONF=$MOA_REPO_DIR/docker/containers.conf
 # ensure_podman_installed: the packages above, and our containers.conf as the system's when
 # it has none (podman reads /etc/containers/containers.conf; CONTAINERS_CONF overrides it)
 ensure_podman_installed() {
-  local missing=() p
+  local absent=() p
   for p in "${PODMAN_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || absent+=("$p")
   done
-  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+  [ ${#absent[@]} -eq 0 ] || apt_install "${absent[@]}"
   if [ -z "${CONTAINERS_CONF:-}" ] && [ ! -e /etc/containers/containers.conf ]; then
     say "installing $MOA_CONTAINERS_CONF as /etc/containers/containers.conf"
     install -D -m 644 "$MOA_CONTAINERS_CONF" /etc/containers/containers.conf
