@@ -1,7 +1,8 @@
 # The load balancer of docker-compose.cluster.yml: Debian's HAProxy (the one scripts/up runs
 # locally) with docker/haproxy.cfg baked in (nothing is mounted), curl for the healthcheck.
 #   docker build -f docker/haproxy.Dockerfile -t moa-lb .
-FROM debian:bookworm-slim
+ARG DEBIAN_IMAGE=debian:bookworm-slim
+FROM ${DEBIAN_IMAGE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends haproxy curl \
  && rm -rf /var/lib/apt/lists/*

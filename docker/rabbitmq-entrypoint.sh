@@ -1,6 +1,7 @@
 #!/bin/sh
-# Writes the broker's users as definitions files beside the topology, then hands over to the
-# image's own entrypoint. RabbitMQ hashes the plain passwords when it imports the files.
+# Writes the broker's users as definitions files beside the topology, then runs the command
+# (rabbitmq-server) as the rabbitmq user. RabbitMQ hashes the plain passwords when it imports
+# the files.
 #
 #   RABBITMQ_DEFAULT_USER / RABBITMQ_DEFAULT_PASS   the operator: administrator, for the
 #                                                   dashboard and rabbitmqctl-like tools, and
@@ -57,6 +58,15 @@ sh "$moa/render-users.sh" "$moa/service-users.json" >"$dir/20-service-users.json
 mv "$dir/20-service-users.json.new" "$dir/20-service-users.json"
 chown rabbitmq:rabbitmq "$dir/10-operator.json" "$dir/20-service-users.json" 2>/dev/null || true
 
+# RabbitMQ's tools as the rabbitmq user (its cookie), called directly: Debian's wrappers in
+# /usr/sbin re-quote their arguments for `su`, which breaks a multi-line `eval` expression
+as_rabbitmq() {
+  tool=$1
+  shift
+  setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups -- env HOME=/var/lib/rabbitmq \
+    "/usr/lib/rabbitmq/bin/$tool" "$@"
+}
+
 if [ -n "${MOA_CLUSTER_NODES:-}" ]; then
   cookie=${RABBITMQ_ERLANG_COOKIE:-}
   if [ -z "$cookie" ]; then
@@ -84,8 +94,8 @@ if [ -n "${MOA_CLUSTER_NODES:-}" ]; then
   unset RABBITMQ_ERLANG_COOKIE
   self=rabbit@$(hostname)
   (
-    until rabbitmq-diagnostics -q check_running >/dev/null 2>&1; do sleep 5; done
-    rabbitmq-queues grow "$self" all --errors-only >/dev/null 2>&1 ||
+    until as_rabbitmq rabbitmq-diagnostics -q check_running >/dev/null 2>&1; do sleep 5; done
+    as_rabbitmq rabbitmq-queues grow "$self" all --errors-only >/dev/null 2>&1 ||
       echo "moa: rabbitmq-queues grow $self all failed; run it by hand" >&2
   ) &
 fi
@@ -94,12 +104,12 @@ fi
 # RabbitMQ 3.10 one declared moments before a crash can come back as a member nothing ever
 # elects; rabbitmq/elect-leaderless.erl says why).
 (
-  until rabbitmq-diagnostics -q check_running >/dev/null 2>&1; do sleep 2; done
-  if out=$(rabbitmqctl -q eval "$(cat "$moa/elect-leaderless.erl")" 2>&1); then
+  until as_rabbitmq rabbitmq-diagnostics -q check_running >/dev/null 2>&1; do sleep 2; done
+  if out=$(as_rabbitmq rabbitmqctl -q eval "$(cat "$moa/elect-leaderless.erl")" 2>&1); then
     [ "$out" = '[]' ] || echo "moa: started an election for the quorum queues without a leader after the boot: $out" >&2
   else
     echo "moa: could not check the quorum queues for a leader: $out" >&2
   fi
 ) &
 
-exec docker-entrypoint.sh "$@"
+exec setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups -- env HOME=/var/lib/rabbitmq "$@"

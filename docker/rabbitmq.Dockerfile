@@ -1,6 +1,10 @@
 # RabbitMQ 3.10 with the management plugin, our configuration and topology baked in:
 #   docker build -f docker/rabbitmq.Dockerfile -t moa-rabbitmq .
 #
+# Debian's rabbitmq-server (3.10.8, what scripts/up runs on the host), not the official
+# rabbitmq image: no registry image can be pulled where these are tested, and a Debian base
+# can be made locally (scripts/compose-images; docs/decisions.md, "Container images").
+#
 # rabbitmq/definitions.json (exchanges, queues, bindings, policies) is imported at boot.
 # When definitions are imported, RabbitMQ does not create its default user, not even
 # from RABBITMQ_DEFAULT_USER / RABBITMQ_DEFAULT_PASS. So load_definitions points at a
@@ -9,7 +13,11 @@
 # rabbitmq/service-users.json with ITEM_/ALARM_/USER_AMQP_PASSWORD (no password lands in
 # the image).
 
-FROM rabbitmq:3.10-management
+ARG DEBIAN_IMAGE=debian:bookworm-slim
+FROM ${DEBIAN_IMAGE}
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends rabbitmq-server \
+ && rm -rf /var/lib/apt/lists/* /var/lib/rabbitmq/mnesia
 COPY rabbitmq/rabbitmq.conf /etc/rabbitmq/rabbitmq.conf
 COPY rabbitmq/enabled_plugins /etc/rabbitmq/enabled_plugins
 COPY rabbitmq/definitions.json /etc/rabbitmq/definitions.d/00-topology.json
@@ -19,5 +27,7 @@ RUN sed -i 's#^load_definitions = .*#load_definitions = /etc/rabbitmq/definition
  && chown -R rabbitmq:rabbitmq /etc/rabbitmq/definitions.d
 COPY rabbitmq/service-users.json rabbitmq/render-users.sh rabbitmq/elect-leaderless.erl /etc/rabbitmq/moa/
 COPY docker/rabbitmq-entrypoint.sh /usr/local/bin/moa-rabbitmq-entrypoint.sh
+# the log on stdout, as the official image has it
+ENV RABBITMQ_LOGS=-
 ENTRYPOINT ["moa-rabbitmq-entrypoint.sh"]
-CMD ["rabbitmq-server"]
+CMD ["/usr/lib/rabbitmq/bin/rabbitmq-server"]

@@ -655,3 +655,25 @@ lb_action() {
     curl -s -o /dev/null --max-time 2 -d "s=$1&action=$2&b=$b" "http://127.0.0.1:$LB_STATS_PORT/stats" 2>/dev/null || true
   done
 }
+
+# ---------------------------------------------------------------- containers (podman)
+
+# Containers run here under Debian's podman (runc, cgroupfs, no systemd) and podman-compose;
+# aardvark-dns lets containers on a bridge network find each other by name, debootstrap makes
+# the base image (scripts/compose-images). docs/operations.md, "Containers".
+PODMAN_PACKAGES=(podman runc podman-compose aardvark-dns debootstrap)
+MOA_CONTAINERS_CONF=$MOA_REPO_DIR/docker/containers.conf
+
+# ensure_podman_installed: the packages above, and our containers.conf as the system's when
+# it has none (podman reads /etc/containers/containers.conf; CONTAINERS_CONF overrides it)
+ensure_podman_installed() {
+  local absent=() p
+  for p in "${PODMAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || absent+=("$p")
+  done
+  [ ${#absent[@]} -eq 0 ] || apt_install "${absent[@]}"
+  if [ -z "${CONTAINERS_CONF:-}" ] && [ ! -e /etc/containers/containers.conf ]; then
+    say "installing $MOA_CONTAINERS_CONF as /etc/containers/containers.conf"
+    install -D -m 644 "$MOA_CONTAINERS_CONF" /etc/containers/containers.conf
+  fi
+}
