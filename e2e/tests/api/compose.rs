@@ -19,13 +19,18 @@ use e2e::Resp;
 use serde_json::{Map, Value};
 
 /// Every variable the compose file requires (no default), with the value the tests give it.
-const REQUIRED: [(&str, &str); 5] = [
+const REQUIRED: [(&str, &str); 6] = [
     ("POSTGRES_PASSWORD", "pg-test-secret"),
+    // every service's, and only theirs (docs/security.md, "Tokens stay with the user service")
+    ("TOKEN_HASH_KEY", "token-hash-test-secret"),
     ("RABBITMQ_ADMIN_PASSWORD", "admin-test-secret"),
     ("ITEM_AMQP_PASSWORD", "item-test-secret"),
     ("ALARM_AMQP_PASSWORD", "alarm-test-secret"),
     ("USER_AMQP_PASSWORD", "user-test-secret"),
 ];
+
+/// What every service is given alike (the others: only the one whose prefix they have).
+const SHARED: [&str; 2] = ["POSTGRES_PASSWORD", "TOKEN_HASH_KEY"];
 
 /// What the cluster file requires besides [`REQUIRED`].
 const CLUSTER_COOKIE: (&str, &str) = ("RABBITMQ_ERLANG_COOKIE", "cookie-test-secret");
@@ -184,8 +189,10 @@ async fn the_compose_file_gives_each_service_only_its_own_database_and_no_guest(
     let whole = config.to_string();
     assert!(!whole.contains("guest:guest"), "guest appears in {whole}");
     assert_eq!(networks_of(rabbit), ["bus"]);
+    assert!(!whole_env(&rabbit_env).contains(secret("TOKEN_HASH_KEY")), "the broker is given the token key");
     for db in ["item-db", "alarm-db", "user-db"] {
         assert!(published_ports(&services[db]).is_empty(), "{db} publishes a port");
+        assert!(!whole_env(&env_of(&services[db])).contains(secret("TOKEN_HASH_KEY")), "{db} is given the token key");
         assert_eq!(env_str(&env_of(&services[db]), "POSTGRES_PASSWORD"), secret("POSTGRES_PASSWORD"));
     }
 
@@ -215,9 +222,10 @@ async fn the_compose_file_gives_each_service_only_its_own_database_and_no_guest(
             amqp.starts_with(&format!("amqp://{domain}-service:{own_password}@rabbitmq:5672/")),
             "{domain} logs in to RabbitMQ as its own user: {amqp}"
         );
-        for (var, other) in REQUIRED.iter().filter(|(v, _)| *v != "POSTGRES_PASSWORD" && !v.starts_with(prefix)) {
+        for (var, other) in REQUIRED.iter().filter(|(v, _)| !SHARED.contains(v) && !v.starts_with(prefix)) {
             assert!(!whole_env(&env).contains(other), "{domain} is given {var}");
         }
+        assert_eq!(env_str(&env, "TOKEN_HASH_KEY"), secret("TOKEN_HASH_KEY"), "{domain} shares the token key");
         assert_eq!(env_str(&env, "HTTP_HOST"), "0.0.0.0");
         assert_eq!(env_str(&env, &format!("{prefix}_HTTP_PORT")), port);
         assert_eq!(published_ports(service), [(None, port.to_string())], "{domain} publishes {port} and nothing else");
@@ -388,7 +396,7 @@ async fn the_cluster_compose_file_keeps_the_rules_and_hides_the_instances_behind
             let expected: Vec<String> =
                 nodes.iter().map(|n| format!("amqp://{domain}-service:{own_password}@{n}:5672/%2f")).collect();
             assert_eq!(urls, expected, "{name} is given every node, as its own RabbitMQ user");
-            for (var, other) in REQUIRED.iter().filter(|(v, _)| *v != "POSTGRES_PASSWORD" && !v.starts_with(prefix)) {
+            for (var, other) in REQUIRED.iter().filter(|(v, _)| !SHARED.contains(v) && !v.starts_with(prefix)) {
                 assert!(!whole_env(&env).contains(other), "{name} is given {var}");
             }
             assert!(!whole_env(&env).contains(secret("RABBITMQ_ERLANG_COOKIE")), "{name} is given the cookie");
