@@ -160,19 +160,8 @@ impl std::fmt::Debug for User {
     }
 }
 
-impl Entity for User {
-    const KIND: &'static str = "user";
-    const OWNER: Domain = Domain::User;
-    type Key = i64;
-    fn key(&self) -> Option<i64> {
-        Some(self.id)
-    }
-    fn parse_key(key: &str) -> Option<i64> {
-        key.parse().ok()
-    }
-}
-
-/// A user as the other services know it: the user service's row with its token replaced by
+/// A user as every service knows it (the user row is not an [`Entity`]: it never leaves
+/// user_db as it is): the user service's row with its token replaced by
 /// [`crate::token::token_hash`] (see [`outward`]). What events, RPC answers, caches, hot copies
 /// and read models carry, in every service (the user service's own directory included).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -196,7 +185,7 @@ impl Entity for KnownUser {
 
 /// Whether [`outward`] rewrites this kind's rows (only users: their tokens).
 pub fn rewritten_outward(entity: &str) -> bool {
-    entity == User::KIND
+    entity == KnownUser::KIND
 }
 
 /// A row as it may leave its owner's database: a user's token replaced by its hash, every
