@@ -168,8 +168,11 @@ async fn rabbitmq_crashed_gets_serve_writes_commit_and_everything_arrives_after(
     }
     sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 6}"#).await.assert_empty(201);
     assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![6], "own write visible at once");
-    let r = sys.request(Method::GET, sys.port(Svc::Item), "/ready", None, None).await;
-    assert_eq!(r.status, 503, "/ready reports RabbitMQ: {r:?}");
+    // The connection's loss is noticed when its socket closes: waited for, not assumed at once.
+    eventually(Duration::from_secs(2), "/ready reports RabbitMQ down", || async {
+        sys.request(Method::GET, sys.port(Svc::Item), "/ready", None, None).await.status == 503
+    })
+    .await;
     sys.infra.start_rabbit();
     eventually(BACK, "the alarm set during the outage reaches the item service", || async {
         sys.get(Svc::Item, "/", &token).await.alarmed_ids() == vec![6]
