@@ -1165,14 +1165,19 @@ pub fn token_hash(token: &str) -> String {
 /// The RabbitMQ user of `svc` and its local password (rabbitmq/local-passwords.env, which
 /// `scripts/infra rabbit-start` gives the brokers of `scripts/test`).
 pub fn service_credentials(svc: Svc) -> (String, String) {
-    let path = env().repo_dir.join("rabbitmq/local-passwords.env");
+    let password = local_password("rabbitmq/local-passwords.env", &format!("{}_AMQP_PASSWORD", svc.prefix()));
+    (format!("{}-service", svc.name()), password)
+}
+
+/// `var`'s value in one of the repository's local password files (`VAR=value` lines).
+fn local_password(file: &str, var: &str) -> String {
+    let path = env().repo_dir.join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let key = format!("{}_AMQP_PASSWORD=", svc.prefix());
-    let password = text
-        .lines()
+    let key = format!("{var}=");
+    text.lines()
         .find_map(|l| l.trim().strip_prefix(&key))
-        .unwrap_or_else(|| panic!("{} sets no {key}", path.display()));
-    (format!("{}-service", svc.name()), password.to_string())
+        .unwrap_or_else(|| panic!("{} sets no {var}", path.display()))
+        .to_string()
 }
 
 /// A domain's two PostgreSQL login roles (postgres/roles.sql).
@@ -1187,18 +1192,12 @@ pub enum DbRole {
 /// The login role `role` of `svc` and its local password (postgres/local-passwords.env, which
 /// `scripts/infra pg-roles` gives the servers of `scripts/test`).
 pub fn db_credentials(svc: Svc, role: DbRole) -> (String, String) {
-    let path = env().repo_dir.join("postgres/local-passwords.env");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let (suffix, kind) = match role {
         DbRole::Owner => ("owner", "OWNER"),
         DbRole::Service => ("service", "SERVICE"),
     };
-    let key = format!("{}_DB_{kind}_PASSWORD=", svc.prefix());
-    let password = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(&key))
-        .unwrap_or_else(|| panic!("{} sets no {key}", path.display()));
-    (format!("{}_{suffix}", svc.name()), password.to_string())
+    let password = local_password("postgres/local-passwords.env", &format!("{}_DB_{kind}_PASSWORD", svc.prefix()));
+    (format!("{}_{suffix}", svc.name()), password)
 }
 
 /// Makes a fresh virtual host look like the broker's "/" at boot: the shared topology from
