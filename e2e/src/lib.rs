@@ -732,7 +732,7 @@ impl System {
             infra,
             instances: Vec::new(),
             stopped_ports: BTreeMap::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client"),
+            http: http_client(Duration::from_secs(10)),
             extra_env: extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         for svc in Svc::ALL {
@@ -741,7 +741,39 @@ impl System {
         for svc in Svc::ALL {
             system.wait_ready(svc).await;
         }
+        for svc in Svc::ALL {
+            system.wait_read_models(svc).await;
+        }
         Some(system)
+    }
+
+    /// Waits until every read model of `svc` is complete (`/ready`'s `checks.read_models`):
+    /// the state a system runs in. Before, an uncached user is asked of its owner over RPC, the
+    /// tier the fault tests check on their own (`READ_MODELS=0`); a test about something else
+    /// would otherwise depend on a debug service answering that RPC within 300 ms while the
+    /// whole suite loads the host. `/ready` does not wait for it, by design.
+    pub async fn wait_read_models(&self, svc: Svc) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for port in self.ports(svc) {
+            let mut last = serde_json::Value::Null;
+            loop {
+                if let Ok(r) = self.http.get(format!("http://127.0.0.1:{port}/ready")).send().await {
+                    last = r.json().await.unwrap_or_default();
+                    let models = &last["checks"]["read_models"];
+                    let building = models.as_object().is_some_and(|m| m.values().any(|v| v != "complete"));
+                    if !building && !last.is_null() {
+                        break;
+                    }
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{}'s read models not complete in 60 s; its last /ready: {last}\n(logs in {})",
+                    svc.name(),
+                    self.log_dir.display()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 
     /// The environment a service binary gets: its own database URL and nothing of the others'.
@@ -1160,6 +1192,14 @@ pub fn token_hash(token: &str) -> String {
     let mut mac = hmac::SimpleHmac::<sha2::Sha256>::new_from_slice(TOKEN_HASH_KEY.as_bytes()).expect("any key length");
     mac.update(token.as_bytes());
     mac.finalize().into_bytes()[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An HTTP client with `timeout` per request whose idle connections are dropped after 2 s,
+/// before the services' keep-alive (actix's 5 s) closes them: a request sent on a connection
+/// the server is closing at that moment is lost ("connection closed before message
+/// completed"), which a load test would count as a failed request.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder().timeout(timeout).pool_idle_timeout(Duration::from_secs(2)).build().expect("http client")
 }
 
 /// The RabbitMQ user of `svc` and its local password (rabbitmq/local-passwords.env, which

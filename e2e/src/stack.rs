@@ -319,8 +319,7 @@ impl Stack {
     /// SIGKILL to component `name`'s process; returns its pid.
     pub fn kill9_named(&self, name: &str) -> u32 {
         let pid = self.pid_named(name).unwrap_or_else(|| panic!("{name} does not run, nothing to kill"));
-        let status = Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill runs");
-        assert!(status.success(), "kill -9 {pid} ({name})");
+        kill_9_and_wait(pid, name);
         pid
     }
 
@@ -393,8 +392,7 @@ impl Stack {
     /// SIGKILL to the process of `c` (see [`Stack::pid`]); returns its pid.
     pub fn kill9(&self, c: Component) -> u32 {
         let pid = self.pid(c).unwrap_or_else(|| panic!("{} does not run, nothing to kill", c.name()));
-        let status = Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill runs");
-        assert!(status.success(), "kill -9 {pid} ({})", c.name());
+        kill_9_and_wait(pid, c.name());
         pid
     }
 
@@ -439,6 +437,19 @@ fn first_line_pid(file: &Path) -> Option<u32> {
 }
 
 /// True if `pid` runs and is not a zombie.
+/// SIGKILL to `pid`, then wait until it is gone: a killed process with a large heap (the
+/// broker's beam) takes a moment to exit, and a restart that still finds it would take it
+/// for the running component.
+fn kill_9_and_wait(pid: u32, name: &str) {
+    let status = Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill runs");
+    assert!(status.success(), "kill -9 {pid} ({name})");
+    let killed = Instant::now();
+    while alive(pid) {
+        assert!(killed.elapsed() < Duration::from_secs(30), "{name} (pid {pid}) still runs 30 s after kill -9");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()

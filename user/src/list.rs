@@ -24,7 +24,7 @@ use common::{
     store::{MigratedPool, Store},
 };
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
-use tokio_postgres::{GenericClient, IsolationLevel};
+use tokio_postgres::IsolationLevel;
 
 /// Users per page: a few hundred kB of JSON, one statement each.
 pub const PAGE_ROWS: i64 = 2000;
@@ -76,6 +76,9 @@ pub struct StreamUsers {
     pub turn: OwnedSemaphorePermit,
     /// Whether each user's `access_token` is listed (`USER_LIST_TOKENS`).
     pub tokens: bool,
+    /// Told when user_db first answered: what comes after (writing the first page's JSON)
+    /// is this service's time, not the database's, so the database deadline ends here.
+    pub answered: oneshot::Sender<()>,
 }
 
 impl Handler<StreamUsers> for Store {
@@ -91,7 +94,7 @@ impl Handler<StreamUsers> for Store {
             // the client stops reading (SEND_TIMEOUT); it never outlives its request by more.
             db.spawn(async move {
                 let _turn = msg.turn;
-                let mut out = Output { head: Some(head_tx), rest: rest_tx };
+                let mut out = Output { head: Some(head_tx), rest: rest_tx, answered: Some(msg.answered) };
                 if let Err(e) = produce(pool, msg.page, msg.tokens, &mut out).await {
                     match out.head.take() {
                         Some(head) => {
@@ -115,12 +118,19 @@ impl Handler<StreamUsers> for Store {
 struct Output {
     head: Option<oneshot::Sender<Result<(Bytes, bool)>>>,
     rest: mpsc::Sender<Result<Bytes>>,
+    answered: Option<oneshot::Sender<()>>,
 }
 
 /// Why the producer stopped early without an error to report: the client is gone.
 struct ClientGone;
 
 impl Output {
+    fn database_answered(&mut self) {
+        if let Some(answered) = self.answered.take() {
+            let _ = answered.send(());
+        }
+    }
+
     async fn send(&mut self, bytes: Vec<u8>, more: bool) -> std::result::Result<(), ClientGone> {
         match self.head.take() {
             Some(head) => head.send(Ok((Bytes::from(bytes), more))).map_err(|_| ClientGone),
@@ -136,17 +146,10 @@ async fn produce(pool: MigratedPool, page: Page, tokens: bool, out: &mut Output)
     let offset = i64::try_from(page.offset).unwrap_or(i64::MAX);
     let limit = page.limit.map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX));
     let mut conn = pool.get().await?;
-    // The usual list (and every page of at most PAGE_ROWS) fits in one statement: one more row
-    // than a page tells whether it does, and then `count` is simply the rows read, without
-    // counting the table (a count of 10M users takes a second).
-    let probe = if limit <= PAGE_ROWS { limit } else { PAGE_ROWS + 1 };
-    let rows = conn
-        .query(
-            r#"SELECT id, name, access_token FROM public."user" ORDER BY id DESC OFFSET $1 LIMIT $2"#,
-            &[&offset, &probe],
-        )
-        .await?;
-    if rows.len() as i64 <= PAGE_ROWS {
+    // A page of at most PAGE_ROWS is one statement, outside any transaction.
+    if limit <= PAGE_ROWS {
+        let rows = conn.query(LIST_FROM_OFFSET, &[&offset, &limit]).await?;
+        out.database_answered();
         let users = rows.iter().map(user_of).collect::<Result<Vec<_>>>()?;
         let mut body = list_head(users.len() as i64);
         write_users(&mut body, &users, true, tokens)?;
@@ -154,16 +157,27 @@ async fn produce(pool: MigratedPool, page: Page, tokens: bool, out: &mut Output)
         let _ = out.send(body, false).await;
         return Ok(());
     }
-    // More pages: the count and every page in one snapshot, read again from the start.
+    // Otherwise the count and every page come from one snapshot.
     let tx = conn.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
     // A backstop for a producer that stalls between statements: the server ends the session.
     tx.batch_execute("SET LOCAL idle_in_transaction_session_timeout = '60s'").await?;
-    let (total, mut users) = first_page(&tx, offset, PAGE_ROWS).await?;
-    let count = total.saturating_sub(offset).clamp(0, limit);
+    // The usual list fits in one page: one row more than a page tells whether it does, and
+    // then `count` is simply the rows read, without counting the table (a count of 10M users
+    // takes a second). Past a page, the rows read are the first page.
+    let rows = tx.query(LIST_FROM_OFFSET, &[&offset, &(PAGE_ROWS + 1)]).await?;
+    out.database_answered();
+    let mut users = rows.iter().map(user_of).collect::<Result<Vec<_>>>()?;
+    let count = if users.len() as i64 <= PAGE_ROWS {
+        users.len() as i64
+    } else {
+        users.truncate(PAGE_ROWS as usize);
+        let total: i64 = tx.query_one(r#"SELECT count(*) FROM public."user""#, &[]).await?.try_get(0)?;
+        total.saturating_sub(offset).clamp(0, limit)
+    };
     let mut body = list_head(count);
     let mut left = count;
     let mut first = true;
-    loop {
+    while left > 0 {
         let Some(last) = users.last().map(|u| u.id) else {
             // Cannot happen in one snapshot; a body whose count disagrees with its payload
             // must not be sent either, so it is an error.
@@ -194,35 +208,12 @@ async fn produce(pool: MigratedPool, page: Page, tokens: bool, out: &mut Output)
     Ok(())
 }
 
+/// The id-descending list from an offset: `$1` offset, `$2` limit.
+const LIST_FROM_OFFSET: &str =
+    r#"SELECT id, name, access_token FROM public."user" ORDER BY id DESC OFFSET $1 LIMIT $2"#;
+
 fn user_of(r: &tokio_postgres::Row) -> Result<User> {
     Ok(User { id: r.try_get(0)?, name: r.try_get(1)?, access_token: r.try_get(2)? })
-}
-
-/// How many users there are, and the first `n` of the id-descending list after skipping
-/// `offset`, in one statement (so in one snapshot, inside a transaction or not).
-async fn first_page(db: &impl GenericClient, offset: i64, n: i64) -> Result<(i64, Vec<User>)> {
-    let rows = db
-        .query(
-            r#"SELECT t.total, u.id, u.name, u.access_token
-               FROM (SELECT count(*) AS total FROM public."user") t
-               LEFT JOIN LATERAL (SELECT id, name, access_token FROM public."user"
-                                  ORDER BY id DESC OFFSET $1 LIMIT $2) u ON true
-               ORDER BY u.id DESC"#,
-            &[&offset, &n],
-        )
-        .await?;
-    let total = match rows.first() {
-        Some(r) => r.try_get(0)?,
-        None => 0,
-    };
-    let mut users = Vec::with_capacity(rows.len());
-    for r in &rows {
-        // One row with no user when the page is empty.
-        if let Some(id) = r.try_get::<_, Option<i64>>(1)? {
-            users.push(User { id, name: r.try_get(2)?, access_token: r.try_get(3)? });
-        }
-    }
-    Ok((total, users))
 }
 
 fn write_users(body: &mut Vec<u8>, users: &[User], first: bool, tokens: bool) -> Result<()> {

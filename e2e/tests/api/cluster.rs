@@ -210,7 +210,7 @@ async fn a_cluster_behind_the_balancer_loses_nothing_to_kills_and_a_rolling_rest
             | 1;
     eprintln!("cluster: load seed {seed}, {loss_seconds} s with a node lost (MOA_CLUSTER_LOSS_SECONDS)");
     let mut rng = Rng(seed);
-    let http = reqwest::Client::builder().timeout(CLIENT_TIMEOUT).build().expect("http client");
+    let http = e2e::http_client(CLIENT_TIMEOUT);
     check_the_cluster(&http, &stack, &probe_token).await;
 
     // ------------------------------------------------ a node and one instance of each service die
@@ -333,7 +333,7 @@ async fn a_cluster_behind_the_balancer_loses_nothing_to_kills_and_a_rolling_rest
     let in_db: BTreeSet<(i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     let lost = lost_alarm_changes(&tally.pairs, |pair| in_db.contains(&pair));
     assert!(lost.is_empty(), "acknowledged alarm changes lost:\n{}", lost.join("\n"));
-    let checker = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("http client");
+    let checker = e2e::http_client(Duration::from_secs(5));
     for k in 1..=INSTANCES {
         let ports = (
             stack.instance_port(&format!("item-{k}")),

@@ -656,7 +656,7 @@ impl ComposeStack {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+        let http = e2e::http_client(Duration::from_secs(5));
         for port in ports {
             loop {
                 let r = http.get(format!("http://127.0.0.1:{port}/ready")).send().await;
@@ -725,7 +725,7 @@ struct Client {
 
 impl Client {
     fn new() -> Client {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+        let http = e2e::http_client(Duration::from_secs(5));
         Client { http, token: demo_token() }
     }
 

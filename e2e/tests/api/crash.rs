@@ -646,7 +646,7 @@ async fn kill_9_of_any_component_under_load_loses_nothing_and_caches_converge() 
         .collect();
     assert_eq!(users.len(), USERS, "the demo seed has {USERS} users at least");
 
-    let http = reqwest::Client::builder().timeout(CLIENT_TIMEOUT).build().expect("http client");
+    let http = e2e::http_client(CLIENT_TIMEOUT);
     let stop = Arc::new(AtomicBool::new(false));
     let mut rng = Rng(seed);
     let ports = (stack.port(Component::Item), stack.port(Component::Alarm), stack.port(Component::User));
@@ -758,7 +758,7 @@ async fn kill_9_of_any_component_under_load_loses_nothing_and_caches_converge() 
     assert!(lost.is_empty(), "acknowledged alarm changes lost:\n{}", lost.join("\n"));
 
     // Every cache agrees with the databases, and every 200 view is stored, in bounded time.
-    let checker = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("http client");
+    let checker = e2e::http_client(Duration::from_secs(5));
     let converging = Instant::now();
     let mut last = String::new();
     let mut printed = 0;

@@ -159,7 +159,7 @@ async fn killing_each_domains_primary_under_load_loses_nothing_and_writes_come_b
     // the last user is the probe's (alarm sets answered again), the others the load's
     let (probe, users) = (users[USERS].1.clone(), users[..USERS].to_vec());
 
-    let http = reqwest::Client::builder().timeout(CLIENT_TIMEOUT).build().expect("http client");
+    let http = e2e::http_client(CLIENT_TIMEOUT);
     let ports = (stack.port(Component::Item), stack.port(Component::Alarm), stack.port(Component::User));
     warm_caches(&http, &[ports], &users).await;
     let epochs_before = epochs(&stack).await;
@@ -275,7 +275,7 @@ async fn killing_each_domains_primary_under_load_loses_nothing_and_writes_come_b
         .collect();
     let lost = lost_alarm_changes(&tally.pairs, |pair| in_db.contains(&pair));
     assert!(lost.is_empty(), "acknowledged alarm changes lost:\n{}", lost.join("\n"));
-    let checker = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("http client");
+    let checker = e2e::http_client(Duration::from_secs(5));
     let converging = Instant::now();
     loop {
         match disagreement_at(&checker, &stack, ports, &users, &tally.views).await {

@@ -78,10 +78,12 @@ async fn concurrent_views_are_batched_and_each_is_stored_once() {
     // 4 users x 12 items at once: the item service records them in shared batches.
     let answers = futures_util::future::join_all(users.iter().flat_map(|(_, token)| {
         let sys = &sys;
-        (1..=12).map(move |id| async move { sys.get(Svc::Item, &format!("/{id}"), token).await.status })
+        (1..=12).map(move |id| async move { sys.get(Svc::Item, &format!("/{id}"), token).await })
     }))
     .await;
-    assert_eq!(answers, vec![200; 48]);
+    let refused: Vec<String> =
+        answers.iter().filter(|r| r.status != 200).map(|r| format!("{} {}", r.status, r.text)).collect();
+    assert!(refused.is_empty(), "{} of 48 views not answered 200: {refused:?}", refused.len());
     eventually(Duration::from_secs(5), "all 48 views stored once", || async {
         sys.sql(Svc::User, "SELECT count(*) FROM visit").await[0].get::<_, i64>(0) == 48
     })

@@ -26,12 +26,26 @@ pub async fn list(
     let page = input::parse_page(req.query_string())?;
     let unavailable = |e| ApiError::from_dependency(e, "the user list");
     let turn = lists.turn().await.map_err(unavailable)?;
-    // The first page within DB_TIMEOUT_MS: a user_db that stopped answering is a 503 by then
-    // (the producer ends when its connection does: db::TCP_USER_TIMEOUT, the keepalive).
+    // user_db's first answer within DB_TIMEOUT_MS: a database that stopped answering is a 503
+    // by then (the producer ends when its connection does: db::TCP_USER_TIMEOUT, the
+    // keepalive). Writing the first page after that answer is not held to it.
     let tokens = core.settings.user_list_tokens;
-    let open = async { core.store.send(StreamUsers { page, turn, tokens }).await.map_err(common::Error::from)? };
-    let body =
-        common::error::within_own_database_deadline(core.settings.db_timeout, open).await.map_err(unavailable)?;
+    let (answered, first_answer) = tokio::sync::oneshot::channel();
+    let mut open = std::pin::pin!(async {
+        core.store.send(StreamUsers { page, turn, tokens, answered }).await.map_err(common::Error::from)?
+    });
+    let opened = common::error::within_own_database_deadline(core.settings.db_timeout, async {
+        tokio::select! {
+            body = &mut open => body.map(Some),
+            _ = first_answer => Ok(None),
+        }
+    })
+    .await
+    .map_err(unavailable)?;
+    let body = match opened {
+        Some(body) => body,
+        None => open.await.map_err(unavailable)?,
+    };
     Ok(match body.rest {
         // It fitted in one page: sent with a Content-Length, as before.
         None => http::json_bytes(StatusCode::OK, body.head),
