@@ -5,6 +5,9 @@
 # host). Runs as root; the servers run as postgres.
 #
 #   POSTGRES_PASSWORD   the superuser's (postgres) password; required, no default
+#   MOA_DB_OWNER_PASSWORD, MOA_DB_SERVICE_PASSWORD  the passwords of the domain's login roles
+#                       <domain>_owner (owns the database, loads the seed, migrates) and
+#                       <domain>_service (what the service runs as); required but for the monitor
 #   POSTGRES_DB         the domain's database (set by the image: item_db, ...)
 #   MOA_PG_ROLE         unset: one server; `monitor`: pg_auto_failover's monitor; `member`: a
 #                       member of the formation MOA_PG_FORMATION (item, alarm, user), named
@@ -31,6 +34,12 @@ if [ -z "$pass" ] && [ "$role" != monitor ]; then
   echo "set POSTGRES_PASSWORD (the superuser's password; docs/security.md)" >&2
   exit 2
 fi
+owner_pass=${MOA_DB_OWNER_PASSWORD:-}
+service_pass=${MOA_DB_SERVICE_PASSWORD:-}
+if { [ -z "$owner_pass" ] || [ -z "$service_pass" ]; } && [ "$role" != monitor ]; then
+  echo "set MOA_DB_OWNER_PASSWORD and MOA_DB_SERVICE_PASSWORD (the domain's login roles; docs/security.md)" >&2
+  exit 2
+fi
 
 SETTINGS="listen_addresses = '*'
 max_connections = 200
@@ -51,8 +60,14 @@ init_and_seed() {
     --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
   rm -f "$pwfile"
   as_postgres pg_ctl -D "$PGDATA" -w -t 120 -o "-c listen_addresses='' -k /var/run/postgresql" start >/dev/null
-  as_postgres psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "create database $db"
-  as_postgres psql -X -q -v ON_ERROR_STOP=1 -d "$db" -f /usr/local/share/moa/init_database.sql >/dev/null
+  # the domain's two login roles (postgres/roles.sql, as scripts/infra pg-roles on the host);
+  # the database and everything the seed makes belong to the owner role, which loads it
+  domain=${db%_db}
+  as_postgres psql -X -q -v ON_ERROR_STOP=1 -d postgres -v domain="$domain" \
+    -v owner_password="$owner_pass" -v service_password="$service_pass" -f /usr/local/share/moa/roles.sql >/dev/null
+  as_postgres psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "create database $db owner ${domain}_owner"
+  sed 's/ OWNER TO postgres;$/ OWNER TO CURRENT_USER;/' /usr/local/share/moa/init_database.sql |
+    as_postgres psql -X -q -v ON_ERROR_STOP=1 -U "${domain}_owner" -d "$db" >/dev/null
   as_postgres pg_ctl -D "$PGDATA" -w -t 120 -m fast stop >/dev/null
   echo "moa: $db created and loaded from the seed"
 }

@@ -24,6 +24,7 @@ ENV PATH=/usr/lib/postgresql/15/bin:$PATH \
     PGDATA=/var/lib/postgresql/data \
     LANG=C.UTF-8
 COPY scripts/pg-monitor.conf /usr/local/share/moa/pg-monitor.conf
+COPY postgres/roles.sql /usr/local/share/moa/roles.sql
 COPY docker/postgres-entrypoint.sh /usr/local/bin/moa-postgres-entrypoint.sh
 ENTRYPOINT ["moa-postgres-entrypoint.sh"]
 

@@ -4,6 +4,11 @@
 
 use std::time::Duration;
 
+/// How long an owner that did not answer is not asked again: callers holding an old entry
+/// serve it meanwhile (`GroupCache::owner_recently_failed`, the read model's own), so an owner
+/// that is down costs one timeout a second, not one per request.
+pub const OWNER_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// `delay` with "equal jitter": uniformly in `[delay / 2, delay]`, so a retry never waits
 /// longer than the delay it was given and instances that failed together spread over half of it.
 pub fn jitter(delay: Duration) -> Duration {

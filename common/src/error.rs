@@ -26,6 +26,9 @@ pub enum Error {
     /// Known at once from the broker, not after the timeout.
     #[error("{0} service is not listening (no RPC queue)")]
     RpcNoOwner(&'static str),
+    /// Another service hashes tokens with another `TOKEN_HASH_KEY` (it names them).
+    #[error("TOKEN_HASH_KEY differs from {0}'s")]
+    TokenKeyMismatch(String),
     #[error("malformed message: {0}")]
     Malformed(String),
     #[error("store actor is gone")]
@@ -88,6 +91,7 @@ impl Error {
             Error::RpcTimeout(d) => Error::RpcTimeout(d),
             Error::RpcNoOwner(d) => Error::RpcNoOwner(d),
             Error::RpcFailed(d, s) => Error::RpcFailed(d, s.clone()),
+            Error::TokenKeyMismatch(s) => Error::TokenKeyMismatch(s.clone()),
             Error::Malformed(s) => Error::Malformed(s.clone()),
             Error::StoreGone => Error::StoreGone,
             Error::NotMigrated => Error::NotMigrated,
@@ -188,6 +192,10 @@ impl ApiError {
             }
             Error::BusDown => ApiError::Unavailable(format!(
                 "RabbitMQ is unavailable and {what} is not cached here; try again shortly"
+            )),
+            // A deployment fault, said as such: no retry helps until an operator fixes it.
+            Error::TokenKeyMismatch(peers) => ApiError::Unavailable(format!(
+                "{what} cannot be checked: this service's TOKEN_HASH_KEY differs from {peers}'s (an operator must set one key on every service)"
             )),
             Error::Amqp(e) => {
                 log::warn!("RabbitMQ failed while asking for {what}: {e}");

@@ -204,3 +204,28 @@ mod tests {
         assert_eq!(client_request_id(Some(&HeaderValue::from_bytes("é".as_bytes()).unwrap())), None);
     }
 }
+
+/// `GET /openapi.json`: this document (served from bytes serialized once at start).
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    operation_id = "openapi",
+    summary = "This document",
+    security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document of this service", body = Object))
+)]
+pub async fn openapi_json(doc: actix_web::web::Data<OpenApiJson>) -> actix_web::HttpResponse {
+    json_bytes(actix_web::http::StatusCode::OK, doc.0.clone())
+}
+
+/// The serialized document, shared by the workers.
+pub struct OpenApiJson(pub bytes::Bytes);
+
+impl OpenApiJson {
+    pub fn new(doc: &utoipa::openapi::OpenApi) -> crate::Result<Self> {
+        let body = serde_json::to_vec(doc)
+            .map_err(|e| crate::Error::Config(format!("cannot serialize the OpenAPI document: {e}")))?;
+        Ok(OpenApiJson(body.into()))
+    }
+}

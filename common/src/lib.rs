@@ -4,6 +4,7 @@
 //! domains' data, and the `USER-TOKEN` check.
 
 pub mod amqp;
+pub mod api_document;
 pub mod auth;
 pub mod backoff;
 pub mod batch;

@@ -7,7 +7,8 @@
 //! Most handlers write their JSON straight from pre-rendered bytes (the item list is the hot
 //! path), so the response shapes are declared here as types; the unit tests below check that
 //! what the renderers write is exactly these types (unknown fields are refused), and the
-//! examples are the contract's (`../shared/spec/api.md`).
+//! examples are the contract's (`../shared/spec/api.md`). The document is assembled from them
+//! in [`crate::api_document`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -15,15 +16,13 @@ use utoipa::{
     openapi::{
         header::HeaderBuilder,
         schema::{KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type},
-        security::{ApiKey, ApiKeyValue, SecurityScheme},
-        server::ServerBuilder,
-        ContentBuilder, OpenApi as Document, RefOr, Response, ResponseBuilder,
+        ContentBuilder, RefOr, Response, ResponseBuilder,
     },
-    Modify, OpenApi, ToResponse, ToSchema,
+    ToResponse, ToSchema,
 };
 
 /// The contract's item example (api.md, "Item object, everywhere it appears").
-fn item_example() -> serde_json::Value {
+pub(crate) fn item_example() -> serde_json::Value {
     json!({"id": 50, "name": "...", "broadcaster": "cjmall", "category": "패션·잡화", "price": 78900, "is_alarm_set": true})
 }
 
@@ -162,6 +161,9 @@ pub struct ReadyChecks {
     /// alarm: `user`; user: `alarm`): `loading`, `building (N rows copied)`, `complete, catching
     /// up` or `complete`. Never a reason for 503: misses go to the owner until it is complete.
     pub read_models: std::collections::BTreeMap<String, String>,
+    /// `ok`, or `differs from <login>` when another service's RPC answers name another
+    /// `TOKEN_HASH_KEY` than this one's (a reason for 503: no token it sends is found here).
+    pub token_key: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -175,7 +177,7 @@ pub enum ReadyStatus {
 #[serde(deny_unknown_fields)]
 #[schema(examples(json!({"status": "ready", "checks": {"database": "ok", "rabbitmq": "ok",
     "replicas": {"item": "warm", "user": "warm", "alarm": "warm"},
-    "read_models": {"alarm": "complete", "user": "complete"}}})))]
+    "read_models": {"alarm": "complete", "user": "complete"}, "token_key": "ok"}})))]
 pub struct Ready {
     pub status: ReadyStatus,
     pub checks: ReadyChecks,
@@ -186,7 +188,7 @@ pub struct Ready {
 #[serde(deny_unknown_fields)]
 #[schema(examples(json!({"result": "Service Unavailable", "hint": "not ready: RabbitMQ not connected",
     "checks": {"database": "ok", "rabbitmq": "down", "replicas": {"item": "warm", "user": "warm", "alarm": "warm"},
-    "read_models": {"alarm": "building (120000 rows copied)", "user": "complete"}}})))]
+    "read_models": {"alarm": "building (120000 rows copied)", "user": "complete"}, "token_key": "ok"}})))]
 pub struct NotReady {
     /// Always `Service Unavailable`.
     pub result: String,
@@ -198,7 +200,7 @@ pub struct NotReady {
 // ---------------------------------------------------------------- shared responses
 
 /// The `X-Request-Id` header every response carries (added to every response by [`Shared`]).
-fn request_id_header() -> utoipa::openapi::header::Header {
+pub(crate) fn request_id_header() -> utoipa::openapi::header::Header {
     HeaderBuilder::new()
         .schema(ObjectBuilder::new().schema_type(Type::String))
         .description(Some(
@@ -352,114 +354,6 @@ error_sets! {
     ];
 }
 
-// ---------------------------------------------------------------- the document
-
-/// What every service's document has: the operational endpoints, the shared schemas and
-/// responses, the `USER-TOKEN` scheme and the tags.
-#[derive(OpenApi)]
-#[openapi(
-    paths(crate::http::health, crate::service::ready, crate::service::metrics, openapi_json),
-    components(
-        schemas(crate::http::ErrorBody, Empty, Health, Ready, ReadyChecks, NotReady, ItemView, ItemList, ItemEnvelope),
-        responses(
-            Unauthorized, BadRequest, ItemNotFound, MethodNotAllowed, NotFound, PayloadTooLarge,
-            RequestTimeout, UnsupportedMediaType, Unavailable, InternalError
-        )
-    ),
-    tags(
-        (name = "contract", description = "The HTTP contract"),
-        (name = "operations", description = "Health, readiness, metrics, this document")
-    ),
-    modifiers(&Shared)
-)]
-struct SharedApi;
-
-/// The parts no annotation states: the security scheme, and the `X-Request-Id` header on
-/// every response (one definition instead of one per response).
-struct Shared;
-
-impl Modify for Shared {
-    fn modify(&self, doc: &mut Document) {
-        let components = doc.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "UserToken",
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
-                "USER-TOKEN",
-                "The `access_token` of a user (see the user service's `GET /`). Every service checks it.",
-            ))),
-        );
-    }
-}
-
-/// Adds the header every response carries to every response of the document.
-fn add_request_id_headers(doc: &mut Document) {
-    let add = |r: &mut RefOr<Response>| {
-        if let RefOr::T(r) = r {
-            r.headers.entry("X-Request-Id".into()).or_insert_with(request_id_header);
-        }
-    };
-    for item in doc.paths.paths.values_mut() {
-        for op in
-            [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete].into_iter().flatten()
-        {
-            op.responses.responses.values_mut().for_each(add);
-        }
-    }
-    if let Some(c) = doc.components.as_mut() {
-        c.responses.values_mut().for_each(add);
-    }
-}
-
-const COMMON_DESCRIPTION: &str = "Common to every HTTP service of HomeShopping Moa: responses are \
-`application/json; charset=utf-8` (UTF-8 written as is), except `/metrics`. The contract endpoints \
-require the `USER-TOKEN` header; `/health`, `/ready`, `/metrics` and `/openapi.json` do not. Errors \
-are `{\"result\": <reason phrase>, \"hint\": <sentence>}`, except the contract's `404 {}` for an \
-unknown item. A method a path does not list answers `405` (components/responses/MethodNotAllowed); \
-an unknown path answers `404` (components/responses/NotFound). Every response carries `X-Request-Id`. \
-Generated from the code (utoipa).";
-
-/// A service's whole document: its own operations (`service`, from its `#[derive(OpenApi)]`)
-/// plus everything shared, with its title, description and default port.
-pub fn document(mut service: Document, title: &str, description: &str, default_port: u16) -> Document {
-    service.merge(SharedApi::openapi());
-    service.info.title = title.to_string();
-    service.info.version = env!("CARGO_PKG_VERSION").to_string();
-    service.info.description = Some(format!("{description}\n\n{COMMON_DESCRIPTION}"));
-    service.info.license = None;
-    service.info.contact = None;
-    service.servers = Some(vec![ServerBuilder::new()
-        .url(format!("http://localhost:{default_port}"))
-        .description(Some("default port"))
-        .build()]);
-    add_request_id_headers(&mut service);
-    service
-}
-
-/// `GET /openapi.json`: this document (served from bytes serialized once at start).
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    tag = "operations",
-    operation_id = "openapi",
-    summary = "This document",
-    security(()),
-    responses((status = 200, description = "The OpenAPI 3.1 document of this service", body = Object))
-)]
-pub async fn openapi_json(doc: actix_web::web::Data<OpenApiJson>) -> actix_web::HttpResponse {
-    crate::http::json_bytes(actix_web::http::StatusCode::OK, doc.0.clone())
-}
-
-/// The serialized document, shared by the workers.
-pub struct OpenApiJson(pub bytes::Bytes);
-
-impl OpenApiJson {
-    pub fn new(doc: &Document) -> crate::Result<Self> {
-        let body = serde_json::to_vec(doc)
-            .map_err(|e| crate::Error::Config(format!("cannot serialize the OpenAPI document: {e}")))?;
-        Ok(OpenApiJson(body.into()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -486,30 +380,5 @@ mod tests {
         let list: ItemList = serde_json::from_slice(&c.render_page(&BTreeSet::from([8]), Page::default())).unwrap();
         assert_eq!(list.count, 1);
         assert!(list.payload[0].is_alarm_set);
-    }
-
-    #[test]
-    fn the_documented_examples_are_the_contracts() {
-        let doc = document(SharedApi::openapi(), "t", "d", 1);
-        let v = serde_json::to_value(&doc).unwrap();
-        assert_eq!(v["openapi"], "3.1.0");
-        assert_eq!(v["components"]["schemas"]["Item"]["examples"][0], item_example());
-        let required = v["components"]["schemas"]["Item"]["required"].as_array().unwrap();
-        assert!(required.contains(&json!("category")), "category is always there, maybe null: {required:?}");
-        let item: ItemView = serde_json::from_value(item_example()).unwrap();
-        assert_eq!(item.price, 78900);
-        let _: AlarmRequest = serde_json::from_value(json!({"item_id": "50"})).unwrap();
-        let alarm = utoipa::openapi::OpenApiBuilder::new()
-            .components(Some(utoipa::openapi::ComponentsBuilder::new().schema_from::<AlarmRequest>().build()))
-            .build();
-        let item_id =
-            &serde_json::to_value(&alarm).unwrap()["components"]["schemas"]["AlarmRequest"]["properties"]["item_id"];
-        assert_eq!(item_id["oneOf"].as_array().map(Vec::len), Some(2), "a number or a string: {item_id}");
-        assert_eq!(
-            v["components"]["responses"]["Unauthorized"]["content"]["application/json"]["example"],
-            json!({"result": "Unauthorized", "hint": "USER-TOKEN header is missing"})
-        );
-        assert!(v["components"]["responses"]["Unavailable"]["headers"]["X-Request-Id"].is_object());
-        assert!(v["paths"]["/health"]["get"]["responses"]["200"]["headers"]["X-Request-Id"].is_object());
     }
 }

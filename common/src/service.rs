@@ -243,6 +243,10 @@ pub async fn ready(core: web::Data<Core>) -> HttpResponse {
     if !amqp {
         missing.push("RabbitMQ not connected".to_string());
     }
+    let other_keys = crate::token::peers_with_other_keys();
+    if !other_keys.is_empty() {
+        missing.push(format!("TOKEN_HASH_KEY differs from {}'s", other_keys.join(", ")));
+    }
     for (entity, warm, owner) in &replicas {
         if !*warm {
             missing.push(format!("{entity} replica not loaded yet (from {owner})"));
@@ -254,6 +258,7 @@ pub async fn ready(core: web::Data<Core>) -> HttpResponse {
         "replicas": replicas.iter().map(|(e, w, _)| ((*e).to_string(), json!(if *w { "warm" } else { "cold" }))).collect::<serde_json::Map<_, _>>(),
         // Never a reason for 503: a read model is built in the background (misses go to the
         // owner meanwhile).
+        "token_key": if other_keys.is_empty() { "ok".to_string() } else { format!("differs from {}", other_keys.join(", ")) },
         "read_models": core.replicas.all().iter().filter_map(|k| Some((k.kind().to_string(), json!(k.read_model()?)))).collect::<serde_json::Map<_, _>>(),
     });
     if missing.is_empty() {
@@ -328,7 +333,7 @@ pub struct Application {
 
 impl Application {
     /// Binds the listener and builds the server with the service's routes.
-    /// `openapi` is the service's document (see [`crate::openapi::document`]).
+    /// `openapi` is the service's document (see [`crate::api_document::document`]).
     pub fn build<F>(core: Core, openapi: &utoipa::openapi::OpenApi, routes: F) -> Result<Application>
     where
         F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
@@ -341,7 +346,7 @@ impl Application {
         let domain = s.domain.name();
         let instance: Arc<str> = Arc::from(s.instance_id.as_str());
         let replicas = web::Data::new(core.replicas.clone());
-        let openapi = web::Data::new(crate::openapi::OpenApiJson::new(openapi)?);
+        let openapi = web::Data::new(crate::http::OpenApiJson::new(openapi)?);
         let server = HttpServer::new(move || {
             let instance = instance.clone();
             App::new()
@@ -382,7 +387,7 @@ impl Application {
                 .service(resource_get("/health", http::health))
                 .service(resource_get("/ready", ready))
                 .service(resource_get("/metrics", metrics))
-                .service(resource_get("/openapi.json", crate::openapi::openapi_json))
+                .service(resource_get("/openapi.json", crate::http::openapi_json))
                 .configure(routes.clone())
                 .default_service(web::to(http::not_found))
         })

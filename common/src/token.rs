@@ -41,6 +41,48 @@ pub fn token_hash(token: &str) -> String {
     out
 }
 
+/// The header every RPC answer carries with [`key_id`]: a receiver with another key learns it
+/// at the first answer (an epoch probe, at the latest, every `EPOCH_PROBE_MS`).
+pub const TOKEN_KEY_HEADER: &str = "x-moa-token-key";
+
+/// Names this process's `TOKEN_HASH_KEY` without revealing it: the HMAC of a fixed text under
+/// the key, 64 bits in hex. Equal ids: equal keys.
+pub fn key_id() -> String {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| token_hash("moa token key id")[..16].to_string()).clone()
+}
+
+/// The publishers whose last answer named another key than ours (login → their key id).
+static PEERS_WITH_OTHER_KEYS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Notes the key id `theirs` an answer from `publisher` carried. A mismatch is logged at `error`
+/// when it starts; an answer with our key clears it (the peer was restarted with the right one).
+pub fn note_peer_key(publisher: &str, theirs: &str) {
+    let ours = key_id();
+    let mut peers = PEERS_WITH_OTHER_KEYS.lock().unwrap_or_else(|p| p.into_inner());
+    let known = peers.iter().position(|(p, _)| p == publisher);
+    match (theirs == ours, known) {
+        (true, Some(i)) => {
+            peers.remove(i);
+            log::info!("{publisher} now hashes tokens with this service's TOKEN_HASH_KEY");
+        }
+        (false, None) => {
+            log::error!(
+                "{publisher} hashes tokens with another TOKEN_HASH_KEY (key id {theirs}) than this service \
+                 ({ours}): no token it sends can be found here, so requests needing a user are 503 and \
+                 /ready is 503 until every service has the same key (docs/security.md)"
+            );
+            peers.push((publisher.to_string(), theirs.to_string()));
+        }
+        _ => {}
+    }
+}
+
+/// The publishers known to hash with another key than ours, if any.
+pub fn peers_with_other_keys() -> Vec<String> {
+    PEERS_WITH_OTHER_KEYS.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(p, _)| p.clone()).collect()
+}
+
 /// A short, stable, non-reversible tag of a token for logs (FNV-1a, 32 bits).
 pub fn token_fingerprint(token: &str) -> String {
     let mut h: u32 = 0x811c_9dc5;
@@ -65,6 +107,18 @@ mod tests {
         assert_eq!(h, token_hash("t"), "stable");
         assert_ne!(h, token_hash("u"));
         assert!(!h.contains('t'));
+    }
+
+    #[test]
+    fn a_peer_with_another_key_is_known_until_it_answers_with_ours() {
+        assert_eq!(key_id().len(), 16);
+        assert!(!key_id().contains(DEVELOPMENT_TOKEN_KEY));
+        note_peer_key("test-peer", "0000000000000000");
+        assert_eq!(peers_with_other_keys(), ["test-peer"]);
+        note_peer_key("test-peer", "0000000000000000");
+        assert_eq!(peers_with_other_keys(), ["test-peer"], "noted once");
+        note_peer_key("test-peer", &key_id());
+        assert!(peers_with_other_keys().is_empty());
     }
 
     #[test]

@@ -5,14 +5,14 @@ use common::http;
 
 mod alarms;
 
-/// The alarm service's own operations; [`common::openapi::document`] adds the shared ones.
+/// The alarm service's own operations; [`common::api_document::document`] adds the shared ones.
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(alarms::set, alarms::list, alarms::clear), components(schemas(common::openapi::AlarmRequest)))]
 pub struct AlarmApi;
 
 /// This service's OpenAPI document, served at `GET /openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    common::openapi::document(
+    common::api_document::document(
         <AlarmApi as utoipa::OpenApi>::openapi(),
         "HomeShopping Moa alarm service",
         "The calling user's alarms on items (alarm_db).",

@@ -83,6 +83,14 @@ fn sent_at_of(props: &BasicProperties) -> Option<i64> {
     }
 }
 
+/// The token key id an answer carries ([`crate::token::TOKEN_KEY_HEADER`]), if any.
+fn key_id_of(props: &BasicProperties) -> Option<String> {
+    match props.headers().as_ref()?.inner().get(crate::token::TOKEN_KEY_HEADER)? {
+        lapin::types::AMQPValue::LongString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
 fn ms_since(us: i64) -> f64 {
     (now_us() - us) as f64 / 1000.0
 }
@@ -177,6 +185,9 @@ impl RpcClient {
                             next = replies.next() => {
                                 let Some(delivery) = next else { return Ok(()) };
                                 let delivery = delivery?;
+                                if let (Some(theirs), Some(publisher)) = (key_id_of(&delivery.properties), identity::publisher_of(&delivery.properties)) {
+                                    crate::token::note_peer_key(publisher, &theirs);
+                                }
                                 if let Some(id) = delivery.properties.correlation_id() {
                                     let waiter = c.take_waiter(id.as_str(), identity::publisher_of(&delivery.properties));
                                     match waiter {
@@ -414,7 +425,8 @@ pub fn serve(
                             }
                             if let Some(id) = delivery.properties.correlation_id() {
                                 let body = serde_json::to_vec(&reply).unwrap_or_default();
-                                let headers = sent.map(sent_at).unwrap_or_default();
+                                let mut headers = sent.map(sent_at).unwrap_or_default();
+                                headers.insert(crate::token::TOKEN_KEY_HEADER.into(), lapin::types::AMQPValue::LongString(crate::token::key_id().into()));
                                 let props = identity
                                     .stamp(BasicProperties::default())
                                     .with_correlation_id(id.clone())

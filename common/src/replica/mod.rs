@@ -10,6 +10,7 @@ pub mod alarms;
 pub mod cache;
 pub mod digest;
 pub mod feed;
+pub mod group;
 pub mod items;
 pub mod known;
 pub mod misses;
@@ -588,7 +589,7 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
                         E::KIND,
                         self.source.owner_name()
                     );
-                    tokio::time::sleep(delay).await;
+                    tokio::time::sleep(crate::backoff::jitter(delay)).await;
                     delay = (delay * 2).min(Duration::from_secs(3));
                 }
             }
@@ -603,7 +604,7 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
     pub async fn watch_owner(&self) {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(self.probe_interval) => {}
+                _ = tokio::time::sleep(crate::backoff::jitter(self.probe_interval)) => {}
                 _ = self.check_owner.notified() => {}
             }
             // Before the first sync there is nothing to compare; the sync checks the epoch itself.
@@ -632,7 +633,7 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
                 Err(e) => {
                     log::warn!("{} replica: rebuild from {} failed: {e}; retrying", E::KIND, self.source.owner_name());
                     self.check_owner.notify_one();
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::time::sleep(crate::backoff::jitter(Duration::from_millis(500))).await;
                 }
             }
         }

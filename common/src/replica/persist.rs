@@ -53,7 +53,7 @@ impl Persister {
                 Ok(Err(e)) => log::debug!("{} replica: cannot load the persisted copy yet: {e}", self.entity),
                 Err(_) => return Vec::new(),
             }
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep(crate::backoff::jitter(delay)).await;
             delay = (delay * 2).min(Duration::from_secs(3));
         }
     }
@@ -73,7 +73,7 @@ async fn write_behind(entity: &'static str, store: Addr<Store>, mut rx: mpsc::Un
                         Ok(Ok(_)) => break,
                         Ok(Err(e)) => {
                             not_yet(&e, format_args!("{entity} replica: cannot replace the persisted copy yet: {e}"));
-                            tokio::time::sleep(delay).await;
+                            tokio::time::sleep(crate::backoff::jitter(delay)).await;
                             delay = (delay * 2).min(Duration::from_secs(3));
                         }
                         Err(_) => return,
@@ -90,7 +90,7 @@ async fn write_behind(entity: &'static str, store: Addr<Store>, mut rx: mpsc::Un
                 Ok(Ok(_)) => break,
                 Ok(Err(e)) => {
                     not_yet(&e, format_args!("{entity} replica: cannot persist {} rows yet: {e}", batch.len()));
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(crate::backoff::jitter(Duration::from_secs(1))).await;
                     if next.is_some() {
                         continue;
                     }

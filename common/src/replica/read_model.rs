@@ -40,12 +40,13 @@ use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
 use super::{
-    cache::{Group, OWNER_RETRY_AFTER},
     digest::{differing, BucketDigest, WIDTH},
+    group::Group,
     OwnerMark, Source,
 };
 use crate::{
     amqp::rpc::RpcClient,
+    backoff::OWNER_RETRY_AFTER,
     entity::{Epoch, VersionedRow},
     error::{Error, Result},
     settings::{Domain, Settings},
@@ -459,7 +460,7 @@ impl ReadModel {
                     let level =
                         if failures == 1 || failures.is_multiple_of(30) { log::Level::Info } else { log::Level::Debug };
                     log::log!(level, "read model {}: {} ({e}); trying again", self.kind, self.describe());
-                    let wait = Duration::from_millis(200 * u64::from(failures.min(10)));
+                    let wait = crate::backoff::jitter(Duration::from_millis(200 * u64::from(failures.min(10))));
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = self.builder_wake.notified() => {}
@@ -708,7 +709,10 @@ impl ReadModel {
                         if stopping {
                             return;
                         }
-                        tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(10)))).await;
+                        tokio::time::sleep(crate::backoff::jitter(Duration::from_millis(
+                            200 * u64::from(failures.min(10)),
+                        )))
+                        .await;
                     }
                 }
             }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::{
     entity::{KnownUser, VersionedRow},
+    error::Error,
     error::Result,
     replica::{
         cache::{item_capacity, Found, Group, GroupCache, Members},
@@ -130,6 +131,12 @@ impl UserDirectory {
     /// generation). `Ok(None)`: no such user. An old entry is served when the owner cannot
     /// answer.
     pub async fn by_token(&self, token: &str) -> Result<Option<KnownUser>> {
+        // Hashed with another key than the owner's, no token is found, and "no" would be a 401
+        // to every user: a 503 that says why instead (token::note_peer_key logged it).
+        let other_keys = crate::token::peers_with_other_keys();
+        if !other_keys.is_empty() {
+            return Err(Error::TokenKeyMismatch(other_keys.join(", ")));
+        }
         let hash = token_hash(token);
         let stale = match self.cached_by_hash(&hash) {
             Some(Found::Current(user)) => {

@@ -19,8 +19,16 @@ use e2e::Resp;
 use serde_json::{Map, Value};
 
 /// Every variable the compose file requires (no default), with the value the tests give it.
-const REQUIRED: [(&str, &str); 6] = [
+const REQUIRED: [(&str, &str); 12] = [
+    // the databases' superuser: no service is given it (docs/security.md)
     ("POSTGRES_PASSWORD", "pg-test-secret"),
+    // each database's two login roles: its service runs as <domain>_service, migrates as <domain>_owner
+    ("ITEM_DB_OWNER_PASSWORD", "item-owner-test-secret"),
+    ("ITEM_DB_SERVICE_PASSWORD", "item-service-test-secret"),
+    ("ALARM_DB_OWNER_PASSWORD", "alarm-owner-test-secret"),
+    ("ALARM_DB_SERVICE_PASSWORD", "alarm-service-test-secret"),
+    ("USER_DB_OWNER_PASSWORD", "user-owner-test-secret"),
+    ("USER_DB_SERVICE_PASSWORD", "user-service-test-secret"),
     // every service's, and only theirs (docs/security.md, "Tokens stay with the user service")
     ("TOKEN_HASH_KEY", "token-hash-test-secret"),
     ("RABBITMQ_ADMIN_PASSWORD", "admin-test-secret"),
@@ -30,7 +38,31 @@ const REQUIRED: [(&str, &str); 6] = [
 ];
 
 /// What every service is given alike (the others: only the one whose prefix they have).
-const SHARED: [&str; 2] = ["POSTGRES_PASSWORD", "TOKEN_HASH_KEY"];
+const SHARED: [&str; 1] = ["TOKEN_HASH_KEY"];
+
+/// `domain`'s two database URLs must log in as its own roles with their passwords, never as the
+/// superuser: (`<domain>_service`, the service's runtime URL) and (`<domain>_owner`, the migration URL).
+fn assert_own_db_roles(
+    name: &str,
+    domain: &str,
+    prefix: &str,
+    env: &Map<String, Value>,
+    secret: impl Fn(&str) -> &'static str,
+) {
+    let url = env_str(env, &format!("{prefix}_DATABASE_URL"));
+    let service_password = secret(&format!("{prefix}_DB_SERVICE_PASSWORD"));
+    assert!(
+        url.starts_with(&format!("postgres://{domain}_service:{service_password}@")),
+        "{name} runs as {domain}_service: {url}"
+    );
+    let migrate = env_str(env, &format!("{prefix}_DATABASE_MIGRATE_URL"));
+    let owner_password = secret(&format!("{prefix}_DB_OWNER_PASSWORD"));
+    assert!(
+        migrate.starts_with(&format!("postgres://{domain}_owner:{owner_password}@")),
+        "{name} migrates as {domain}_owner: {migrate}"
+    );
+    assert!(!whole_env(env).contains(secret("POSTGRES_PASSWORD")), "{name} is given the superuser's password");
+}
 
 /// What the cluster file requires besides [`REQUIRED`].
 const CLUSTER_COOKIE: (&str, &str) = ("RABBITMQ_ERLANG_COOKIE", "cookie-test-secret");
@@ -194,6 +226,14 @@ async fn the_compose_file_gives_each_service_only_its_own_database_and_no_guest(
         assert!(published_ports(&services[db]).is_empty(), "{db} publishes a port");
         assert!(!whole_env(&env_of(&services[db])).contains(secret("TOKEN_HASH_KEY")), "{db} is given the token key");
         assert_eq!(env_str(&env_of(&services[db]), "POSTGRES_PASSWORD"), secret("POSTGRES_PASSWORD"));
+        let prefix = db.trim_end_matches("-db").to_uppercase();
+        for (role, var) in [("OWNER", "MOA_DB_OWNER_PASSWORD"), ("SERVICE", "MOA_DB_SERVICE_PASSWORD")] {
+            assert_eq!(
+                env_str(&env_of(&services[db]), var),
+                secret(&format!("{prefix}_DB_{role}_PASSWORD")),
+                "{db} creates its roles"
+            );
+        }
     }
 
     for (domain, prefix, port) in DOMAINS {
@@ -207,6 +247,7 @@ async fn the_compose_file_gives_each_service_only_its_own_database_and_no_guest(
             url.starts_with("postgres://") && url.ends_with(&format!("@{domain}-db:5432/{domain}_db")),
             "{domain}: {url}"
         );
+        assert_own_db_roles(domain, domain, prefix, &env, secret);
         for (other, _, _) in DOMAINS.iter().filter(|(d, _, _)| *d != domain) {
             for (k, v) in &env {
                 let v = v.as_str().unwrap_or_default();
@@ -371,6 +412,14 @@ async fn the_cluster_compose_file_keeps_the_rules_and_hides_the_instances_behind
             assert_eq!(env_str(&env, "MOA_PG_NAME"), name, "{name} registers under its own (DNS) name");
             assert_eq!(env_str(&env, "MOA_PG_MONITOR"), "pg-monitor");
             assert_eq!(env_str(&env, "POSTGRES_PASSWORD"), secret("POSTGRES_PASSWORD"));
+            let prefix = domain.to_uppercase();
+            for (role, var) in [("OWNER", "MOA_DB_OWNER_PASSWORD"), ("SERVICE", "MOA_DB_SERVICE_PASSWORD")] {
+                assert_eq!(
+                    env_str(&env, var),
+                    secret(&format!("{prefix}_DB_{role}_PASSWORD")),
+                    "{name} creates its roles"
+                );
+            }
             assert_eq!(member["depends_on"]["pg-monitor"]["condition"], "service_healthy", "{name}");
         }
     }
@@ -391,6 +440,7 @@ async fn the_cluster_compose_file_keeps_the_rules_and_hides_the_instances_behind
                 )),
                 "{name}: {url}"
             );
+            assert_own_db_roles(&name, domain, prefix, &env, secret);
             let own_password = secret(&format!("{prefix}_AMQP_PASSWORD"));
             let urls: Vec<&str> = env_str(&env, "AMQP_URL").split(',').collect();
             let expected: Vec<String> =

@@ -183,3 +183,30 @@ async fn the_user_list_can_leave_tokens_out() {
     assert!(listed.get("access_token").is_none(), "{listed}");
     assert!(!r.text.contains(&token), "the list shows a token");
 }
+
+/// A service started with another `TOKEN_HASH_KEY` than the others would find no token in its
+/// read model and answer every user 401. It learns the other key's id from the first RPC
+/// answer (`x-moa-token-key`), and says so instead: `/ready` is 503 naming the key, a request
+/// is a 503 naming it, and the error is logged. Started again with the right key, it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_with_another_token_key_says_so_instead_of_answering_401() {
+    let mut sys = e2e::system!(e2e::Seed::Demo);
+    let (_, token) = sys.users(1).await.remove(0);
+    assert_eq!(sys.get(Svc::Item, "/1", &token).await.status, 200);
+    sys.kill(Svc::Item);
+    let port = sys.spawn_env(Svc::Item, None, &[("TOKEN_HASH_KEY", "a-key-nobody-else-has")]);
+    e2e::eventually(Duration::from_secs(30), "/ready names the other key", || async {
+        let r = sys.request(e2e::Method::GET, port, "/ready", None, None).await;
+        r.status == 503 && r.json["checks"]["token_key"].as_str().is_some_and(|s| s.contains("user-service"))
+    })
+    .await;
+    let r = sys.request(e2e::Method::GET, port, "/1", Some(&token), None).await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.text.contains("TOKEN_HASH_KEY"), "the answer names the cause: {}", r.text);
+    assert!(sys.log(Svc::Item).contains("another TOKEN_HASH_KEY"), "the mismatch is logged");
+    sys.kill(Svc::Item);
+    let port = sys.spawn(Svc::Item, None);
+    sys.wait_ready_port(Svc::Item, port).await;
+    let r = sys.request(e2e::Method::GET, port, "/1", Some(&token), None).await;
+    assert_eq!(r.status, 200, "with the deployment's key: {r:?}");
+}

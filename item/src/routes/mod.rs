@@ -5,14 +5,14 @@ use common::http;
 
 mod items;
 
-/// The item service's own operations; [`common::openapi::document`] adds the shared ones.
+/// The item service's own operations; [`common::api_document::document`] adds the shared ones.
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(items::list, items::detail))]
 pub struct ItemApi;
 
 /// This service's OpenAPI document, served at `GET /openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    common::openapi::document(
+    common::api_document::document(
         <ItemApi as utoipa::OpenApi>::openapi(),
         "HomeShopping Moa item service",
         "Items (item_db), each with the calling user's `is_alarm_set`. Opening an item records a view for \

@@ -6,7 +6,7 @@ use common::http;
 mod users;
 pub mod visits;
 
-/// The user service's own operations; [`common::openapi::document`] adds the shared ones.
+/// The user service's own operations; [`common::api_document::document`] adds the shared ones.
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(users::list, users::list_by_post, visits::recent),
@@ -16,7 +16,7 @@ pub struct UserApi;
 
 /// This service's OpenAPI document, served at `GET /openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    common::openapi::document(
+    common::api_document::document(
         <UserApi as utoipa::OpenApi>::openapi(),
         "HomeShopping Moa user service",
         "Users (user_db) and each user's recently viewed items.",
