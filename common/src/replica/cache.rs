@@ -341,7 +341,9 @@ impl<G: Group> GroupCache<G> {
     }
 
     pub(crate) fn current_generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        // Both only grow: an entry read before either moved is of an older generation.
+        let model = self.read_model.as_ref().map_or(0, |m| m.revision());
+        self.generation.load(Ordering::Acquire) + model
     }
 
     /// The cached entry of `group`: `Current` when it is of the current generation.

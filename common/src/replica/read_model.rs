@@ -140,6 +140,14 @@ pub struct ReadModel {
     /// The reset generation of the state this instance follows ([`ReadModelState::generation`]).
     generation: AtomicI64,
     copied: AtomicU64,
+    /// Moves whenever the rows may have changed under what was read from them before: a
+    /// catch-up that replaced rows or ended a catching-up phase, a reset. A cache in front
+    /// counts it in its generation, so an entry read from stale rows (while catching up with
+    /// the owner down) is asked again instead of kept.
+    revision: AtomicU64,
+    /// Moves at every [`Self::fall_behind`]: a catch-up that started before the last one ends
+    /// in another catch-up, not in `Current` (events missed after its digest were not in it).
+    behind: AtomicU64,
     cursor: Mutex<Option<String>>,
     /// A reset the owner's epoch watch asked for: (epoch, why), done by the model's task.
     reset_wanted: Mutex<Option<(Epoch, String)>>,
@@ -187,6 +195,8 @@ impl ReadModel {
             max_version: AtomicI64::new(0),
             generation: AtomicI64::new(0),
             copied: AtomicU64::new(0),
+            revision: AtomicU64::new(0),
+            behind: AtomicU64::new(0),
             cursor: Mutex::new(None),
             reset_wanted: Mutex::new(None),
             pending: Mutex::new(Vec::new()),
@@ -224,6 +234,7 @@ impl ReadModel {
 
     /// From `Current` to `CatchingUp` (events may have been missed); any other phase stays.
     fn fall_behind(&self, why: &str) {
+        self.behind.fetch_add(1, Ordering::AcqRel);
         let was = self.phase.compare_exchange(
             Phase::Current as u8,
             Phase::CatchingUp as u8,
@@ -235,6 +246,11 @@ impl ReadModel {
             self.set_phase(Phase::CatchingUp);
             self.builder_wake.notify_one();
         }
+    }
+
+    /// See the field: a cache's entries read before a change of it are asked again.
+    pub fn revision(&self) -> u64 {
+        self.revision.load(Ordering::Acquire)
     }
 
     pub fn epoch(&self) -> Option<Epoch> {
@@ -432,13 +448,19 @@ impl ReadModel {
                     progress = Progress::new(0);
                 }),
                 (None, Phase::Building) => self.build_step(&mut progress).await,
-                (None, Phase::CatchingUp) => self.catch_up().await.map(|()| {
-                    last_check = Instant::now();
-                    if self.phase() == Phase::CatchingUp {
-                        self.set_phase(Phase::Current);
-                        log::info!("read model {}: complete and current", self.kind);
-                    }
-                }),
+                (None, Phase::CatchingUp) => {
+                    let behind = self.behind.load(Ordering::Acquire);
+                    self.catch_up().await.map(|()| {
+                        last_check = Instant::now();
+                        // Fallen behind again meanwhile: the digest compared was older than
+                        // what was missed since, so this phase goes on with another catch-up.
+                        if self.phase() == Phase::CatchingUp && self.behind.load(Ordering::Acquire) == behind {
+                            self.set_phase(Phase::Current);
+                            self.revision.fetch_add(1, Ordering::AcqRel);
+                            log::info!("read model {}: complete and current", self.kind);
+                        }
+                    })
+                }
                 (None, Phase::Current) => {
                     let due = self.check_every.saturating_sub(last_check.elapsed());
                     let timed_out = tokio::select! {
@@ -515,6 +537,7 @@ impl ReadModel {
             log::info!("read model {}: another instance of this service reset it already", self.kind);
         }
         self.adopt(Some(state));
+        self.revision.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
@@ -651,6 +674,7 @@ impl ReadModel {
             self.owner.name()
         );
         self.metrics.inc("moa_read_model_repaired_rows_total", format!("entity=\"{}\"", self.kind), n as f64);
+        self.revision.fetch_add(1, Ordering::AcqRel);
         self.note_synced(mark.max_version).await;
         Ok(())
     }

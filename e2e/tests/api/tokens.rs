@@ -196,8 +196,11 @@ async fn a_service_with_another_token_key_says_so_instead_of_answering_401() {
     sys.kill(Svc::Item);
     let port = sys.spawn_env(Svc::Item, None, &[("TOKEN_HASH_KEY", "a-key-nobody-else-has")]);
     e2e::eventually(Duration::from_secs(30), "/ready names the other key", || async {
-        let r = sys.request(e2e::Method::GET, port, "/ready", None, None).await;
-        r.status == 503 && r.json["checks"]["token_key"].as_str().is_some_and(|s| s.contains("user-service"))
+        // Not listening yet at first: a refused connection is "not yet".
+        let Ok(r) = sys.http.get(format!("http://127.0.0.1:{port}/ready")).send().await else { return false };
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        status == 503 && body["checks"]["token_key"].as_str().is_some_and(|s| s.contains("user-service"))
     })
     .await;
     let r = sys.request(e2e::Method::GET, port, "/1", Some(&token), None).await;
