@@ -155,7 +155,7 @@ impl Core {
             );
         }
         let name = format!("{}-service {}", settings.domain.name(), settings.instance_id);
-        let bus = Bus::start(&settings.amqp_urls, name, identity);
+        let bus = Bus::start(&settings.amqp_urls, name, identity, &tasks);
         let rpc = RpcClient::start(&bus, &settings.instance_id, metrics.clone());
         rpc::serve(&bus, settings.domain, store.clone(), migrated, settings.prefetch, metrics.clone());
         let relay = OutboxRelay::start(&bus, store.clone(), wake, settings.outbox_poll, metrics.clone());
@@ -434,8 +434,9 @@ impl Application {
         self.core.bus.close().await;
         // Every loop and any start-up work still running: stopped, so nothing outlives the
         // service (a task still running after the grace period is aborted and named).
-        self.core.tasks.shutdown(Duration::from_secs(2)).await;
-        log::info!("bye");
+        let running = self.core.tasks.running();
+        let left = self.core.tasks.shutdown(Duration::from_secs(2)).await;
+        log::info!("bye: {} background tasks stopped, {} left running", running - left.len(), left.len());
         Ok(())
     }
 }

@@ -8,9 +8,11 @@
 //! - a loop that fails (panics) or ends while the service still runs is logged at `warn`,
 //!   naming it, instead of disappearing silently.
 //!
-//! Per-request work (a streamed list's producer) is not registered: it ends with its request.
-//! The RabbitMQ connection supervisor has its own shutdown (`Bus::close`), called on the same
-//! graceful stop.
+//! The RabbitMQ connection supervisor and every per-connection loop (consumers, the RPC
+//! client and server, the relay) are registered too ([`crate::amqp::bus::Bus`]); a replica's
+//! re-sync after a (re)subscription runs inside its connection's loop, so a reconnect drops
+//! it. Per-request work (a streamed list's producer, an RPC answer) is not registered: it
+//! ends with its request or its deadline.
 
 use std::{
     future::Future,

@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use lapin::{Connection, ConnectionProperties, Event};
 use tokio::sync::watch;
 
-use crate::{amqp::identity::Identity, error::Result};
+use crate::{amqp::identity::Identity, error::Result, tasks::Tasks};
 
 /// A live connection and its generation (1 for the first, +1 per reconnect).
 #[derive(Clone)]
@@ -28,7 +28,11 @@ pub struct Link {
 #[derive(Clone)]
 pub struct Bus {
     state: watch::Receiver<Option<Link>>,
-    shutdown: Arc<tokio::sync::Notify>,
+    /// Told by [`Bus::close`]: the supervisor closes the connection and opens no other.
+    closing: tokio_util::sync::CancellationToken,
+    /// The loops of this bus (the supervisor, every per-connection component) are its
+    /// children: stopped with the service's other tasks, never left waiting for a connection.
+    tasks: Tasks,
     /// The login every connection opens with, and who owns what (see [`Identity`]).
     identity: Arc<Identity>,
 }
@@ -37,14 +41,19 @@ impl Bus {
     /// Starts the supervisor over the nodes `urls` (at least one). It retries forever, node
     /// after node, with capped back-off once every node has failed; the service runs (serving
     /// from caches) while RabbitMQ is away.
-    pub fn start(urls: &[String], connection_name: String, identity: Identity) -> Bus {
+    pub fn start(urls: &[String], connection_name: String, identity: Identity, tasks: &Tasks) -> Bus {
         let (tx, rx) = watch::channel(None);
-        let shutdown = Arc::new(tokio::sync::Notify::new());
+        let closing = tokio_util::sync::CancellationToken::new();
         let nodes: Vec<Node> = urls.iter().map(|u| Node { url: with_heartbeat(u), shown: node_address(u) }).collect();
         // Instances start on different nodes (by their names), so a cluster's connections spread.
         let first = first_node(&connection_name, nodes.len());
-        tokio::spawn(supervise(nodes, first, connection_name, tx, shutdown.clone()));
-        Bus { state: rx, shutdown, identity: Arc::new(identity) }
+        let closed = closing.clone();
+        tasks.spawn("rabbitmq connection", async move {
+            supervise(nodes, first, connection_name, tx, closed).await;
+            // Closed (or no node given): nothing more to do until the service's tasks stop.
+            std::future::pending::<()>().await
+        });
+        Bus { state: rx, closing, tasks: tasks.clone(), identity: Arc::new(identity) }
     }
 
     /// This service's login (to stamp its publishes with) and each domain owner's.
@@ -68,7 +77,7 @@ impl Bus {
                 return link;
             }
             if rx.changed().await.is_err() {
-                // The supervisor is gone (shutdown); wait forever rather than spin.
+                // The supervisor is gone: only at the stop, which ends this waiter's task too.
                 std::future::pending::<()>().await;
             }
         }
@@ -90,21 +99,23 @@ impl Bus {
 
     /// Closes the connection for good (graceful shutdown): unacked deliveries go back to their queues.
     pub async fn close(&self) {
-        self.shutdown.notify_one();
+        self.closing.cancel();
         if let Some(link) = self.current() {
             let _ = link.conn.close(200, "shutting down".into()).await;
         }
     }
 
     /// Runs `component` on every connection: when it returns (its channel died, or the
-    /// connection was lost) it is started again on the next live connection.
+    /// connection was lost) it is started again on the next live connection. The loop is one
+    /// of the service's tasks: the stop ends it wherever it is (waiting for a connection, or
+    /// in the component, which is dropped with whatever it started inside).
     pub fn run_on_each_connection<F, Fut>(&self, name: &'static str, component: F)
     where
         F: Fn(Link) -> Fut + Send + 'static,
         Fut: Future<Output = Result<()>> + Send + 'static,
     {
         let bus = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(name, async move {
             loop {
                 let link = bus.connected().await;
                 let generation = link.generation;
@@ -160,7 +171,7 @@ async fn supervise(
     mut current: usize,
     name: String,
     tx: watch::Sender<Option<Link>>,
-    shutdown: Arc<tokio::sync::Notify>,
+    closing: tokio_util::sync::CancellationToken,
 ) {
     if nodes.is_empty() {
         log::error!("no RabbitMQ node given (AMQP_URL): running without RabbitMQ");
@@ -182,7 +193,7 @@ async fn supervise(
             r = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props)) => r.unwrap_or_else(|_| {
                 Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no connection within the connect timeout").into())
             }),
-            _ = shutdown.notified() => return,
+            _ = closing.cancelled() => return,
         };
         match attempt {
             Ok(conn) => {
@@ -207,7 +218,7 @@ async fn supervise(
                                 break;
                             }
                         }
-                        _ = shutdown.notified() => { let _ = tx.send(None); return; }
+                        _ = closing.cancelled() => { let _ = tx.send(None); return; }
                     }
                 }
                 let _ = tx.send(None);
@@ -242,6 +253,29 @@ mod tests {
         assert_eq!(node_address("amqp://item:s3cret@10.0.0.7:5673/%2f?heartbeat=10"), "10.0.0.7:5673");
         assert_eq!(node_address("amqp://rabbitmq-2:5672"), "rabbitmq-2:5672");
         assert_eq!(node_address("amqps://u:p:q@h/%2f"), "h");
+    }
+
+    #[tokio::test]
+    async fn the_supervisor_and_every_component_loop_stop_with_the_services_tasks() {
+        // A node nobody listens on: the components wait for a connection that never comes.
+        let tasks = Tasks::new();
+        let identity = Identity::new(crate::settings::Domain::Item, "item-service", None).expect("an identity");
+        let bus = Bus::start(&["amqp://u:p@127.0.0.1:9/%2f".into()], "test".into(), identity, &tasks);
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for name in ["consumer", "relay"] {
+            let started = started.clone();
+            bus.run_on_each_connection(name, move |_link| {
+                started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async { Ok(()) }
+            });
+        }
+        assert_eq!(tasks.running(), 3, "the supervisor and both loops are the service's tasks");
+        bus.close().await;
+        let left = tasks.shutdown(Duration::from_secs(1)).await;
+        assert!(left.is_empty(), "none had to be aborted: {left:?}");
+        assert_eq!(tasks.running(), 0);
+        assert_eq!(tasks.failures(), 0, "stopped, not failed");
+        assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 0, "no connection, no component");
     }
 
     #[test]

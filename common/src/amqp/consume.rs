@@ -208,9 +208,10 @@ pub fn start<H: Handler>(
                 identity: bus.identity().clone(),
                 metrics,
             });
-            // Bound and consuming first, then re-sync: nothing that changes from here on is missed.
-            let h = handler.clone();
-            tokio::spawn(async move { h.on_subscribed().await });
+            // Bound and consuming first, then re-sync: nothing that changes from here on is
+            // missed. Part of this connection's component: a reconnect drops it with the
+            // rest and the next subscription starts its own, so two never run side by side.
+            let resync = handler.on_subscribed();
             // Up to `concurrency` deliveries in flight: handlers are idempotent and
             // order-independent (versions, event ids), so they need not wait for each other.
             let work = consumer.for_each_concurrent(concurrency, |delivery| {
@@ -226,9 +227,15 @@ pub fn start<H: Handler>(
                     }
                 }
             });
+            // The re-sync runs beside the deliveries; done, it waits with them.
+            let resync = async move {
+                resync.await;
+                std::future::pending::<()>().await
+            };
             tokio::select! {
                 _ = work => Ok(()),
                 _ = bus.lost(link.generation) => Ok(()),
+                () = resync => Ok(()),
             }
         }
     });
