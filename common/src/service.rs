@@ -436,7 +436,7 @@ impl Application {
         // service (a task still running after the grace period is aborted and named).
         let running = self.core.tasks.running();
         let left = self.core.tasks.shutdown(Duration::from_secs(2)).await;
-        log::info!("bye: {} background tasks stopped, {} left running", running - left.len(), left.len());
+        log::info!("bye: {} own tasks stopped, {} left running", running - left.len(), left.len());
         Ok(())
     }
 }

@@ -76,7 +76,7 @@ async fn alarm_service_down_item_list_flags_stay_right() {
     assert!(log.contains("bye"), "a graceful stop ends with its last line: {log}");
     // Every loop is the service's own task (the broker connection's and each per-connection
     // component's included): stopped, none left.
-    assert!(log.contains(" background tasks stopped, 0 left running"), "nothing outlives the stop: {log}");
+    assert!(log.contains(" own tasks stopped, 0 left running"), "nothing outlives the stop: {log}");
     assert!(!log.contains("background task"), "a background task failed or outlived the stop: {log}");
     assert_eq!(sys.get(Svc::Item, "/", &token).await.alarmed_ids(), vec![11]);
     assert_eq!(sys.get(Svc::Item, "/11", &token).await.json["payload"]["is_alarm_set"], true);
