@@ -5,7 +5,10 @@ use common::{
     batch::Coalescer,
     db::Migration,
     entity::VersionedRow,
-    store::{to_rows_at, PrefixRead, Store},
+    store::{
+        query::{to_rows_at, PrefixRead},
+        Store,
+    },
     Error, Result,
 };
 

@@ -183,11 +183,11 @@ pub const OWNER_EPOCH: Migration =
 pub const TOMBSTONES: Migration =
     Migration { version: 22, name: "tombstone collection", sql: include_str!("../sql/0022_collect_tombstones.sql") };
 /// Outbox rows that could not be delivered back off instead of holding back the rows after
-/// them (`attempts`, `next_attempt_at`; see `store::DrainOutbox`).
+/// them (`attempts`, `next_attempt_at`; see `amqp::outbox::DrainOutbox`).
 pub const OUTBOX_RETRY: Migration =
     Migration { version: 21, name: "outbox retry back-off", sql: include_str!("../sql/0021_outbox_retry.sql") };
 
-/// The hot copy of the user and alarm caches (`moa_cache_entry`; see `replica::cache`).
+/// The hot copy of the user and alarm caches (`moa_cache_entry`; see `replica::cache::hot_copy`).
 pub const CACHE_ENTRIES: Migration =
     Migration { version: 24, name: "cache hot copy", sql: include_str!("../sql/0024_cache_entry.sql") };
 /// Complete read models of other domains' kinds (`moa_read_model`; see `replica::read_model`).
@@ -566,7 +566,7 @@ mod tests {
         let mut dirs: Vec<PathBuf> = std::fs::read_dir(workspace())
             .expect("the workspace is readable")
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.join("src/store.rs").is_file())
+            .filter(|p| p.join("src/store.rs").is_file() || p.ends_with("common"))
             .collect();
         dirs.sort();
         dirs

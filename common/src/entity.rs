@@ -190,7 +190,7 @@ pub fn rewritten_outward(entity: &str) -> bool {
 
 /// A row as it may leave its owner's database: a user's token replaced by its hash, every
 /// other kind as it is. Applied to every change event the relay publishes and every row the
-/// store answers a [`crate::store::Query`] with, so no token travels beyond the user service
+/// store answers a [`crate::store::query::Query`] with, so no token travels beyond the user service
 /// but in its own list (the contract's `GET /`). A user row that does not read as one (none
 /// should) loses its data rather than carry a token.
 pub fn outward(entity: &str, data: &RawJson) -> Option<RawJson> {

@@ -20,7 +20,7 @@ use actix_web::{
 use serde_json::json;
 
 use crate::{
-    amqp::{identity::Identity, relay::OutboxRelay, rpc, rpc::RpcClient, Bus},
+    amqp::{identity::Identity, outbox::OutboxBacklog, relay::OutboxRelay, rpc, rpc::RpcClient, Bus},
     db::Migration,
     error::{Error, Result},
     http,
@@ -29,7 +29,7 @@ use crate::{
         UserDirectory, Users,
     },
     settings::{Domain, Settings},
-    store::{OutboxBacklog, Ping, Store},
+    store::{query::PrefixRead, Ping, Store},
     tasks::Tasks,
     telemetry::{self, Metrics},
 };
@@ -125,11 +125,11 @@ impl Core {
     }
 
     /// [`Core::start`], with the domain's own prefix reads of some entities (see
-    /// [`crate::store::PrefixRead`]).
+    /// [`PrefixRead`]).
     pub fn start_with_reads(
         settings: Settings,
         migrations: &'static [Migration],
-        prefix_reads: &'static [crate::store::PrefixRead],
+        prefix_reads: &'static [PrefixRead],
     ) -> Result<Core> {
         crate::error::name_own_database(settings.domain.name(), &settings.database_url);
         match &settings.token_hash_key {

@@ -6,7 +6,7 @@ use actix::prelude::*;
 use common::{
     db::Migration,
     entity::{VersionedRow, ViewEvent},
-    store::{query_untimed, to_rows_at, Store},
+    store::{query::to_rows_at, query_untimed, Store},
     Error, Result,
 };
 

@@ -1,11 +1,11 @@
 //! The outbox relay: publishes what the capture triggers (and the view recorder) queued in
 //! `moa_outbox`, with publisher confirms, and deletes rows only after the broker acked
-//! them (see `store::DrainOutbox`). Wakes on NOTIFY and also polls, so a missed notification delays nothing for long.
+//! them (see `outbox::DrainOutbox`). Wakes on NOTIFY and also polls, so a missed notification delays nothing for long.
 //!
 //! Views and change events go through lanes of their own (see [`Lane`]).
 //!
 //! Rows the broker refuses never hold back the others: they back off in the outbox and are
-//! retried one at a time (see `store::DrainOutbox`), while fresh rows keep flowing.
+//! retried one at a time (see `outbox::DrainOutbox`), while fresh rows keep flowing.
 
 use std::{
     sync::{
@@ -24,9 +24,13 @@ use lapin::{
 use tokio::sync::Notify;
 
 use crate::{
-    amqp::{identity::Identity, topology, Bus},
+    amqp::{
+        identity::Identity,
+        outbox::{DrainOutbox, DrainRows, OutboxLane, OutboxRow, Published},
+        topology, Bus,
+    },
     error::{Error, Result},
-    store::{DrainOutbox, DrainRows, OutboxLane, OutboxRow, Published, Store},
+    store::Store,
     telemetry::Metrics,
 };
 

@@ -32,7 +32,7 @@ use crate::{
     entity::VersionedRow,
     error::{Error, Result},
     settings::Domain,
-    store::{Query, Store},
+    store::{query::Query, Store},
     telemetry::Metrics,
 };
 

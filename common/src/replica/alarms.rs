@@ -10,7 +10,7 @@ use crate::{
     error::Result,
     replica::cache::{members_of, Entry, Found, Group, GroupCache, Members},
     settings::Domain,
-    store::Query,
+    store::query::Query,
 };
 
 pub struct Alarms;

@@ -1,6 +1,6 @@
 //! What a cached kind is: the [`Group`] trait (how one cache entry groups the owner's rows, and
 //! what it keeps of each) and the entry's [`Members`]. A leaf of the replica module: the
-//! caches (`cache.rs`) and the read models (`read_model.rs`) are both written over it.
+//! caches (`cache/`) and the read models (`read_model.rs`) are both written over it.
 
 use std::collections::BTreeMap;
 

@@ -7,7 +7,7 @@ use crate::{
     entity::{Item, VersionedRow},
     error::Result,
     replica::{row_value, Index, Replica},
-    store::Query,
+    store::query::Query,
 };
 
 pub type ItemCatalog = Replica<Item, ItemIndex>;

@@ -25,7 +25,7 @@ use crate::{
     entity::VersionedRow,
     error::{Error, Result},
     replica::Source,
-    store::Query,
+    store::query::Query,
 };
 
 /// Merged questions in flight at a time; the misses arriving meanwhile form the next ones.

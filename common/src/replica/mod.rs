@@ -34,7 +34,7 @@ use crate::{
     entity::{Entity, Epoch, VersionedRow},
     error::{Error, Result},
     settings::{Domain, Settings},
-    store::{Query, Store},
+    store::{query::Query, Store},
     telemetry::Metrics,
 };
 

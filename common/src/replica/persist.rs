@@ -2,15 +2,19 @@
 //! the restore at start. The hot path only clones changed rows into a channel; one task
 //! batches them into upserts and retries while the database is down. A new owner epoch
 //! replaces the whole persisted copy ([`Persister::reset`]), in order with the saves.
+//!
+//! The store's side of it ([`PersistReplica`], [`ResetReplica`], [`LoadReplica`]: the SQL of
+//! `moa_replica`) is here too, beside the [`Persister`] that is its only sender.
 
 use std::time::Duration;
 
-use actix::Addr;
+use actix::prelude::*;
 use tokio::sync::mpsc;
 
 use crate::{
     entity::{Epoch, VersionedRow},
-    store::{LoadReplica, PersistReplica, ResetReplica, Store},
+    error::Result,
+    store::{bookkeeping, query::to_rows, query_untimed, Store},
 };
 
 enum Command {
@@ -125,5 +129,118 @@ fn fold_saves(rx: &mut mpsc::UnboundedReceiver<Command>, batch: &mut Vec<Version
             Ok(reset @ Command::Reset(..)) => return Some(reset),
             Err(_) => return None,
         }
+    }
+}
+
+/// Upserts replica rows, keeping the newer version of each. Rows of an epoch other than the
+/// persisted copy's current one (`moa_replica_epoch`, set by [`ResetReplica`]) never replace a
+/// row of the current epoch, and are never loaded.
+#[derive(Message)]
+#[rtype(result = "Result<u64>")]
+pub struct PersistReplica {
+    pub entity: &'static str,
+    pub rows: Vec<VersionedRow>,
+}
+
+impl Handler<PersistReplica> for Store {
+    type Result = ResponseFuture<Result<u64>>;
+
+    fn handle(&mut self, msg: PersistReplica, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool();
+        self.run(async move {
+            let mut conn = pool.get().await?;
+            let tx = bookkeeping(&mut conn).await?;
+            let written = upsert_replica_rows(&tx, msg.entity, &msg.rows).await?;
+            tx.commit().await?;
+            Ok(written)
+        })
+    }
+}
+
+async fn upsert_replica_rows(tx: &tokio_postgres::Transaction<'_>, entity: &str, rows: &[VersionedRow]) -> Result<u64> {
+    let mut written = 0;
+    for chunk in rows.chunks(5000) {
+        let keys: Vec<&str> = chunk.iter().map(|r| r.key.as_str()).collect();
+        let versions: Vec<i64> = chunk.iter().map(|r| r.version).collect();
+        let deleted: Vec<bool> = chunk.iter().map(|r| r.deleted).collect();
+        let data: Vec<&str> = chunk.iter().map(|r| r.data.get()).collect();
+        let epochs: Vec<&str> = chunk.iter().map(|r| r.epoch.as_deref().unwrap_or("")).collect();
+        written += tx
+            .execute(
+                "INSERT INTO moa_replica AS r (entity, key, version, deleted, data, epoch)
+                 SELECT DISTINCT ON (k) $1, k, v, d, j::jsonb, e
+                 FROM unnest($2::text[], $3::int8[], $4::bool[], $5::text[], $6::text[]) AS t(k, v, d, j, e)
+                 ORDER BY k, v DESC
+                 ON CONFLICT (entity, key) DO UPDATE
+                    SET version = EXCLUDED.version, deleted = EXCLUDED.deleted, data = EXCLUDED.data,
+                        epoch = EXCLUDED.epoch
+                    WHERE (r.epoch = EXCLUDED.epoch AND r.version < EXCLUDED.version)
+                       OR (r.epoch <> EXCLUDED.epoch AND EXCLUDED.epoch =
+                           (SELECT epoch FROM moa_replica_epoch WHERE entity = $1))",
+                &[&entity, &keys, &versions, &deleted, &data, &epochs],
+            )
+            .await?;
+    }
+    Ok(written)
+}
+
+/// Replaces the persisted copy of `entity` with `rows` of a new owner epoch: the owner was
+/// re-created or restored, and what was persisted belongs to its old history.
+#[derive(Message)]
+#[rtype(result = "Result<u64>")]
+pub struct ResetReplica {
+    pub entity: &'static str,
+    pub epoch: Epoch,
+    pub rows: Vec<VersionedRow>,
+}
+
+impl Handler<ResetReplica> for Store {
+    type Result = ResponseFuture<Result<u64>>;
+
+    fn handle(&mut self, msg: ResetReplica, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool();
+        self.run(async move {
+            let mut conn = pool.get().await?;
+            let tx = bookkeeping(&mut conn).await?;
+            tx.execute(
+                "INSERT INTO moa_replica_epoch (entity, epoch) VALUES ($1, $2)
+                 ON CONFLICT (entity) DO UPDATE SET epoch = EXCLUDED.epoch",
+                &[&msg.entity, &&*msg.epoch],
+            )
+            .await?;
+            tx.execute("DELETE FROM moa_replica WHERE entity = $1 AND epoch <> $2", &[&msg.entity, &&*msg.epoch])
+                .await?;
+            let written = upsert_replica_rows(&tx, msg.entity, &msg.rows).await?;
+            tx.commit().await?;
+            Ok(written)
+        })
+    }
+}
+
+/// Every persisted replica row of `entity` in the persisted copy's epoch.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<VersionedRow>>")]
+pub struct LoadReplica {
+    pub entity: &'static str,
+}
+
+impl Handler<LoadReplica> for Store {
+    type Result = ResponseFuture<Result<Vec<VersionedRow>>>;
+
+    fn handle(&mut self, msg: LoadReplica, _: &mut Context<Self>) -> Self::Result {
+        let pool = self.pool();
+        self.run(async move {
+            let mut conn = pool.get().await?;
+            // One read of the whole persisted copy (1M alarms at scale) at start.
+            let rows = query_untimed(
+                &mut conn,
+                "SELECT r.key, r.version, r.deleted, r.data, r.epoch
+                 FROM moa_replica r JOIN moa_replica_epoch e ON e.entity = r.entity AND e.epoch = r.epoch
+                 WHERE r.entity = $1",
+                &[&msg.entity],
+            )
+            .await?;
+            to_rows(rows)
+        })
     }
 }

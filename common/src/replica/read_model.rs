@@ -50,7 +50,7 @@ use crate::{
     entity::{Epoch, VersionedRow},
     error::{Error, Result},
     settings::{Domain, Settings},
-    store::{Query, Store},
+    store::{query::Query, Store},
     tasks::Tasks,
     telemetry::Metrics,
 };

@@ -14,7 +14,7 @@ use crate::{
         row_value,
     },
     settings::Domain,
-    store::Query,
+    store::query::Query,
     token::token_hash,
 };
 

@@ -18,9 +18,15 @@
 //! - **Hot copy**: the entries of other domains' caches are persisted write-behind in the own
 //!   database (`moa_cache_entry`) and restored at start as entries of an old generation: a
 //!   service restarted while an owner is down still answers for the users it had cached.
+//!
+//! This module is the cache itself: its entries ([`Entry`], the bounded map), lookups, events
+//! and fills. The hot copy is [`hot_copy`] (persisting and restoring entries); the watch of the
+//! owner's epoch and newest version, and the repairs it makes, is `owner_watch`.
+
+pub mod hot_copy;
+mod owner_watch;
 
 use std::{
-    collections::BTreeMap,
     sync::{
         atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
         Arc, Mutex, RwLock,
@@ -36,10 +42,11 @@ use crate::{
     entity::{Epoch, VersionedRow},
     error::{Error, Result},
     settings::Settings,
-    store::{LoadCacheEntries, Query, SaveCacheEntries, Store},
+    store::{query::Query, Store},
     tasks::Tasks,
     telemetry::Metrics,
 };
+use hot_copy::{Dirty, EntryPersister};
 
 /// How long every event is kept beside the cache, to correct miss answers read before it
 /// committed: longer than any lookup may take (RPC_TIMEOUT_MS, DB_TIMEOUT_MS, 2 s by default),
@@ -451,13 +458,6 @@ impl<G: Group> GroupCache<G> {
         filled
     }
 
-    /// Marks groups for the hot copy's next write ([`HOT_COPY_EVERY`]), which reads their
-    /// entries as they are then.
-    fn save(&self, groups: impl IntoIterator<Item = i64>) {
-        let Some(p) = &self.persister else { return };
-        p.dirty.lock().unwrap_or_else(|p| p.into_inner()).groups.extend(groups);
-    }
-
     /// Asks the owner `q` for `groups`, single-flight under the name `lookup`, and stores the
     /// answer. `found` tells an answer worth keeping from a "no" remembered for
     /// `NEGATIVE_CACHE_MS`.
@@ -554,64 +554,6 @@ impl<G: Group> GroupCache<G> {
         self.counters.stale_served.increment(1);
     }
 
-    /// Forgets everything: the owner's history changed. Entries filled by answers still in
-    /// flight are of the old generation, so they are asked again before use.
-    fn reset(&self, epoch: Option<Epoch>, why: &str) {
-        {
-            let _guard = self.lock();
-            self.generation.fetch_add(1, Ordering::AcqRel);
-            self.entries.clear();
-            self.recent.invalidate_all();
-            self.lookups.invalidate_all();
-            self.max_version.store(0, Ordering::Relaxed);
-            *self.epoch.write().unwrap_or_else(|p| p.into_inner()) = epoch.clone();
-        }
-        if let Some(p) = &self.persister {
-            let mut dirty = p.dirty.lock().unwrap_or_else(|p| p.into_inner());
-            dirty.clear = true;
-            dirty.groups.clear();
-        }
-        log::warn!("{} cache reset ({} owner {}): {why}", G::KIND, self.source.owner_name(), G::OWNER.name());
-        self.metrics.inc("moa_cache_resets_total", format!("entity=\"{}\"", G::KIND), 1.0);
-    }
-
-    /// Owner wins: the entries holding a version above the owner's newest (which the owner
-    /// never handed out: an event forged, or replayed from another history) are dropped, and
-    /// only they, to be read again from the read model or the owner at their next use; so are
-    /// such rows among the recent events and every remembered answer. Not a reset: a stream of
-    /// such events would otherwise empty the whole cache at each one.
-    fn repair_above(&self, newest: i64, seen: i64) {
-        let dropped = std::cell::RefCell::new(Vec::new());
-        {
-            let _guard = self.lock();
-            self.entries.map.retain(|group, e| {
-                let keep = e.members.iter().all(|(_, m)| m.version <= newest);
-                if !keep {
-                    dropped.borrow_mut().push(*group);
-                }
-                keep
-            });
-            for (_, held) in self.recent.iter() {
-                held.lock().unwrap_or_else(|p| p.into_inner()).0.retain(|(_, row)| row.version <= newest);
-            }
-            self.lookups.invalidate_all();
-            self.max_version.store(newest, Ordering::Relaxed);
-        }
-        let dropped = dropped.into_inner();
-        if let Some(p) = &self.persister {
-            // Not in the cache any more: deleted from the hot copy at its next write.
-            p.dirty.lock().unwrap_or_else(|p| p.into_inner()).groups.extend(dropped.iter().copied());
-        }
-        log::warn!(
-            "{} cache: it saw version {seen} but the owner ({}) has handed out versions up to {newest} only; \
-             {} entries above that dropped, to be read again",
-            G::KIND,
-            self.source.owner_name(),
-            dropped.len()
-        );
-        self.metrics.inc("moa_cache_repaired_total", format!("entity=\"{}\"", G::KIND), dropped.len() as f64);
-    }
-
     /// The feed (re)subscribed: events may have been missed while it was not, so every entry
     /// is asked again before its next use. Then the owner's epoch is checked.
     pub async fn resubscribed(&self) {
@@ -621,253 +563,6 @@ impl<G: Group> GroupCache<G> {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.subscribed.store(true, Ordering::Release);
         self.check_owner.notify_one();
-    }
-
-    /// Loads the persisted hot copy: entries of generation 0, served only while the owner does
-    /// not answer. A cache with a hot copy is ready at once (the owner may be down).
-    pub async fn restore(&self) {
-        self.load_hot_copy().await;
-        self.mark_restored();
-    }
-
-    /// The hot copy is loaded (or given up on): the cache may report ready.
-    pub(crate) fn mark_restored(&self) {
-        self.restored.store(true, Ordering::Release);
-    }
-
-    /// Loads the hot copy into the cache; see [`Self::restore`].
-    pub(crate) async fn load_hot_copy(&self) -> Vec<G::View> {
-        let mut views = Vec::new();
-        let Some(p) = &self.persister else { return views };
-        // Bounded: with the own database down the copy cannot be read, and the owner answers.
-        let Some(loaded) = p.load(self.restore_limit, self.restore_timeout).await else { return views };
-        let Some(epoch) = loaded.first().map(|(_, e, _)| Epoch::from(e.as_str())) else { return views };
-        {
-            let _guard = self.lock();
-            let mine = self.epoch.read().unwrap_or_else(|p| p.into_inner()).clone();
-            if mine.as_ref().is_some_and(|m| *m != epoch) {
-                return views;
-            }
-            *self.epoch.write().unwrap_or_else(|p| p.into_inner()) = Some(epoch.clone());
-            for (group, e, json) in loaded {
-                if Epoch::from(e.as_str()) != epoch || self.entries.contains(group) {
-                    continue;
-                }
-                // An entry this version cannot read (an older format) is simply not restored.
-                let Ok(members) = serde_json::from_str::<Members<G::Kept>>(&json) else { continue };
-                self.max_version
-                    .fetch_max(members.iter().map(|(_, m)| m.version).max().unwrap_or(0), Ordering::Relaxed);
-                let entry = Entry::<G>::new(members, 0);
-                views.push(entry.view.clone());
-                self.entries.insert(group, Arc::new(entry));
-            }
-        }
-        if !views.is_empty() {
-            self.warm.store(true, Ordering::Release);
-            log::info!("{} cache: {} entries restored from the own database (epoch {epoch})", G::KIND, views.len());
-        }
-        views
-    }
-
-    /// Watches the owner for as long as the service runs: every `EPOCH_PROBE_MS`, and at once
-    /// after a resubscription or a row of an unknown epoch, it asks the owner's epoch and
-    /// newest version. The first answer makes the cache ready; another epoch, or a newest
-    /// version below one seen here, resets it. An owner that does not answer is left alone.
-    pub async fn watch_owner(&self) {
-        // The epoch answer may take a moment at start (an owner starting beside us): as long
-        // as the catalog's owner check, not a request's RPC timeout.
-        let timeout = self.lookup_timeout.max(Duration::from_secs(2));
-        let mut cold_rounds: u32 = 0;
-        loop {
-            // After the hot copy is loaded, as the catalog's first sync: by then the own
-            // database is migrated, and the owners starting beside us have had that long too.
-            let (subscribed, restored) =
-                (self.subscribed.load(Ordering::Acquire), self.restored.load(Ordering::Acquire));
-            if subscribed && restored {
-                self.check_with_owner(timeout).await;
-            }
-            // Readiness waits for this: every 5 s while cold, say what it still waits for.
-            if !self.is_warm() {
-                cold_rounds += 1;
-                if cold_rounds.is_multiple_of(25) {
-                    log::info!(
-                        "{} cache still cold after {} checks: feed subscribed {subscribed}, hot copy loaded {restored}, \
-                         last epoch check with {}: {}",
-                        G::KIND,
-                        cold_rounds,
-                        self.source.owner_name(),
-                        self.last_check.lock().unwrap_or_else(|p| p.into_inner()).as_deref().unwrap_or("none yet")
-                    );
-                }
-            }
-            // Until the first answer, ask often: readiness waits for it.
-            // Jittered: instances started together do not probe the owner in step.
-            let wait =
-                crate::backoff::jitter(if self.is_warm() { self.probe_interval } else { Duration::from_millis(200) });
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.check_owner.notified() => {}
-            }
-        }
-    }
-
-    async fn check_with_owner(&self, timeout: Duration) {
-        // What was seen before asking: a version seen later may be newer than the answer.
-        let seen = self.max_version();
-        let owner = match self.source.owner_mark(G::KIND, timeout).await {
-            Ok(owner) => owner,
-            Err(e) => {
-                log::debug!("{} cache: epoch check with {} failed: {e}", G::KIND, self.source.owner_name());
-                *self.last_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("failed: {e}"));
-                return;
-            }
-        };
-        *self.last_check.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("answered (epoch {})", owner.epoch));
-        if let Some(model) = &self.read_model {
-            model.observe_owner(&owner);
-        }
-        match self.epoch() {
-            Some(e) if e != owner.epoch => {
-                self.reset(Some(owner.epoch.clone()), &format!("the owner's epoch changed ({e} -> {})", owner.epoch))
-            }
-            _ if seen > owner.max_version => self.repair_above(owner.max_version, seen),
-            None => {
-                self.same_epoch(Some(&owner.epoch));
-            }
-            _ => {}
-        }
-        if !self.warm.swap(true, Ordering::AcqRel) {
-            log::info!("{} cache ready: {} answers (epoch {})", G::KIND, self.source.owner_name(), owner.epoch);
-        }
-    }
-}
-
-/// How often the hot copy is written: the entries filled or changed since, read from the
-/// cache as they are then (a crash loses at most this much of the copy, which is a copy).
-/// Often, so that each write is small: while a cold cache fills (thousands of new users a
-/// second) a write every 500 ms upserted ~4,000 rows in one statement, a burst of one core in
-/// item_db that held every request's RPC answers back (cold-pass p99 34-43 ms, against
-/// 25-28 ms with no hot copy at all; docs/performance.md).
-pub const HOT_COPY_EVERY: Duration = Duration::from_millis(100);
-
-/// At most this many entries per hot-copy transaction: a larger write goes as several, one
-/// after the other, each a short statement instead of one long burst.
-const HOT_COPY_CHUNK: usize = 256;
-
-/// What the hot copy's next write must do: empty it first (a reset), and save or delete
-/// (evicted) these groups. A set of ids: memory bounded by the cache, however fast it changes.
-#[derive(Default)]
-struct Dirty {
-    clear: bool,
-    groups: std::collections::HashSet<i64>,
-}
-
-/// Writes the cache's changed entries into `moa_cache_entry` every [`HOT_COPY_EVERY`], at most
-/// [`HOT_COPY_CHUNK`] per transaction, off the request path; what could not be written is
-/// tried again next time.
-struct EntryPersister {
-    cache: &'static str,
-    store: Addr<Store>,
-    dirty: Arc<Mutex<Dirty>>,
-}
-
-impl EntryPersister {
-    fn start<G: Group>(
-        cache: &'static str,
-        store: Addr<Store>,
-        tasks: &Tasks,
-        dirty: Arc<Mutex<Dirty>>,
-        entries: Arc<EntryMap<G>>,
-        epoch: Arc<RwLock<Option<Epoch>>>,
-    ) -> EntryPersister {
-        let (s, d) = (store.clone(), dirty.clone());
-        tasks.spawn_finishing("cache hot copy", move |stop| write_periodically(cache, s, d, entries, epoch, stop));
-        EntryPersister { cache, store, dirty }
-    }
-
-    /// The `limit` most recently saved entries. Waits for the migrations however long they
-    /// take (the service is not ready before them anyway); a database that does not answer is
-    /// given `patience`, then the start goes on without the copy.
-    async fn load(&self, limit: u64, patience: Duration) -> Option<Vec<(i64, String, String)>> {
-        let mut delay = Duration::from_millis(200);
-        let mut failing_since: Option<std::time::Instant> = None;
-        loop {
-            match self.store.send(LoadCacheEntries { cache: self.cache, limit }).await {
-                Ok(Ok(rows)) => return Some(rows),
-                Ok(Err(crate::Error::NotMigrated)) => failing_since = None,
-                Ok(Err(e)) => {
-                    let since = *failing_since.get_or_insert_with(std::time::Instant::now);
-                    if since.elapsed() >= patience {
-                        log::warn!("{} cache: the hot copy could not be read: {e}; starting without it", self.cache);
-                        return None;
-                    }
-                    log::debug!("{} cache: cannot load the hot copy yet: {e}", self.cache);
-                }
-                Err(_) => return None,
-            }
-            tokio::time::sleep(crate::backoff::jitter(delay)).await;
-            delay = (delay * 2).min(Duration::from_secs(1));
-        }
-    }
-}
-
-async fn write_periodically<G: Group>(
-    cache: &'static str,
-    store: Addr<Store>,
-    dirty: Arc<Mutex<Dirty>>,
-    entries: Arc<EntryMap<G>>,
-    epoch: Arc<RwLock<Option<Epoch>>>,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    loop {
-        // At a graceful stop, one last write: a restart then restores what was cached at the
-        // end, not what was cached up to HOT_COPY_EVERY before it.
-        let stopping = tokio::select! {
-            _ = tokio::time::sleep(HOT_COPY_EVERY) => false,
-            _ = stop.cancelled() => true,
-        };
-        let taken = std::mem::take(&mut *dirty.lock().unwrap_or_else(|p| p.into_inner()));
-        let (mut clear, mut groups) = (taken.clear, taken.groups.into_iter().collect::<Vec<i64>>());
-        while clear || !groups.is_empty() {
-            let chunk = groups.split_off(groups.len().saturating_sub(HOT_COPY_CHUNK));
-            // The epoch read with the entries it labels (not once per tick: most ticks of an
-            // idle cache have nothing to write).
-            let epoch = epoch.read().unwrap_or_else(|p| p.into_inner()).as_deref().unwrap_or_default().to_string();
-            let held: Vec<(i64, Option<Arc<Entry<G>>>)> = chunk.iter().map(|&g| (g, entries.get(g))).collect();
-            // Serialized on the blocking pool, not on this runtime's thread, which also
-            // hands out the RPC answers every cold request waits for.
-            let serialized = tokio::task::spawn_blocking(move || {
-                held.into_iter()
-                    .map(|(group, entry)| {
-                        let saved = entry.and_then(|entry| {
-                            serde_json::to_string(&entry.members).ok().map(|json| (epoch.clone(), json))
-                        });
-                        (group, saved)
-                    })
-                    .collect::<BTreeMap<_, _>>()
-            })
-            .await;
-            let Ok(saved) = serialized else { return };
-            match store.send(SaveCacheEntries { cache, clear, entries: saved }).await {
-                Ok(Ok(())) => clear = false,
-                Ok(Err(e)) => {
-                    let left = chunk.len() + groups.len();
-                    log::warn!("{cache} cache: cannot write {left} hot-copy entries yet: {e}");
-                    let mut d = dirty.lock().unwrap_or_else(|p| p.into_inner());
-                    // A reset since then has cleared the copy anyway: these would be stale.
-                    if !d.clear {
-                        d.clear = clear;
-                        d.groups.extend(chunk);
-                        d.groups.extend(groups);
-                    }
-                    break;
-                }
-                Err(_) => return,
-            }
-        }
-        if stopping {
-            return;
-        }
     }
 }
 
@@ -929,7 +624,7 @@ mod tests {
     use crate::replica::alarms::AlarmBook;
     use serde_json::json;
 
-    fn alarm_row(user: i64, item: i64, version: i64) -> VersionedRow {
+    pub(super) fn alarm_row(user: i64, item: i64, version: i64) -> VersionedRow {
         VersionedRow {
             key: pair_key(user, item),
             version,
@@ -967,23 +662,6 @@ mod tests {
         assert_eq!(held(&recent), [("1:11".into(), 8), ("1:12".into(), 9)]);
     }
 
-    /// Owner wins, for the entries that hold a version the owner never handed out, and only
-    /// for them: the rest of the cache stays (a reset would be a denial of service).
-    #[test]
-    fn a_version_above_the_owners_newest_drops_that_entry_alone() {
-        let book = AlarmBook::detached();
-        let g = book.current_generation();
-        book.fill(&[1], &[alarm_row(1, 5, 3)], g);
-        book.fill(&[2], &[alarm_row(2, 5, 4), alarm_row(2, 6, 900)], g);
-        book.apply_rows(&[alarm_row(1, 7, 8)]);
-        assert_eq!(book.max_version(), 900);
-        book.repair_above(10, 900);
-        assert!(matches!(book.cached(1), Some(Found::Current(_))), "an entry within the owner's history stays");
-        assert!(book.cached(2).is_none(), "the entry holding version 900 is dropped");
-        assert_eq!(book.max_version(), 10);
-        assert_eq!(book.len(), 1);
-    }
-
     /// An entry keeps what the view needs, not the rows as sent: 10,000 users with 10 alarms
     /// each must stay under 1 KiB per user, everything counted (the cache's bookkeeping, the
     /// member map, the view). Keeping the rows as sent took ~3.1 KiB per user (docs/performance.md).
@@ -1005,17 +683,5 @@ mod tests {
         assert!(per_user < 1024, "{per_user} bytes per user");
         let Some(Found::Current(e)) = book.cached(7) else { panic!("user 7 cached") };
         assert_eq!(e.view.len(), 10);
-    }
-
-    #[test]
-    fn the_hot_copy_format_round_trips_and_an_unreadable_entry_is_not_restored() {
-        let mut members: Members<()> = Members::new();
-        merge::<crate::replica::alarms::Alarms>(&mut members, 5, &alarm_row(1, 5, 3));
-        let json = serde_json::to_string(&members).unwrap();
-        assert_eq!(json, r#"{"5":{"v":3,"d":false,"k":null}}"#);
-        assert_eq!(serde_json::from_str::<Members<()>>(&json).unwrap(), members);
-        // The format before entries were compacted: a list of rows as the owner sent them.
-        let old = serde_json::to_string(&[alarm_row(1, 5, 3)]).unwrap();
-        assert!(serde_json::from_str::<Members<()>>(&old).is_err());
     }
 }
