@@ -49,6 +49,8 @@ pub struct Core {
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Every background task of this instance, stopped with it (`run_until_stopped`).
     pub tasks: Tasks,
+    /// The store's database runtime, shut down last.
+    pub db_runtime: Arc<crate::store::DbRuntime>,
 }
 
 /// Builds what the service knows of each entity kind: its own from its store, the others
@@ -145,6 +147,7 @@ impl Core {
         let store = Store::new(&settings, migrations, prefix_reads, &tasks)?;
         let wake = store.outbox_wake();
         let migrated = store.migrated_flag();
+        let db_runtime = store.runtime();
         let store = store.start();
         let identity = Identity::of(&settings)?;
         if identity.shared() {
@@ -164,7 +167,7 @@ impl Core {
         feed::start(&bus, &settings, replicas.clone(), metrics.clone());
         tasks.spawn("tombstone collection", crate::store::collect_tombstones_periodically(store.clone()));
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        Ok(Core { settings, store, bus, rpc, relay, metrics, replicas, tasks, draining })
+        Ok(Core { settings, store, bus, rpc, relay, metrics, replicas, tasks, draining, db_runtime })
     }
 }
 
@@ -436,7 +439,13 @@ impl Application {
         // service (a task still running after the grace period is aborted and named).
         let running = self.core.tasks.running();
         let left = self.core.tasks.shutdown(Duration::from_secs(2)).await;
-        log::info!("bye: {} own tasks stopped, {} left running", running - left.len(), left.len());
+        // Then the database runtime: what is alive on it now is the pool's (connections, reaper).
+        let pooled = self.core.db_runtime.shutdown(Duration::from_secs(1)).await;
+        log::info!(
+            "bye: {} own tasks stopped, {} left running; the database runtime shut down ({pooled} pool tasks dropped)",
+            running - left.len(),
+            left.len()
+        );
         Ok(())
     }
 }

@@ -33,6 +33,8 @@ pub struct Store {
     pool: Pool,
     /// Where every statement runs (see [`Store::run`]).
     db: tokio::runtime::Handle,
+    /// The runtime itself, owned here and shut down by the service's stop ([`DbRuntime::shutdown`]).
+    runtime: Arc<DbRuntime>,
     database_url: String,
     /// Woken by NOTIFY moa_outbox (a change was committed) so the relay need not wait for its poll.
     outbox_wake: Arc<Notify>,
@@ -55,7 +57,8 @@ impl Store {
         prefix_reads: &'static [PrefixRead],
         tasks: &Tasks,
     ) -> Result<Self> {
-        let db = db_runtime()?;
+        let runtime = Arc::new(DbRuntime::new()?);
+        let db = runtime.handle();
         // The pool's own tasks (its reaper, connection set-up) belong on that runtime too.
         let _inside = db.enter();
         Ok(Store {
@@ -66,6 +69,7 @@ impl Store {
                 settings.db_statement_timeout,
             )?,
             db,
+            runtime,
             database_url: settings.database_url.clone(),
             outbox_wake: Arc::new(Notify::new()),
             migrations,
@@ -106,6 +110,11 @@ impl Store {
     /// streamed list's producer).
     pub fn db_runtime(&self) -> tokio::runtime::Handle {
         self.db.clone()
+    }
+
+    /// The database runtime as its owner holds it: the service shuts it down at its stop.
+    pub fn runtime(&self) -> Arc<DbRuntime> {
+        self.runtime.clone()
     }
 
     pub fn outbox_wake(&self) -> Arc<Notify> {
@@ -153,22 +162,54 @@ impl Actor for Store {
     }
 }
 
-/// The process's database runtime: a multi-thread tokio runtime with one worker per CPU
-/// (at least two), shared by every store of the process, built on first use and kept for
-/// the process's life (a runtime cannot be dropped from async code).
-fn db_runtime() -> Result<tokio::runtime::Handle> {
-    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    if let Some(rt) = RUNTIME.get() {
-        return Ok(rt.handle().clone());
+/// A store's database runtime: a multi-thread tokio runtime with one worker per CPU (at
+/// least two). Owned by its store and shut down by the service's stop, after every task that
+/// uses it has stopped: what is still alive on it then (the pool's connections and reaper,
+/// a request's leftovers) is dropped, not left behind. A runtime cannot be dropped from async
+/// code, so the shutdown runs on a thread of its own; dropped unshut (a test's store), it
+/// shuts down in the background.
+pub struct DbRuntime {
+    runtime: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
+    handle: tokio::runtime::Handle,
+}
+
+impl DbRuntime {
+    fn new() -> Result<DbRuntime> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("moa-db")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Config(format!("cannot start the database runtime: {e}")))?;
+        Ok(DbRuntime { handle: rt.handle().clone(), runtime: std::sync::Mutex::new(Some(rt)) })
     }
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name("moa-db")
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Config(format!("cannot start the database runtime: {e}")))?;
-    Ok(RUNTIME.get_or_init(|| rt).handle().clone())
+
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.handle.clone()
+    }
+
+    /// Shuts the runtime down, waiting at most `grace` for its tasks to yield; answers how many
+    /// tasks were alive on it when the stop began (0 after a second call).
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        let Some(rt) = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).take() else { return 0 };
+        let alive = rt.metrics().num_alive_tasks();
+        let (done, stopped) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            rt.shutdown_timeout(grace);
+            let _ = done.send(());
+        });
+        let _ = stopped.await;
+        alive
+    }
+}
+
+impl Drop for DbRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Keeps a LISTEN moa_outbox session open (reconnecting as needed) and turns every
@@ -349,5 +390,35 @@ pub async fn collect_tombstones_periodically(store: Addr<Store>) {
             Ok(Err(e)) => log::info!("tombstone collection failed, retried in an hour: {e}"),
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_database_runtime_is_shut_down_by_its_owner_and_drops_what_still_runs_on_it() {
+        let runtime = DbRuntime::new().expect("a runtime");
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        struct SetOnDrop(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for SetOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let guard = SetOnDrop(dropped.clone());
+        let (started, running) = tokio::sync::oneshot::channel();
+        runtime.handle().spawn(async move {
+            let _guard = guard;
+            let _ = started.send(());
+            std::future::pending::<()>().await
+        });
+        running.await.expect("the task started");
+        assert_eq!(runtime.shutdown(Duration::from_secs(1)).await, 1, "the one task alive on it");
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst), "its future was dropped");
+        assert_eq!(runtime.shutdown(Duration::from_secs(1)).await, 0, "a second stop finds nothing");
+        let late = runtime.handle().spawn(async {});
+        assert!(late.await.is_err(), "nothing runs on it any more");
     }
 }
