@@ -508,12 +508,7 @@ async fn answer(domain: Domain, store: &Addr<Store>, body: &[u8], metrics: &Metr
     if let Some(why) = oversized(&query) {
         return refuse(why);
     }
-    let owned = match domain {
-        Domain::Item => ["item"].as_slice(),
-        Domain::Alarm => ["alarm"].as_slice(),
-        Domain::User => ["user"].as_slice(),
-    };
-    if !owned.contains(&query.entity()) {
+    if crate::entity::owner_of(query.entity()) != Some(domain) {
         return fail(format!("{} is not owned by the {} service", query.entity(), domain.name()));
     }
     match store.send(query).await {

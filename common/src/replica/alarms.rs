@@ -6,18 +6,16 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::{
-    entity::{parse_pair_key, VersionedRow},
+    entity::{parse_pair_key, Alarm, Entity, VersionedRow},
     error::Result,
     replica::cache::{members_of, Entry, Found, Group, GroupCache, Members},
-    settings::Domain,
     store::query::Query,
 };
 
 pub struct Alarms;
 
 impl Group for Alarms {
-    const KIND: &'static str = "alarm";
-    const OWNER: Domain = Domain::Alarm;
+    type Row = Alarm;
     /// The item ids with an alarm.
     type View = Arc<BTreeSet<i64>>;
     /// Nothing: the key says which item, the version and tombstone flag whether it is set.
@@ -41,7 +39,7 @@ impl Group for Alarms {
 pub type AlarmBook = GroupCache<Alarms>;
 
 fn of_user(user_id: i64) -> Query {
-    Query::Prefix { entity: "alarm".into(), prefixes: vec![format!("{user_id}:")] }
+    Query::Prefix { entity: Alarm::KIND.into(), prefixes: vec![format!("{user_id}:")] }
 }
 
 impl AlarmBook {

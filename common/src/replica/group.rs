@@ -6,12 +6,18 @@ use std::collections::BTreeMap;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::{entity::VersionedRow, settings::Domain};
+use crate::{
+    entity::{Entity, VersionedRow},
+    settings::Domain,
+};
 
 /// What one cache holds per entry, and how its rows are grouped.
 pub trait Group: Send + Sync + 'static {
-    const KIND: &'static str;
-    const OWNER: Domain;
+    /// The owner's row type. Its [`Entity`] impl is the one place the kind's name and owner
+    /// are written; the group reads them from it (and never sets its own).
+    type Row: Entity;
+    const KIND: &'static str = <Self::Row as Entity>::KIND;
+    const OWNER: Domain = <Self::Row as Entity>::OWNER;
     /// What lookups read, derived from the entry's members when they change (not on every hit).
     type View: Clone + Send + Sync + 'static;
     /// What an entry keeps of each row besides its version: only what the view needs (nothing

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
-    entity::{Item, VersionedRow},
+    entity::{Entity, Item, VersionedRow},
     error::Result,
     replica::{row_value, Index, Replica},
     store::query::Query,
@@ -79,7 +79,7 @@ impl ItemCatalog {
             Known::Deleted => Ok(None),
             Known::Unknown => {
                 let holds = |rows: &[VersionedRow]| rows.iter().filter_map(row_value::<Item>).find(|i| i.id == id);
-                let q = Query::Get { entity: "item".into(), keys: vec![id.to_string()] };
+                let q = Query::Get { entity: Item::KIND.into(), keys: vec![id.to_string()] };
                 let rows = self.fetch_once(format!("item:{id}"), q, |rows| holds(rows).is_some()).await?;
                 Ok(holds(&rows))
             }
@@ -121,7 +121,7 @@ impl ItemCatalog {
             ids.iter().filter(|id| !state.rows.contains_key(id)).map(|id| id.to_string()).collect()
         };
         if !missing.is_empty() {
-            let _: Vec<VersionedRow> = self.fetch(Query::Get { entity: "item".into(), keys: missing }).await?;
+            let _: Vec<VersionedRow> = self.fetch(Query::Get { entity: Item::KIND.into(), keys: missing }).await?;
         } else {
             self.hit();
         }

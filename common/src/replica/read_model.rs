@@ -29,7 +29,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{
-        atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering},
         Arc, Mutex, RwLock,
     },
     time::{Duration, Instant},
@@ -140,11 +140,18 @@ pub struct ReadModel {
     /// The reset generation of the state this instance follows ([`ReadModelState::generation`]).
     generation: AtomicI64,
     copied: AtomicU64,
-    /// Moves whenever the rows may have changed under what was read from them before: a
-    /// catch-up that replaced rows or ended a catching-up phase, a reset. A cache in front
-    /// counts it in its generation, so an entry read from stale rows (while catching up with
-    /// the owner down) is asked again instead of kept.
+    /// Moves when every row may have changed under what was read from them before: a reset,
+    /// or the end of a catching-up phase in which rows were read while the owner did not
+    /// answer (`stale_reads`). A cache in front counts it in its generation, so an entry read
+    /// from stale rows is asked again instead of kept.
     revision: AtomicU64,
+    /// Rows were read while catching up with the owner down (possibly behind the owner).
+    stale_reads: AtomicBool,
+    /// Moves at each catch-up that replaced rows; the groups it replaced wait in
+    /// `repaired_groups` for the cache in front, which drops just those entries (the owner's
+    /// rows win for what differed, and every other entry stays).
+    repairs: AtomicU64,
+    repaired_groups: Mutex<Vec<i64>>,
     /// Moves at every [`Self::fall_behind`]: a catch-up that started before the last one ends
     /// in another catch-up, not in `Current` (events missed after its digest were not in it).
     behind: AtomicU64,
@@ -196,6 +203,9 @@ impl ReadModel {
             generation: AtomicI64::new(0),
             copied: AtomicU64::new(0),
             revision: AtomicU64::new(0),
+            stale_reads: AtomicBool::new(false),
+            repairs: AtomicU64::new(0),
+            repaired_groups: Mutex::new(Vec::new()),
             behind: AtomicU64::new(0),
             cursor: Mutex::new(None),
             reset_wanted: Mutex::new(None),
@@ -251,6 +261,16 @@ impl ReadModel {
     /// See the field: a cache's entries read before a change of it are asked again.
     pub fn revision(&self) -> u64 {
         self.revision.load(Ordering::Acquire)
+    }
+
+    /// How many catch-ups replaced rows (see the field).
+    pub fn repairs(&self) -> u64 {
+        self.repairs.load(Ordering::Acquire)
+    }
+
+    /// The groups replaced since the last call: their entries are to be read again.
+    pub fn take_repaired_groups(&self) -> Vec<i64> {
+        std::mem::take(&mut *self.repaired_groups.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn epoch(&self) -> Option<Epoch> {
@@ -370,6 +390,7 @@ impl ReadModel {
                         self.note_owner_failed();
                         match self.read(&q).await {
                             Ok(rows) => {
+                                self.stale_reads.store(true, Ordering::Release);
                                 tier("disk_while_owner_down");
                                 Ok(rows)
                             }
@@ -456,7 +477,9 @@ impl ReadModel {
                         // what was missed since, so this phase goes on with another catch-up.
                         if self.phase() == Phase::CatchingUp && self.behind.load(Ordering::Acquire) == behind {
                             self.set_phase(Phase::Current);
-                            self.revision.fetch_add(1, Ordering::AcqRel);
+                            if self.stale_reads.swap(false, Ordering::AcqRel) {
+                                self.revision.fetch_add(1, Ordering::AcqRel);
+                            }
                             log::info!("read model {}: complete and current", self.kind);
                         }
                     })
@@ -656,6 +679,7 @@ impl ReadModel {
         }
         let rows: Vec<ReadRow> = fetched.iter().filter_map(self.read_row).collect();
         let n = rows.len();
+        let groups: Vec<i64> = rows.iter().map(|r| r.grp).collect();
         let replaced = self
             .store
             .send(ReplaceReadModelBuckets {
@@ -674,7 +698,9 @@ impl ReadModel {
             self.owner.name()
         );
         self.metrics.inc("moa_read_model_repaired_rows_total", format!("entity=\"{}\"", self.kind), n as f64);
-        self.revision.fetch_add(1, Ordering::AcqRel);
+        // Groups first, then the count the cache watches: it never sees the count without them.
+        self.repaired_groups.lock().unwrap_or_else(|p| p.into_inner()).extend(groups);
+        self.repairs.fetch_add(1, Ordering::AcqRel);
         self.note_synced(mark.max_version).await;
         Ok(())
     }

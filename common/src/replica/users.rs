@@ -13,7 +13,6 @@ use crate::{
         cache::{item_capacity, Found, Group, GroupCache, Members},
         row_value,
     },
-    settings::Domain,
     store::query::Query,
     token::token_hash,
 };
@@ -21,8 +20,7 @@ use crate::{
 pub struct Users;
 
 impl Group for Users {
-    const KIND: &'static str = "user";
-    const OWNER: Domain = Domain::User;
+    type Row = KnownUser;
     /// The user, or `None`: deleted.
     type View = Option<Arc<KnownUser>>;
     /// The user, parsed once (shared with the view); `None` for a tombstone.

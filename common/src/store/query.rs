@@ -97,7 +97,7 @@ impl Query {
             | Query::Digest { entity, .. }
             | Query::Buckets { entity, .. }
             | Query::Epoch { entity } => entity,
-            Query::UsersByToken { .. } => "user",
+            Query::UsersByToken { .. } => <crate::entity::KnownUser as crate::entity::Entity>::KIND,
         }
     }
 }

@@ -206,6 +206,8 @@ pub struct GroupCache<G: Group> {
     /// Read-modify-write of entries (events, fills, resets) one at a time; reads take no lock.
     write: Mutex<()>,
     generation: AtomicU64,
+    /// The read model's repair count last acted on ([`Self::drop_repaired`]).
+    repairs_seen: AtomicU64,
     /// Shared with the hot copy's writer, which saves entries under it.
     epoch: Arc<RwLock<Option<Epoch>>>,
     max_version: AtomicI64,
@@ -279,6 +281,7 @@ impl<G: Group> GroupCache<G> {
             write: Mutex::new(()),
             // Restored entries are of generation 0: never current.
             generation: AtomicU64::new(1),
+            repairs_seen: AtomicU64::new(0),
             epoch,
             max_version: AtomicI64::new(0),
             warm: AtomicBool::new(false),
@@ -355,8 +358,47 @@ impl<G: Group> GroupCache<G> {
 
     /// The cached entry of `group`: `Current` when it is of the current generation.
     pub fn cached(&self, group: i64) -> Option<Found<Arc<Entry<G>>>> {
+        self.drop_repaired();
         let e = self.entries.get(group)?;
         Some(if e.generation == self.current_generation() { Found::Current(e) } else { Found::Stale(e) })
+    }
+
+    /// The read model's repairs since the last look (one atomic load when there were none):
+    /// the entries of the groups a catch-up replaced with the owner's rows are dropped, to be
+    /// read again; every other entry stays.
+    fn drop_repaired(&self) {
+        let Some(model) = &self.read_model else { return };
+        let repairs = model.repairs();
+        if self.repairs_seen.load(Ordering::Acquire) == repairs
+            || self.repairs_seen.swap(repairs, Ordering::AcqRel) == repairs
+        {
+            return;
+        }
+        let groups = model.take_repaired_groups();
+        {
+            let _guard = self.lock();
+            for group in &groups {
+                self.entries.map.remove(group);
+            }
+        }
+        if let Some(p) = &self.persister {
+            p.dirty.lock().unwrap_or_else(|p| p.into_inner()).groups.extend(groups.iter().copied());
+        }
+        log::info!("{} cache: {} entries the read model repaired dropped, to be read again", G::KIND, groups.len());
+    }
+
+    /// The generation to fill an answer asked at `generation` with: an old one (asked again
+    /// at its next use) if the read model repaired rows meanwhile, since the answer may have
+    /// been read before the repair and its group's entry dropped already.
+    fn fill_generation(&self, generation: u64, repairs: u64) -> u64 {
+        match &self.read_model {
+            Some(m) if m.repairs() != repairs => 0,
+            _ => generation,
+        }
+    }
+
+    fn model_repairs(&self) -> u64 {
+        self.read_model.as_ref().map_or(0, |m| m.repairs())
     }
 
     /// Whether a row of `epoch` belongs to the history this cache holds; adopts the first
@@ -469,10 +511,11 @@ impl<G: Group> GroupCache<G> {
         found: impl Fn(&[VersionedRow]) -> bool,
     ) -> Result<Arc<Vec<VersionedRow>>> {
         let generation = self.current_generation();
+        let repairs = self.model_repairs();
         let ask = |q: Query| async {
             self.counters.misses.increment(1);
             let rows = self.misses.query(q, self.lookup_timeout).await?;
-            self.fill(&groups_of(&rows), &rows, generation);
+            self.fill(&groups_of(&rows), &rows, self.fill_generation(generation, repairs));
             Ok::<_, Error>(Arc::new(rows))
         };
         let mut rows = self.lookups.try_get_with(lookup.clone(), ask(q.clone())).await.map_err(|e| {
@@ -497,8 +540,9 @@ impl<G: Group> GroupCache<G> {
     /// write must not share a question asked before it), stored as the group's entry.
     pub async fn read_group(&self, group: i64, q: Query, timeout: Duration) -> Result<Arc<Entry<G>>> {
         let generation = self.current_generation();
+        let repairs = self.model_repairs();
         let rows = self.misses.query(q, timeout).await?;
-        let filled = self.fill(&[group], &rows, generation);
+        let filled = self.fill(&[group], &rows, self.fill_generation(generation, repairs));
         filled.into_iter().next().map(|(_, e)| e).ok_or_else(|| Error::Malformed("a fill without its entry".into()))
     }
 
