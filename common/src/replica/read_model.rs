@@ -679,8 +679,7 @@ impl ReadModel {
         }
         let rows: Vec<ReadRow> = fetched.iter().filter_map(self.read_row).collect();
         let n = rows.len();
-        let groups: Vec<i64> = rows.iter().map(|r| r.grp).collect();
-        let replaced = self
+        let (replaced, groups) = self
             .store
             .send(ReplaceReadModelBuckets {
                 kind: self.kind,
@@ -692,15 +691,18 @@ impl ReadModel {
             })
             .await??;
         log::info!(
-            "read model {}: {} bucket(s) differed from {}'s; {replaced} row(s) removed, {n} written",
+            "read model {}: {} bucket(s) differed from {}'s; {replaced} row(s) removed, {n} written, {} group(s) changed",
             self.kind,
             buckets.len(),
-            self.owner.name()
+            self.owner.name(),
+            groups.len()
         );
         self.metrics.inc("moa_read_model_repaired_rows_total", format!("entity=\"{}\"", self.kind), n as f64);
         // Groups first, then the count the cache watches: it never sees the count without them.
-        self.repaired_groups.lock().unwrap_or_else(|p| p.into_inner()).extend(groups);
-        self.repairs.fetch_add(1, Ordering::AcqRel);
+        if !groups.is_empty() {
+            self.repaired_groups.lock().unwrap_or_else(|p| p.into_inner()).extend(groups);
+            self.repairs.fetch_add(1, Ordering::AcqRel);
+        }
         self.note_synced(mark.max_version).await;
         Ok(())
     }
@@ -1123,9 +1125,11 @@ impl Handler<DigestReadModel> for Store {
 
 /// The owner's rows of some buckets in place of the read model's: every versioned row of
 /// those buckets up to the owner's newest version at the digest (`upto`; newer events are
-/// kept) is removed, then the owner's rows are written. Answers how many were removed.
+/// kept) is removed, then the owner's rows are written. Answers how many were removed, and
+/// the groups whose rows changed (a row removed and not written back as it was, or written
+/// new): the entries a cache in front must read again.
 #[derive(Message)]
-#[rtype(result = "Result<u64>")]
+#[rtype(result = "Result<(u64, Vec<i64>)>")]
 pub struct ReplaceReadModelBuckets {
     pub kind: &'static str,
     pub epoch: Epoch,
@@ -1136,7 +1140,7 @@ pub struct ReplaceReadModelBuckets {
 }
 
 impl Handler<ReplaceReadModelBuckets> for Store {
-    type Result = ResponseFuture<Result<u64>>;
+    type Result = ResponseFuture<Result<(u64, Vec<i64>)>>;
 
     fn handle(&mut self, msg: ReplaceReadModelBuckets, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool();
@@ -1145,24 +1149,62 @@ impl Handler<ReplaceReadModelBuckets> for Store {
             let tx = conn.transaction().await?;
             let epoch: &str = &msg.epoch;
             let removed = tx
-                .execute(
+                .query(
                     "DELETE FROM moa_read_model
                      WHERE kind = $1 AND version > 0 AND version <= $2 AND version / $3 = ANY($4)
-                       AND EXISTS (SELECT 1 FROM moa_read_model_state s WHERE s.kind = $1 AND s.epoch = $5)",
+                       AND EXISTS (SELECT 1 FROM moa_read_model_state s WHERE s.kind = $1 AND s.epoch = $5)
+                     RETURNING grp, member, version, deleted, kept",
                     &[&msg.kind, &msg.upto, &msg.width.max(1), &msg.buckets, &epoch],
                 )
                 .await?;
             upsert(&tx, msg.kind, epoch, &msg.rows).await?;
             tx.commit().await?;
-            Ok(removed)
+            let before: HashSet<RowState> = removed
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get::<_, Option<String>>(4)))
+                .collect();
+            Ok((removed.len() as u64, changed_groups(&before, &msg.rows)))
         })
     }
+}
+
+/// A read model row as a catch-up compares it: group, member, version, tombstone, kept data.
+type RowState = (i64, i64, i64, bool, Option<String>);
+
+/// The groups of the rows that differ between `before` (removed by a catch-up) and `after`
+/// (the owner's rows written in their place), sorted, once each.
+fn changed_groups(before: &HashSet<RowState>, after: &[ReadRow]) -> Vec<i64> {
+    let after: HashSet<RowState> =
+        after.iter().map(|r| (r.grp, r.member, r.version, r.deleted, r.kept.clone())).collect();
+    let changed: std::collections::BTreeSet<i64> = before.symmetric_difference(&after).map(|r| r.0).collect();
+    changed.into_iter().collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::entity::raw_json;
+
+    #[test]
+    fn a_catch_up_names_only_the_groups_whose_rows_changed() {
+        let state = |g: i64, m: i64, v: i64, kept: &str| (g, m, v, false, Some(kept.to_string()));
+        let row = |g: i64, m: i64, v: i64, kept: &str| ReadRow {
+            grp: g,
+            member: m,
+            version: v,
+            deleted: false,
+            lookup: None,
+            kept: Some(kept.into()),
+            epoch: None,
+        };
+        let before: HashSet<RowState> =
+            [state(1, 0, 5, "a"), state(2, 0, 6, "b"), state(3, 0, 9_000, "forged"), state(4, 0, 7, "old")].into();
+        // 1 unchanged, 2 gone (tombstone collected), 3 back to the owner's row, 4 same version
+        // but other data, 5 new.
+        let after = [row(1, 0, 5, "a"), row(3, 0, 8, "real"), row(4, 0, 7, "new"), row(5, 0, 10, "e")];
+        assert_eq!(changed_groups(&before, &after), vec![2, 3, 4, 5]);
+        assert!(changed_groups(&before, &[]).len() == 4, "all removed, none written back");
+    }
     use crate::replica::{Alarms, Users};
     use serde_json::json;
 
