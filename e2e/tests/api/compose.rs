@@ -852,6 +852,25 @@ async fn the_compose_file_brought_up_with_podman_answers_the_contract() {
     let [item, alarm, user] = SERVICE_PORTS.map(|v| stack.port(v));
     stack.wait_ready([item, alarm, user], READY_WITHIN).await;
     answers_the_contract(item, alarm, user).await;
+    // Each service is connected to its own database as its own least-privilege role, created
+    // by the database image's entrypoint: never as the superuser, never another's.
+    for domain in ["item", "alarm", "user"] {
+        let logins = ComposeStack::podman(&[
+            "exec",
+            "-u",
+            "postgres",
+            &stack.container(&format!("{domain}-db")),
+            "psql",
+            "-X",
+            "-tA",
+            "-d",
+            &format!("{domain}_db"),
+            "-c",
+            "select coalesce(string_agg(distinct usename, ','), '') from pg_stat_activity \
+             where datname = current_database() and pid <> pg_backend_pid() and backend_type = 'client backend'",
+        ]);
+        assert_eq!(logins, format!("{domain}_service"), "{domain}_db's connections are its service's role only");
+    }
     stack.down("20");
 }
 
