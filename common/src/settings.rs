@@ -9,6 +9,8 @@ use std::time::Duration;
 use crate::error::Error;
 
 /// The three domains. Each owns one database, one fanout exchange and one RPC queue.
+/// Everything the platform knows of a domain is its row in [`DOMAINS`]: adding a domain is a
+/// variant here, its place in [`Domain::ALL`] and a row there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Domain {
     Item,
@@ -16,52 +18,98 @@ pub enum Domain {
     User,
 }
 
+/// What one domain is, by convention and by the local stack's defaults.
+struct About {
+    name: &'static str,
+    /// Prefix of the domain's own environment variables.
+    env_prefix: &'static str,
+    http_port: u16,
+    /// The local stack's database as the service's own login role (postgres/local-passwords.env;
+    /// those servers listen on 127.0.0.1 only): never the superuser.
+    database_url: &'static str,
+    /// The local broker as the service's own user (rabbitmq/local-passwords.env): never the
+    /// administrator `guest`.
+    amqp_url: &'static str,
+    /// Fanout exchange of its change-data events.
+    events_exchange: &'static str,
+    /// Queue on which it answers RPC requests.
+    rpc_queue: &'static str,
+}
+
+/// One row per domain, in [`Domain::ALL`]'s order.
+const DOMAINS: [About; 3] = [
+    About {
+        name: "item",
+        env_prefix: "ITEM",
+        http_port: 5001,
+        database_url: "postgres://item_service:item-service-local@127.0.0.1:5432/item_db",
+        amqp_url: "amqp://item-service:item-local@127.0.0.1:5672/%2f",
+        events_exchange: "item.events",
+        rpc_queue: "item.rpc",
+    },
+    About {
+        name: "alarm",
+        env_prefix: "ALARM",
+        http_port: 6001,
+        database_url: "postgres://alarm_service:alarm-service-local@127.0.0.1:5433/alarm_db",
+        amqp_url: "amqp://alarm-service:alarm-local@127.0.0.1:5672/%2f",
+        events_exchange: "alarm.events",
+        rpc_queue: "alarm.rpc",
+    },
+    About {
+        name: "user",
+        env_prefix: "USER",
+        http_port: 7001,
+        database_url: "postgres://user_service:user-service-local@127.0.0.1:5434/user_db",
+        amqp_url: "amqp://user-service:user-local@127.0.0.1:5672/%2f",
+        events_exchange: "user.events",
+        rpc_queue: "user.rpc",
+    },
+];
+
 impl Domain {
     pub const ALL: [Domain; 3] = [Domain::Item, Domain::Alarm, Domain::User];
 
+    fn about(self) -> &'static About {
+        &DOMAINS[self as usize]
+    }
+
     pub fn name(self) -> &'static str {
-        match self {
-            Domain::Item => "item",
-            Domain::Alarm => "alarm",
-            Domain::User => "user",
-        }
+        self.about().name
     }
 
     /// Prefix of this domain's own environment variables.
     pub fn env_prefix(self) -> &'static str {
-        match self {
-            Domain::Item => "ITEM",
-            Domain::Alarm => "ALARM",
-            Domain::User => "USER",
-        }
+        self.about().env_prefix
     }
 
     pub fn default_http_port(self) -> u16 {
-        match self {
-            Domain::Item => 5001,
-            Domain::Alarm => 6001,
-            Domain::User => 7001,
-        }
+        self.about().http_port
     }
 
-    /// The local stack's database as this service's own login role (postgres/local-passwords.env;
-    /// those servers listen on 127.0.0.1 only): never the superuser.
+    /// The local stack's database as this service's own login role: never the superuser.
     pub fn default_database_url(self) -> &'static str {
-        match self {
-            Domain::Item => "postgres://item_service:item-service-local@127.0.0.1:5432/item_db",
-            Domain::Alarm => "postgres://alarm_service:alarm-service-local@127.0.0.1:5433/alarm_db",
-            Domain::User => "postgres://user_service:user-service-local@127.0.0.1:5434/user_db",
-        }
+        self.about().database_url
     }
 
-    /// The local broker as this service's own user (rabbitmq/local-passwords.env): never the
-    /// administrator `guest`.
+    /// The local broker as this service's own user: never the administrator `guest`.
     pub fn default_amqp_url(self) -> &'static str {
-        match self {
-            Domain::Item => "amqp://item-service:item-local@127.0.0.1:5672/%2f",
-            Domain::Alarm => "amqp://alarm-service:alarm-local@127.0.0.1:5672/%2f",
-            Domain::User => "amqp://user-service:user-local@127.0.0.1:5672/%2f",
-        }
+        self.about().amqp_url
+    }
+
+    /// Fanout exchange of this domain's change-data events.
+    pub fn events_exchange(self) -> &'static str {
+        self.about().events_exchange
+    }
+
+    /// Queue on which this domain answers RPC requests.
+    pub fn rpc_queue(self) -> &'static str {
+        self.about().rpc_queue
+    }
+
+    /// The domain called `name`, if there is one.
+    pub fn named(name: &str) -> Option<Domain> {
+        Domain::ALL.into_iter().find(|d| d.name() == name)
     }
 }
 
@@ -401,6 +449,20 @@ impl Settings {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn each_domain_is_its_row_and_its_names_follow_the_conventions() {
+        for (i, d) in Domain::ALL.into_iter().enumerate() {
+            assert_eq!(d as usize, i, "DOMAINS is in Domain::ALL's order");
+            assert_eq!(Domain::named(d.name()), Some(d));
+            assert_eq!(d.env_prefix(), d.name().to_uppercase());
+            assert_eq!(d.events_exchange(), format!("{}.events", d.name()));
+            assert_eq!(d.rpc_queue(), format!("{}.rpc", d.name()));
+            assert!(d.default_database_url().contains(&format!("{}_service:", d.name())), "its own login role");
+            assert!(d.default_amqp_url().contains(&format!("//{}-service:", d.name())), "its own broker user");
+        }
+        assert_eq!(Domain::named("review"), None);
+    }
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

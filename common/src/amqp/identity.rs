@@ -17,7 +17,7 @@ use crate::{
 pub struct Identity {
     own: String,
     /// Indexed like [`Domain::ALL`].
-    owners: [String; 3],
+    owners: Vec<String>,
 }
 
 /// The login a domain's service has by convention (`rabbitmq/service-users.json`).
@@ -41,18 +41,20 @@ impl Identity {
     /// Unset, and this service not logged in under its conventional name, all services are taken
     /// to share its login ([`Identity::shared`]); the service says so at start.
     pub fn new(own_domain: Domain, own: &str, owner_logins: Option<&str>) -> Result<Identity, Error> {
-        let mut owners = Domain::ALL.map(conventional_login);
+        let mut owners: Vec<String> = Domain::ALL.into_iter().map(conventional_login).collect();
         match owner_logins.map(str::trim).filter(|v| !v.is_empty()) {
-            None if own != conventional_login(own_domain) => owners = Domain::ALL.map(|_| own.to_string()),
+            None if own != conventional_login(own_domain) => owners = vec![own.to_string(); Domain::ALL.len()],
             None => {}
-            Some(one) if !one.contains('=') => owners = Domain::ALL.map(|_| one.to_string()),
+            Some(one) if !one.contains('=') => owners = vec![one.to_string(); Domain::ALL.len()],
             Some(pairs) => {
                 for pair in pairs.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                     let (domain, login) = pair.split_once('=').map(|(d, l)| (d.trim(), l.trim())).unwrap_or(("", ""));
-                    let d = Domain::ALL.into_iter().find(|d| d.name() == domain).filter(|_| !login.is_empty());
+                    let d = Domain::named(domain).filter(|_| !login.is_empty());
                     let d = d.ok_or_else(|| {
+                        let domains: Vec<&str> = Domain::ALL.iter().map(|d| d.name()).collect();
                         Error::Config(format!(
-                            "AMQP_OWNER_LOGINS: {pair:?} is not domain=login (domains: item, alarm, user)"
+                            "AMQP_OWNER_LOGINS: {pair:?} is not domain=login (domains: {})",
+                            domains.join(", ")
                         ))
                     })?;
                     owners[index(d)] = login.to_string();

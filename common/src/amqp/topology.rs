@@ -17,22 +17,14 @@ use crate::{
     settings::Domain,
 };
 
-/// Fanout exchange of a domain's change-data events.
+/// Fanout exchange of a domain's change-data events (its row in `settings::DOMAINS`).
 pub fn events_exchange(d: Domain) -> &'static str {
-    match d {
-        Domain::Item => "item.events",
-        Domain::Alarm => "alarm.events",
-        Domain::User => "user.events",
-    }
+    d.events_exchange()
 }
 
-/// Queue on which a domain answers RPC requests.
+/// Queue on which a domain answers RPC requests (its row in `settings::DOMAINS`).
 pub fn rpc_queue(d: Domain) -> &'static str {
-    match d {
-        Domain::Item => "item.rpc",
-        Domain::Alarm => "alarm.rpc",
-        Domain::User => "user.rpc",
-    }
+    d.rpc_queue()
 }
 
 /// Fanout exchange the item service publishes views to.
@@ -51,9 +43,11 @@ pub fn dead_letter_args() -> FieldTable {
     args
 }
 
-/// Every shared exchange (all durable fanouts), as `rabbitmq/definitions.json` declares them.
-pub const SHARED_EXCHANGES: [&str; 6] =
-    ["item.events", "alarm.events", "user.events", VIEWS_EXCHANGE, VISITS_EXCHANGE, DEAD_LETTERS];
+/// Every shared exchange (all durable fanouts), as `rabbitmq/definitions.json` declares them:
+/// each domain's events, and the views', visits' and dead letters'.
+pub fn shared_exchanges() -> Vec<&'static str> {
+    Domain::ALL.iter().map(|d| d.events_exchange()).chain([VIEWS_EXCHANGE, VISITS_EXCHANGE, DEAD_LETTERS]).collect()
+}
 /// Every shared durable queue, as `rabbitmq/definitions.json` declares them. Not the RPC
 /// queues: each owner declares its own ([`declare_rpc_queue`]).
 pub const SHARED_QUEUES: [&str; 2] = [VIEWS_QUEUE, DEAD_LETTERS];
@@ -84,7 +78,7 @@ pub async fn declare_rpc_queue(conn: &lapin::Connection, domain: Domain) -> Resu
 /// comes from; the broker also closes the channel, and the caller starts over on a new one.
 pub async fn declare_shared(ch: &Channel) -> Result<()> {
     let passive_exchange = ExchangeDeclareOptions { passive: true, ..Default::default() };
-    for ex in SHARED_EXCHANGES {
+    for ex in shared_exchanges() {
         ch.exchange_declare(ex.into(), ExchangeKind::Fanout, passive_exchange, FieldTable::default())
             .await
             .map_err(|e| missing("exchange", ex, e))?;
@@ -127,10 +121,10 @@ mod tests {
             v.sort();
             v
         };
-        assert_eq!(names("exchanges"), sorted(&SHARED_EXCHANGES));
+        assert_eq!(names("exchanges"), sorted(&shared_exchanges()));
         assert_eq!(names("queues"), sorted(&SHARED_QUEUES));
         for d in Domain::ALL {
-            assert!(SHARED_EXCHANGES.contains(&events_exchange(d)));
+            assert!(shared_exchanges().contains(&events_exchange(d)));
             // Declared by its owner, transient: never a durable queue the broker imports.
             assert!(!names("queues").contains(&rpc_queue(d).to_string()), "{} is in definitions.json", rpc_queue(d));
         }
