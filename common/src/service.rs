@@ -259,9 +259,9 @@ pub async fn ready(core: web::Data<Core>) -> HttpResponse {
         "database": if db.is_ok() { "ok" } else { "down" },
         "rabbitmq": if amqp { "ok" } else { "down" },
         "replicas": replicas.iter().map(|(e, w, _)| ((*e).to_string(), json!(if *w { "warm" } else { "cold" }))).collect::<serde_json::Map<_, _>>(),
+        "token_key": if other_keys.is_empty() { "ok".to_string() } else { format!("differs from {}", other_keys.join(", ")) },
         // Never a reason for 503: a read model is built in the background (misses go to the
         // owner meanwhile).
-        "token_key": if other_keys.is_empty() { "ok".to_string() } else { format!("differs from {}", other_keys.join(", ")) },
         "read_models": core.replicas.all().iter().filter_map(|k| Some((k.kind().to_string(), json!(k.read_model()?)))).collect::<serde_json::Map<_, _>>(),
     });
     if missing.is_empty() {

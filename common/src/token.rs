@@ -54,6 +54,9 @@ pub fn key_id() -> String {
 
 /// The publishers whose last answer named another key than ours (login → their key id).
 static PEERS_WITH_OTHER_KEYS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+/// Whether that list is not empty: every user lookup asks, and a load of a flag, not a
+/// process-wide lock, is what the hot path can afford. Written under the list's lock.
+static ANY_PEER_WITH_OTHER_KEY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Notes the key id `theirs` an answer from `publisher` carried. A mismatch is logged at `error`
 /// when it starts; an answer with our key clears it (the peer was restarted with the right one).
@@ -74,12 +77,16 @@ pub fn note_peer_key(publisher: &str, theirs: &str) {
             );
             peers.push((publisher.to_string(), theirs.to_string()));
         }
-        _ => {}
+        _ => return,
     }
+    ANY_PEER_WITH_OTHER_KEY.store(!peers.is_empty(), std::sync::atomic::Ordering::Release);
 }
 
 /// The publishers known to hash with another key than ours, if any.
 pub fn peers_with_other_keys() -> Vec<String> {
+    if !ANY_PEER_WITH_OTHER_KEY.load(std::sync::atomic::Ordering::Acquire) {
+        return Vec::new();
+    }
     PEERS_WITH_OTHER_KEYS.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(p, _)| p.clone()).collect()
 }
 

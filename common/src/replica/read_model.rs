@@ -505,7 +505,7 @@ impl ReadModel {
                     let level =
                         if failures == 1 || failures.is_multiple_of(30) { log::Level::Info } else { log::Level::Debug };
                     log::log!(level, "read model {}: {} ({e}); trying again", self.kind, self.describe());
-                    let wait = crate::backoff::jitter(Duration::from_millis(200 * u64::from(failures.min(10))));
+                    let wait = retry_wait(failures);
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = self.builder_wake.notified() => {}
@@ -761,10 +761,7 @@ impl ReadModel {
                         if stopping {
                             return;
                         }
-                        tokio::time::sleep(crate::backoff::jitter(Duration::from_millis(
-                            200 * u64::from(failures.min(10)),
-                        )))
-                        .await;
+                        tokio::time::sleep(retry_wait(failures)).await;
                     }
                 }
             }
@@ -1168,6 +1165,12 @@ impl Handler<ReplaceReadModelBuckets> for Store {
     }
 }
 
+/// The pause after the `failures`-th failure in a row of the model's task or its writer: 200 ms
+/// more per failure up to 2 s, jittered.
+fn retry_wait(failures: u32) -> Duration {
+    crate::backoff::jitter(Duration::from_millis(200 * u64::from(failures.min(10))))
+}
+
 /// A read model row as a catch-up compares it: group, member, version, tombstone, kept data.
 type RowState = (i64, i64, i64, bool, Option<String>);
 
@@ -1184,6 +1187,8 @@ fn changed_groups(before: &HashSet<RowState>, after: &[ReadRow]) -> Vec<i64> {
 mod tests {
     use super::*;
     use crate::entity::raw_json;
+    use crate::replica::{Alarms, Users};
+    use serde_json::json;
 
     #[test]
     fn a_catch_up_names_only_the_groups_whose_rows_changed() {
@@ -1205,8 +1210,6 @@ mod tests {
         assert_eq!(changed_groups(&before, &after), vec![2, 3, 4, 5]);
         assert!(changed_groups(&before, &[]).len() == 4, "all removed, none written back");
     }
-    use crate::replica::{Alarms, Users};
-    use serde_json::json;
 
     fn row(key: &str, version: i64, deleted: bool, data: serde_json::Value) -> VersionedRow {
         VersionedRow { key: key.into(), version, deleted, data: raw_json(&data), epoch: Some(Epoch::from("e1")) }

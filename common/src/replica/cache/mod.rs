@@ -375,15 +375,18 @@ impl<G: Group> GroupCache<G> {
             return;
         }
         let groups = model.take_repaired_groups();
+        if groups.is_empty() {
+            // Taken already by the look that saw the repair before this one.
+            return;
+        }
         {
             let _guard = self.lock();
             for group in &groups {
                 self.entries.map.remove(group);
             }
         }
-        if let Some(p) = &self.persister {
-            p.dirty.lock().unwrap_or_else(|p| p.into_inner()).groups.extend(groups.iter().copied());
-        }
+        // Not in the cache any more: deleted from the hot copy at its next write.
+        self.save(groups.iter().copied());
         log::info!("{} cache: {} entries the read model repaired dropped, to be read again", G::KIND, groups.len());
     }
 
@@ -391,9 +394,10 @@ impl<G: Group> GroupCache<G> {
     /// at its next use) if the read model repaired rows meanwhile, since the answer may have
     /// been read before the repair and its group's entry dropped already.
     fn fill_generation(&self, generation: u64, repairs: u64) -> u64 {
-        match &self.read_model {
-            Some(m) if m.repairs() != repairs => 0,
-            _ => generation,
+        if self.model_repairs() == repairs {
+            generation
+        } else {
+            0
         }
     }
 

@@ -54,10 +54,8 @@ impl<G: Group> GroupCache<G> {
             self.max_version.store(newest, Ordering::Relaxed);
         }
         let dropped = dropped.into_inner();
-        if let Some(p) = &self.persister {
-            // Not in the cache any more: deleted from the hot copy at its next write.
-            p.dirty.lock().unwrap_or_else(|p| p.into_inner()).groups.extend(dropped.iter().copied());
-        }
+        // Not in the cache any more: deleted from the hot copy at its next write.
+        self.save(dropped.iter().copied());
         log::warn!(
             "{} cache: it saw version {seen} but the owner ({}) has handed out versions up to {newest} only; \
              {} entries above that dropped, to be read again",
