@@ -115,6 +115,8 @@ impl Phase {
     }
 }
 
+/// Repaired groups held for the cache in front at most (see `repaired_groups`).
+const MAX_REPAIRED_GROUPS: usize = 100_000;
 /// Rows held for the writer at most; past it they are dropped and the digest catches up.
 const MAX_PENDING: usize = 200_000;
 /// How long the writer gathers events before a flush (they also come in arrays per message).
@@ -700,8 +702,16 @@ impl ReadModel {
         self.metrics.inc("moa_read_model_repaired_rows_total", format!("entity=\"{}\"", self.kind), n as f64);
         // Groups first, then the count the cache watches: it never sees the count without them.
         if !groups.is_empty() {
-            self.repaired_groups.lock().unwrap_or_else(|p| p.into_inner()).extend(groups);
-            self.repairs.fetch_add(1, Ordering::AcqRel);
+            let mut waiting = self.repaired_groups.lock().unwrap_or_else(|p| p.into_inner());
+            if waiting.len() + groups.len() > MAX_REPAIRED_GROUPS {
+                // Not taken for that long (no lookups): every entry is made old instead, so
+                // what waits here stays bounded.
+                waiting.clear();
+                self.revision.fetch_add(1, Ordering::AcqRel);
+            } else {
+                waiting.extend(groups);
+                self.repairs.fetch_add(1, Ordering::AcqRel);
+            }
         }
         self.note_synced(mark.max_version).await;
         Ok(())
