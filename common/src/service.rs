@@ -24,6 +24,7 @@ use crate::{
     db::Migration,
     error::{Error, Result},
     http,
+    replica::cache::hot_copy::SaveCacheEntries,
     replica::{
         cache::Group, feed, feed::Replicas, read_model::ReadModel, AlarmBook, Alarms, GroupCache, ItemCatalog, Source,
         UserDirectory, Users,
@@ -82,12 +83,30 @@ fn replicas_for(
         if G::OWNER == settings.domain {
             Source::Local(store.clone())
         } else if settings.read_models {
+            // Its cache keeps no hot copy (see `persist` below): a copy an earlier run left,
+            // with READ_MODELS=0, is dropped, so that it is never restored stale later.
+            let own = store.clone();
+            tasks.spawn_once("hot copy dropped", async move {
+                // Once the store has migrated (it refuses until then), retried until it is done.
+                loop {
+                    let clear = SaveCacheEntries { cache: G::KIND, clear: true, entries: Default::default() };
+                    match own.send(clear).await.map_err(Error::from).and_then(|r| r) {
+                        Ok(()) => break,
+                        Err(e) => log::debug!("{} cache: the hot copy of an earlier run not dropped yet: {e}", G::KIND),
+                    }
+                    tokio::time::sleep(crate::backoff::jitter(Duration::from_secs(1))).await;
+                }
+            });
             Source::Replicated(ReadModel::start::<G>(store.clone(), rpc.clone(), settings, metrics.clone(), tasks))
         } else {
             Source::Remote { rpc: rpc.clone(), owner: G::OWNER }
         }
     }
-    let persist = |owner: Domain| (owner != settings.domain).then(|| (store.clone(), tasks));
+    // The hot copy (moa_cache_entry) keeps another domain's hot entries for a restart while
+    // the owner is down. A kind with a read model has every entry on disk already, read at a
+    // miss: a hot copy would only write each new entry a second time (half of item_db's work
+    // in a cold pass, docs/performance.md).
+    let persist = |owner: Domain| (owner != settings.domain && !settings.read_models).then(|| (store.clone(), tasks));
     let owner = Domain::Item;
     let items = ItemCatalog::new(source(owner), settings, metrics.clone());
     let items = if owner == settings.domain { items } else { items.with_persistence(store.clone(), tasks) };
