@@ -1,5 +1,5 @@
 //! Least privilege on the broker (docs/security.md): each service logs in to RabbitMQ as its own
-//! user (rabbitmq/service-users.json), which may publish only its own domain's events, read
+//! user (rabbitmq/service-users.json.in), which may publish only its own domain's events, read
 //! only what it consumes and configure only its own per-instance queues; no service user may
 //! use the management API. Checked against the real broker with the very credentials the
 //! services run with, while the services run normally on them.
