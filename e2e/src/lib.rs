@@ -74,14 +74,23 @@ pub fn env() -> &'static TestEnv {
     })
 }
 
-/// The domains' names, in the order of `domains.tsv`, the repository's one list of them (the
-/// first field of each line that is no comment; `scripts/lib.sh` reads the same file).
-pub fn domains() -> Vec<&'static str> {
+/// The domains' names and their HTTP ports (as the compose files have them too), in the order
+/// of `domains.tsv`, the repository's one list of them (`name http_port db_port` on each line
+/// that is no comment; `scripts/lib.sh` reads the same file).
+pub fn domain_http_ports() -> Vec<(&'static str, &'static str)> {
     include_str!("../../domains.tsv")
         .lines()
         .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            Some((fields.next()?, fields.next().expect("domains.tsv: name http_port db_port")))
+        })
         .collect()
+}
+
+/// The domains' names, in the order of `domains.tsv`.
+pub fn domains() -> Vec<&'static str> {
+    domain_http_ports().into_iter().map(|(name, _)| name).collect()
 }
 
 /// A service the harness starts itself, typed for the tests that address one. Its variants are
