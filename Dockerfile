@@ -1,4 +1,5 @@
-# One image per service: docker build --build-arg SERVICE=item|alarm|user -t moa-item .
+# One image per service: docker build --build-arg SERVICE=item -t moa-item . (SERVICE: a domain
+# of domains.tsv: item, alarm, user)
 #
 # Stage `build` compiles only the named service's binary (its OpenAPI document and migrations
 # are compiled into it). The final stage is a slim Debian with the binary, curl for the
@@ -14,9 +15,10 @@ ARG DEBIAN_IMAGE=debian:bookworm-slim
 
 FROM rust:${RUST_VERSION}-bookworm AS build
 ARG SERVICE
-RUN case "$SERVICE" in item|alarm|user) ;; \
-      *) echo "build with --build-arg SERVICE=item|alarm|user (got '$SERVICE')" >&2; exit 1 ;; esac
 WORKDIR /src
+COPY domains.tsv docker/is-domain.sh /tmp/moa/
+RUN sh /tmp/moa/is-domain.sh /tmp/moa/domains.tsv "$SERVICE" \
+ || { echo "build with --build-arg SERVICE=<a domain of domains.tsv>" >&2; exit 1; }
 COPY . .
 RUN cargo build --release --locked -p "$SERVICE" --bin "$SERVICE" \
  && install -m 755 "target/release/$SERVICE" /usr/local/bin/service

@@ -1,5 +1,6 @@
 # One PostgreSQL 15 image per domain, its seed baked in (no volumes):
 #   docker build -f docker/postgres.Dockerfile --build-arg DOMAIN=item -t moa-item-db .
+# (DOMAIN: a domain of domains.tsv)
 #
 # Debian's postgresql-15 (what scripts/up runs on the host) and pg_auto_failover
 # (postgresql-15-auto-failover: the members and monitor of docker-compose.cluster.yml), not
@@ -31,7 +32,8 @@ ENTRYPOINT ["moa-postgres-entrypoint.sh"]
 # A domain's server or formation member: the seed baked in
 FROM postgres
 ARG DOMAIN
-RUN case "$DOMAIN" in item|alarm|user) ;; \
-      *) echo "build with --build-arg DOMAIN=item|alarm|user (got '$DOMAIN')" >&2; exit 1 ;; esac
+COPY domains.tsv docker/is-domain.sh /tmp/moa/
+RUN sh /tmp/moa/is-domain.sh /tmp/moa/domains.tsv "$DOMAIN" \
+ || { echo "build with --build-arg DOMAIN=<a domain of domains.tsv>" >&2; exit 1; }
 COPY seed/demo/${DOMAIN}/init_database.sql /usr/local/share/moa/init_database.sql
 ENV POSTGRES_DB=${DOMAIN}_db

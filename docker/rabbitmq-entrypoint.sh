@@ -8,8 +8,8 @@
 #                                                   impersonator, for scripts/dead-letters replay
 #                                                   (it re-publishes with the owner's user_id)
 #   ITEM_AMQP_PASSWORD, ALARM_AMQP_PASSWORD,        the services' own users item-service,
-#   USER_AMQP_PASSWORD                              alarm-service, user-service, no tag, with
-#                                                   the permissions of service-users.json
+#   USER_AMQP_PASSWORD (<DOMAIN>_AMQP_PASSWORD      alarm-service, user-service, no tag, with
+#   for each domain of domains.tsv)                 the permissions of service-users.json.in
 # Every one is required: no default password (docs/security.md).
 #
 # In a cluster (docker-compose.cluster.yml) also:
@@ -31,13 +31,17 @@ if [ -z "$user" ] || [ -z "$pass" ]; then
   echo "set RABBITMQ_DEFAULT_USER and RABBITMQ_DEFAULT_PASS (the operator's account)" >&2
   exit 2
 fi
+if [ "$user" = guest ]; then
+  echo "refusing to run with the guest account; choose another RABBITMQ_DEFAULT_USER" >&2
+  exit 2
+fi
+# a service's user is <domain>-service, for each domain of domains.tsv
 case $user in
-  guest)
-    echo "refusing to run with the guest account; choose another RABBITMQ_DEFAULT_USER" >&2
-    exit 2 ;;
-  item-service | alarm-service | user-service)
-    echo "RABBITMQ_DEFAULT_USER must not be a service's user ($user): the operator is separate" >&2
-    exit 2 ;;
+  *-service)
+    if sh "$moa/is-domain.sh" "$moa/domains.tsv" "${user%-service}" 2>/dev/null; then
+      echo "RABBITMQ_DEFAULT_USER must not be a service's user ($user): the operator is separate" >&2
+      exit 2
+    fi ;;
 esac
 
 # JSON string escaping of backslashes and double quotes
@@ -54,7 +58,7 @@ cat >"$dir/10-operator.json" <<JSON
 }
 JSON
 # fails, naming the variable, when a service's password is not set
-sh "$moa/render-users.sh" "$moa/service-users.json" >"$dir/20-service-users.json.new"
+sh "$moa/render.sh" "$moa/domains.tsv" "$moa/service-users.json.in" >"$dir/20-service-users.json.new"
 mv "$dir/20-service-users.json.new" "$dir/20-service-users.json"
 chown rabbitmq:rabbitmq "$dir/10-operator.json" "$dir/20-service-users.json" 2>/dev/null || true
 

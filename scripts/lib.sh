@@ -245,15 +245,37 @@ ensure_curl_installed() {
 
 # ---------------------------------------------------------------- local stack (scripts/up & co)
 
-: "${ITEM_DB_PORT:=5432}" "${ALARM_DB_PORT:=5433}" "${USER_DB_PORT:=5434}"
+# The domains, from domains.tsv (the one list of them: docs/architecture.md, "Adding an entity
+# kind"): MOA_SERVICES their names in the file's order, and for each domain NAME the defaults of
+# NAME_HTTP_PORT and NAME_DB_PORT (the file's) and NAME_INSTANCE_PORT (NAME_HTTP_PORT + 100),
+# each kept when the environment sets it. Read with builtins only (see above: no fork per line).
+MOA_DOMAINS_FILE=$MOA_REPO_DIR/domains.tsv
+MOA_SERVICES=()
+load_domains() {
+  local name http db rest var line=0
+  [ -r "$MOA_DOMAINS_FILE" ] || die "cannot read $MOA_DOMAINS_FILE (the list of domains)"
+  while read -r name http db rest; do
+    line=$(( line + 1 ))
+    case $name in '' | '#'*) continue ;; esac
+    [[ $name =~ ^[a-z][a-z0-9]*$ && $http =~ ^[0-9]+$ && $db =~ ^[0-9]+$ && -z $rest ]] ||
+      die "$MOA_DOMAINS_FILE:$line: not 'name http_port db_port' (name: lower-case letters and digits)"
+    MOA_SERVICES+=("$name")
+    var=${name^^}_HTTP_PORT
+    printf -v "$var" '%s' "${!var:-$http}"
+    http=${!var}
+    var=${name^^}_DB_PORT
+    printf -v "$var" '%s' "${!var:-$db}"
+    var=${name^^}_INSTANCE_PORT
+    printf -v "$var" '%s' "${!var:-$(( http + 100 ))}"
+  done <"$MOA_DOMAINS_FILE"
+  [ ${#MOA_SERVICES[@]} -gt 0 ] || die "$MOA_DOMAINS_FILE lists no domain"
+}
+load_domains
 : "${AMQP_PORT:=5672}" "${RABBIT_MGMT_PORT:=15672}" "${RABBIT_DIST_PORT:=25672}"
-: "${ITEM_HTTP_PORT:=5001}" "${ALARM_HTTP_PORT:=6001}" "${USER_HTTP_PORT:=7001}"
 
 # MOA_RUN_DIR: where the stack keeps its state (data, logs, pid files); overridable so a
 # test can run a whole scripts/up stack of its own in a temporary directory
 MOA_RUN_DIR=$(realpath -m -- "${MOA_RUN_DIR:-$MOA_REPO_DIR/.run}")
-# shellcheck disable=SC2034
-MOA_SERVICES=(item alarm user)
 
 # ---------------------------------------------------------------- topology (docs/deployment.md)
 #
@@ -281,7 +303,7 @@ set_topology() {
   MOA_PG_STANDBYS=$sb
   MOA_COMPONENTS=()
   if [ "$sb" -eq 0 ]; then
-    MOA_COMPONENTS+=(item-db alarm-db user-db)
+    for d in "${MOA_SERVICES[@]}"; do MOA_COMPONENTS+=("$d-db"); done
   else
     MOA_COMPONENTS+=(pg-monitor)
     for d in "${MOA_SERVICES[@]}"; do
@@ -329,19 +351,19 @@ unset moa_recorded
 # PG_MONITOR_PORT (5452).
 : "${PG_MONITOR_PORT:=5452}"
 
-# Every instance's port: ${DOMAIN}_INSTANCE_PORT + k - 1 for instance k (defaults 5101, 6101,
-# 7101); RabbitMQ node i uses AMQP_PORT, RABBIT_MGMT_PORT and RABBIT_DIST_PORT + i - 1.
-: "${ITEM_INSTANCE_PORT:=$(( ITEM_HTTP_PORT + 100 ))}" "${ALARM_INSTANCE_PORT:=$(( ALARM_HTTP_PORT + 100 ))}"
-: "${USER_INSTANCE_PORT:=$(( USER_HTTP_PORT + 100 ))}"
+# Every instance's port: ${DOMAIN}_INSTANCE_PORT + k - 1 for instance k (defaults, set by
+# load_domains: 5101, 6101, 7101); RabbitMQ node i uses AMQP_PORT, RABBIT_MGMT_PORT and
+# RABBIT_DIST_PORT + i - 1.
 # The load balancer's statistics page (HAProxy's; CSV at /stats;csv), on 127.0.0.1 only.
 : "${LB_STATS_PORT:=8404}"
 
+# is_domain NAME: true if NAME is a domain of domains.tsv (item, alarm, user)
+is_domain() { contains "$1" "${MOA_SERVICES[@]}"; }
 # service_domain NAME: item-2 | item -> item (nothing for a non-service)
 service_domain() {
-  case $1 in
-    item | alarm | user) echo "$1" ;;
-    item-[0-9]* | alarm-[0-9]* | user-[0-9]*) echo "${1%-*}" ;;
-  esac
+  local d=$1
+  case $d in *-[0-9]*) d=${d%-*} ;; esac
+  if is_domain "$d"; then echo "$d"; fi
 }
 # instance_index NAME: item-2 -> 2, item -> 1
 instance_index() {
@@ -351,9 +373,9 @@ instance_index() {
   esac
 }
 is_service() { [ -n "$(service_domain "$1")" ] && [[ ! $1 =~ -db$ ]]; }
-is_db() { case $1 in item-db | alarm-db | user-db) return 0 ;; *) return 1 ;; esac; }
+is_db() { [[ $1 == *-db ]] && is_domain "${1%-db}"; }
 # a member of a domain's PostgreSQL formation (item-db-1 ...) and pg_auto_failover's monitor
-is_pg_member() { [[ $1 =~ ^(item|alarm|user)-db-[0-9]+$ ]]; }
+is_pg_member() { [[ $1 =~ ^([a-z0-9]+)-db-[0-9]+$ ]] && is_domain "${BASH_REMATCH[1]}"; }
 is_pg_monitor() { [ "$1" = pg-monitor ]; }
 is_pg() { is_db "$1" || is_pg_member "$1" || is_pg_monitor "$1"; }
 # pg_domain NAME: item-db | item-db-2 | item -> item
@@ -410,33 +432,40 @@ rabbit_nodename() {
 
 # service_public_port DOMAIN: where clients reach the service (the instance or the load balancer)
 service_public_port() {
-  case $1 in
-    item) echo "$ITEM_HTTP_PORT" ;;
-    alarm) echo "$ALARM_HTTP_PORT" ;;
-    user) echo "$USER_HTTP_PORT" ;;
-  esac
+  local var=${1^^}_HTTP_PORT
+  if is_domain "$1"; then echo "${!var}"; fi
+}
+
+# lb_ports: the balancer's ports, one per domain (the services' public ports)
+lb_ports() {
+  local d ports=()
+  for d in "${MOA_SERVICES[@]}"; do ports+=("$(service_public_port "$d")"); done
+  echo "${ports[*]}"
 }
 
 component_port() {
   local d base
   case $1 in
-    item-db) echo "$ITEM_DB_PORT" ;;
-    alarm-db) echo "$ALARM_DB_PORT" ;;
-    user-db) echo "$USER_DB_PORT" ;;
     pg-monitor) echo "$PG_MONITOR_PORT" ;;
-    item-db-[0-9]* | alarm-db-[0-9]* | user-db-[0-9]*)
-      base=$(pg_domain "$1")
-      base=${base^^}_DB_PORT
-      echo "$(( ${!base} + 10 * ($(instance_index "$1") - 1) ))"
-      ;;
     rabbitmq | rabbitmq-[0-9]*) echo "$(( AMQP_PORT + $(instance_index "$1") - 1 ))" ;;
-    item | alarm | user) service_public_port "$1" ;;
-    lb) echo "$ITEM_HTTP_PORT,$ALARM_HTTP_PORT,$USER_HTTP_PORT" ;;
+    lb) local p; p=$(lb_ports) && echo "${p// /,}" ;;
     *)
-      d=$(service_domain "$1")
-      [ -n "$d" ] || return 0
-      base=${d^^}_INSTANCE_PORT
-      echo "$(( ${!base} + $(instance_index "$1") - 1 ))"
+      if is_db "$1"; then
+        base=${1%-db}
+        base=${base^^}_DB_PORT
+        echo "${!base}"
+      elif is_pg_member "$1"; then
+        base=$(pg_domain "$1")
+        base=${base^^}_DB_PORT
+        echo "$(( ${!base} + 10 * ($(instance_index "$1") - 1) ))"
+      elif is_domain "$1"; then
+        service_public_port "$1"
+      else
+        d=$(service_domain "$1")
+        [ -n "$d" ] || return 0
+        base=${d^^}_INSTANCE_PORT
+        echo "$(( ${!base} + $(instance_index "$1") - 1 ))"
+      fi
       ;;
   esac
 }
@@ -559,12 +588,26 @@ component_pid() {
   esac
 }
 
-# db_password DOMAIN OWNER|SERVICE: the local password of that role (postgres/local-passwords.env)
+# local_password FILE VAR DEFAULT: VAR's value in the local password file FILE (VAR=value
+# lines), or DEFAULT when FILE sets none. The local stack's passwords follow a rule (a domain
+# added to domains.tsv needs no line): they guard servers on 127.0.0.1 only, and the
+# containers take theirs from the environment instead (docs/security.md).
+local_password() {
+  local value
+  value=$(sed -n "s/^$2=//p" "$MOA_REPO_DIR/$1")
+  echo "${value:-$3}"
+}
+
+# db_password DOMAIN OWNER|SERVICE: the local password of that role (postgres/local-passwords.env;
+# by the rule <domain>-owner-local, <domain>-service-local)
 db_password() {
-  local var=${1^^}_DB_$2_PASSWORD value
-  value=$(sed -n "s/^$var=//p" "$MOA_REPO_DIR/postgres/local-passwords.env")
-  [ -n "$value" ] || die "postgres/local-passwords.env sets no $var"
-  echo "$value"
+  local_password postgres/local-passwords.env "${1^^}_DB_$2_PASSWORD" "$1-${2,,}-local"
+}
+
+# amqp_password DOMAIN: the local password of the domain's RabbitMQ user <domain>-service
+# (rabbitmq/local-passwords.env; by the rule <domain>-local)
+amqp_password() {
+  local_password rabbitmq/local-passwords.env "${1^^}_AMQP_PASSWORD" "$1-local"
 }
 
 # db_url DOMAIN [owner]: the service's database URL as its runtime role (<domain>_service), or

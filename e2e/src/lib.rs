@@ -74,6 +74,27 @@ pub fn env() -> &'static TestEnv {
     })
 }
 
+/// The domains' names and their HTTP ports (as the compose files have them too), in the order
+/// of `domains.tsv`, the repository's one list of them (`name http_port db_port` on each line
+/// that is no comment; `scripts/lib.sh` reads the same file).
+pub fn domain_http_ports() -> Vec<(&'static str, &'static str)> {
+    include_str!("../../domains.tsv")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            Some((fields.next()?, fields.next().expect("domains.tsv: name http_port db_port")))
+        })
+        .collect()
+}
+
+/// The domains' names, in the order of `domains.tsv`.
+pub fn domains() -> Vec<&'static str> {
+    domain_http_ports().into_iter().map(|(name, _)| name).collect()
+}
+
+/// A service the harness starts itself, typed for the tests that address one. Its variants are
+/// the domains of `domains.tsv`, in its order (a unit test below keeps them so).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Svc {
     Item,
@@ -90,12 +111,9 @@ impl Svc {
             Svc::User => "user",
         }
     }
-    fn prefix(self) -> &'static str {
-        match self {
-            Svc::Item => "ITEM",
-            Svc::Alarm => "ALARM",
-            Svc::User => "USER",
-        }
+    /// Prefix of its own variables (`ITEM_HTTP_PORT`, ...).
+    fn prefix(self) -> String {
+        self.name().to_uppercase()
     }
 }
 
@@ -679,7 +697,7 @@ impl System {
         format!("amqp://guest:guest@127.0.0.1:{}/{}", self.infra.amqp_port, self.name)
     }
 
-    /// The URL `svc` connects with: its own restricted user (rabbitmq/service-users.json).
+    /// The URL `svc` connects with: its own restricted user (rabbitmq/service-users.json.in).
     pub fn service_amqp_url(&self, svc: Svc) -> String {
         let (user, password) = service_credentials(svc);
         format!("amqp://{user}:{password}@127.0.0.1:{}/{}", self.infra.amqp_port, self.name)
@@ -1208,19 +1226,19 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
 /// The RabbitMQ user of `svc` and its local password (rabbitmq/local-passwords.env, which
 /// `scripts/infra rabbit-start` gives the brokers of `scripts/test`).
 pub fn service_credentials(svc: Svc) -> (String, String) {
-    let password = local_password("rabbitmq/local-passwords.env", &format!("{}_AMQP_PASSWORD", svc.prefix()));
+    let var = format!("{}_AMQP_PASSWORD", svc.prefix());
+    let password = local_password("rabbitmq/local-passwords.env", &var, &format!("{}-local", svc.name()));
     (format!("{}-service", svc.name()), password)
 }
 
-/// `var`'s value in one of the repository's local password files (`VAR=value` lines).
-fn local_password(file: &str, var: &str) -> String {
+/// `var`'s value in one of the repository's local password files (`VAR=value` lines), or
+/// `default` when the file sets none: the local passwords' rule, as `scripts/lib.sh`'s
+/// `local_password` has it (a domain added to domains.tsv needs no line).
+fn local_password(file: &str, var: &str, default: &str) -> String {
     let path = env().repo_dir.join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let key = format!("{var}=");
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix(&key))
-        .unwrap_or_else(|| panic!("{} sets no {var}", path.display()))
-        .to_string()
+    text.lines().find_map(|l| l.trim().strip_prefix(&key)).filter(|v| !v.is_empty()).unwrap_or(default).to_string()
 }
 
 /// A domain's two PostgreSQL login roles (postgres/roles.sql).
@@ -1239,22 +1257,48 @@ pub fn db_credentials(svc: Svc, role: DbRole) -> (String, String) {
         DbRole::Owner => ("owner", "OWNER"),
         DbRole::Service => ("service", "SERVICE"),
     };
-    let password = local_password("postgres/local-passwords.env", &format!("{}_DB_{kind}_PASSWORD", svc.prefix()));
+    let var = format!("{}_DB_{kind}_PASSWORD", svc.prefix());
+    let password = local_password("postgres/local-passwords.env", &var, &format!("{}-{suffix}-local", svc.name()));
     (format!("{}_{suffix}", svc.name()), password)
 }
 
+/// `rabbitmq/NAME.json.in` rendered for the domains of domains.tsv, as the brokers of
+/// `scripts/test` import it (`scripts/infra rabbit-render`).
+fn rendered(name: &str) -> String {
+    let out = std::process::Command::new(env().repo_dir.join("scripts/infra"))
+        .args(["rabbit-render", name])
+        .output()
+        .unwrap_or_else(|e| panic!("scripts/infra rabbit-render {name}: {e}"));
+    assert!(out.status.success(), "scripts/infra rabbit-render {name}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
 /// Makes a fresh virtual host look like the broker's "/" at boot: the shared topology from
-/// rabbitmq/definitions.json (the services only check it, they do not create it) and the
-/// services' users' permissions from rabbitmq/service-users.json (users are global, their
-/// permissions are per virtual host).
+/// rabbitmq/definitions.json.in (the services only check it, they do not create it) and the
+/// services' users' permissions from rabbitmq/service-users.json.in (users are global, their
+/// permissions are per virtual host), both rendered once per test process.
 fn prepare_vhost(mgmt_port: u16, vhost: &str) {
-    let repo = &env().repo_dir;
-    let read = |f: &str| std::fs::read_to_string(repo.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
-    mgmt(mgmt_port, "POST", &format!("/api/definitions/{vhost}"), Some(&read("rabbitmq/definitions.json")));
-    let users: Value = serde_json::from_str(&read("rabbitmq/service-users.json")).expect("service-users.json");
+    static DEFINITIONS: OnceLock<(String, Value)> = OnceLock::new();
+    let (definitions, users) = DEFINITIONS.get_or_init(|| {
+        let users = serde_json::from_str(&rendered("service-users")).expect("service-users.json.in renders JSON");
+        (rendered("definitions"), users)
+    });
+    mgmt(mgmt_port, "POST", &format!("/api/definitions/{vhost}"), Some(definitions));
     for p in users["permissions"].as_array().expect("permissions") {
         let user = p["user"].as_str().expect("user");
         let body = serde_json::json!({"configure": p["configure"], "write": p["write"], "read": p["read"]});
         mgmt(mgmt_port, "PUT", &format!("/api/permissions/{vhost}/{user}"), Some(&body.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The harness's services are the domains of domains.tsv: a domain added there needs its
+    /// `Svc` variant (and [`stack::Component`]'s, for the tests that crash it).
+    #[test]
+    fn svc_is_the_domains_of_domains_tsv() {
+        assert_eq!(Svc::ALL.map(Svc::name).to_vec(), domains());
     }
 }

@@ -18,9 +18,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{env, free_port, free_ports, named_dir, pg};
+use crate::{domains, env, free_port, free_ports, named_dir, pg};
 
-/// What `scripts/up COMPONENT` starts.
+/// What `scripts/up COMPONENT` starts, typed for the tests that crash and restart one; the
+/// domains' components are those of `domains.tsv` ([`Stack::components`] reads it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Component {
     ItemDb,
@@ -57,24 +58,32 @@ impl Component {
     }
 
     /// The port variable `scripts/lib.sh` reads for this component.
-    fn port_var(self) -> &'static str {
+    fn port_var(self) -> String {
         match self {
-            Component::ItemDb => "ITEM_DB_PORT",
-            Component::AlarmDb => "ALARM_DB_PORT",
-            Component::UserDb => "USER_DB_PORT",
-            Component::Rabbitmq => "AMQP_PORT",
-            Component::Item => "ITEM_HTTP_PORT",
-            Component::Alarm => "ALARM_HTTP_PORT",
-            Component::User => "USER_HTTP_PORT",
+            Component::Rabbitmq => "AMQP_PORT".into(),
+            _ => match self.name().strip_suffix("-db") {
+                Some(domain) => domain_port_var(domain, "DB"),
+                None => domain_port_var(self.name(), "HTTP"),
+            },
         }
     }
+}
+
+/// `<DOMAIN>_<KIND>_PORT`, a port variable of `scripts/lib.sh` (`"item"`, `"DB"` -> `ITEM_DB_PORT`).
+fn domain_port_var(domain: &str, kind: &str) -> String {
+    format!("{}_{kind}_PORT", domain.to_uppercase())
+}
+
+/// Every domain's port variables of `kinds` (`["DB", "HTTP"]`), for the domains of domains.tsv.
+fn domain_port_vars(kinds: &[&str]) -> Vec<String> {
+    kinds.iter().flat_map(|k| domains().into_iter().map(move |d| domain_port_var(d, k))).collect()
 }
 
 /// A stack started by `scripts/up`; `scripts/down` stops it when dropped.
 pub struct Stack {
     pub run_dir: PathBuf,
     /// (variable, value) for every port `scripts/lib.sh` reads.
-    ports: Vec<(&'static str, u16)>,
+    ports: Vec<(String, u16)>,
     /// RabbitMQ nodes and instances per service (1 and 1: the classic topology).
     pub nodes: u16,
     pub instances: u16,
@@ -92,10 +101,12 @@ impl Stack {
     pub fn up_all() -> Stack {
         let e = env();
         let run_dir = named_dir(&e.state_dir.join("stacks"), "s");
-        let mut ports: Vec<(&'static str, u16)> = Component::ALL.iter().map(|c| (c.port_var(), free_port())).collect();
-        ports.push(("RABBIT_MGMT_PORT", free_port()));
+        let mut ports: Vec<(String, u16)> =
+            domain_port_vars(&["DB", "HTTP"]).into_iter().map(|v| (v, free_port())).collect();
         // (RabbitMQ's CLI uses DIST_PORT + 10000..10010, above every port free_port hands out)
-        ports.push(("RABBIT_DIST_PORT", free_port()));
+        for var in ["AMQP_PORT", "RABBIT_MGMT_PORT", "RABBIT_DIST_PORT"] {
+            ports.push((var.into(), free_port()));
+        }
         let stack = Stack { run_dir, ports, nodes: 1, instances: 1, pg_standbys: 0 };
         let started = Instant::now();
         let out = stack.script("up", &[]);
@@ -110,18 +121,14 @@ impl Stack {
     pub fn up_cluster(nodes: u16, instances: u16) -> Stack {
         let e = env();
         let run_dir = named_dir(&e.state_dir.join("stacks"), "s");
-        let mut ports: Vec<(&'static str, u16)> = Vec::new();
-        for var in
-            ["ITEM_DB_PORT", "ALARM_DB_PORT", "USER_DB_PORT", "ITEM_HTTP_PORT", "ALARM_HTTP_PORT", "USER_HTTP_PORT"]
-        {
-            ports.push((var, free_port()));
-        }
-        ports.push(("LB_STATS_PORT", free_port()));
-        ports.push(("AMQP_PORT", free_ports(nodes)));
-        ports.push(("RABBIT_MGMT_PORT", free_ports(nodes)));
+        let mut ports: Vec<(String, u16)> =
+            domain_port_vars(&["DB", "HTTP"]).into_iter().map(|v| (v, free_port())).collect();
+        ports.push(("LB_STATS_PORT".into(), free_port()));
         // (RabbitMQ's CLI uses DIST_PORT + 10000..10010, above every port free_ports hands out)
-        ports.push(("RABBIT_DIST_PORT", free_ports(nodes)));
-        for var in ["ITEM_INSTANCE_PORT", "ALARM_INSTANCE_PORT", "USER_INSTANCE_PORT"] {
+        for var in ["AMQP_PORT", "RABBIT_MGMT_PORT", "RABBIT_DIST_PORT"] {
+            ports.push((var.into(), free_ports(nodes)));
+        }
+        for var in domain_port_vars(&["INSTANCE"]) {
             ports.push((var, free_ports(instances)));
         }
         let stack = Stack { run_dir, ports, nodes, instances, pg_standbys: 0 };
@@ -146,15 +153,16 @@ impl Stack {
     pub fn up_pg_standbys(standbys: u16) -> Stack {
         let e = env();
         let run_dir = named_dir(&e.state_dir.join("stacks"), "pgsb");
-        let mut ports: Vec<(&'static str, u16)> = Vec::new();
-        for var in ["ITEM_DB_PORT", "ALARM_DB_PORT", "USER_DB_PORT"] {
+        let mut ports: Vec<(String, u16)> = Vec::new();
+        for var in domain_port_vars(&["DB"]) {
             ports.push((var, free_ports(10 * standbys + 1)));
         }
-        for var in ["AMQP_PORT", "ITEM_HTTP_PORT", "ALARM_HTTP_PORT", "USER_HTTP_PORT", "RABBIT_MGMT_PORT"] {
+        for var in domain_port_vars(&["HTTP"]) {
             ports.push((var, free_ports(1)));
         }
-        ports.push(("PG_MONITOR_PORT", free_ports(1)));
-        ports.push(("RABBIT_DIST_PORT", free_ports(1)));
+        for var in ["AMQP_PORT", "RABBIT_MGMT_PORT", "PG_MONITOR_PORT", "RABBIT_DIST_PORT"] {
+            ports.push((var.into(), free_ports(1)));
+        }
         let stack = Stack { run_dir, ports, nodes: 1, instances: 1, pg_standbys: standbys };
         let started = Instant::now();
         let out = stack.script("up", &["--pg-standbys", &standbys.to_string()]);
@@ -247,10 +255,10 @@ impl Stack {
     /// Every component of the topology, in start order (`scripts/status`'s lines).
     pub fn components(&self) -> Vec<String> {
         let mut all: Vec<String> = if self.pg_standbys == 0 {
-            ["item-db", "alarm-db", "user-db"].iter().map(|s| s.to_string()).collect()
+            domains().iter().map(|d| format!("{d}-db")).collect()
         } else {
             let mut members = vec!["pg-monitor".to_string()];
-            for d in ["item", "alarm", "user"] {
+            for d in domains() {
                 members.extend(self.pg_members(d));
             }
             members
@@ -260,7 +268,7 @@ impl Stack {
         } else {
             all.extend((1..=self.nodes).map(|i| format!("rabbitmq-{i}")));
         }
-        for d in ["item", "alarm", "user"] {
+        for d in domains() {
             if self.instances == 1 {
                 all.push(d.into());
             } else {

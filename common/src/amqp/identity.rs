@@ -20,7 +20,7 @@ pub struct Identity {
     owners: Vec<String>,
 }
 
-/// The login a domain's service has by convention (`rabbitmq/service-users.json`).
+/// The login a domain's service has by convention (`rabbitmq/service-users.json.in`).
 pub fn conventional_login(d: Domain) -> String {
     format!("{}-service", d.name())
 }

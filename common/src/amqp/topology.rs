@@ -1,8 +1,9 @@
 //! Names of every exchange and queue, and the check that the shared ones exist.
 //!
 //! The shared topology (exchanges, durable queues, bindings, policies) is created by the
-//! broker itself from `rabbitmq/definitions.json`, imported at boot. The services only check
-//! it, with passive declares, at each (re)connect: a passive declare needs no permission, so
+//! broker itself from `rabbitmq/definitions.json.in`, rendered for the domains of `domains.tsv`
+//! and imported at boot. The services only check it, with passive declares, at each
+//! (re)connect: a passive declare needs no permission, so
 //! each service's RabbitMQ user may configure nothing but its own per-instance queues and
 //! cannot delete, re-create or re-bind what other services rely on (docs/security.md).
 
@@ -43,12 +44,12 @@ pub fn dead_letter_args() -> FieldTable {
     args
 }
 
-/// Every shared exchange (all durable fanouts), as `rabbitmq/definitions.json` declares them:
+/// Every shared exchange (all durable fanouts), as `rabbitmq/definitions.json.in` declares them:
 /// each domain's events, and the views', visits' and dead letters'.
 pub fn shared_exchanges() -> Vec<&'static str> {
     Domain::ALL.iter().map(|d| d.events_exchange()).chain([VIEWS_EXCHANGE, VISITS_EXCHANGE, DEAD_LETTERS]).collect()
 }
-/// Every shared durable queue, as `rabbitmq/definitions.json` declares them. Not the RPC
+/// Every shared durable queue, as `rabbitmq/definitions.json.in` declares them. Not the RPC
 /// queues: each owner declares its own ([`declare_rpc_queue`]).
 pub const SHARED_QUEUES: [&str; 2] = [VIEWS_QUEUE, DEAD_LETTERS];
 
@@ -93,7 +94,7 @@ pub async fn declare_shared(ch: &Channel) -> Result<()> {
 fn missing(kind: &str, name: &str, e: lapin::Error) -> Error {
     Error::Config(format!(
         "RabbitMQ {kind} {name} is not usable ({e}); the broker creates the shared topology from \
-         rabbitmq/definitions.json at boot (load_definitions), the services do not"
+         rabbitmq/definitions.json.in at boot (load_definitions), the services do not"
     ))
 }
 
@@ -101,11 +102,72 @@ fn missing(kind: &str, name: &str, e: lapin::Error) -> Error {
 mod tests {
     use super::*;
 
+    /// `rabbitmq/<template>` rendered for the domains of domains.tsv by `rabbitmq/render.sh`, as
+    /// the brokers import it, with `env` set (the services' passwords), as JSON.
+    fn rendered(template: &str, env: &[(String, String)]) -> serde_json::Value {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = std::process::Command::new("sh")
+            .arg(repo.join("rabbitmq/render.sh"))
+            .arg(repo.join("domains.tsv"))
+            .arg(repo.join("rabbitmq").join(template))
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("sh runs");
+        assert!(out.status.success(), "render.sh {template}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{template} renders JSON: {e}"))
+    }
+
+    /// The domains of domains.tsv (name, HTTP port, database port: the scripts' list) are those
+    /// of `settings::DOMAINS`, in the same order.
+    #[test]
+    fn domains_tsv_lists_the_domains_of_the_settings() {
+        let listed: Vec<(String, u16, u16)> = include_str!("../../../domains.tsv")
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                assert_eq!(f.len(), 3, "domains.tsv: {l:?} is not `name http_port db_port`");
+                (f[0].to_string(), f[1].parse().expect("a port"), f[2].parse().expect("a port"))
+            })
+            .collect();
+        let known: Vec<(String, u16, u16)> = Domain::ALL
+            .iter()
+            .map(|d| {
+                let url = d.default_database_url();
+                let port = url.rsplit_once(':').and_then(|(_, rest)| rest.split('/').next()).expect("a port");
+                (d.name().to_string(), d.default_http_port(), port.parse().expect("a port"))
+            })
+            .collect();
+        assert_eq!(listed, known);
+    }
+
+    /// Every domain gets its RabbitMQ user, which reads every domain's events.
+    #[test]
+    fn every_domain_has_a_user_that_reads_every_events_exchange() {
+        let env: Vec<(String, String)> =
+            Domain::ALL.iter().map(|d| (format!("{}_AMQP_PASSWORD", d.env_prefix()), "x".to_string())).collect();
+        let users = rendered("service-users.json.in", &env);
+        for d in Domain::ALL {
+            let login = format!("{}-service", d.name());
+            assert!(
+                users["users"].as_array().expect("users").iter().any(|u| u["name"] == login.as_str()),
+                "no {login}"
+            );
+            let perms = users["permissions"].as_array().expect("permissions");
+            let mine: Vec<_> = perms.iter().filter(|p| p["user"] == login.as_str()).collect();
+            assert_eq!(mine.len(), 1, "{login}'s permissions");
+            let read = mine[0]["read"].as_str().expect("read");
+            for e in Domain::ALL {
+                let escaped = e.events_exchange().replace('.', "\\.");
+                assert!(read.contains(&escaped), "{login} may not read {}: {read}", e.events_exchange());
+            }
+        }
+    }
+
     /// The names the services check are the ones the definitions file creates.
     #[test]
     fn the_shared_names_are_those_of_the_definitions_file() {
-        let defs: serde_json::Value =
-            serde_json::from_str(include_str!("../../../rabbitmq/definitions.json")).expect("definitions.json parses");
+        let defs = rendered("definitions.json.in", &[]);
         let names = |key: &str| -> Vec<String> {
             let mut v: Vec<String> = defs[key]
                 .as_array()
@@ -126,7 +188,7 @@ mod tests {
         for d in Domain::ALL {
             assert!(shared_exchanges().contains(&events_exchange(d)));
             // Declared by its owner, transient: never a durable queue the broker imports.
-            assert!(!names("queues").contains(&rpc_queue(d).to_string()), "{} is in definitions.json", rpc_queue(d));
+            assert!(!names("queues").contains(&rpc_queue(d).to_string()), "{} is in definitions.json.in", rpc_queue(d));
         }
     }
 }

@@ -283,7 +283,7 @@ async fn an_oversized_rpc_question_gets_an_error_answer_and_pages_within_the_cap
     assert_ne!(second["rows"][0]["key"], rows[0]["key"]);
 }
 
-/// `dead-letters` is bounded (rabbitmq/definitions.json: max-length, reject-publish); past its
+/// `dead-letters` is bounded (rabbitmq/definitions.json.in: max-length, reject-publish); past its
 /// bound the broker nacks, and the service whose refusal could not be dead-lettered counts it.
 /// The bound is lowered here by a policy of higher priority, with the same overflow behaviour.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
