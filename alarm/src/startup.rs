@@ -1,6 +1,7 @@
 //! Wires the alarm service: the shared core (store, bus, RPC, relay, replicas) plus its routes.
 
 use common::{
+    replica::{AlarmBook, ItemCatalog, UserDirectory},
     service::{Application, Core},
     settings::Settings,
     Result,
@@ -15,7 +16,11 @@ use crate::{
 };
 
 pub fn build(settings: Settings) -> Result<Application> {
-    let core = Core::start_with_reads(settings, &MIGRATIONS, &PREFIX_READS)?;
+    // The alarm service owns alarm sets; it replicates users (the token) and items (that an
+    // alarm's item exists, and the alarm list's items).
+    let core = Core::start_with_reads(settings, &MIGRATIONS, &PREFIX_READS, |kinds| {
+        kinds.own::<AlarmBook>().replicate::<UserDirectory>().replicate::<ItemCatalog>();
+    })?;
     let writer = web::Data::new(alarm_writer(core.store.clone(), core.settings.write_lanes, &core.tasks));
     let lists = web::Data::new(AlarmLists::new(core.settings.own_read_timeout));
     Application::build(core, &routes::openapi(), move |cfg| {

@@ -24,11 +24,7 @@ use crate::{
     db::Migration,
     error::{Error, Result},
     http,
-    replica::cache::hot_copy::SaveCacheEntries,
-    replica::{
-        cache::Group, feed, feed::Replicas, read_model::ReadModel, AlarmBook, Alarms, GroupCache, ItemCatalog, Source,
-        UserDirectory, Users,
-    },
+    replica::{feed, kinds::KindContext, Kinds, Replicas},
     settings::{Domain, Settings},
     store::{query::PrefixRead, Ping, Store},
     tasks::Tasks,
@@ -54,95 +50,35 @@ pub struct Core {
     pub db_runtime: Arc<crate::store::DbRuntime>,
 }
 
-/// Builds what the service knows of each entity kind: its own from its store, the others
-/// from their owners over RPC. Other domains' data is persisted in the own database (the
-/// catalog whole, the caches' hot entries) for restarts while an owner is down.
-fn replicas_for(
-    settings: &Settings,
-    store: &Addr<Store>,
-    rpc: &RpcClient,
-    metrics: &Metrics,
-    tasks: &Tasks,
-) -> Replicas {
-    let source = |owner: Domain| {
-        if owner == settings.domain {
-            Source::Local(store.clone())
-        } else {
-            Source::Remote { rpc: rpc.clone(), owner }
-        }
-    };
-    // Another domain's users and alarm sets: a bounded cache in front of a complete read model
-    // in the own database (READ_MODELS), in front of the owner (replica::read_model).
-    fn cached<G: Group>(
-        settings: &Settings,
-        store: &Addr<Store>,
-        rpc: &RpcClient,
-        metrics: &Metrics,
-        tasks: &Tasks,
-    ) -> Source {
-        if G::OWNER == settings.domain {
-            Source::Local(store.clone())
-        } else if settings.read_models {
-            // Its cache keeps no hot copy (see `persist` below): a copy an earlier run left,
-            // with READ_MODELS=0, is dropped, so that it is never restored stale later.
-            let own = store.clone();
-            tasks.spawn_once("hot copy dropped", async move {
-                // Once the store has migrated (it refuses until then), retried until it is done.
-                loop {
-                    let clear = SaveCacheEntries { cache: G::KIND, clear: true, entries: Default::default() };
-                    match own.send(clear).await.map_err(Error::from).and_then(|r| r) {
-                        Ok(()) => break,
-                        Err(e) => log::debug!("{} cache: the hot copy of an earlier run not dropped yet: {e}", G::KIND),
-                    }
-                    tokio::time::sleep(crate::backoff::jitter(Duration::from_secs(1))).await;
-                }
-            });
-            Source::Replicated(ReadModel::start::<G>(store.clone(), rpc.clone(), settings, metrics.clone(), tasks))
-        } else {
-            Source::Remote { rpc: rpc.clone(), owner: G::OWNER }
-        }
-    }
-    // The hot copy (moa_cache_entry) keeps another domain's hot entries for a restart while
-    // the owner is down. A kind with a read model has every entry on disk already, read at a
-    // miss: a hot copy would only write each new entry a second time (half of item_db's work
-    // in a cold pass, docs/performance.md).
-    let persist = |owner: Domain| (owner != settings.domain && !settings.read_models).then(|| (store.clone(), tasks));
-    let owner = Domain::Item;
-    let items = ItemCatalog::new(source(owner), settings, metrics.clone());
-    let items = if owner == settings.domain { items } else { items.with_persistence(store.clone(), tasks) };
-    let users = GroupCache::new(
-        cached::<Users>(settings, store, rpc, metrics, tasks),
-        settings,
-        metrics.clone(),
-        persist(Domain::User),
-    );
-    let alarms = AlarmBook::new(
-        cached::<Alarms>(settings, store, rpc, metrics, tasks),
-        settings,
-        metrics.clone(),
-        persist(Domain::Alarm),
-    );
-    let replicas = Replicas {
-        items: Arc::new(items),
-        users: Arc::new(UserDirectory::new(users, settings.cache_entries)),
-        alarms: Arc::new(alarms),
-    };
+/// Builds the kinds the service declared (`declare`, its `startup.rs`): its own from its
+/// store, the others from their owners (see [`crate::replica::kinds`]); then restores their
+/// persisted copies and watches their owners' epochs for as long as the service runs.
+fn replicas_for(cx: KindContext<'_>, declare: impl FnOnce(&mut Kinds<'_>)) -> Result<Replicas> {
+    let tasks = cx.tasks.clone();
+    let mut kinds = Kinds::new(cx);
+    declare(&mut kinds);
+    let replicas = kinds.finish()?;
     let r = replicas.clone();
     tasks.spawn_once("replica restore", async move {
         futures_util::future::join_all(r.all().iter().map(|k| k.restore())).await;
     });
-    // Each replica and cache watches its owner's epoch for as long as the service runs.
     let r = replicas.clone();
     tasks.spawn("owner epoch watch", async move {
         futures_util::future::join_all(r.all().iter().map(|k| k.watch_owner())).await;
     });
-    replicas
+    Ok(replicas)
 }
 
 impl Core {
-    /// Starts the store actor and the AMQP components. Call inside the actix system.
-    pub fn start(settings: Settings, migrations: &'static [Migration]) -> Result<Core> {
-        Self::start_with_reads(settings, migrations, &[])
+    /// Starts the store actor, the AMQP components and the kinds `declare` names (the
+    /// service's `startup.rs`: which kinds it owns, which it replicates). Call inside the
+    /// actix system.
+    pub fn start(
+        settings: Settings,
+        migrations: &'static [Migration],
+        declare: impl FnOnce(&mut Kinds<'_>),
+    ) -> Result<Core> {
+        Self::start_with_reads(settings, migrations, &[], declare)
     }
 
     /// [`Core::start`], with the domain's own prefix reads of some entities (see
@@ -151,6 +87,7 @@ impl Core {
         settings: Settings,
         migrations: &'static [Migration],
         prefix_reads: &'static [PrefixRead],
+        declare: impl FnOnce(&mut Kinds<'_>),
     ) -> Result<Core> {
         crate::error::name_own_database(settings.domain.name(), &settings.database_url);
         match &settings.token_hash_key {
@@ -181,7 +118,8 @@ impl Core {
         let rpc = RpcClient::start(&bus, &settings.instance_id, metrics.clone());
         rpc::serve(&bus, settings.domain, store.clone(), migrated, settings.prefetch, metrics.clone());
         let relay = OutboxRelay::start(&bus, store.clone(), wake, settings.outbox_poll, metrics.clone());
-        let replicas = replicas_for(&settings, &store, &rpc, &metrics, &tasks);
+        let cx = KindContext { settings: &settings, store: &store, rpc: &rpc, metrics: &metrics, tasks: &tasks };
+        let replicas = replicas_for(cx, declare)?;
         // Bind and consume first, then snapshot (see replica::feed).
         feed::start(&bus, &settings, replicas.clone(), metrics.clone());
         tasks.spawn("tombstone collection", crate::store::collect_tombstones_periodically(store.clone()));
@@ -367,13 +305,13 @@ impl Application {
         let data = web::Data::new(core.clone());
         let domain = s.domain.name();
         let instance: Arc<str> = Arc::from(s.instance_id.as_str());
-        let replicas = web::Data::new(core.replicas.clone());
+        let replicas = core.replicas.clone();
         let openapi = web::Data::new(crate::http::OpenApiJson::new(openapi)?);
         let server = HttpServer::new(move || {
             let instance = instance.clone();
             App::new()
                 .app_data(data.clone())
-                .app_data(replicas.clone())
+                .configure(|cfg| replicas.register(cfg))
                 .app_data(openapi.clone())
                 .app_data(web::QueryConfig::default().error_handler(http::query_error_handler))
                 .wrap_fn(move |req, srv| {

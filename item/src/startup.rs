@@ -2,6 +2,7 @@
 
 use actix_web::web;
 use common::{
+    replica::{AlarmBook, ItemCatalog, UserDirectory},
     service::{Application, Core},
     settings::Settings,
     Result,
@@ -13,7 +14,10 @@ use crate::{
 };
 
 pub fn build(settings: Settings) -> Result<Application> {
-    let core = Core::start(settings, &MIGRATIONS)?;
+    // The item service owns items; it replicates users (the token) and alarm sets (the flags).
+    let core = Core::start(settings, &MIGRATIONS, |kinds| {
+        kinds.own::<ItemCatalog>().replicate::<UserDirectory>().replicate::<AlarmBook>();
+    })?;
     let views = web::Data::new(view_writer(core.store.clone(), core.settings.write_lanes, &core.tasks));
     Application::build(core, &routes::openapi(), move |cfg| {
         cfg.app_data(views.clone());

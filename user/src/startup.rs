@@ -1,6 +1,7 @@
 //! Wires the user service: the shared core (store, bus, RPC, relay, replicas) plus its routes.
 
 use common::{
+    replica::{AlarmBook, ItemCatalog, UserDirectory},
     service::{Application, Core},
     settings::Settings,
     Result,
@@ -11,7 +12,11 @@ use actix_web::web;
 use crate::{list::UserLists, recent, routes, store, store::MIGRATIONS, views};
 
 pub fn build(settings: Settings) -> Result<Application> {
-    let core = Core::start(settings, &MIGRATIONS)?;
+    // The user service owns users; it replicates items and alarm sets (`/visit`'s items with
+    // their flags).
+    let core = Core::start(settings, &MIGRATIONS, |kinds| {
+        kinds.own::<UserDirectory>().replicate::<ItemCatalog>().replicate::<AlarmBook>();
+    })?;
     let visits = recent::start(&core);
     views::start(&core, visits.clone());
     core.tasks

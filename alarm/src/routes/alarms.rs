@@ -1,10 +1,21 @@
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
-use common::{auth, http, input::ItemId, openapi, replica::feed::Replicas, service::Core, ApiError};
+use common::{
+    auth, http,
+    input::ItemId,
+    openapi,
+    replica::{AlarmBook, ItemCatalog, UserDirectory},
+    service::Core,
+    ApiError,
+};
 
 use crate::{
     lists::AlarmLists,
     store::{AlarmWriter, WriteAlarm},
 };
+
+/// What the alarm routes read of each kind: the caller (by token), the item (that it exists),
+/// the caller's alarms.
+type Reads = (web::Data<UserDirectory>, web::Data<ItemCatalog>, web::Data<AlarmBook>);
 
 /// The body of a set and of a clear, as the documents describe it.
 const ALARM_BODY: &str = "`item_id` as a JSON number or as a string of digits (the original specification sends a \
@@ -24,11 +35,11 @@ const ALARM_BODY: &str = "`item_id` as a JSON number or as a string of digits (t
 pub async fn set(
     req: HttpRequest,
     body: web::Payload,
-    state: web::Data<Replicas>,
+    reads: Reads,
     core: web::Data<Core>,
     writer: web::Data<AlarmWriter>,
 ) -> Result<HttpResponse, ApiError> {
-    write(req, body, state, core, writer, true).await?;
+    write(req, body, reads, core, writer, true).await?;
     Ok(http::empty(StatusCode::CREATED))
 }
 
@@ -45,31 +56,26 @@ pub async fn set(
 pub async fn clear(
     req: HttpRequest,
     body: web::Payload,
-    state: web::Data<Replicas>,
+    reads: Reads,
     core: web::Data<Core>,
     writer: web::Data<AlarmWriter>,
 ) -> Result<HttpResponse, ApiError> {
-    write(req, body, state, core, writer, false).await?;
+    write(req, body, reads, core, writer, false).await?;
     Ok(http::empty(StatusCode::OK))
 }
 
 async fn write(
     req: HttpRequest,
     body: web::Payload,
-    state: web::Data<Replicas>,
+    (users, items, alarms): Reads,
     core: web::Data<Core>,
     writer: web::Data<AlarmWriter>,
     set: bool,
 ) -> Result<(), ApiError> {
-    let user = auth::authenticate(&req, &state.users).await?;
+    let user = auth::authenticate(&req, &users).await?;
     let raw = http::read_body(&req, body, core.settings.body_limit, core.settings.body_timeout).await?;
     let ItemId(item_id) = ItemId::from_body(&http::parse_json_object(&req, &raw)?)?;
-    state
-        .items
-        .get(item_id)
-        .await
-        .map_err(|e| ApiError::from_dependency(e, "this item"))?
-        .ok_or(ApiError::NotFoundEmpty)?;
+    items.get(item_id).await.map_err(|e| ApiError::from_dependency(e, "this item"))?.ok_or(ApiError::NotFoundEmpty)?;
     // alarm.user_id and alarm.item_id are `integer` in the provided schema.
     let (Ok(user_id), Ok(item_id)) = (i32::try_from(user.id), i32::try_from(item_id)) else {
         return Err(ApiError::BadRequest("ids above 2147483647 cannot be stored in the alarm table".into()));
@@ -79,7 +85,7 @@ async fn write(
         .await
         .map_err(|e| ApiError::from_dependency(e, "saving this alarm"))?;
     // Read-your-writes: our own replica has the change before we answer.
-    state.alarms.apply_rows(&rows);
+    alarms.apply_rows(&rows);
     Ok(())
 }
 
@@ -94,15 +100,13 @@ async fn write(
     ))]
 pub async fn list(
     req: HttpRequest,
-    state: web::Data<Replicas>,
+    (users, items, alarms): Reads,
     lists: web::Data<AlarmLists>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = auth::authenticate(&req, &state.users).await?;
-    let alarmed =
-        lists.items_of(user.id, &state.alarms).await.map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
+    let user = auth::authenticate(&req, &users).await?;
+    let alarmed = lists.items_of(user.id, &alarms).await.map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
     let ids: Vec<i64> = alarmed.iter().rev().copied().collect();
-    let body = state
-        .items
+    let body = items
         .render_ids(&ids, &|_| true)
         .await
         .map_err(|e| ApiError::from_dependency(e, "the items of your alarms"))?;

@@ -9,41 +9,10 @@ use lapin::message::Delivery;
 use crate::{
     amqp::{consume, identity::Identity, topology, Bus},
     entity::parse_change_events,
-    replica::{AlarmBook, ItemCatalog, Known, UserDirectory},
+    replica::Replicas,
     settings::Settings,
     telemetry::Metrics,
 };
-
-/// What a service knows of the three entity kinds (its own from its store, the others from
-/// their owners), each read from memory on the hot path: the whole item catalog, and bounded
-/// caches of users and alarms.
-#[derive(Clone)]
-pub struct Replicas {
-    pub items: Arc<ItemCatalog>,
-    pub users: Arc<UserDirectory>,
-    pub alarms: Arc<AlarmBook>,
-}
-
-impl Replicas {
-    /// Every entity kind this service knows of: the one list the feed, `/ready`, `/metrics` and
-    /// the start-up tasks go through.
-    pub fn all(&self) -> [&dyn Known; 3] {
-        [&*self.items, &*self.users, &*self.alarms]
-    }
-
-    pub fn all_warm(&self) -> bool {
-        self.all().iter().all(|k| k.is_warm())
-    }
-
-    /// `(entity, warm, source)` of each kind, for /ready.
-    pub fn status(&self) -> Vec<(&'static str, bool, &'static str)> {
-        self.all().iter().map(|k| (k.kind(), k.is_warm(), k.source_name())).collect()
-    }
-
-    fn exchanges(&self) -> Vec<&'static str> {
-        self.all().iter().map(|k| topology::events_exchange(k.owner())).collect()
-    }
-}
 
 struct Feed {
     replicas: Replicas,

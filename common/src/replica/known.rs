@@ -1,7 +1,6 @@
 //! One interface over everything a service knows of an entity kind (the item catalog, the user
 //! and alarm caches): the feed, readiness, metrics and the start-up tasks go through
-//! [`super::feed::Replicas::all`], so adding an entity kind is its entity type, its replica or
-//! cache, and one line there.
+//! [`super::Replicas::all`], the kinds the service's `startup.rs` declared ([`super::kinds`]).
 
 use futures_util::future::BoxFuture;
 

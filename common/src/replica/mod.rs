@@ -12,6 +12,7 @@ pub mod digest;
 pub mod feed;
 pub mod group;
 pub mod items;
+pub mod kinds;
 pub mod known;
 pub mod misses;
 pub mod persist;
@@ -41,6 +42,7 @@ use crate::{
 pub use alarms::{AlarmBook, Alarms};
 pub use cache::GroupCache;
 pub use items::{ItemCatalog, ItemIndex, Page};
+pub use kinds::{Kinds, Replicas, Replicated};
 pub use known::Known;
 pub use users::{UserDirectory, Users};
 

@@ -72,6 +72,13 @@ impl std::ops::Deref for UserDirectory {
     }
 }
 
+/// The user cache and its token index, as big as the cache.
+impl super::kinds::Replicated for UserDirectory {
+    fn build(cx: &super::kinds::KindContext<'_>) -> Self {
+        UserDirectory::new(super::kinds::Replicated::build(cx), cx.settings.cache_entries)
+    }
+}
+
 impl UserDirectory {
     pub fn new(cache: GroupCache<Users>, capacity: u64) -> Self {
         UserDirectory { cache, tokens: quick_cache::sync::Cache::new(item_capacity(capacity)) }

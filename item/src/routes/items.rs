@@ -3,7 +3,7 @@ use common::{
     auth, http,
     input::{self, ItemId},
     openapi,
-    replica::feed::Replicas,
+    replica::{AlarmBook, ItemCatalog, UserDirectory},
     service::Core,
     ApiError,
 };
@@ -24,11 +24,16 @@ use crate::store::{RecordView, ViewWriter};
         (status = 200, description = "Every item (or one page)", body = openapi::ItemList),
         openapi::InputReadErrors
     ))]
-pub async fn list(req: HttpRequest, state: web::Data<Replicas>) -> Result<HttpResponse, ApiError> {
-    let user = auth::authenticate(&req, &state.users).await?;
+pub async fn list(
+    req: HttpRequest,
+    users: web::Data<UserDirectory>,
+    alarms: web::Data<AlarmBook>,
+    items: web::Data<ItemCatalog>,
+) -> Result<HttpResponse, ApiError> {
+    let user = auth::authenticate(&req, &users).await?;
     let page = input::parse_page(req.query_string())?;
-    let alarmed = state.alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
-    Ok(http::json_bytes(StatusCode::OK, state.items.render_page(&alarmed, page)))
+    let alarmed = alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
+    Ok(http::json_bytes(StatusCode::OK, items.render_page(&alarmed, page)))
 }
 
 /// `GET /{item_id}`: one item, and a view recorded for `/visit`.
@@ -45,19 +50,17 @@ pub async fn list(req: HttpRequest, state: web::Data<Replicas>) -> Result<HttpRe
 pub async fn detail(
     req: HttpRequest,
     path: web::Path<String>,
-    state: web::Data<Replicas>,
+    users: web::Data<UserDirectory>,
+    alarms: web::Data<AlarmBook>,
+    items: web::Data<ItemCatalog>,
     views: web::Data<ViewWriter>,
     core: web::Data<Core>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = auth::authenticate(&req, &state.users).await?;
+    let user = auth::authenticate(&req, &users).await?;
     let ItemId(id) = ItemId::from_path(&path)?;
-    let item = state
-        .items
-        .get(id)
-        .await
-        .map_err(|e| ApiError::from_dependency(e, "this item"))?
-        .ok_or(ApiError::NotFoundEmpty)?;
-    let alarmed = state.alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
+    let item =
+        items.get(id).await.map_err(|e| ApiError::from_dependency(e, "this item"))?.ok_or(ApiError::NotFoundEmpty)?;
+    let alarmed = alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
     // The view is committed before we answer: a 200 means it will show in /visit.
     let view = views.submit(RecordView {
         user_id: user.id,
@@ -68,7 +71,7 @@ pub async fn detail(
     common::error::within_own_database_deadline(core.settings.write_timeout, view)
         .await
         .map_err(|e| ApiError::from_dependency(e, "recording this view"))?;
-    Ok(http::json_bytes(StatusCode::OK, state.items.render_one(&item, alarmed.contains(&id))))
+    Ok(http::json_bytes(StatusCode::OK, items.render_one(&item, alarmed.contains(&id))))
 }
 
 /// The `Idempotency-Key` header, when it is a usable one (1 to 128 printable ASCII characters;

@@ -1,5 +1,5 @@
 use actix_web::{body::BodyStream, http::StatusCode, web, HttpRequest, HttpResponse};
-use common::{auth, http, input, openapi, replica::feed::Replicas, service::Core, ApiError};
+use common::{auth, http, input, openapi, replica::UserDirectory, service::Core, ApiError};
 
 use crate::list::{StreamUsers, UserLists};
 
@@ -18,11 +18,11 @@ use crate::list::{StreamUsers, UserLists};
     ))]
 pub async fn list(
     req: HttpRequest,
-    state: web::Data<Replicas>,
+    users: web::Data<UserDirectory>,
     core: web::Data<Core>,
     lists: web::Data<UserLists>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::authenticate(&req, &state.users).await?;
+    auth::authenticate(&req, &users).await?;
     let page = input::parse_page(req.query_string())?;
     let unavailable = |e| ApiError::from_dependency(e, "the user list");
     let turn = lists.turn().await.map_err(unavailable)?;
@@ -77,9 +77,9 @@ pub async fn list(
     ))]
 pub async fn list_by_post(
     req: HttpRequest,
-    state: web::Data<Replicas>,
+    users: web::Data<UserDirectory>,
     core: web::Data<Core>,
     lists: web::Data<UserLists>,
 ) -> Result<HttpResponse, ApiError> {
-    list(req, state, core, lists).await
+    list(req, users, core, lists).await
 }

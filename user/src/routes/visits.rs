@@ -1,5 +1,10 @@
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
-use common::{auth, http, openapi, replica::feed::Replicas, service::Core, ApiError};
+use common::{
+    auth, http, openapi,
+    replica::{AlarmBook, ItemCatalog, UserDirectory},
+    service::Core,
+    ApiError,
+};
 
 use crate::{
     recent::{self, VisitBook},
@@ -21,11 +26,13 @@ pub const RECENT_LIMIT: i64 = 3;
     ))]
 pub async fn recent(
     req: HttpRequest,
-    state: web::Data<Replicas>,
+    users: web::Data<UserDirectory>,
+    alarms: web::Data<AlarmBook>,
+    items: web::Data<ItemCatalog>,
     core: web::Data<Core>,
     visits: web::Data<VisitBook>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = auth::authenticate(&req, &state.users).await?;
+    let user = auth::authenticate(&req, &users).await?;
     // From memory once this instance's visit book is loaded; from the database before that,
     // within DB_TIMEOUT_MS.
     let ids = match recent::recent(&visits, user.id, RECENT_LIMIT as usize) {
@@ -42,9 +49,8 @@ pub async fn recent(
                 .map_err(|e| ApiError::from_dependency(e, "your recent views"))?
         }
     };
-    let alarmed = state.alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
-    let body = state
-        .items
+    let alarmed = alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "your alarms"))?;
+    let body = items
         .render_ids(&ids, &|id| alarmed.contains(&id))
         .await
         .map_err(|e| ApiError::from_dependency(e, "the viewed items"))?;

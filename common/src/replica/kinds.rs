@@ -1,0 +1,245 @@
+//! Which entity kinds a service knows, declared once in its `startup.rs`: the kinds it owns
+//! (read from its own store) and the kinds it replicates from their owners (a bounded cache in
+//! front of a read model, or a whole catalog). [`Kinds`] builds each declared kind with
+//! [`Replicated::build`], which the kind's own module writes; the service then subscribes to
+//! the owners' exchanges of those kinds only, and its handlers take each kind as
+//! `web::Data<TheKind>`.
+
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::web;
+
+use super::{cache::Group, read_model::ReadModel, Known, Source};
+use crate::{
+    amqp::rpc::RpcClient,
+    error::{Error, Result},
+    replica::cache::hot_copy::SaveCacheEntries,
+    settings::{Domain, Settings},
+    store::Store,
+    tasks::Tasks,
+    telemetry::Metrics,
+};
+
+/// What building a kind's replica may use: the service's settings, store, RPC client,
+/// metrics and tasks.
+pub struct KindContext<'a> {
+    pub settings: &'a Settings,
+    pub store: &'a Addr<Store>,
+    pub rpc: &'a RpcClient,
+    pub metrics: &'a Metrics,
+    pub tasks: &'a Tasks,
+}
+
+impl KindContext<'_> {
+    /// Where `owner`'s rows are read: the own store for the own domain, the owner over RPC
+    /// otherwise (a whole catalog, which keeps its own persisted copy).
+    pub fn source(&self, owner: Domain) -> Source {
+        if owner == self.settings.domain {
+            Source::Local(self.store.clone())
+        } else {
+            Source::Remote { rpc: self.rpc.clone(), owner }
+        }
+    }
+
+    /// Where a cached kind's misses are read: the own store for the own domain; for another
+    /// domain's kind a complete read model in the own database (`READ_MODELS`) in front of the
+    /// owner, or the owner alone.
+    pub fn cached_source<G: Group>(&self) -> Source {
+        if G::OWNER == self.settings.domain {
+            return Source::Local(self.store.clone());
+        }
+        if !self.settings.read_models {
+            return Source::Remote { rpc: self.rpc.clone(), owner: G::OWNER };
+        }
+        // Its cache keeps no hot copy (see `hot_copy`): a copy an earlier run left, with
+        // READ_MODELS=0, is dropped, so that it is never restored stale later.
+        let own = self.store.clone();
+        self.tasks.spawn_once("hot copy dropped", async move {
+            // Once the store has migrated (it refuses until then), retried until it is done.
+            loop {
+                let clear = SaveCacheEntries { cache: G::KIND, clear: true, entries: Default::default() };
+                match own.send(clear).await.map_err(Error::from).and_then(|r| r) {
+                    Ok(()) => break,
+                    Err(e) => log::debug!("{} cache: the hot copy of an earlier run not dropped yet: {e}", G::KIND),
+                }
+                tokio::time::sleep(crate::backoff::jitter(std::time::Duration::from_secs(1))).await;
+            }
+        });
+        Source::Replicated(ReadModel::start::<G>(
+            self.store.clone(),
+            self.rpc.clone(),
+            self.settings,
+            self.metrics.clone(),
+            self.tasks,
+        ))
+    }
+
+    /// The hot copy of a cache of `owner`'s kind (`moa_cache_entry`): another domain's hot
+    /// entries, kept for a restart while the owner is down. Not for the own domain, and not
+    /// beside a read model, which has every entry on disk already: a hot copy would only write
+    /// each new entry a second time (half of item_db's work in a cold pass, docs/performance.md).
+    pub fn hot_copy(&self, owner: Domain) -> Option<(Addr<Store>, &Tasks)> {
+        (owner != self.settings.domain && !self.settings.read_models).then(|| (self.store.clone(), self.tasks))
+    }
+}
+
+/// An entity kind as a service knows it (the item catalog, the user directory, the alarm
+/// book): built from the service's parts by its own module.
+pub trait Replicated: Known + Sized + 'static {
+    fn build(cx: &KindContext<'_>) -> Self;
+}
+
+/// A whole catalog (every row in memory, [`super::Replica`]): another domain's keeps a
+/// persisted copy in the own database for restarts while its owner is down.
+impl<E: crate::entity::Entity, I: super::Index<E> + 'static> Replicated for super::Replica<E, I> {
+    fn build(cx: &KindContext<'_>) -> Self {
+        let catalog = super::Replica::new(cx.source(E::OWNER), cx.settings, cx.metrics.clone());
+        if E::OWNER == cx.settings.domain {
+            catalog
+        } else {
+            catalog.with_persistence(cx.store.clone(), cx.tasks)
+        }
+    }
+}
+
+/// A bounded cache of a kind grouped per user ([`super::GroupCache`]).
+impl<G: Group> Replicated for super::GroupCache<G> {
+    fn build(cx: &KindContext<'_>) -> Self {
+        super::GroupCache::new(cx.cached_source::<G>(), cx.settings, cx.metrics.clone(), cx.hot_copy(G::OWNER))
+    }
+}
+
+/// What a service knows, each kind once: the one list the feed, `/ready`, `/metrics` and the
+/// start-up tasks go through, and what the handlers are given.
+#[derive(Clone, Default)]
+pub struct Replicas {
+    kinds: Vec<Arc<dyn Known>>,
+    /// Each kind as `web::Data<TheKind>`, for the handlers.
+    handler_data: Vec<Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>>,
+}
+
+impl Replicas {
+    /// Every kind this service knows.
+    pub fn all(&self) -> &[Arc<dyn Known>] {
+        &self.kinds
+    }
+
+    pub fn all_warm(&self) -> bool {
+        self.kinds.iter().all(|k| k.is_warm())
+    }
+
+    /// `(entity, warm, source)` of each kind, for /ready.
+    pub fn status(&self) -> Vec<(&'static str, bool, &'static str)> {
+        self.kinds.iter().map(|k| (k.kind(), k.is_warm(), k.source_name())).collect()
+    }
+
+    /// The owners' `*.events` exchanges of these kinds, each once: what the feed binds.
+    pub fn exchanges(&self) -> Vec<&'static str> {
+        let mut exchanges: Vec<&'static str> =
+            self.kinds.iter().map(|k| crate::amqp::topology::events_exchange(k.owner())).collect();
+        exchanges.sort_unstable();
+        exchanges.dedup();
+        exchanges
+    }
+
+    /// Gives the handlers each kind as `web::Data<TheKind>`.
+    pub fn register(&self, cfg: &mut web::ServiceConfig) {
+        for register in &self.handler_data {
+            register(cfg);
+        }
+    }
+
+    fn add<R: Replicated>(&mut self, kind: R) -> Arc<R> {
+        let kind = Arc::new(kind);
+        self.kinds.push(kind.clone());
+        let data = web::Data::from(kind.clone());
+        self.handler_data.push(Arc::new(move |cfg: &mut web::ServiceConfig| {
+            cfg.app_data(data.clone());
+        }));
+        kind
+    }
+}
+
+/// A service's declaration of the kinds it knows ([`Kinds::own`], [`Kinds::replicate`]),
+/// checked against each kind's owner.
+pub struct Kinds<'a> {
+    cx: KindContext<'a>,
+    replicas: Replicas,
+    wrong: Vec<String>,
+}
+
+impl<'a> Kinds<'a> {
+    pub(crate) fn new(cx: KindContext<'a>) -> Self {
+        Kinds { cx, replicas: Replicas::default(), wrong: Vec::new() }
+    }
+
+    /// A kind this service owns: read from its own store.
+    pub fn own<R: Replicated>(&mut self) -> &mut Self {
+        self.add::<R>(true)
+    }
+
+    /// Another domain's kind this service keeps a replica of.
+    pub fn replicate<R: Replicated>(&mut self) -> &mut Self {
+        self.add::<R>(false)
+    }
+
+    fn add<R: Replicated>(&mut self, owned: bool) -> &mut Self {
+        let kind = R::build(&self.cx);
+        let declared: Vec<&'static str> = self.replicas.kinds.iter().map(|k| k.kind()).collect();
+        if let Some(wrong) = misdeclared(&declared, kind.kind(), kind.owner(), owned, self.cx.settings.domain) {
+            self.wrong.push(wrong);
+        }
+        self.replicas.add(kind);
+        self
+    }
+
+    /// The kinds declared, or what is wrong with the declaration.
+    pub(crate) fn finish(self) -> Result<Replicas> {
+        if self.wrong.is_empty() {
+            Ok(self.replicas)
+        } else {
+            Err(Error::Config(format!(
+                "the {} service's kinds: {}",
+                self.cx.settings.domain.name(),
+                self.wrong.join("; ")
+            )))
+        }
+    }
+}
+
+/// What is wrong with declaring kind `name` (owned by `owner`) as `owned` by `domain`, after
+/// the kinds `declared`: a kind declared twice, or in the wrong role.
+fn misdeclared(declared: &[&str], name: &str, owner: Domain, owned: bool, domain: Domain) -> Option<String> {
+    if declared.contains(&name) {
+        return Some(format!("{name} is declared twice"));
+    }
+    (owned != (owner == domain)).then(|| {
+        let role = if owned { "owned" } else { "replicated" };
+        format!("{name} is declared {role}, but its owner is the {} service", owner.name())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::misdeclared;
+    use crate::settings::Domain;
+
+    #[test]
+    fn a_kind_is_declared_once_and_owned_only_by_its_owner() {
+        assert_eq!(misdeclared(&[], "item", Domain::Item, true, Domain::Item), None);
+        assert_eq!(misdeclared(&["item"], "user", Domain::User, false, Domain::Item), None);
+        assert_eq!(
+            misdeclared(&["item", "user"], "user", Domain::User, false, Domain::Item).as_deref(),
+            Some("user is declared twice")
+        );
+        assert_eq!(
+            misdeclared(&[], "user", Domain::User, true, Domain::Item).as_deref(),
+            Some("user is declared owned, but its owner is the user service")
+        );
+        assert_eq!(
+            misdeclared(&[], "item", Domain::Item, false, Domain::Item).as_deref(),
+            Some("item is declared replicated, but its owner is the item service")
+        );
+    }
+}
