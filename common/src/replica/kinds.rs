@@ -110,13 +110,16 @@ impl<G: Group> Replicated for super::GroupCache<G> {
     }
 }
 
+/// Gives the handlers one kind as `web::Data<TheKind>`.
+type RegisterData = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
+
 /// What a service knows, each kind once: the one list the feed, `/ready`, `/metrics` and the
 /// start-up tasks go through, and what the handlers are given.
 #[derive(Clone, Default)]
 pub struct Replicas {
     kinds: Vec<Arc<dyn Known>>,
     /// Each kind as `web::Data<TheKind>`, for the handlers.
-    handler_data: Vec<Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>>,
+    handler_data: Vec<RegisterData>,
 }
 
 impl Replicas {
