@@ -13,7 +13,7 @@
 //!   acknowledged lost, every instance's caches agree with the databases, < 0.1 % failed
 //!   requests with the node lost (503s and lost connections only: no 500, no hang) and none
 //!   during the rolling restart, an alarm propagated
-//!   within 5 s of the node loss; then the node comes back and everything is as at the start.
+//!   within 10 s of the node loss; then the node comes back and everything is as at the start.
 //!
 //! One test (one stack start: about a minute of the suite's time) checks all of it.
 
@@ -37,6 +37,12 @@ use crate::crash::{
     disagreement_at, lost_alarm_changes, start_load, warm_caches, Pair, Rng, Tally, CLIENT_TIMEOUT, CONVERGE_WITHIN,
     USERS,
 };
+
+/// How soon after the node loss an alarm set through the balancer shows at the surviving item
+/// instance. 0.7 s in a quiet run; the instances connected to the lost node reconnect, declare
+/// their queues again and re-sync first, and on 2 cores beside a cold clippy build one run took
+/// over 5 s (2026-12-07): 10 s, as docs/deployment.md says.
+const PROPAGATED_AFTER_LOSS: Duration = Duration::from_secs(10);
 
 const NODES: u16 = 3;
 const INSTANCES: u16 = 2;
@@ -188,7 +194,7 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 /// them out of the balancer first, and started); then the node comes back. Nothing acknowledged is
 /// lost, the caches of every instance agree with the databases afterwards, under 0.1 % of the
 /// requests fail while the node is lost and none during the rolling restart, and an alarm set
-/// after the node loss reaches the item instances within 5 s of it; afterwards the cluster
+/// after the node loss reaches the item instances within [`PROPAGATED_AFTER_LOSS`] of it; afterwards the cluster
 /// passes [`check_the_cluster`] again.
 /// `MOA_CLUSTER_LOSS_SECONDS` (default 8) is how long the load runs with the node lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,7 +235,8 @@ async fn a_cluster_behind_the_balancer_loses_nothing_to_kills_and_a_rolling_rest
     for name in killed {
         stack.kill9_named(name);
     }
-    // An alarm set now reaches the item instance that lives on within 5 s of the loss.
+    // An alarm set now reaches the item instance that lives on within PROPAGATED_AFTER_LOSS of
+    // the loss.
     let probe_item = 77;
     let alarm_url = format!("http://127.0.0.1:{}/", stack.port(Component::Alarm));
     let set = eventually(Duration::from_secs(5), "an alarm set through the balancer after the node loss", || async {
@@ -244,7 +251,7 @@ async fn a_cluster_behind_the_balancer_loses_nothing_to_kills_and_a_rolling_rest
     })
     .await;
     let item_2 = format!("http://127.0.0.1:{}/", stack.instance_port("item-2"));
-    eventually(Duration::from_secs(5).saturating_sub(lost_at.elapsed()), "item-2 shows the alarm", || async {
+    eventually(PROPAGATED_AFTER_LOSS.saturating_sub(lost_at.elapsed()), "item-2 shows the alarm", || async {
         let r = http.get(&item_2).header("USER-TOKEN", &probe_token).send().await;
         match r {
             Ok(r) if r.status().as_u16() == 200 => {
