@@ -46,14 +46,11 @@ impl KindContext<'_> {
     /// domain's kind a complete read model in the own database (`READ_MODELS`) in front of the
     /// owner, or the owner alone.
     pub fn cached_source<G: Group>(&self) -> Source {
-        if G::OWNER == self.settings.domain {
-            return Source::Local(self.store.clone());
+        if G::OWNER == self.settings.domain || !self.settings.read_models {
+            return self.source(G::OWNER);
         }
-        if !self.settings.read_models {
-            return Source::Remote { rpc: self.rpc.clone(), owner: G::OWNER };
-        }
-        // Its cache keeps no hot copy (see `hot_copy`): a copy an earlier run left, with
-        // READ_MODELS=0, is dropped, so that it is never restored stale later.
+        // Its cache keeps no hot copy (`Replicated for GroupCache`): a copy an earlier run left,
+        // with READ_MODELS=0, is dropped, so that it is never restored stale later.
         let own = self.store.clone();
         self.tasks.spawn_once("hot copy dropped", async move {
             // Once the store has migrated (it refuses until then), retried until it is done.
@@ -73,14 +70,6 @@ impl KindContext<'_> {
             self.metrics.clone(),
             self.tasks,
         ))
-    }
-
-    /// The hot copy of a cache of `owner`'s kind (`moa_cache_entry`): another domain's hot
-    /// entries, kept for a restart while the owner is down. Not for the own domain, and not
-    /// beside a read model, which has every entry on disk already: a hot copy would only write
-    /// each new entry a second time (half of item_db's work in a cold pass, docs/performance.md).
-    pub fn hot_copy(&self, owner: Domain) -> Option<(Addr<Store>, &Tasks)> {
-        (owner != self.settings.domain && !self.settings.read_models).then(|| (self.store.clone(), self.tasks))
     }
 }
 
@@ -103,10 +92,16 @@ impl<E: crate::entity::Entity, I: super::Index<E> + 'static> Replicated for supe
     }
 }
 
-/// A bounded cache of a kind grouped per user ([`super::GroupCache`]).
+/// A bounded cache of a kind grouped per user ([`super::GroupCache`]), with a hot copy
+/// (`moa_cache_entry`: another domain's hot entries, kept for a restart while the owner is down)
+/// only when its misses go to another domain's owner alone: not for the own domain, and not
+/// beside a read model, which has every entry on disk already, so that a hot copy would only
+/// write each new entry a second time (half of item_db's work in a cold pass, docs/performance.md).
 impl<G: Group> Replicated for super::GroupCache<G> {
     fn build(cx: &KindContext<'_>) -> Self {
-        super::GroupCache::new(cx.cached_source::<G>(), cx.settings, cx.metrics.clone(), cx.hot_copy(G::OWNER))
+        let source = cx.cached_source::<G>();
+        let hot_copy = matches!(source, Source::Remote { .. }).then(|| (cx.store.clone(), cx.tasks));
+        super::GroupCache::new(source, cx.settings, cx.metrics.clone(), hot_copy)
     }
 }
 
@@ -128,17 +123,13 @@ impl Replicas {
         &self.kinds
     }
 
-    pub fn all_warm(&self) -> bool {
-        self.kinds.iter().all(|k| k.is_warm())
-    }
-
     /// `(entity, warm, source)` of each kind, for /ready.
     pub fn status(&self) -> Vec<(&'static str, bool, &'static str)> {
         self.kinds.iter().map(|k| (k.kind(), k.is_warm(), k.source_name())).collect()
     }
 
     /// The owners' `*.events` exchanges of these kinds, each once: what the feed binds.
-    pub fn exchanges(&self) -> Vec<&'static str> {
+    pub(crate) fn exchanges(&self) -> Vec<&'static str> {
         let mut exchanges: Vec<&'static str> =
             self.kinds.iter().map(|k| crate::amqp::topology::events_exchange(k.owner())).collect();
         exchanges.sort_unstable();
