@@ -49,10 +49,30 @@ const UNKNOWN_ITEM: u64 = 987_654;
 /// a request not answered by then hangs, which fails the test (what it asked may still happen
 /// later: see `Pair::Lost`).
 pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
-/// What an alarm write needs (a crash of anything else must not fail it: the load's users are
-/// cached, and RabbitMQ is not on the write path), and what an item view needs.
-pub(crate) const NEEDS_ALARM: [Component; 2] = [Component::Alarm, Component::AlarmDb];
-pub(crate) const NEEDS_ITEM: [Component; 2] = [Component::Item, Component::ItemDb];
+/// What a request needs to be answered: its failure is excused while one of `any` is down,
+/// or while one of each half of `both` is down at once.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Needs {
+    any: &'static [Component],
+    both: Option<(&'static [Component], &'static [Component])>,
+}
+
+/// The owner of alarm sets and the way to it: a replica's alarm set not in memory (a broker
+/// loss makes every entry old, a read-model repair after it drops the repaired ones) is asked
+/// of the owner and, when it does not answer, read from the replica's own read model.
+const ALARM_OWNER: &[Component] = &[Component::Alarm, Component::Rabbitmq];
+
+/// An alarm write (a crash of anything else must not fail it: the load's users are cached,
+/// and RabbitMQ is not on the write path).
+pub(crate) const NEEDS_ALARM: Needs = Needs { any: &[Component::Alarm, Component::AlarmDb], both: None };
+/// An item view: the item service and its database (which holds its read model of alarm sets).
+pub(crate) const NEEDS_ITEM: Needs = Needs { any: &[Component::Item, Component::ItemDb], both: None };
+/// The item list: the item service from memory; an alarm set not in memory needs the owner
+/// or, failing that, item_db's read model.
+const NEEDS_ITEM_LIST: Needs = Needs { any: &[Component::Item], both: Some((&[Component::ItemDb], ALARM_OWNER)) };
+/// `/visit`: the user service from memory; an alarm set not in memory needs the owner or,
+/// failing that, user_db's read model.
+const NEEDS_VISIT: Needs = Needs { any: &[Component::User], both: Some((&[Component::UserDb], ALARM_OWNER)) };
 /// How long after `scripts/up COMPONENT` returned a request may still fail because of the crash
 /// (a pool replacing its dead connections, a client's connection to the killed process).
 pub(crate) const RECOVERY_GRACE: Duration = Duration::from_secs(2);
@@ -129,7 +149,7 @@ pub(crate) struct Tally {
     /// (user, item) -> (views answered 200, views with an unknown outcome)
     pub(crate) views: BTreeMap<(i64, u64), (u64, u64)>,
     /// Every request without the expected answer: (sent, answered, what it needed, label).
-    pub(crate) failures: Vec<(Instant, Instant, [Component; 2], String)>,
+    pub(crate) failures: Vec<(Instant, Instant, Needs, String)>,
 }
 
 impl Tally {
@@ -207,11 +227,11 @@ pub(crate) async fn worker(
         let roll = rng.below(100);
         t.requests += 1;
         if roll < 10 {
-            // a read: the item list or /visit, answered from memory (needs only its service)
+            // a read: the item list or /visit, answered from memory (see NEEDS_VISIT)
             let (port, path, needs, what) = if roll < 5 {
-                (item_port, "/", [Component::Item, Component::Item], "GET item /")
+                (item_port, "/", NEEDS_ITEM_LIST, "GET item /")
             } else {
-                (user_port, "/visit", [Component::User, Component::User], "GET user /visit")
+                (user_port, "/visit", NEEDS_VISIT, "GET user /visit")
             };
             let req = http.get(format!("http://127.0.0.1:{port}{path}")).header("USER-TOKEN", token);
             let sent = Instant::now();
@@ -592,16 +612,17 @@ pub(crate) async fn disagreement_at(
 /// (the request was in flight at some time between the kill and `RECOVERY_GRACE` after the
 /// restart) and the others, described.
 pub(crate) fn excuse(
-    failures: &[(Instant, Instant, [Component; 2], String)],
+    failures: &[(Instant, Instant, Needs, String)],
     windows: &[(Component, Instant, Instant)],
 ) -> (usize, Vec<String>) {
     let first = windows.iter().map(|w| w.1).min();
     let mut unexcused = Vec::new();
     let mut excused = 0;
     for (sent, answered, needs, what) in failures {
-        let down = windows
-            .iter()
-            .any(|(c, from, to)| needs.contains(c) && *sent <= *to + RECOVERY_GRACE && *answered >= *from);
+        let down_during = |of: &[Component]| {
+            windows.iter().any(|(c, from, to)| of.contains(c) && *sent <= *to + RECOVERY_GRACE && *answered >= *from)
+        };
+        let down = down_during(needs.any) || needs.both.is_some_and(|(a, b)| down_during(a) && down_during(b));
         if down {
             excused += 1;
         } else {
@@ -611,6 +632,28 @@ pub(crate) fn excuse(
         }
     }
     (excused, unexcused)
+}
+
+#[test]
+fn a_read_is_excused_by_its_service_or_by_both_its_read_model_and_its_owner_being_down() {
+    let t0 = Instant::now();
+    let s = |x: u64| t0 + Duration::from_secs(x);
+    let visit = |at: u64| (s(at), s(at) + Duration::from_millis(600), NEEDS_VISIT, format!("visit at {at}"));
+    // rabbitmq down 0-10 s, user_db 10-12 s, the user service 30-32 s (each excuses 2 s more)
+    let windows = [
+        (Component::Rabbitmq, s(0), s(10)),
+        (Component::UserDb, s(10), s(12)),
+        (Component::User, s(30), s(32)),
+        (Component::UserDb, s(50), s(52)),
+    ];
+    let (excused, unexcused) = excuse(&[visit(11), visit(31), visit(20), visit(51)], &windows);
+    assert_eq!(excused, 2, "{unexcused:?}");
+    // the broker alone (20 s is past its grace) or user_db alone does not excuse a read
+    assert_eq!(unexcused.len(), 2);
+    assert!(unexcused[0].starts_with("visit at 20") && unexcused[1].starts_with("visit at 51"), "{unexcused:?}");
+    // an alarm write needs its own service and database only
+    let write = (s(51), s(52), NEEDS_ALARM, "write".to_string());
+    assert_eq!(excuse(&[write], &windows).0, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
