@@ -104,7 +104,8 @@ pub async fn list(
     lists: web::Data<AlarmLists>,
 ) -> Result<HttpResponse, ApiError> {
     let user = auth::authenticate(&req, &users).await?;
-    let alarmed = lists.items_of(user.id, &alarms).await.map_err(|e| ApiError::from_dependency(e, "the list of your alarms"))?;
+    let alarmed =
+        lists.items_of(user.id, &alarms).await.map_err(|e| ApiError::from_dependency(e, "the list of your alarms"))?;
     let ids: Vec<i64> = alarmed.iter().rev().copied().collect();
     let body = items
         .render_ids(&ids, &|_| true)

@@ -32,7 +32,8 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let user = auth::authenticate(&req, &users).await?;
     let page = input::parse_page(req.query_string())?;
-    let alarmed = alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "the list of your alarms"))?;
+    let alarmed =
+        alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "the list of your alarms"))?;
     Ok(http::json_bytes(StatusCode::OK, items.render_page(&alarmed, page)))
 }
 
@@ -60,7 +61,8 @@ pub async fn detail(
     let ItemId(id) = ItemId::from_path(&path)?;
     let item =
         items.get(id).await.map_err(|e| ApiError::from_dependency(e, "this item"))?.ok_or(ApiError::NotFoundEmpty)?;
-    let alarmed = alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "the list of your alarms"))?;
+    let alarmed =
+        alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "the list of your alarms"))?;
     // The view is committed before we answer: a 200 means it will show in /visit.
     let view = views.submit(RecordView {
         user_id: user.id,

@@ -49,7 +49,8 @@ pub async fn recent(
                 .map_err(|e| ApiError::from_dependency(e, "your recent views"))?
         }
     };
-    let alarmed = alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "the list of your alarms"))?;
+    let alarmed =
+        alarms.items_of(user.id).await.map_err(|e| ApiError::from_dependency(e, "the list of your alarms"))?;
     let body = items
         .render_ids(&ids, &|id| alarmed.contains(&id))
         .await
