@@ -136,7 +136,7 @@ pub struct Item {
 
 impl Entity for Item {
     const KIND: &'static str = "item";
-    const OWNER: Domain = Domain::Item;
+    const OWNER: Domain = Domain::new("item");
     type Key = i64;
     fn key(&self) -> Option<i64> {
         Some(self.id)
@@ -181,7 +181,7 @@ pub struct KnownUser {
 
 impl Entity for KnownUser {
     const KIND: &'static str = "user";
-    const OWNER: Domain = Domain::User;
+    const OWNER: Domain = Domain::new("user");
     type Key = i64;
     fn key(&self) -> Option<i64> {
         Some(self.id)
@@ -227,7 +227,7 @@ pub struct Alarm {
 
 impl Entity for Alarm {
     const KIND: &'static str = "alarm";
-    const OWNER: Domain = Domain::Alarm;
+    const OWNER: Domain = Domain::new("alarm");
     type Key = (i64, i64);
     fn key(&self) -> Option<(i64, i64)> {
         Some((self.user_id?, self.item_id?))
@@ -260,9 +260,9 @@ mod tests {
 
     #[test]
     fn each_kind_is_named_and_owned_where_its_row_type_says() {
-        assert_eq!(owner_of("item"), Some(Domain::Item));
-        assert_eq!(owner_of("user"), Some(Domain::User));
-        assert_eq!(owner_of("alarm"), Some(Domain::Alarm));
+        assert_eq!(owner_of("item"), Some(Domain::new("item")));
+        assert_eq!(owner_of("user"), Some(Domain::new("user")));
+        assert_eq!(owner_of("alarm"), Some(Domain::new("alarm")));
         assert_eq!(owner_of("review"), None, "a kind nobody describes is nobody's");
         use crate::replica::cache::Group;
         assert_eq!(crate::replica::users::Users::KIND, KnownUser::KIND, "a group's kind is its row's");

@@ -8,20 +8,21 @@ use std::time::Duration;
 
 use crate::error::Error;
 
-/// The three domains. Each owns one database, one fanout exchange and one RPC queue.
-/// Everything the platform knows of a domain is its row in [`DOMAINS`]: adding a domain is a
-/// variant here, its place in [`Domain::ALL`] and a row there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Domain {
-    Item,
-    Alarm,
-    User,
-}
+/// A domain: one service, one database, one fanout exchange and one RPC queue. The domains are
+/// the rows of `domains.tsv`, the one list the scripts, the broker's definitions, the images,
+/// the test harness and (embedded at build time) the services read; everything else about a
+/// domain follows from its name by convention. The platform names no domain: each kind's
+/// owner is a `Domain::new("...")` constant beside the kind.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Domain(&'static str);
 
-/// What one domain is, by convention and by the local stack's defaults.
+/// `domains.tsv`, as built into every binary.
+const DOMAINS_TSV: &str = include_str!("../../domains.tsv");
+
+/// What one domain is: its row of `domains.tsv` and the names its conventions give it.
 struct About {
-    name: &'static str,
-    /// Prefix of the domain's own environment variables.
+    domain: Domain,
+    /// Prefix of the domain's own environment variables (the name upper-cased).
     env_prefix: &'static str,
     http_port: u16,
     /// The local stack's database as the service's own login role (postgres/local-passwords.env;
@@ -36,46 +37,87 @@ struct About {
     rpc_queue: &'static str,
 }
 
-/// One row per domain, in [`Domain::ALL`]'s order.
-const DOMAINS: [About; 3] = [
-    About {
-        name: "item",
-        env_prefix: "ITEM",
-        http_port: 5001,
-        database_url: "postgres://item_service:item-service-local@127.0.0.1:5432/item_db",
-        amqp_url: "amqp://item-service:item-local@127.0.0.1:5672/%2f",
-        events_exchange: "item.events",
-        rpc_queue: "item.rpc",
-    },
-    About {
-        name: "alarm",
-        env_prefix: "ALARM",
-        http_port: 6001,
-        database_url: "postgres://alarm_service:alarm-service-local@127.0.0.1:5433/alarm_db",
-        amqp_url: "amqp://alarm-service:alarm-local@127.0.0.1:5672/%2f",
-        events_exchange: "alarm.events",
-        rpc_queue: "alarm.rpc",
-    },
-    About {
-        name: "user",
-        env_prefix: "USER",
-        http_port: 7001,
-        database_url: "postgres://user_service:user-service-local@127.0.0.1:5434/user_db",
-        amqp_url: "amqp://user-service:user-local@127.0.0.1:5672/%2f",
-        events_exchange: "user.events",
-        rpc_queue: "user.rpc",
-    },
-];
+/// `domains.tsv`'s rows, in its order (the start order). A malformed file fails every
+/// binary's first look at a domain, and the unit tests.
+fn parse_domains(text: &'static str) -> Result<Vec<About>, String> {
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let mut rows = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let f: Vec<&'static str> = line.split_whitespace().collect();
+        let [name, http_port, db_port] = f[..] else {
+            return Err(format!("domains.tsv: {line:?} is not `name http_port db_port`"));
+        };
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase()) {
+            return Err(format!("domains.tsv: the domain name {name:?} is not lower-case letters"));
+        }
+        let port = |p: &str| p.parse::<u16>().map_err(|_| format!("domains.tsv: {p:?} ({name}) is not a port"));
+        let (http_port, db_port) = (port(http_port)?, port(db_port)?);
+        if rows.iter().any(|a: &About| a.domain.0 == name) {
+            return Err(format!("domains.tsv lists {name} twice"));
+        }
+        rows.push(About {
+            domain: Domain(name),
+            env_prefix: leak(name.to_uppercase()),
+            http_port,
+            database_url: leak(format!("postgres://{name}_service:{name}-service-local@127.0.0.1:{db_port}/{name}_db")),
+            amqp_url: leak(format!("amqp://{name}-service:{name}-local@127.0.0.1:5672/%2f")),
+            events_exchange: leak(format!("{name}.events")),
+            rpc_queue: leak(format!("{name}.rpc")),
+        });
+    }
+    Ok(rows)
+}
+
+static DOMAINS: std::sync::LazyLock<Vec<About>> =
+    std::sync::LazyLock::new(|| parse_domains(DOMAINS_TSV).unwrap_or_else(|e| panic!("{e}")));
+static ALL: std::sync::LazyLock<Vec<Domain>> = std::sync::LazyLock::new(|| DOMAINS.iter().map(|a| a.domain).collect());
+
+impl std::fmt::Debug for Domain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::fmt::Display for Domain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
 
 impl Domain {
-    pub const ALL: [Domain; 3] = [Domain::Item, Domain::Alarm, Domain::User];
+    /// The domain called `name`, as a constant beside the kinds it owns. A name not in
+    /// `domains.tsv` is refused where the kind is declared ([`crate::replica::Kinds`]) and by
+    /// [`Domain::about`] at its first use.
+    pub const fn new(name: &'static str) -> Domain {
+        Domain(name)
+    }
+
+    /// Every domain of `domains.tsv`, in its order.
+    pub fn all() -> &'static [Domain] {
+        &ALL
+    }
+
+    /// Whether `domains.tsv` lists this domain.
+    pub fn is_listed(self) -> bool {
+        DOMAINS.iter().any(|a| a.domain == self)
+    }
 
     fn about(self) -> &'static About {
-        &DOMAINS[self as usize]
+        DOMAINS
+            .iter()
+            .find(|a| a.domain == self)
+            .unwrap_or_else(|| panic!("the domain {:?} is not listed in domains.tsv", self.0))
+    }
+
+    /// Its place in [`Domain::all`].
+    pub fn index(self) -> usize {
+        DOMAINS.iter().position(|a| a.domain == self).unwrap_or_else(|| {
+            panic!("the domain {:?} is not listed in domains.tsv", self.0);
+        })
     }
 
     pub fn name(self) -> &'static str {
-        self.about().name
+        self.0
     }
 
     /// Prefix of this domain's own environment variables.
@@ -107,9 +149,9 @@ impl Domain {
         self.about().rpc_queue
     }
 
-    /// The domain called `name`, if there is one.
+    /// The domain called `name`, if `domains.tsv` lists one.
     pub fn named(name: &str) -> Option<Domain> {
-        Domain::ALL.into_iter().find(|d| d.name() == name)
+        DOMAINS.iter().map(|a| a.domain).find(|d| d.0 == name)
     }
 }
 
@@ -452,8 +494,10 @@ mod tests {
 
     #[test]
     fn each_domain_is_its_row_and_its_names_follow_the_conventions() {
-        for (i, d) in Domain::ALL.into_iter().enumerate() {
-            assert_eq!(d as usize, i, "DOMAINS is in Domain::ALL's order");
+        assert!(!Domain::all().is_empty());
+        for (i, d) in Domain::all().iter().copied().enumerate() {
+            assert_eq!(d.index(), i, "index is the place in Domain::all()");
+            assert!(d.is_listed());
             assert_eq!(Domain::named(d.name()), Some(d));
             assert_eq!(d.env_prefix(), d.name().to_uppercase());
             assert_eq!(d.events_exchange(), format!("{}.events", d.name()));
@@ -462,6 +506,25 @@ mod tests {
             assert!(d.default_amqp_url().contains(&format!("//{}-service:", d.name())), "its own broker user");
         }
         assert_eq!(Domain::named("review"), None);
+        assert!(!Domain::new("review").is_listed());
+    }
+
+    #[test]
+    fn a_malformed_domain_list_is_refused_with_its_line() {
+        let ok = parse_domains("# c\nitem 5001 5432\n\nreview\t8001\t5435\n").unwrap();
+        assert_eq!(ok.iter().map(|a| a.domain.name()).collect::<Vec<_>>(), ["item", "review"]);
+        assert_eq!(ok[1].database_url, "postgres://review_service:review-service-local@127.0.0.1:5435/review_db");
+        assert_eq!(ok[1].env_prefix, "REVIEW");
+        for (bad, says) in [
+            ("item 5001\n", "is not `name http_port db_port`"),
+            ("item 5001 5432 x\n", "is not `name http_port db_port`"),
+            ("Item 5001 5432\n", "lower-case"),
+            ("item 5001 99999\n", "is not a port"),
+            ("item 5001 5432\nitem 6001 5433\n", "twice"),
+        ] {
+            let err = parse_domains(bad).err().unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert!(err.contains(says), "{bad:?}: {err}");
+        }
     }
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
@@ -471,7 +534,7 @@ mod tests {
 
     #[test]
     fn defaults_point_each_domain_at_its_own_database() {
-        for d in Domain::ALL {
+        for d in Domain::all().iter().copied() {
             let s = Settings::from_lookup(d, lookup(&[])).unwrap();
             assert!(s.database_url.ends_with(&format!("/{}_db", d.name())));
             assert_eq!(s.http_port, d.default_http_port());
@@ -481,16 +544,16 @@ mod tests {
 
     #[test]
     fn amqp_url_takes_one_node_or_a_comma_separated_cluster() {
-        let one = Settings::from_lookup(Domain::Item, lookup(&[("AMQP_URL", "amqp://a:b@h:5672/%2f")])).unwrap();
+        let one = Settings::from_lookup(Domain::new("item"), lookup(&[("AMQP_URL", "amqp://a:b@h:5672/%2f")])).unwrap();
         assert_eq!(one.amqp_urls, vec!["amqp://a:b@h:5672/%2f"]);
         let three = Settings::from_lookup(
-            Domain::Item,
+            Domain::new("item"),
             lookup(&[("AMQP_URL", "amqp://a:b@h:5672/%2f, amqp://a:b@h:5673/%2f,amqps://a:b@h:5674/%2f,")]),
         )
         .unwrap();
         assert_eq!(three.amqp_urls, vec!["amqp://a:b@h:5672/%2f", "amqp://a:b@h:5673/%2f", "amqps://a:b@h:5674/%2f"]);
         for bad in [" , ", "amqp://a:b@h:5672/%2f,http://a:secret@h/"] {
-            let err = Settings::from_lookup(Domain::Item, lookup(&[("AMQP_URL", bad)])).unwrap_err().to_string();
+            let err = Settings::from_lookup(Domain::new("item"), lookup(&[("AMQP_URL", bad)])).unwrap_err().to_string();
             assert!(err.contains("AMQP_URL"), "{bad:?}: {err}");
             assert!(!err.contains("secret"), "credentials stay out of errors: {err}");
         }
@@ -501,9 +564,9 @@ mod tests {
 
     #[test]
     fn a_service_never_reads_another_domains_database_variable() {
-        for d in Domain::ALL {
+        for d in Domain::all().iter().copied() {
             let names = env_var_names(d);
-            for other in Domain::ALL.into_iter().filter(|o| *o != d) {
+            for other in Domain::all().iter().copied().filter(|o| *o != d) {
                 let foreign = format!("{}_DATABASE_URL", other.env_prefix());
                 assert!(!names.contains(&foreign), "{d:?} reads {foreign}");
                 // Even when the foreign variable is set, it is ignored.
@@ -515,30 +578,31 @@ mod tests {
 
     #[test]
     fn bad_values_are_rejected_with_the_variable_name() {
-        let err = Settings::from_lookup(Domain::Item, lookup(&[("ITEM_HTTP_PORT", "70000")])).unwrap_err();
+        let err = Settings::from_lookup(Domain::new("item"), lookup(&[("ITEM_HTTP_PORT", "70000")])).unwrap_err();
         assert!(err.to_string().contains("ITEM_HTTP_PORT"));
-        let err = Settings::from_lookup(Domain::Item, lookup(&[("RPC_TIMEOUT_MS", "abc")])).unwrap_err();
+        let err = Settings::from_lookup(Domain::new("item"), lookup(&[("RPC_TIMEOUT_MS", "abc")])).unwrap_err();
         assert!(err.to_string().contains("RPC_TIMEOUT_MS"));
-        let err = Settings::from_lookup(Domain::User, lookup(&[("USER_DATABASE_URL", "mysql://x")])).unwrap_err();
+        let err =
+            Settings::from_lookup(Domain::new("user"), lookup(&[("USER_DATABASE_URL", "mysql://x")])).unwrap_err();
         assert!(err.to_string().contains("USER_DATABASE_URL"));
     }
 
     #[test]
     fn defaults_are_the_services_own_logins_never_an_administrator() {
-        for d in Domain::ALL {
+        for d in Domain::all().iter().copied() {
             let s = Settings::from_lookup(d, lookup(&[])).unwrap();
             let db_user = s.database_url.split("://").nth(1).and_then(|r| r.split(':').next()).unwrap();
             assert_eq!(db_user, format!("{}_service", d.name()), "{d:?}");
             assert!(s.amqp_urls.iter().all(|u| u.starts_with(&format!("amqp://{}-service:", d.name()))), "{d:?}");
             assert!(s.database_migrate_url.is_none(), "no owner login unless given");
         }
-        let bad = Settings::from_lookup(Domain::Item, lookup(&[("ITEM_DATABASE_MIGRATE_URL", "mysql://x")]));
+        let bad = Settings::from_lookup(Domain::new("item"), lookup(&[("ITEM_DATABASE_MIGRATE_URL", "mysql://x")]));
         assert!(bad.unwrap_err().to_string().contains("ITEM_DATABASE_MIGRATE_URL"));
     }
 
     #[test]
     fn debug_output_hides_passwords() {
-        let s = Settings::from_lookup(Domain::Alarm, lookup(&[])).unwrap();
+        let s = Settings::from_lookup(Domain::new("alarm"), lookup(&[])).unwrap();
         let shown = format!("{s:?}");
         assert!(!shown.contains("alarm-service-local"), "{shown}");
         assert!(!shown.contains("alarm-local"), "{shown}");

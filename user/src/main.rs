@@ -1,6 +1,7 @@
+// The service of the domain that owns the user kind.
 fn main() -> std::process::ExitCode {
     common::service::main(
-        common::settings::Domain::User,
+        <common::entity::KnownUser as common::entity::Entity>::OWNER,
         &user_service::store::MIGRATIONS,
         user_service::startup::build,
     )

@@ -9,7 +9,7 @@ use std::{
 
 use common::{
     amqp::{consume, topology},
-    entity::{parse_change_events, Entity},
+    entity::{parse_change_events, Entity, KnownUser},
     replica::{Index, Replica, Source},
     service::Core,
     settings::Domain,
@@ -29,7 +29,7 @@ pub struct Visit {
 
 impl Entity for Visit {
     const KIND: &'static str = "visit";
-    const OWNER: Domain = Domain::User;
+    const OWNER: Domain = KnownUser::OWNER;
     type Key = (i64, i64);
     fn key(&self) -> Option<(i64, i64)> {
         Some((self.user_id, self.item_id))
@@ -136,7 +136,10 @@ pub fn start(core: &Core) -> Arc<VisitBook> {
         source,
         core.settings.prefetch,
         1,
-        Arc::new(VisitFeed { book: book.clone(), publisher: core.bus.identity().owner(Domain::User).to_string() }),
+        Arc::new(VisitFeed {
+            book: book.clone(),
+            publisher: core.bus.identity().owner(core.settings.domain).to_string(),
+        }),
         core.metrics.clone(),
     );
     // user_db re-created or restored: the book is rebuilt from it.

@@ -12,9 +12,8 @@ use std::sync::Arc;
 use actix::Addr;
 use common::{
     amqp::{consume, topology},
-    entity::ViewEvent,
+    entity::{Entity, Item, ViewEvent},
     service::Core,
-    settings::Domain,
     store::Store,
 };
 use futures_util::future::BoxFuture;
@@ -106,7 +105,7 @@ impl consume::Handler for ViewRecorder {
 const VIEW_CONCURRENCY: usize = 32;
 
 pub fn start(core: &Core, visits: Arc<VisitBook>) {
-    let publisher = core.bus.identity().owner(Domain::Item).to_string();
+    let publisher = core.bus.identity().owner(Item::OWNER).to_string();
     let recorder = ViewRecorder { store: core.store.clone(), visits, metrics: core.metrics.clone(), publisher };
     consume::start(
         &core.bus,

@@ -259,7 +259,7 @@ mod tests {
     async fn the_supervisor_and_every_component_loop_stop_with_the_services_tasks() {
         // A node nobody listens on: the components wait for a connection that never comes.
         let tasks = Tasks::new();
-        let identity = Identity::new(crate::settings::Domain::Item, "item-service", None).expect("an identity");
+        let identity = Identity::new(crate::settings::Domain::new("item"), "item-service", None).expect("an identity");
         let bus = Bus::start(&["amqp://u:p@127.0.0.1:9/%2f".into()], "test".into(), identity, &tasks);
         let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for name in ["consumer", "relay"] {

@@ -16,7 +16,7 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     own: String,
-    /// Indexed like [`Domain::ALL`].
+    /// Indexed like [`Domain::all`].
     owners: Vec<String>,
 }
 
@@ -26,7 +26,7 @@ pub fn conventional_login(d: Domain) -> String {
 }
 
 fn index(d: Domain) -> usize {
-    Domain::ALL.iter().position(|x| *x == d).unwrap_or(0)
+    d.index()
 }
 
 impl Identity {
@@ -41,17 +41,17 @@ impl Identity {
     /// Unset, and this service not logged in under its conventional name, all services are taken
     /// to share its login ([`Identity::shared`]); the service says so at start.
     pub fn new(own_domain: Domain, own: &str, owner_logins: Option<&str>) -> Result<Identity, Error> {
-        let mut owners: Vec<String> = Domain::ALL.into_iter().map(conventional_login).collect();
+        let mut owners: Vec<String> = Domain::all().iter().copied().map(conventional_login).collect();
         match owner_logins.map(str::trim).filter(|v| !v.is_empty()) {
-            None if own != conventional_login(own_domain) => owners = vec![own.to_string(); Domain::ALL.len()],
+            None if own != conventional_login(own_domain) => owners = vec![own.to_string(); Domain::all().len()],
             None => {}
-            Some(one) if !one.contains('=') => owners = vec![one.to_string(); Domain::ALL.len()],
+            Some(one) if !one.contains('=') => owners = vec![one.to_string(); Domain::all().len()],
             Some(pairs) => {
                 for pair in pairs.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                     let (domain, login) = pair.split_once('=').map(|(d, l)| (d.trim(), l.trim())).unwrap_or(("", ""));
                     let d = Domain::named(domain).filter(|_| !login.is_empty());
                     let d = d.ok_or_else(|| {
-                        let domains: Vec<&str> = Domain::ALL.iter().map(|d| d.name()).collect();
+                        let domains: Vec<&str> = Domain::all().iter().map(|d| d.name()).collect();
                         Error::Config(format!(
                             "AMQP_OWNER_LOGINS: {pair:?} is not domain=login (domains: {})",
                             domains.join(", ")
@@ -116,25 +116,34 @@ mod tests {
 
     #[test]
     fn owners_follow_the_convention_unless_the_services_share_a_login_or_are_named() {
-        let i = Identity::new(Domain::Item, "item-service", None).unwrap();
-        assert_eq!(Domain::ALL.map(|d| i.owner(d).to_string()), ["item-service", "alarm-service", "user-service"]);
+        let i = Identity::new(Domain::new("item"), "item-service", None).unwrap();
+        assert_eq!(
+            Domain::all().iter().map(|&d| i.owner(d).to_string()).collect::<Vec<_>>(),
+            ["item-service", "alarm-service", "user-service"]
+        );
         assert!(!i.shared());
         // A development broker where every service logs in as guest: all domains are guest's.
-        let dev = Identity::new(Domain::User, "guest", None).unwrap();
-        assert_eq!(Domain::ALL.map(|d| dev.owner(d).to_string()), ["guest", "guest", "guest"]);
+        let dev = Identity::new(Domain::new("user"), "guest", None).unwrap();
+        assert_eq!(
+            Domain::all().iter().map(|&d| dev.owner(d).to_string()).collect::<Vec<_>>(),
+            ["guest", "guest", "guest"]
+        );
         assert!(dev.shared());
-        let one = Identity::new(Domain::Alarm, "moa", Some("moa")).unwrap();
-        assert!(one.shared() && one.owner(Domain::User) == "moa");
-        let named = Identity::new(Domain::Alarm, "alarms", Some("alarm=alarms, user = people")).unwrap();
-        assert_eq!(Domain::ALL.map(|d| named.owner(d).to_string()), ["item-service", "alarms", "people"]);
+        let one = Identity::new(Domain::new("alarm"), "moa", Some("moa")).unwrap();
+        assert!(one.shared() && one.owner(Domain::new("user")) == "moa");
+        let named = Identity::new(Domain::new("alarm"), "alarms", Some("alarm=alarms, user = people")).unwrap();
+        assert_eq!(
+            Domain::all().iter().map(|&d| named.owner(d).to_string()).collect::<Vec<_>>(),
+            ["item-service", "alarms", "people"]
+        );
     }
 
     #[test]
     fn a_service_whose_own_login_is_not_its_domains_publisher_does_not_start() {
-        let err = Identity::new(Domain::Item, "guest", Some("alarm=x")).unwrap_err().to_string();
+        let err = Identity::new(Domain::new("item"), "guest", Some("alarm=x")).unwrap_err().to_string();
         assert!(err.contains("\"item-service\""), "{err}");
-        assert!(Identity::new(Domain::Item, "item-service", Some("item")).is_err());
-        assert!(Identity::new(Domain::Item, "item-service", Some("stock=x"))
+        assert!(Identity::new(Domain::new("item"), "item-service", Some("item")).is_err());
+        assert!(Identity::new(Domain::new("item"), "item-service", Some("stock=x"))
             .unwrap_err()
             .to_string()
             .contains("stock"));
@@ -150,7 +159,7 @@ mod tests {
 
     #[test]
     fn a_stamped_message_names_this_services_login() {
-        let i = Identity::new(Domain::User, "user-service", None).unwrap();
+        let i = Identity::new(Domain::new("user"), "user-service", None).unwrap();
         assert_eq!(publisher_of(&i.stamp(BasicProperties::default())), Some("user-service"));
         assert_eq!(publisher_of(&BasicProperties::default()), None);
     }

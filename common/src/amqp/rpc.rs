@@ -222,7 +222,7 @@ impl RpcClient {
             next_id: Arc::new(AtomicU64::new(1)),
             prefix: "test".into(),
             metrics: Metrics::default(),
-            identity: Identity::new(Domain::Item, "item-service", None).expect("the conventional identity"),
+            identity: Identity::new(Domain::new("item"), "item-service", None).expect("the conventional identity"),
         }
     }
 
@@ -547,7 +547,7 @@ mod tests {
     fn an_answer_is_taken_only_from_the_owners_login() {
         let client = RpcClient::detached();
         let (tx, _rx) = oneshot::channel();
-        client.lock_pending().insert("c-1".into(), Waiter { owner: Domain::User, tx });
+        client.lock_pending().insert("c-1".into(), Waiter { owner: Domain::new("user"), tx });
         assert!(client.take_waiter("c-1", Some("alarm-service")).is_none(), "another service's login");
         assert!(client.take_waiter("c-1", None).is_none(), "no login at all");
         assert!(client.take_waiter("c-1", Some("user-service")).is_some(), "the owner's");

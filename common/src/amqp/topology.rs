@@ -18,12 +18,12 @@ use crate::{
     settings::Domain,
 };
 
-/// Fanout exchange of a domain's change-data events (its row in `settings::DOMAINS`).
+/// Fanout exchange of a domain's change-data events (its row in `domains.tsv`).
 pub fn events_exchange(d: Domain) -> &'static str {
     d.events_exchange()
 }
 
-/// Queue on which a domain answers RPC requests (its row in `settings::DOMAINS`).
+/// Queue on which a domain answers RPC requests (its row in `domains.tsv`).
 pub fn rpc_queue(d: Domain) -> &'static str {
     d.rpc_queue()
 }
@@ -47,7 +47,7 @@ pub fn dead_letter_args() -> FieldTable {
 /// Every shared exchange (all durable fanouts), as `rabbitmq/definitions.json.in` declares them:
 /// each domain's events, and the views', visits' and dead letters'.
 pub fn shared_exchanges() -> Vec<&'static str> {
-    Domain::ALL.iter().map(|d| d.events_exchange()).chain([VIEWS_EXCHANGE, VISITS_EXCHANGE, DEAD_LETTERS]).collect()
+    Domain::all().iter().map(|d| d.events_exchange()).chain([VIEWS_EXCHANGE, VISITS_EXCHANGE, DEAD_LETTERS]).collect()
 }
 /// Every shared durable queue, as `rabbitmq/definitions.json.in` declares them. Not the RPC
 /// queues: each owner declares its own ([`declare_rpc_queue`]).
@@ -117,37 +117,13 @@ mod tests {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{template} renders JSON: {e}"))
     }
 
-    /// The domains of domains.tsv (name, HTTP port, database port: the scripts' list) are those
-    /// of `settings::DOMAINS`, in the same order.
-    #[test]
-    fn domains_tsv_lists_the_domains_of_the_settings() {
-        let listed: Vec<(String, u16, u16)> = include_str!("../../../domains.tsv")
-            .lines()
-            .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
-            .map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                assert_eq!(f.len(), 3, "domains.tsv: {l:?} is not `name http_port db_port`");
-                (f[0].to_string(), f[1].parse().expect("a port"), f[2].parse().expect("a port"))
-            })
-            .collect();
-        let known: Vec<(String, u16, u16)> = Domain::ALL
-            .iter()
-            .map(|d| {
-                let url = d.default_database_url();
-                let port = url.rsplit_once(':').and_then(|(_, rest)| rest.split('/').next()).expect("a port");
-                (d.name().to_string(), d.default_http_port(), port.parse().expect("a port"))
-            })
-            .collect();
-        assert_eq!(listed, known);
-    }
-
     /// Every domain gets its RabbitMQ user, which reads every domain's events.
     #[test]
     fn every_domain_has_a_user_that_reads_every_events_exchange() {
         let env: Vec<(String, String)> =
-            Domain::ALL.iter().map(|d| (format!("{}_AMQP_PASSWORD", d.env_prefix()), "x".to_string())).collect();
+            Domain::all().iter().map(|d| (format!("{}_AMQP_PASSWORD", d.env_prefix()), "x".to_string())).collect();
         let users = rendered("service-users.json.in", &env);
-        for d in Domain::ALL {
+        for d in Domain::all().iter().copied() {
             let login = format!("{}-service", d.name());
             assert!(
                 users["users"].as_array().expect("users").iter().any(|u| u["name"] == login.as_str()),
@@ -157,7 +133,7 @@ mod tests {
             let mine: Vec<_> = perms.iter().filter(|p| p["user"] == login.as_str()).collect();
             assert_eq!(mine.len(), 1, "{login}'s permissions");
             let read = mine[0]["read"].as_str().expect("read");
-            for e in Domain::ALL {
+            for e in Domain::all().iter().copied() {
                 let escaped = e.events_exchange().replace('.', "\\.");
                 assert!(read.contains(&escaped), "{login} may not read {}: {read}", e.events_exchange());
             }
@@ -185,7 +161,7 @@ mod tests {
         };
         assert_eq!(names("exchanges"), sorted(&shared_exchanges()));
         assert_eq!(names("queues"), sorted(&SHARED_QUEUES));
-        for d in Domain::ALL {
+        for d in Domain::all().iter().copied() {
             assert!(shared_exchanges().contains(&events_exchange(d)));
             // Declared by its owner, transient: never a durable queue the broker imports.
             assert!(!names("queues").contains(&rpc_queue(d).to_string()), "{} is in definitions.json.in", rpc_queue(d));

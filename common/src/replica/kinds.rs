@@ -203,8 +203,11 @@ impl<'a> Kinds<'a> {
 }
 
 /// What is wrong with declaring kind `name` (owned by `owner`) as `owned` by `domain`, after
-/// the kinds `declared`: a kind declared twice, or in the wrong role.
+/// the kinds `declared`: a kind of no listed domain, a kind declared twice, or in the wrong role.
 fn misdeclared(declared: &[&str], name: &str, owner: Domain, owned: bool, domain: Domain) -> Option<String> {
+    if !owner.is_listed() {
+        return Some(format!("{name}'s owner {} is not a domain of domains.tsv", owner.name()));
+    }
     if declared.contains(&name) {
         return Some(format!("{name} is declared twice"));
     }
@@ -221,19 +224,23 @@ mod tests {
 
     #[test]
     fn a_kind_is_declared_once_and_owned_only_by_its_owner() {
-        assert_eq!(misdeclared(&[], "item", Domain::Item, true, Domain::Item), None);
-        assert_eq!(misdeclared(&["item"], "user", Domain::User, false, Domain::Item), None);
+        assert_eq!(misdeclared(&[], "item", Domain::new("item"), true, Domain::new("item")), None);
+        assert_eq!(misdeclared(&["item"], "user", Domain::new("user"), false, Domain::new("item")), None);
         assert_eq!(
-            misdeclared(&["item", "user"], "user", Domain::User, false, Domain::Item).as_deref(),
+            misdeclared(&["item", "user"], "user", Domain::new("user"), false, Domain::new("item")).as_deref(),
             Some("user is declared twice")
         );
         assert_eq!(
-            misdeclared(&[], "user", Domain::User, true, Domain::Item).as_deref(),
+            misdeclared(&[], "user", Domain::new("user"), true, Domain::new("item")).as_deref(),
             Some("user is declared owned, but its owner is the user service")
         );
         assert_eq!(
-            misdeclared(&[], "item", Domain::Item, false, Domain::Item).as_deref(),
+            misdeclared(&[], "item", Domain::new("item"), false, Domain::new("item")).as_deref(),
             Some("item is declared replicated, but its owner is the item service")
+        );
+        assert_eq!(
+            misdeclared(&[], "review", Domain::new("review"), false, Domain::new("item")).as_deref(),
+            Some("review's owner review is not a domain of domains.tsv")
         );
     }
 }

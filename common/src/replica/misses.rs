@@ -315,7 +315,7 @@ mod tests {
     async fn an_unreachable_owner_fails_every_waiting_miss_with_its_own_kind_of_error() {
         let batcher = MissBatcher::new(Source::Remote {
             rpc: crate::amqp::rpc::RpcClient::detached(),
-            owner: crate::settings::Domain::User,
+            owner: crate::settings::Domain::new("user"),
         });
         let asks = (0..5)
             .map(|i| batcher.query(Query::UsersByToken { tokens: vec![format!("t{i}")] }, Duration::from_millis(200)));

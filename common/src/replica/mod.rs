@@ -247,7 +247,7 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
     where
         I: Default,
     {
-        let settings = Settings::from_lookup(Domain::Item, |_| None).unwrap_or_else(|_| unreachable!());
+        let settings = Settings::from_lookup(Domain::new("item"), |_| None).unwrap_or_else(|_| unreachable!());
         let rpc = RpcClient::detached();
         Replica::new(Source::Remote { rpc, owner: E::OWNER }, &settings, Metrics::default())
     }

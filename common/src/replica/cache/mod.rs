@@ -307,7 +307,7 @@ impl<G: Group> GroupCache<G> {
     #[cfg(test)]
     pub fn detached() -> Self {
         let settings =
-            Settings::from_lookup(crate::settings::Domain::Item, |_| None).unwrap_or_else(|_| unreachable!());
+            Settings::from_lookup(crate::settings::Domain::new("item"), |_| None).unwrap_or_else(|_| unreachable!());
         let rpc = crate::amqp::rpc::RpcClient::detached();
         GroupCache::new(Source::Remote { rpc, owner: G::OWNER }, &settings, Metrics::default(), None)
     }
