@@ -110,14 +110,6 @@ pub trait Entity: DeserializeOwned + Clone + Send + Sync + 'static {
     fn parse_key(key: &str) -> Option<Self::Key>;
 }
 
-/// The domain owning the kind named `entity` (as a [`crate::store::query::Query`] names it),
-/// from the kinds' own descriptions; None for a kind nobody owns.
-pub fn owner_of(entity: &str) -> Option<Domain> {
-    [(Item::KIND, Item::OWNER), (KnownUser::KIND, KnownUser::OWNER), (Alarm::KIND, Alarm::OWNER)]
-        .into_iter()
-        .find_map(|(kind, owner)| (kind == entity).then_some(owner))
-}
-
 /// Parses the key text of a (user, item) pair (see [`pair_key`]).
 pub fn parse_pair_key(key: &str) -> Option<(i64, i64)> {
     let (user, item) = key.split_once(':')?;
@@ -260,10 +252,6 @@ mod tests {
 
     #[test]
     fn each_kind_is_named_and_owned_where_its_row_type_says() {
-        assert_eq!(owner_of("item"), Some(Domain::new("item")));
-        assert_eq!(owner_of("user"), Some(Domain::new("user")));
-        assert_eq!(owner_of("alarm"), Some(Domain::new("alarm")));
-        assert_eq!(owner_of("review"), None, "a kind nobody describes is nobody's");
         use crate::replica::cache::Group;
         assert_eq!(crate::replica::users::Users::KIND, KnownUser::KIND, "a group's kind is its row's");
         assert_eq!(crate::replica::alarms::Alarms::OWNER, Alarm::OWNER);

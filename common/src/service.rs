@@ -116,10 +116,12 @@ impl Core {
         let name = format!("{}-service {}", settings.domain.name(), settings.instance_id);
         let bus = Bus::start(&settings.amqp_urls, name, identity, &tasks);
         let rpc = RpcClient::start(&bus, &settings.instance_id, metrics.clone());
-        rpc::serve(&bus, settings.domain, store.clone(), migrated, settings.prefetch, metrics.clone());
         let relay = OutboxRelay::start(&bus, store.clone(), wake, settings.outbox_poll, metrics.clone());
         let cx = KindContext { settings: &settings, store: &store, rpc: &rpc, metrics: &metrics, tasks: &tasks };
         let replicas = replicas_for(cx, declare)?;
+        // The owner answers the kinds it declared its own, and no other.
+        let owned = replicas.owned_by(settings.domain);
+        rpc::serve(&bus, settings.domain, owned, store.clone(), migrated, settings.prefetch, metrics.clone());
         // Bind and consume first, then snapshot (see replica::feed).
         feed::start(&bus, &settings, replicas.clone(), metrics.clone());
         tasks.spawn("tombstone collection", crate::store::collect_tombstones_periodically(store.clone()));

@@ -357,6 +357,7 @@ impl RpcClient {
 pub fn serve(
     bus: &Bus,
     domain: Domain,
+    owned: Arc<[&'static str]>,
     store: Addr<Store>,
     migrated: Arc<AtomicBool>,
     prefetch: u16,
@@ -368,6 +369,7 @@ pub fn serve(
         let bus = bus2.clone();
         let migrated = migrated.clone();
         let metrics = metrics.clone();
+        let owned = owned.clone();
         async move {
             while !migrated.load(Ordering::SeqCst) {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -394,6 +396,7 @@ pub fn serve(
                         let ch = ch.clone();
                         let store = store.clone();
                         let metrics = metrics.clone();
+                        let owned = owned.clone();
                         let identity = bus.identity().clone();
                         let Some(to) = reply_address(&delivery.properties) else {
                             count_refused(&metrics, "rpc server", Refused::ReplyTo);
@@ -411,7 +414,7 @@ pub fn serve(
                             // Past the asker's own timeout (the question's expiration) nobody
                             // waits for the answer: a hung database holds this task no longer.
                             let deadline = answer_deadline(&delivery.properties);
-                            let reply = match tokio::time::timeout(deadline, answer(domain, &store, &delivery.data, &metrics)).await {
+                            let reply = match tokio::time::timeout(deadline, answer(domain, &owned, &store, &delivery.data, &metrics)).await {
                                 Ok(reply) => reply,
                                 Err(_) => Reply { ok: false, rows: vec![], error: Some(format!("not answered within {} ms", deadline.as_millis())) },
                             };
@@ -491,7 +494,15 @@ fn oversized(query: &Query) -> Option<String> {
     }
 }
 
-async fn answer(domain: Domain, store: &Addr<Store>, body: &[u8], metrics: &Metrics) -> Reply {
+/// Why `query` is not this service's to answer: its kind is not among those it owns.
+fn not_owned(query: &Query, owned: &[&str], domain: Domain) -> Option<String> {
+    (!owned.contains(&query.entity()))
+        .then(|| format!("{} is not owned by the {} service", query.entity(), domain.name()))
+}
+
+/// The answer to one question: refused when malformed, too large, or of a kind this service
+/// does not own (`owned`: the kinds its `startup.rs` declares `own`).
+async fn answer(domain: Domain, owned: &[&str], store: &Addr<Store>, body: &[u8], metrics: &Metrics) -> Reply {
     let fail = |error: String| Reply { ok: false, rows: vec![], error: Some(error) };
     let refuse = |why: String| {
         count_refused(metrics, "rpc server", Refused::Oversized);
@@ -508,8 +519,8 @@ async fn answer(domain: Domain, store: &Addr<Store>, body: &[u8], metrics: &Metr
     if let Some(why) = oversized(&query) {
         return refuse(why);
     }
-    if crate::entity::owner_of(query.entity()) != Some(domain) {
-        return fail(format!("{} is not owned by the {} service", query.entity(), domain.name()));
+    if let Some(why) = not_owned(&query, owned, domain) {
+        return fail(why);
     }
     match store.send(query).await {
         // A prefix read has no page: a prefix matching more than a page is refused whole.
@@ -525,6 +536,18 @@ async fn answer(domain: Domain, store: &Addr<Store>, body: &[u8], metrics: &Metr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_owner_answers_only_the_kinds_it_declared_its_own() {
+        let item = Domain::new("item");
+        let ask = |entity: &str| Query::Get { entity: entity.into(), keys: vec!["1".into()] };
+        assert_eq!(not_owned(&ask("item"), &["item"], item), None);
+        assert_eq!(
+            not_owned(&ask("alarm"), &["item"], item).as_deref(),
+            Some("alarm is not owned by the item service")
+        );
+        assert!(not_owned(&ask("item"), &[], item).is_some(), "nothing declared, nothing answered");
+    }
 
     #[test]
     fn the_owner_works_on_a_question_as_long_as_its_asker_waits() {

@@ -123,6 +123,11 @@ impl Replicas {
         &self.kinds
     }
 
+    /// The kinds `domain` owns among those declared: what its RPC server answers.
+    pub fn owned_by(&self, domain: Domain) -> std::sync::Arc<[&'static str]> {
+        self.kinds.iter().filter(|k| k.owner() == domain).map(|k| k.kind()).collect()
+    }
+
     /// `(entity, warm, source)` of each kind, for /ready.
     pub fn status(&self) -> Vec<(&'static str, bool, &'static str)> {
         self.kinds.iter().map(|k| (k.kind(), k.is_warm(), k.source_name())).collect()
