@@ -12,13 +12,13 @@ use actix_web::web;
 use crate::{
     lists::AlarmLists,
     routes,
-    store::{alarm_writer, MIGRATIONS, PREFIX_READS},
+    store::{alarm_writer, MIGRATIONS, OWN_ENTITIES},
 };
 
 pub fn build(settings: Settings) -> Result<Application> {
     // The alarm service owns alarm sets; it replicates users (the token) and items (that an
     // alarm's item exists, and the alarm list's items).
-    let core = Core::start_with_reads(settings, &MIGRATIONS, &PREFIX_READS, |kinds| {
+    let core = Core::start_with_reads(settings, &MIGRATIONS, &OWN_ENTITIES, |kinds| {
         kinds.own::<AlarmBook>().replicate::<UserDirectory>().replicate::<ItemCatalog>();
     })?;
     let writer = web::Data::new(alarm_writer(core.store.clone(), core.settings.write_lanes, &core.tasks));

@@ -6,7 +6,7 @@ use common::{
     db::Migration,
     entity::VersionedRow,
     store::{
-        query::{to_rows_at, PrefixRead},
+        query::{to_rows_at, OwnEntity},
         Store,
     },
     Error, Result,
@@ -44,8 +44,13 @@ pub static MIGRATIONS: [Migration; 16] = [
 /// A user's alarms (`Query::Prefix` of `"<user_id>:"`: the RPC answers and this service's own
 /// list) include the alarms loaded before capture existed, which have no version row and are
 /// read as version 0 (see sql/functions/moa_alarm_rows.sql).
-pub static PREFIX_READS: [PrefixRead; 1] =
-    [PrefixRead { entity: "alarm", function: "moa_alarm_rows", snapshot: Some("moa_alarm_page") }];
+pub static OWN_ENTITIES: [OwnEntity; 1] = [OwnEntity {
+    entity: "alarm",
+    prefix: Some("moa_alarm_rows"),
+    snapshot: Some("moa_alarm_page"),
+    lookup: None,
+    outward: None,
+}];
 
 /// Sets (`set: true`) or clears the alarm of `user_id` on `item_id`; both are idempotent.
 #[derive(Debug, Clone)]

@@ -162,7 +162,7 @@ impl std::fmt::Debug for User {
 
 /// A user as every service knows it (the user row is not an [`Entity`]: it never leaves
 /// user_db as it is): the user service's row with its token replaced by
-/// [`crate::token::token_hash`] (see [`outward`]). What events, RPC answers, caches, hot copies
+/// [`crate::token::token_hash`] (see [`user_outward`]). What events, RPC answers, caches, hot copies
 /// and read models carry, in every service (the user service's own directory included).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct KnownUser {
@@ -183,29 +183,22 @@ impl Entity for KnownUser {
     }
 }
 
-/// Whether [`outward`] rewrites this kind's rows (only users: their tokens).
-pub fn rewritten_outward(entity: &str) -> bool {
-    entity == KnownUser::KIND
-}
-
-/// A row as it may leave its owner's database: a user's token replaced by its hash, every
-/// other kind as it is. Applied to every change event the relay publishes and every row the
-/// store answers a [`crate::store::query::Query`] with, so no token travels beyond the user service
-/// but in its own list (the contract's `GET /`). A user row that does not read as one (none
-/// should) loses its data rather than carry a token.
-pub fn outward(entity: &str, data: &RawJson) -> Option<RawJson> {
-    if !rewritten_outward(entity) {
-        return None;
-    }
+/// A user row as it may leave user_db: its token replaced by its hash, a [`KnownUser`]. The user
+/// service declares it its user entity's [`crate::store::query::OwnEntity::outward`], so it is
+/// applied to every change event the relay publishes and every row the store answers a
+/// [`crate::store::query::Query`] with, and no token travels beyond the user service but in its
+/// own list (the contract's `GET /`). A user row that does not read as one (none should) loses
+/// its data rather than carry a token.
+pub fn user_outward(data: &RawJson) -> RawJson {
     let known = serde_json::from_str::<User>(data.get()).ok().map(|u| KnownUser {
         id: u.id,
         name: u.name,
         token_hash: crate::token::token_hash(&u.access_token),
     });
-    Some(match known {
+    match known {
         Some(k) => serde_json::value::to_raw_value(&k).unwrap_or_else(|_| raw_json(&serde_json::Value::Null)),
         None => raw_json(&serde_json::Value::Null),
-    })
+    }
 }
 
 /// `alarm(id integer pk, item_id integer, user_id integer, created timestamp)`, keyed by
@@ -298,15 +291,14 @@ mod tests {
     }
 
     #[test]
-    fn a_user_row_leaves_with_the_tokens_hash_and_other_kinds_unchanged() {
+    fn a_user_row_leaves_with_the_tokens_hash_and_a_malformed_one_with_nothing() {
         let row = raw_json(&serde_json::json!({"id": 3, "name": "n", "access_token": "secret-token"}));
-        let out = outward("user", &row).expect("a user row is rewritten");
+        let out = user_outward(&row);
         assert!(!out.get().contains("secret-token"), "{}", out.get());
         let known: KnownUser = serde_json::from_str(out.get()).unwrap();
         assert_eq!(known, KnownUser { id: 3, name: "n".into(), token_hash: crate::token::token_hash("secret-token") });
-        assert!(outward("alarm", &row).is_none());
         let odd = raw_json(&serde_json::json!({"access_token": "secret-token"}));
-        assert_eq!(outward("user", &odd).unwrap().get(), "null");
+        assert_eq!(user_outward(&odd).get(), "null");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::{
     http,
     replica::{feed, kinds::KindContext, Kinds, Replicas},
     settings::{Domain, Settings},
-    store::{query::PrefixRead, Ping, Store},
+    store::{query::OwnEntity, Ping, Store},
     tasks::Tasks,
     telemetry::{self, Metrics},
 };
@@ -81,12 +81,12 @@ impl Core {
         Self::start_with_reads(settings, migrations, &[], declare)
     }
 
-    /// [`Core::start`], with the domain's own prefix reads of some entities (see
-    /// [`PrefixRead`]).
+    /// [`Core::start`], with the domain's own SQL for some reads of some entities (see
+    /// [`OwnEntity`]).
     pub fn start_with_reads(
         settings: Settings,
         migrations: &'static [Migration],
-        prefix_reads: &'static [PrefixRead],
+        own_entities: &'static [OwnEntity],
         declare: impl FnOnce(&mut Kinds<'_>),
     ) -> Result<Core> {
         crate::error::name_own_database(settings.domain.name(), &settings.database_url);
@@ -100,7 +100,7 @@ impl Core {
         let metrics = Metrics::default();
         describe_metrics(&metrics);
         let tasks = Tasks::new();
-        let store = Store::new(&settings, migrations, prefix_reads, &tasks)?;
+        let store = Store::new(&settings, migrations, own_entities, &tasks)?;
         let wake = store.outbox_wake();
         let migrated = store.migrated_flag();
         let db_runtime = store.runtime();

@@ -87,7 +87,7 @@ impl std::fmt::Display for Domain {
 impl Domain {
     /// The domain called `name`, as a constant beside the kinds it owns. A name not in
     /// `domains.tsv` is refused where the kind is declared ([`crate::replica::Kinds`]) and by
-    /// [`Domain::about`] at its first use.
+    /// its first look-up of a port or a name (a panic naming it).
     pub const fn new(name: &'static str) -> Domain {
         Domain(name)
     }

@@ -8,7 +8,7 @@
 //! labels never carry tokens, paths or other client input.
 //!
 //! Logging caps every library at `info`, whatever `RUST_LOG` says: tokio-postgres logs the
-//! parameters of every statement at debug (tokens, in `UsersByToken`), lapin logs whole frames
+//! parameters of every statement at debug (tokens, in a user `Lookup`), lapin logs whole frames
 //! at trace (RPC requests carry tokens), and other libraries may log request heads.
 
 use std::{

@@ -9,12 +9,17 @@ use common::{
 
 use actix_web::web;
 
-use crate::{list::UserLists, recent, routes, store, store::MIGRATIONS, views};
+use crate::{
+    list::UserLists,
+    recent, routes, store,
+    store::{MIGRATIONS, OWN_ENTITIES},
+    views,
+};
 
 pub fn build(settings: Settings) -> Result<Application> {
     // The user service owns users; it replicates items and alarm sets (`/visit`'s items with
     // their flags).
-    let core = Core::start(settings, &MIGRATIONS, |kinds| {
+    let core = Core::start_with_reads(settings, &MIGRATIONS, &OWN_ENTITIES, |kinds| {
         kinds.own::<UserDirectory>().replicate::<ItemCatalog>().replicate::<AlarmBook>();
     })?;
     let visits = recent::start(&core);

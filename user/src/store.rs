@@ -6,13 +6,16 @@ use actix::prelude::*;
 use common::{
     db::Migration,
     entity::{VersionedRow, ViewEvent},
-    store::{query::to_rows_at, query_untimed, Store},
+    store::{
+        query::{to_rows_at, OwnEntity},
+        query_untimed, Store,
+    },
     Error, Result,
 };
 
 /// Versioned migrations in the order they apply, then this domain's function files (the shared
 /// ones, `common::db::FUNCTIONS`, are applied by `common::db::migrate` itself).
-pub static MIGRATIONS: [Migration; 16] = [
+pub static MIGRATIONS: [Migration; 17] = [
     common::db::CHANGE_CAPTURE,
     common::db::REPLICA_TABLE,
     common::db::LEAN_OUTBOX,
@@ -33,7 +36,20 @@ pub static MIGRATIONS: [Migration; 16] = [
     common::db::TOKEN_HASHES,
     Migration::function("moa_record_visit", include_str!("../sql/functions/moa_record_visit.sql")),
     Migration::function("moa_trim_visits", include_str!("../sql/functions/moa_trim_visits.sql")),
+    Migration::function("moa_user_rows_by_token", include_str!("../sql/functions/moa_user_rows_by_token.sql")),
 ];
+
+/// A user is looked up by its token (`Query::Lookup`: the RPC answers to other services'
+/// misses), through the token index (see sql/functions/moa_user_rows_by_token.sql), and leaves
+/// user_db with its token's hash instead of the token, in events and answers alike.
+pub static OWN_ENTITIES: [OwnEntity; 1] = [OwnEntity {
+    entity: "user",
+    prefix: None,
+    snapshot: None,
+    lookup: Some("moa_user_rows_by_token"),
+    // No token leaves user_db but in the service's own list (docs/security.md).
+    outward: Some(common::entity::user_outward),
+}];
 
 /// Stores one view, once: a duplicate event id changes nothing. Answers whether it was new
 /// and the user's recent-visit row for that item afterwards (for this instance's replica).

@@ -9,7 +9,11 @@ use serde::Deserialize;
 
 use crate::{
     error::{Error, Result},
-    store::{bookkeeping, bookkeeping_with, Store},
+    store::{
+        bookkeeping, bookkeeping_with,
+        query::{outward_of, OwnEntity},
+        Store,
+    },
 };
 
 /// An outbox row being published.
@@ -25,27 +29,28 @@ pub struct OutboxRow {
     pub created_ms: f64,
 }
 
-/// An outbox payload as it may leave: a change event's data through
-/// [`crate::entity::outward`] (a user's token becomes its hash). Views and other kinds'
-/// events pass unparsed: only a payload naming an entity `outward` rewrites is taken apart.
-fn outward_event(body: String) -> String {
+/// An outbox payload as it may leave: a change event's data through its entity's
+/// [`OwnEntity::outward`] (a user's token becomes its hash). Views and other kinds' events pass
+/// unparsed: only a payload naming an entity `own` rewrites is taken apart.
+fn outward_event(body: String, own: &[OwnEntity]) -> String {
     #[derive(Deserialize)]
     struct Head<'a> {
         #[serde(borrow)]
         entity: Option<std::borrow::Cow<'a, str>>,
     }
-    let entity = match serde_json::from_str::<Head>(&body) {
-        Ok(Head { entity: Some(e) }) if crate::entity::rewritten_outward(&e) => e.into_owned(),
+    let outward = match serde_json::from_str::<Head>(&body) {
+        Ok(Head { entity: Some(e) }) => match outward_of(own, &e) {
+            Some(outward) => outward,
+            None => return body,
+        },
         _ => return body,
     };
     let Ok(mut event) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&body) else {
         return body;
     };
     if let Some(data) = event.get("data").and_then(|d| serde_json::value::to_raw_value(d).ok()) {
-        if let Some(out) = crate::entity::outward(&entity, &data) {
-            let value = serde_json::from_str(out.get()).unwrap_or(serde_json::Value::Null);
-            event.insert("data".into(), value);
-        }
+        let value = serde_json::from_str(outward(&data).get()).unwrap_or(serde_json::Value::Null);
+        event.insert("data".into(), value);
     }
     serde_json::to_string(&event).unwrap_or(body)
 }
@@ -108,6 +113,7 @@ impl Handler<DrainOutbox> for Store {
 
     fn handle(&mut self, msg: DrainOutbox, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool();
+        let own = self.own_entities;
         Box::pin(async move {
             // Before the migrations the outbox may not have its columns yet: "not yet"
             // (`NotMigrated`), which the relay does not report as a failure.
@@ -156,7 +162,7 @@ impl Handler<DrainOutbox> for Store {
                         id: r.try_get(0)?,
                         event_id: r.try_get(1)?,
                         exchange: r.try_get(2)?,
-                        body: outward_event(r.try_get::<_, String>(3)?).into_bytes(),
+                        body: outward_event(r.try_get::<_, String>(3)?, own).into_bytes(),
                         request_id: r.try_get(4)?,
                         created_ms: r.try_get(5)?,
                     })

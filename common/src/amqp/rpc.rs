@@ -481,7 +481,7 @@ fn oversized(query: &Query) -> Option<String> {
     match query {
         Query::Snapshot { limit, .. } => too_long(*limit),
         Query::Get { keys, .. } => too_many("keys", keys.len()),
-        Query::UsersByToken { tokens } => too_many("tokens", tokens.len()),
+        Query::Lookup { keys, .. } => too_many("keys", keys.len()),
         Query::Prefix { prefixes, .. } if prefixes.iter().any(String::is_empty) => {
             Some("an empty prefix (the whole table: read it by snapshot pages)".into())
         }
@@ -588,7 +588,7 @@ mod tests {
         assert!(oversized(&page(MAX_PAGE_ROWS + 1)).is_some());
         let keys = |n: usize| (0..n).map(|i| i.to_string()).collect::<Vec<_>>();
         assert!(oversized(&Query::Get { entity: "item".into(), keys: keys(MAX_KEYS) }).is_none());
-        assert!(oversized(&Query::UsersByToken { tokens: keys(MAX_KEYS + 1) }).is_some());
+        assert!(oversized(&Query::Lookup { entity: "user".into(), keys: keys(MAX_KEYS + 1) }).is_some());
         let prefix = |p: &str| Query::Prefix { entity: "alarm".into(), prefixes: vec!["7:".into(), p.into()] };
         assert!(oversized(&prefix("8:")).is_none());
         assert!(oversized(&prefix("")).unwrap().contains("empty prefix"));

@@ -39,9 +39,15 @@ pub trait Group: Send + Sync + 'static {
     }
     /// The owner's key of a group's member: the inverse of [`Group::place`].
     fn key(group: i64, member: i64) -> String;
-    /// The name a read model finds a live row by besides its group (a user's token).
+    /// The name a read model finds a live row by besides its group (a user's token's hash),
+    /// as the owner's rows carry it.
     fn lookup(_row: &VersionedRow) -> Option<String> {
         None
+    }
+    /// The name of the rows a [`crate::store::query::Query::Lookup`] key finds: what
+    /// [`Group::lookup`] gives them (a token's hash, for a token; the key itself by default).
+    fn lookup_name(key: &str) -> String {
+        key.to_string()
     }
 }
 

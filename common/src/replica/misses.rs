@@ -4,12 +4,12 @@
 //! cost the owner a statement of its own (parse, plan, two round trips) and an RPC message
 //! each way: at a few hundred new users a second that was most of the machine's CPU. While
 //! [`LANES`] questions are on their way, the misses that arrive meanwhile wait and go out as
-//! one query (`UsersByToken` with every token, `Prefix` with every prefix): one message, one
+//! one query (`Lookup` with every key, `Prefix` with every prefix): one message, one
 //! set-based statement. A lone miss is sent at once, so an idle system pays nothing for this.
 //!
 //! The owner answers a merged query with the rows of every part; each caller takes the rows
-//! that answer its own part, by the same test the owner's SQL applies (the token column, the
-//! key's prefix), so what a caller gets is what its query alone would have got.
+//! that answer its own part, by the same test the owner's SQL applies (the row's lookup name,
+//! the key's prefix), so what a caller gets is what its query alone would have got.
 
 use std::{
     collections::HashMap,
@@ -17,7 +17,6 @@ use std::{
     time::Duration,
 };
 
-use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use crate::{
@@ -37,6 +36,15 @@ type Waiter = oneshot::Sender<Result<Vec<VersionedRow>>>;
 pub struct MissBatcher {
     source: Source,
     queue: Arc<Mutex<Queue>>,
+    names: LookupNames,
+}
+
+/// How the cache's kind names its lookups: a lookup key's name in the rows (a token's hash),
+/// and a row's name ([`crate::replica::cache::Group::lookup_name`], [`crate::replica::cache::Group::lookup`]).
+#[derive(Clone, Copy)]
+pub struct LookupNames {
+    pub of_key: fn(&str) -> String,
+    pub of_row: fn(&VersionedRow) -> Option<String>,
 }
 
 #[derive(Default)]
@@ -59,13 +67,13 @@ impl Queue {
 /// What can be merged: queries of one kind whose parts each answer one caller.
 #[derive(PartialEq, Eq, Hash, Clone)]
 enum MergeKey {
-    Tokens,
+    Lookups(String),
     Prefixes(String),
 }
 
 fn merge_key(q: &Query) -> Option<MergeKey> {
     match q {
-        Query::UsersByToken { .. } => Some(MergeKey::Tokens),
+        Query::Lookup { entity, .. } => Some(MergeKey::Lookups(entity.clone())),
         Query::Prefix { entity, .. } => Some(MergeKey::Prefixes(entity.clone())),
         _ => None,
     }
@@ -76,7 +84,7 @@ fn merged(key: &MergeKey, parts: &[&Query]) -> Query {
     let mut all: Vec<String> = Vec::new();
     for q in parts {
         match q {
-            Query::UsersByToken { tokens } => all.extend(tokens.iter().cloned()),
+            Query::Lookup { keys, .. } => all.extend(keys.iter().cloned()),
             Query::Prefix { prefixes, .. } => all.extend(prefixes.iter().cloned()),
             _ => {}
         }
@@ -84,37 +92,31 @@ fn merged(key: &MergeKey, parts: &[&Query]) -> Query {
     all.sort_unstable();
     all.dedup();
     match key {
-        MergeKey::Tokens => Query::UsersByToken { tokens: all },
+        MergeKey::Lookups(entity) => Query::Lookup { entity: entity.clone(), keys: all },
         MergeKey::Prefixes(entity) => Query::Prefix { entity: entity.clone(), prefixes: all },
     }
 }
 
-#[derive(Deserialize)]
-struct TokenOf<'a> {
-    #[serde(borrow)]
-    token_hash: Option<std::borrow::Cow<'a, str>>,
-}
-
-/// The parts a query asks for: its tokens, or its prefixes.
+/// The parts a query asks for: its lookup keys, or its prefixes.
 fn parts(q: &Query) -> &[String] {
     match q {
-        Query::UsersByToken { tokens } => tokens,
+        Query::Lookup { keys, .. } => keys,
         Query::Prefix { prefixes, .. } => prefixes,
         _ => &[],
     }
 }
 
 /// Each query's rows out of the answer to all of them: the rows that answer it alone, by the
-/// owner's own test (the user's token hash is one of its tokens'; the key starts with one of
-/// its prefixes). Each row is looked at once: its token hash, or each of its key's prefixes,
-/// looked up.
-fn split(queries: &[Query], rows: &[VersionedRow]) -> Vec<Vec<VersionedRow>> {
-    let by_token = matches!(queries.first(), Some(Query::UsersByToken { .. }));
+/// owner's own test (the row's lookup name is one of its keys' names; the key starts with one
+/// of its prefixes). Each row is looked at once: its lookup name, or each of its key's
+/// prefixes, looked up.
+fn split(queries: &[Query], rows: &[VersionedRow], names: LookupNames) -> Vec<Vec<VersionedRow>> {
+    let by_lookup = matches!(queries.first(), Some(Query::Lookup { .. }));
     let mut asked: HashMap<std::borrow::Cow<'_, str>, Vec<usize>> = HashMap::new();
     for (i, q) in queries.iter().enumerate() {
         for part in parts(q) {
-            // Answers carry a token's hash, never the token (crate::entity::outward).
-            let part = if by_token { crate::token::token_hash(part).into() } else { part.as_str().into() };
+            // Answers carry a key's name (a token's hash), never the key (store::query::OwnEntity::outward).
+            let part = if by_lookup { (names.of_key)(part).into() } else { part.as_str().into() };
             let askers = asked.entry(part).or_default();
             if askers.last() != Some(&i) {
                 askers.push(i);
@@ -133,9 +135,9 @@ fn split(queries: &[Query], rows: &[VersionedRow]) -> Vec<Vec<VersionedRow>> {
                 }
             }
         };
-        if by_token {
-            if let Some(hash) = serde_json::from_str::<TokenOf>(row.data.get()).ok().and_then(|t| t.token_hash) {
-                give(&hash);
+        if by_lookup {
+            if let Some(name) = (names.of_row)(row) {
+                give(&name);
             }
         } else {
             let key = row.key.as_str();
@@ -148,8 +150,8 @@ fn split(queries: &[Query], rows: &[VersionedRow]) -> Vec<Vec<VersionedRow>> {
 }
 
 impl MissBatcher {
-    pub fn new(source: Source) -> Self {
-        MissBatcher { source, queue: Arc::default() }
+    pub fn new(source: Source, names: LookupNames) -> Self {
+        MissBatcher { source, queue: Arc::default(), names }
     }
 
     /// Asks `q` of the source, merged with the misses of other requests when it can be; waits
@@ -171,7 +173,7 @@ impl MissBatcher {
         if start_lane {
             // Not the request's own future: a caller that goes away does not take its
             // neighbours' question with it.
-            tokio::spawn(drain(self.source.clone(), self.queue.clone(), timeout));
+            tokio::spawn(drain(self.source.clone(), self.queue.clone(), self.names, timeout));
         }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(answer)) => answer,
@@ -198,7 +200,7 @@ impl Drop for Lane {
 }
 
 /// One lane: asks what is waiting, merged, until nothing is.
-async fn drain(source: Source, queue: Arc<Mutex<Queue>>, timeout: Duration) {
+async fn drain(source: Source, queue: Arc<Mutex<Queue>>, names: LookupNames, timeout: Duration) {
     let mut lane = Lane { queue, released: false };
     loop {
         let batch: Vec<(Query, Waiter)> = {
@@ -228,7 +230,7 @@ async fn drain(source: Source, queue: Arc<Mutex<Queue>>, timeout: Duration) {
             match source.query(question, timeout).await {
                 Ok(rows) => {
                     let (queries, waiters): (Vec<Query>, Vec<Waiter>) = parts.into_iter().unzip();
-                    for (waiter, mine) in waiters.into_iter().zip(split(&queries, &rows)) {
+                    for (waiter, mine) in waiters.into_iter().zip(split(&queries, &rows, names)) {
                         let _ = waiter.send(Ok(mine));
                     }
                 }
@@ -268,38 +270,48 @@ mod tests {
         }
     }
 
+    /// Lookups by token as the user directory names them (`replica::users::Users`).
+    const USERS: LookupNames = LookupNames {
+        of_key: <crate::replica::users::Users as crate::replica::cache::Group>::lookup_name,
+        of_row: <crate::replica::users::Users as crate::replica::cache::Group>::lookup,
+    };
+
+    fn by_token(token: &str) -> Query {
+        Query::Lookup { entity: "user".into(), keys: vec![token.into()] }
+    }
+
     #[test]
     fn parts_are_merged_once_each_and_each_query_gets_the_rows_of_its_own_parts() {
-        let a = Query::UsersByToken { tokens: vec!["t-b".into()] };
-        let b = Query::UsersByToken { tokens: vec!["t-a".into()] };
-        let c = Query::UsersByToken { tokens: vec!["t-b".into()] };
-        let m = merged(&MergeKey::Tokens, &[&a, &b, &c]);
-        assert!(matches!(&m, Query::UsersByToken { tokens } if *tokens == ["t-a", "t-b"]));
+        let a = by_token("t-b");
+        let b = by_token("t-a");
+        let c = by_token("t-b");
+        let m = merged(&MergeKey::Lookups("user".into()), &[&a, &b, &c]);
+        assert!(matches!(&m, Query::Lookup { entity, keys } if entity == "user" && *keys == ["t-a", "t-b"]));
         let rows = [user(1, "t-a"), user(2, "t-b"), user(3, "t-c")];
         let keys = |got: Vec<Vec<VersionedRow>>| -> Vec<Vec<String>> {
             got.into_iter().map(|rows| rows.into_iter().map(|r| r.key).collect()).collect()
         };
-        assert_eq!(keys(split(&[a.clone(), b.clone(), c.clone()], &rows)), [vec!["2"], vec!["1"], vec!["2"]]);
+        assert_eq!(keys(split(&[a.clone(), b.clone(), c.clone()], &rows, USERS)), [vec!["2"], vec!["1"], vec!["2"]]);
         // A tombstone or a row without a token answers no token lookup.
         let mut gone = user(4, "t-a");
         gone.data = raw_json(&json!(null));
-        assert_eq!(keys(split(std::slice::from_ref(&b), &[gone])), [Vec::<String>::new()]);
+        assert_eq!(keys(split(std::slice::from_ref(&b), &[gone], USERS)), [Vec::<String>::new()]);
 
         let p1 = Query::Prefix { entity: "alarm".into(), prefixes: vec!["1:".into()] };
         let p12 = Query::Prefix { entity: "alarm".into(), prefixes: vec!["12:".into()] };
         let m = merged(&MergeKey::Prefixes("alarm".into()), &[&p1, &p12]);
         assert!(matches!(&m, Query::Prefix { entity, prefixes } if entity == "alarm" && *prefixes == ["12:", "1:"]));
         let rows = [alarm(1, 5), alarm(1, 9), alarm(12, 7), alarm(121, 1)];
-        assert_eq!(keys(split(&[p1.clone(), p12.clone()], &rows)), [vec!["1:5", "1:9"], vec!["12:7"]]);
+        assert_eq!(keys(split(&[p1.clone(), p12.clone()], &rows, USERS)), [vec!["1:5", "1:9"], vec!["12:7"]]);
         // Prefixes of any shape: a row goes to every query one of whose prefixes it starts with.
         let odd = Query::Prefix { entity: "alarm".into(), prefixes: vec!["1".into(), "".into()] };
-        assert_eq!(keys(split(&[odd, p12], &rows)), [vec!["1:5", "1:9", "12:7", "121:1"], vec!["12:7"]]);
+        assert_eq!(keys(split(&[odd, p12], &rows, USERS)), [vec!["1:5", "1:9", "12:7", "121:1"], vec!["12:7"]]);
     }
 
     #[test]
     fn a_miss_whose_caller_gave_up_is_not_asked() {
         let mut queue = Queue::default();
-        let ask = |t: &str| Query::UsersByToken { tokens: vec![t.into()] };
+        let ask = by_token;
         let (waiting, _kept) = oneshot::channel();
         let (gone, receiver) = oneshot::channel();
         drop(receiver);
@@ -307,18 +319,20 @@ mod tests {
         queue.waiting.push((ask("waits"), waiting));
         let batch = queue.next_batch();
         assert_eq!(batch.len(), 1);
-        assert!(matches!(&batch[0].0, Query::UsersByToken { tokens } if tokens[0] == "waits"));
+        assert!(matches!(&batch[0].0, Query::Lookup { keys, .. } if keys[0] == "waits"));
         assert!(queue.next_batch().is_empty(), "nothing left behind");
     }
 
     #[tokio::test]
     async fn an_unreachable_owner_fails_every_waiting_miss_with_its_own_kind_of_error() {
-        let batcher = MissBatcher::new(Source::Remote {
-            rpc: crate::amqp::rpc::RpcClient::detached(),
-            owner: crate::settings::Domain::new("user"),
-        });
-        let asks = (0..5)
-            .map(|i| batcher.query(Query::UsersByToken { tokens: vec![format!("t{i}")] }, Duration::from_millis(200)));
+        let batcher = MissBatcher::new(
+            Source::Remote {
+                rpc: crate::amqp::rpc::RpcClient::detached(),
+                owner: crate::settings::Domain::new("user"),
+            },
+            USERS,
+        );
+        let asks = (0..5).map(|i| batcher.query(by_token(&format!("t{i}")), Duration::from_millis(200)));
         let answers = futures_util::future::join_all(asks).await;
         assert!(answers.iter().all(|a| matches!(a, Err(Error::BusDown))), "{answers:?}");
         assert_eq!(batcher.queue.lock().unwrap().in_flight, 0, "the lanes ended");

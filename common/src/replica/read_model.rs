@@ -133,6 +133,8 @@ pub struct ReadModel {
     store: Addr<Store>,
     rpc: RpcClient,
     key_of: fn(i64, i64) -> String,
+    /// The name a lookup key finds rows by ([`Group::lookup_name`]).
+    lookup_name: fn(&str) -> String,
     read_row: fn(&VersionedRow) -> Option<ReadRow>,
     phase: AtomicU8,
     epoch: RwLock<Option<Epoch>>,
@@ -198,6 +200,7 @@ impl ReadModel {
             store,
             rpc,
             key_of: G::key,
+            lookup_name: G::lookup_name,
             read_row: ReadRow::of::<G>,
             phase: AtomicU8::new(Phase::Loading as u8),
             epoch: RwLock::new(None),
@@ -355,7 +358,7 @@ impl ReadModel {
     /// A miss: from the read model while it is current, from the owner otherwise (see the
     /// module's documentation). Questions other than lookups go to the owner.
     pub(crate) async fn query(&self, q: Query, timeout: Duration) -> Result<Vec<VersionedRow>> {
-        let lookup = matches!(q, Query::UsersByToken { .. } | Query::Prefix { .. });
+        let lookup = matches!(q, Query::Lookup { .. } | Query::Prefix { .. });
         if !lookup {
             return self.rpc.call(self.owner, &q, timeout).await;
         }
@@ -421,10 +424,9 @@ impl ReadModel {
     /// A lookup answered from the read model, as the owner's rows.
     async fn read(&self, q: &Query) -> Result<Vec<VersionedRow>> {
         let by = match q {
-            // The read model holds what the owner sends: a token's hash, never the token.
-            Query::UsersByToken { tokens } => {
-                ReadBy::Lookup(tokens.iter().map(|t| crate::token::token_hash(t)).collect())
-            }
+            // The read model holds what the owner sends: a key's name (a token's hash), never
+            // the key.
+            Query::Lookup { keys, .. } => ReadBy::Lookup(keys.iter().map(|k| (self.lookup_name)(k)).collect()),
             Query::Prefix { prefixes, .. } => {
                 ReadBy::Groups(prefixes.iter().filter_map(|p| p.strip_suffix(':')?.parse().ok()).collect())
             }

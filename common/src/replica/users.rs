@@ -46,6 +46,11 @@ impl Group for Users {
         row_value::<KnownUser>(row).map(|u| u.token_hash)
     }
 
+    /// The owner's rows carry a token's hash, never the token.
+    fn lookup_name(token: &str) -> String {
+        token_hash(token)
+    }
+
     fn lookups_answered_by(row: &VersionedRow) -> Vec<String> {
         row_value::<KnownUser>(row).map(|u| vec![token_lookup(&u.token_hash)]).unwrap_or_default()
     }
@@ -160,7 +165,7 @@ impl UserDirectory {
         let groups = |rows: &[VersionedRow]| rows.iter().filter_map(|r| Users::group_of(&r.key)).collect();
         // The owner is asked by the token itself (it holds the tokens, not their hashes); its
         // answer, like everything it sends, carries the hash.
-        let q = Query::UsersByToken { tokens: vec![token.to_string()] };
+        let q = Query::Lookup { entity: Users::KIND.into(), keys: vec![token.to_string()] };
         match self.cache.fetch(token_lookup(&hash), q, groups, |rows| holds(rows).is_some()).await {
             Ok(rows) => {
                 self.index(&rows);

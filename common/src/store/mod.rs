@@ -27,7 +27,7 @@ use crate::{
     settings::Settings,
     tasks::Tasks,
 };
-use query::PrefixRead;
+use query::OwnEntity;
 
 pub struct Store {
     pool: Pool,
@@ -41,20 +41,20 @@ pub struct Store {
     migrations: &'static [Migration],
     /// Where this start's schema comes from (taken by the migrations task).
     schema_source: Option<db::SchemaSource>,
-    /// The domain's own SQL for some entities' prefix reads (see [`PrefixRead`]).
-    prefix_reads: &'static [PrefixRead],
+    /// The domain's own SQL for some reads of some entities (see [`OwnEntity`]).
+    pub(crate) own_entities: &'static [OwnEntity],
     migrated: Arc<std::sync::atomic::AtomicBool>,
     /// Owns the migrations and the LISTEN session.
     tasks: Tasks,
 }
 
 impl Store {
-    /// A store whose prefix reads of the entities in `prefix_reads` call the domain's own
-    /// function (see [`PrefixRead`]); every other read is the shared one.
+    /// A store whose reads of the entities in `own_entities` call the domain's own functions
+    /// where it has them (see [`OwnEntity`]); every other read is the shared one.
     pub fn new(
         settings: &Settings,
         migrations: &'static [Migration],
-        prefix_reads: &'static [PrefixRead],
+        own_entities: &'static [OwnEntity],
         tasks: &Tasks,
     ) -> Result<Self> {
         let runtime = Arc::new(DbRuntime::new()?);
@@ -74,7 +74,7 @@ impl Store {
             outbox_wake: Arc::new(Notify::new()),
             migrations,
             schema_source: Some(schema_source(&settings.database_url, settings.database_migrate_url.as_deref())?),
-            prefix_reads,
+            own_entities,
             migrated: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             tasks: tasks.clone(),
         })

@@ -1,6 +1,6 @@
 //! The RPC query handler: [`Query`], the read of this domain's versioned entities that
 //! snapshots, digests and the RPC fallback ask for, answered by the store from
-//! `moa_entity_version` (or a domain's own function, [`PrefixRead`]), and the decoding of
+//! `moa_entity_version` (or a domain's own function, [`OwnEntity`]), and the decoding of
 //! `key, version, deleted, data, epoch` rows into [`VersionedRow`]s that domain stores share.
 //! It lives in the store because every answer is one statement on the store's pool.
 
@@ -12,25 +12,44 @@ use tokio_postgres::types::{FromSql, Type};
 use super::Store;
 use crate::{
     entity::{Epoch, RawJson, VersionedRow},
-    error::Result,
+    error::{Error, Result},
 };
 
-/// A domain's own answer to [`Query::Prefix`] for one of its entities: SQL function
-/// `function(p_prefixes text[])`, returning the `(key, version, deleted, data)` rows of every
-/// prefix, defined in the domain's function file `sql/functions/<function>.sql` (listed in its
-/// migrations). Without one, a prefix read is the ranges of `moa_entity_version` keys starting
-/// with the prefixes; a
-/// domain whose entity also has rows outside that table (alarms loaded before capture existed,
-/// read as version 0: alarm/sql/functions/moa_alarm_rows.sql) reads them here too.
+/// What a domain says of one of its own entities beyond `moa_entity_version`: its own SQL for
+/// the reads that table alone does not answer, each a function defined in the domain's
+/// function file `sql/functions/<function>.sql` (listed in its migrations) returning
+/// `(key, version, deleted, data)` rows (the names are the domain's constants, never a
+/// request's); and how its rows leave the database.
 #[derive(Debug, Clone, Copy)]
-pub struct PrefixRead {
+pub struct OwnEntity {
     pub entity: &'static str,
-    pub function: &'static str,
-    /// The domain's answer to [`Query::Snapshot`] of the entity, if its rows are not all in
+    /// The answer to [`Query::Prefix`]: `function(p_prefixes text[])`, the rows of every
+    /// prefix. Without one, a prefix read is the ranges of `moa_entity_version` keys starting
+    /// with the prefixes; a domain whose entity also has rows outside that table (alarms loaded
+    /// before capture existed, read as version 0: alarm/sql/functions/moa_alarm_rows.sql) reads
+    /// them here too.
+    pub prefix: Option<&'static str>,
+    /// The answer to [`Query::Snapshot`], if the entity's rows are not all in
     /// `moa_entity_version`: `snapshot(p_after text, p_limit integer)`, returning one page of
-    /// `(key, version, deleted, data)` rows after the key `p_after` in the function's own
-    /// key order (alarm/sql/functions/moa_alarm_page.sql). Read models backfill from it.
+    /// rows after the key `p_after` in the function's own key order
+    /// (alarm/sql/functions/moa_alarm_page.sql). Read models backfill from it.
     pub snapshot: Option<&'static str>,
+    /// The answer to [`Query::Lookup`]: `function(p_keys text[])`, the live rows whose lookup
+    /// name (the domain's own second key, e.g. a user's token) is one of `p_keys`
+    /// (user/sql/functions/moa_user_rows_by_token.sql). An entity without one has no lookups.
+    pub lookup: Option<&'static str>,
+    /// A row as it may leave its owner's database (a user's token replaced by its hash),
+    /// applied to every change event the relay publishes and every row a query answers with;
+    /// `None`: as it is.
+    pub outward: Option<Outward>,
+}
+
+/// See [`OwnEntity::outward`]: the row's data in, what may leave out.
+pub type Outward = fn(&RawJson) -> RawJson;
+
+/// Whether `own` rewrites `entity`'s rows as they leave, and how.
+pub fn outward_of(own: &[OwnEntity], entity: &str) -> Option<Outward> {
+    own.iter().find(|e| e.entity == entity).and_then(|e| e.outward)
 }
 
 /// A read of this domain's versioned entities: what snapshots and the RPC fallback ask for.
@@ -45,14 +64,17 @@ pub enum Query {
     Get { entity: String, keys: Vec<String> },
     /// Every key starting with one of `prefixes` (an alarm prefix `"<user_id>:"` is a user's
     /// alarms), keys ascending.
-    /// The only read of alarms (with `Epoch`): its [`PrefixRead`] also answers the alarms loaded
+    /// The only read of alarms (with `Epoch`): its [`OwnEntity::prefix`] also answers the alarms loaded
     /// before capture existed, which have no version row, so `Snapshot`, `Get`, `Digest` and
     /// `Buckets` of alarms would miss those.
     /// Several prefixes in one query: cache misses of many requests asked together
     /// (`replica::misses`); each caller takes the rows whose key starts with its own.
     Prefix { entity: String, prefixes: Vec<String> },
-    /// The users holding these access tokens (several: see `Prefix`).
-    UsersByToken { tokens: Vec<String> },
+    /// The live rows whose lookup name is one of `keys` (a user by its token; several: see
+    /// `Prefix`), answered by the owner's [`OwnEntity::lookup`]. A replica finds the same rows
+    /// by the name [`crate::replica::cache::Group::lookup`] gives them (a token's hash, never the
+    /// token: the rows leave the owner through [`OwnEntity::outward`]).
+    Lookup { entity: String, keys: Vec<String> },
     /// A digest of every version the entity has (tombstones included), per bucket of `width`
     /// consecutive versions, so that a replica restored from its own copy can tell which
     /// buckets differ without being sent every row. Answered as rows
@@ -70,13 +92,13 @@ pub enum Query {
 }
 
 impl Query {
-    /// What is asked, for logs: "prefix", "token", ...
+    /// What is asked, for logs: "prefix", "lookup", ...
     pub fn kind(&self) -> &'static str {
         match self {
             Query::Snapshot { .. } => "snapshot",
             Query::Get { .. } => "key",
             Query::Prefix { .. } => "prefix",
-            Query::UsersByToken { .. } => "token",
+            Query::Lookup { .. } => "lookup",
             Query::Digest { .. } => "digest",
             Query::Buckets { .. } => "bucket",
             Query::Epoch { .. } => "epoch",
@@ -84,7 +106,7 @@ impl Query {
     }
 
     /// Whether the answer is the entity's rows (not digests or the epoch mark): what
-    /// [`crate::entity::outward`] rewrites before the rows leave the store.
+    /// [`OwnEntity::outward`] rewrites before the rows leave the store.
     pub fn answers_rows(&self) -> bool {
         !matches!(self, Query::Digest { .. } | Query::Epoch { .. })
     }
@@ -96,8 +118,8 @@ impl Query {
             | Query::Prefix { entity, .. }
             | Query::Digest { entity, .. }
             | Query::Buckets { entity, .. }
+            | Query::Lookup { entity, .. }
             | Query::Epoch { entity } => entity,
-            Query::UsersByToken { .. } => <crate::entity::KnownUser as crate::entity::Entity>::KIND,
         }
     }
 }
@@ -105,11 +127,10 @@ impl Query {
 /// A versioned row and the owner's epoch, read once per statement (an InitPlan).
 const ROW_COLUMNS: &str = "key, version, deleted, data, (SELECT moa_epoch())";
 
-/// Ends a LATERAL subquery that reads the rows of one part of a merged read (one token, one
-/// prefix): `OFFSET 0` keeps it from being flattened into a join, so each part stays the index
-/// probe it is alone. Flattened, the planner (which has no statistics for these expressions:
-/// the token index is partial) estimated 0.5 % of the table per token and, for 256 tokens at
-/// 1M users, hashed the whole table: 400 ms, past the RPC timeout, for what takes 20 ms.
+/// Ends a LATERAL subquery that reads the rows of one part of a merged read (one prefix):
+/// `OFFSET 0` keeps it from being flattened into a join, so each part stays the index probe it
+/// is alone (a lookup function does the same: user/sql/functions/moa_user_rows_by_token.sql,
+/// where a flattened plan once hashed the whole table).
 const PROBE_EACH: &str = "OFFSET 0";
 
 /// A `json`/`jsonb` column as its text, unparsed (see [`RawJson`]).
@@ -169,9 +190,11 @@ impl Handler<Query> for Store {
 
     fn handle(&mut self, q: Query, _: &mut Context<Self>) -> Self::Result {
         let pool = self.pool();
-        let domain_read = self.prefix_reads.iter().find(|r| r.entity == q.entity()).copied();
-        let prefix_read = domain_read.map(|r| r.function);
+        let domain_read = self.own_entities.iter().find(|r| r.entity == q.entity()).copied();
+        let prefix_read = domain_read.and_then(|r| r.prefix);
         let snapshot_read = domain_read.and_then(|r| r.snapshot);
+        let lookup_read = domain_read.and_then(|r| r.lookup);
+        let outward = domain_read.and_then(|r| r.outward);
         let handed = std::time::Instant::now();
         self.run(async move {
             let started = std::time::Instant::now();
@@ -262,25 +285,19 @@ impl Handler<Query> for Store {
                     )
                     .await?
                 }
-                Query::UsersByToken { tokens } => {
-                    conn.query_prepared(
-                        &format!(
-                            "SELECT {ROW_COLUMNS} FROM (SELECT DISTINCT unnest($1::text[]) AS t) t
-                             CROSS JOIN LATERAL (SELECT * FROM moa_entity_version v
-                                 WHERE v.entity = 'user' AND v.data->>'access_token' = t.t {PROBE_EACH}) v"
-                        ),
-                        &[tokens],
-                    )
-                    .await?
-                }
+                Query::Lookup { entity, keys } => match lookup_read {
+                    // The function's name is the domain's constant, never a request's.
+                    Some(function) => {
+                        conn.query_prepared(&format!("SELECT {ROW_COLUMNS} FROM {function}($1)"), &[keys]).await?
+                    }
+                    None => return Err(Error::Malformed(format!("{entity} has no lookup here"))),
+                },
             };
             timing.log_if_slow(&q);
             let mut rows = to_rows(rows)?;
-            if q.answers_rows() {
+            if let Some(outward) = outward.filter(|_| q.answers_rows()) {
                 for row in &mut rows {
-                    if let Some(data) = crate::entity::outward(q.entity(), &row.data) {
-                        row.data = data;
-                    }
+                    row.data = outward(&row.data);
                 }
             }
             Ok(rows)

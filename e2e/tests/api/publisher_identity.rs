@@ -258,7 +258,7 @@ async fn an_oversized_rpc_question_gets_an_error_answer_and_pages_within_the_cap
     let many: Vec<String> = (0..10_001).map(|i| format!("t{i}")).collect();
     let oversized = [
         serde_json::json!({"method": "snapshot", "entity": "user", "after": null, "limit": 100_001}),
-        serde_json::json!({"method": "users_by_token", "tokens": many}),
+        serde_json::json!({"method": "lookup", "entity": "user", "keys": many}),
         serde_json::json!({"method": "prefix", "entity": "user", "prefixes": [""]}),
         serde_json::json!({"method": "digest", "entity": "user", "width": 1}),
         serde_json::json!({"method": "buckets", "entity": "user", "width": 1024, "buckets": [0], "after": 0, "limit": 1_000_000}),

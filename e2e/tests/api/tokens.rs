@@ -143,7 +143,7 @@ async fn events_and_rpc_answers_carry_the_hash_not_the_token() {
         )
         .await
         .expect("consume replies");
-    let question = serde_json::json!({"method": "users_by_token", "tokens": [token]}).to_string();
+    let question = serde_json::json!({"method": "lookup", "entity": "user", "keys": [token]}).to_string();
     ch.basic_publish(
         "".into(),
         "user.rpc".into(),

@@ -289,7 +289,10 @@ impl<G: Group> GroupCache<G> {
             subscribed: AtomicBool::new(false),
             last_check: Mutex::new(None),
             lookup_timeout,
-            misses: MissBatcher::new(source.clone()),
+            misses: MissBatcher::new(
+                source.clone(),
+                super::misses::LookupNames { of_key: G::lookup_name, of_row: G::lookup },
+            ),
             source,
             probe_interval: settings.epoch_probe,
             counters: CacheCounters::new(&metrics, G::KIND),
