@@ -93,24 +93,26 @@ pub fn domains() -> Vec<&'static str> {
     domain_http_ports().into_iter().map(|(name, _)| name).collect()
 }
 
-/// A service the harness starts itself, typed for the tests that address one. Its variants are
-/// the domains of `domains.tsv`, in its order (a unit test below keeps them so).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Svc {
-    Item,
-    Alarm,
-    User,
-}
+/// A service the harness starts itself: a domain of `domains.tsv` by its name. The harness
+/// starts every domain the file lists ([`Svc::all`]); the constants are the three the tests
+/// address by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Svc(&'static str);
 
 impl Svc {
-    pub const ALL: [Svc; 3] = [Svc::Item, Svc::Alarm, Svc::User];
-    pub fn name(self) -> &'static str {
-        match self {
-            Svc::Item => "item",
-            Svc::Alarm => "alarm",
-            Svc::User => "user",
-        }
+    pub const ITEM: Svc = Svc("item");
+    pub const ALARM: Svc = Svc("alarm");
+    pub const USER: Svc = Svc("user");
+
+    /// Every domain of `domains.tsv`, in its order.
+    pub fn all() -> Vec<Svc> {
+        domains().into_iter().map(Svc).collect()
     }
+
+    pub fn name(self) -> &'static str {
+        self.0
+    }
+
     /// Prefix of its own variables (`ITEM_HTTP_PORT`, ...).
     fn prefix(self) -> String {
         self.name().to_uppercase()
@@ -166,7 +168,7 @@ fn generated_seed(users: u32, alarms: u32) -> PathBuf {
 
 /// The PostgreSQL servers and the RabbitMQ node a system runs on: the shared ones
 /// `scripts/test` started, or dedicated ones this test starts (and may stop, crash and
-/// restart) itself: `Infra::shared().with_own_rabbit().with_own_pg(&[Svc::User])`.
+/// restart) itself: `Infra::shared().with_own_rabbit().with_own_pg(&[Svc::USER])`.
 pub struct Infra {
     pub amqp_port: u16,
     pub mgmt_port: u16,
@@ -216,7 +218,7 @@ impl Infra {
         Infra {
             amqp_port: e.amqp_port,
             mgmt_port: e.mgmt_port,
-            pg_ports: Svc::ALL.iter().map(|s| (*s, e.pg_port)).collect(),
+            pg_ports: Svc::all().iter().map(|s| (*s, e.pg_port)).collect(),
             dir: None,
             own_rabbit: None,
             own_pg: Vec::new(),
@@ -725,7 +727,7 @@ impl System {
         );
         let name = claimed.file_name().and_then(|n| n.to_str()).expect("a system name").replace('-', "_");
         let log_dir = fresh_dir(&env().state_dir.join("logs").join(test_name()), &name);
-        for svc in Svc::ALL {
+        for svc in Svc::all() {
             let admin = pg(infra.pg_port(svc), "postgres").await;
             let db = format!("{name}_{}", svc.name());
             let seed_file = dir.join(svc.name()).join("init_database.sql");
@@ -753,15 +755,15 @@ impl System {
             http: http_client(Duration::from_secs(10)),
             extra_env: extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
-        for svc in Svc::ALL {
+        for svc in Svc::all() {
             system.spawn(svc, None);
         }
-        for svc in Svc::ALL {
+        for svc in Svc::all() {
             system.wait_ready(svc).await;
         }
         // A test that tunes the read models (READ_MODEL_*) watches them build itself.
         if !extra_env.iter().any(|(k, _)| k.starts_with("READ_MODEL_")) {
-            for svc in Svc::ALL {
+            for svc in Svc::all() {
                 system.wait_read_models(svc).await;
             }
         }
@@ -896,7 +898,7 @@ impl System {
                     let lines: Vec<&str> = log.lines().filter(|l| !l.contains("moa::access")).collect();
                     lines[lines.len().saturating_sub(n)..].join("\n")
                 };
-                let others: Vec<String> = Svc::ALL
+                let others: Vec<String> = Svc::all()
                     .into_iter()
                     .filter(|s| *s != svc)
                     .map(|s| format!("the end of {}'s log:\n{}", s.name(), tail(s, 15)))
@@ -1092,7 +1094,7 @@ impl System {
 
     /// `(id, access_token)` of seed users, lowest ids first.
     pub async fn users(&self, n: i64) -> Vec<(i64, String)> {
-        self.sql(Svc::User, &format!("SELECT id, access_token FROM \"user\" ORDER BY id LIMIT {n}"))
+        self.sql(Svc::USER, &format!("SELECT id, access_token FROM \"user\" ORDER BY id LIMIT {n}"))
             .await
             .iter()
             .map(|r| (r.get(0), r.get(1)))
@@ -1136,7 +1138,7 @@ impl Drop for System {
         }
         if std::env::var("KEEP_TEST_STATE").is_err() {
             // Databases on servers of the test's own go with the Infra's directory.
-            for svc in Svc::ALL.into_iter().filter(|s| !self.infra.own_pg.contains(s)) {
+            for svc in Svc::all().into_iter().filter(|s| !self.infra.own_pg.contains(s)) {
                 let _ = Command::new("psql")
                     .args([
                         "-h",
@@ -1295,10 +1297,13 @@ fn prepare_vhost(mgmt_port: u16, vhost: &str) {
 mod tests {
     use super::*;
 
-    /// The harness's services are the domains of domains.tsv: a domain added there needs its
-    /// `Svc` variant (and [`stack::Component`]'s, for the tests that crash it).
+    /// The harness's services are the domains of domains.tsv, and the three the tests name
+    /// are among them.
     #[test]
     fn svc_is_the_domains_of_domains_tsv() {
-        assert_eq!(Svc::ALL.map(Svc::name).to_vec(), domains());
+        assert_eq!(Svc::all().into_iter().map(Svc::name).collect::<Vec<_>>(), domains());
+        for named in [Svc::ITEM, Svc::ALARM, Svc::USER] {
+            assert!(Svc::all().contains(&named), "{named:?} is not in domains.tsv");
+        }
     }
 }

@@ -41,12 +41,12 @@ async fn every_service_runs_as_its_own_role_which_changes_rows_and_nothing_else(
     // Work through every path: a view (item), an alarm (alarm), a visit list (user). (A user's
     // first request may meet the 300 ms RPC bound on a loaded host: asked again.)
     e2e::eventually(Duration::from_secs(20), "a view, an alarm and a visit list answered", || async {
-        sys.get(Svc::Item, "/5", &token).await.status == 200
-            && sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 5}"#).await.status == 201
-            && sys.get(Svc::User, "/visit", &token).await.status == 200
+        sys.get(Svc::ITEM, "/5", &token).await.status == 200
+            && sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 5}"#).await.status == 201
+            && sys.get(Svc::USER, "/visit", &token).await.status == 200
     })
     .await;
-    for svc in Svc::ALL {
+    for svc in Svc::all() {
         let (service_role, _) = db_credentials(svc, DbRole::Service);
         let sessions = sys
             .sql(
@@ -93,7 +93,7 @@ async fn every_service_runs_as_its_own_role_which_changes_rows_and_nothing_else(
         // ... while its rows are its own to read and write
         assert_eq!(refused(&db, "SELECT count(*) FROM moa_outbox; SELECT moa_epoch()").await, "", "{}", svc.name());
         // and no other domain's database lets it in
-        for other in Svc::ALL.into_iter().filter(|o| *o != svc) {
+        for other in Svc::all().into_iter().filter(|o| *o != svc) {
             let err = connect_as(&sys, svc, other, DbRole::Service).await.err();
             assert!(
                 err.as_deref().is_some_and(|e| e.contains("permission denied for database")),
@@ -121,25 +121,25 @@ async fn migrate_as_a_newer_version(sys: &System, svc: Svc) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_a_newer_version_migrated_refuses_an_older_binary_which_puts_no_function_back() {
     let mut sys = demo().await;
-    sys.stop(Svc::Alarm);
-    migrate_as_a_newer_version(&sys, Svc::Alarm).await;
+    sys.stop(Svc::ALARM);
+    migrate_as_a_newer_version(&sys, Svc::ALARM).await;
 
-    let port = sys.start_again(Svc::Alarm);
+    let port = sys.start_again(Svc::ALARM);
     let code = sys.reap(port, Duration::from_secs(30)).await;
-    assert_eq!(code, Some(78), "the older binary exits (EX_CONFIG) instead of serving: {}", sys.log(Svc::Alarm));
-    let log = sys.log(Svc::Alarm);
+    assert_eq!(code, Some(78), "the older binary exits (EX_CONFIG) instead of serving: {}", sys.log(Svc::ALARM));
+    let log = sys.log(Svc::ALARM);
     assert!(
         log.contains("refusing to start") && log.contains("9999 (a newer version's migration)"),
         "the log says why, naming the migration: {log}"
     );
-    let max: i64 = sys.sql(Svc::Alarm, "SELECT moa_max_version()").await[0].get(0);
+    let max: i64 = sys.sql(Svc::ALARM, "SELECT moa_max_version()").await[0].get(0);
     assert_eq!(max, 424242, "the newer version's function is left as it is");
 
     // The migrate step refuses the same way, and applies nothing either.
-    let out = migrate_step(&sys, Svc::Alarm);
+    let out = migrate_step(&sys, Svc::ALARM);
     assert_eq!(out.status.code(), Some(78), "migrate: {}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("9999"), "{}", String::from_utf8_lossy(&out.stderr));
-    let max: i64 = sys.sql(Svc::Alarm, "SELECT moa_max_version()").await[0].get(0);
+    let max: i64 = sys.sql(Svc::ALARM, "SELECT moa_max_version()").await[0].get(0);
     assert_eq!(max, 424242, "the migrate step put no function back");
 }
 
@@ -159,24 +159,24 @@ fn migrate_step(sys: &System, svc: Svc) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_owners_login_a_service_waits_for_the_migrate_step() {
     let mut sys = demo().await;
-    sys.stop(Svc::User);
-    sys.recreate_db(Svc::User, Seed::Demo).await;
+    sys.stop(Svc::USER);
+    sys.recreate_db(Svc::USER, Seed::Demo).await;
     let var = "USER_DATABASE_MIGRATE_URL";
-    let port = sys.spawn_env(Svc::User, None, &[(var, "")]);
+    let port = sys.spawn_env(Svc::USER, None, &[(var, "")]);
     // Not ready while nothing migrated the database, and says what it waits for.
     e2e::eventually(Duration::from_secs(30), "the user service says it waits for the migrate step", || async {
-        sys.log(Svc::User).contains("run the binary's `migrate` step as the owner role")
+        sys.log(Svc::USER).contains("run the binary's `migrate` step as the owner role")
     })
     .await;
     let ready = sys.request(e2e::Method::GET, port, "/ready", None, None).await;
     assert_eq!(ready.status, 503, "not ready before the migrate step: {ready:?}");
     let applied: i64 =
-        sys.sql(Svc::User, "SELECT count(*) FROM pg_tables WHERE tablename = 'moa_migrations'").await[0].get(0);
+        sys.sql(Svc::USER, "SELECT count(*) FROM pg_tables WHERE tablename = 'moa_migrations'").await[0].get(0);
     assert_eq!(applied, 0, "the service applied nothing itself");
 
-    let out = migrate_step(&sys, Svc::User);
+    let out = migrate_step(&sys, Svc::USER);
     assert!(out.status.success(), "migrate: {}", String::from_utf8_lossy(&out.stderr));
-    sys.wait_ready_port(Svc::User, port).await;
+    sys.wait_ready_port(Svc::USER, port).await;
     let token = sys.token().await;
-    assert_eq!(sys.get(Svc::User, "/visit", &token).await.status, 200, "served as the runtime role");
+    assert_eq!(sys.get(Svc::USER, "/visit", &token).await.status, 200, "served as the runtime role");
 }

@@ -42,22 +42,22 @@ async fn raw(port: u16, request: &[u8], within: Duration) -> String {
 async fn every_503_says_retry_after_1() {
     // The owner tier alone (READ_MODELS=0, as while a read model is being built): a complete
     // read model would tell the never-seen token below without the user service.
-    let mut sys = demo(Infra::shared().with_own_pg(&[Svc::Item]), &[("READ_MODELS", "0")]).await;
+    let mut sys = demo(Infra::shared().with_own_pg(&[Svc::ITEM]), &[("READ_MODELS", "0")]).await;
     let token = sys.token().await;
-    assert_eq!(sys.get(Svc::Item, "/", &token).await.status, 200);
+    assert_eq!(sys.get(Svc::ITEM, "/", &token).await.status, 200);
     // an owner down: a token never seen
-    sys.stop(Svc::User);
-    sys.get(Svc::Item, "/", "never-seen-retry-after").await.assert_unavailable("user service");
+    sys.stop(Svc::USER);
+    sys.get(Svc::ITEM, "/", "never-seen-retry-after").await.assert_unavailable("user service");
     // the own database down: a view cannot be recorded
-    sys.infra.stop_pg(Svc::Item);
-    sys.get(Svc::Item, "/5", &token).await.assert_unavailable("database");
+    sys.infra.stop_pg(Svc::ITEM);
+    sys.get(Svc::ITEM, "/5", &token).await.assert_unavailable("database");
     // /ready's 503 is not a request's dependency failure: documented without Retry-After
     // (the OpenAPI document of /ready)
-    let ready = sys.request(Method::GET, sys.port(Svc::Item), "/ready", None, None).await;
+    let ready = sys.request(Method::GET, sys.port(Svc::ITEM), "/ready", None, None).await;
     assert_eq!(ready.status, 503, "{ready:?}");
     assert_eq!(ready.header("retry-after"), "", "{ready:?}");
-    sys.infra.start_pg(Svc::Item);
-    sys.restart(Svc::User).await;
+    sys.infra.start_pg(Svc::ITEM);
+    sys.restart(Svc::USER).await;
 }
 
 /// docs/failures.md, "Limits we accept": a header block larger than actix-web's limit is
@@ -67,14 +67,14 @@ async fn every_503_says_retry_after_1() {
 async fn a_header_block_over_the_parsers_limit_is_431_and_a_long_token_our_401() {
     let sys = demo(Infra::shared(), &[]).await;
     let token = sys.token().await;
-    for svc in Svc::ALL {
+    for svc in Svc::all() {
         let req = format!(
             "GET / HTTP/1.1\r\nHost: x\r\nUSER-TOKEN: {token}\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
             "a".repeat(200 * 1024)
         );
         let answer = raw(sys.port(svc), req.as_bytes(), Duration::from_secs(5)).await;
         assert!(answer.starts_with("HTTP/1.1 431"), "{svc:?}: a 200 KiB header block: {answer:.200}");
-        let r = sys.get(svc, if svc == Svc::User { "/visit" } else { "/" }, &"t".repeat(129)).await;
+        let r = sys.get(svc, if svc == Svc::USER { "/visit" } else { "/" }, &"t".repeat(129)).await;
         r.assert_error(401, "Unauthorized");
         // refused for its length, without a lookup
         assert_eq!(r.json["hint"], "USER-TOKEN is not a valid access token", "{svc:?}: {r:?}");
@@ -90,7 +90,7 @@ async fn a_token_sent_twice_is_401_even_when_both_are_valid() {
     let sys = demo(Infra::shared(), &[]).await;
     let users = sys.users(2).await;
     let (token, other) = (&users[0].1, &users[1].1);
-    for svc in Svc::ALL {
+    for svc in Svc::all() {
         let url = format!("http://127.0.0.1:{}/", sys.port(svc));
         for second in [token, other] {
             // reqwest's header() appends: two USER-TOKEN fields
@@ -108,7 +108,7 @@ async fn a_token_sent_twice_is_401_even_when_both_are_valid() {
 async fn x_request_id_is_the_clients_or_generated_when_absent_or_unusable() {
     let sys = demo(Infra::shared(), &[]).await;
     let token = sys.token().await;
-    for svc in Svc::ALL {
+    for svc in Svc::all() {
         let url = format!("http://127.0.0.1:{}/", sys.port(svc));
         let id = |rid: Option<&str>| {
             let mut req = sys.http.get(&url).header("USER-TOKEN", &token);
@@ -142,7 +142,7 @@ async fn x_request_id_is_the_clients_or_generated_when_absent_or_unusable() {
 async fn alarm_bodies_are_read_with_each_accepted_content_type_and_415_otherwise() {
     let sys = demo(Infra::shared(), &[]).await;
     let token = sys.token().await;
-    let url = format!("http://127.0.0.1:{}/", sys.port(Svc::Alarm));
+    let url = format!("http://127.0.0.1:{}/", sys.port(Svc::ALARM));
     let accepted = [
         Some("application/json"),
         Some("application/json; charset=utf-8"),
@@ -166,7 +166,7 @@ async fn alarm_bodies_are_read_with_each_accepted_content_type_and_415_otherwise
         r.assert_error(415, "Unsupported Media Type");
     }
     assert_eq!(
-        sys.get(Svc::Alarm, "/", &token).await.ids(),
+        sys.get(Svc::ALARM, "/", &token).await.ids(),
         vec![15, 14, 13, 12, 11, 10],
         "one alarm per accepted type"
     );
@@ -178,7 +178,7 @@ async fn alarm_bodies_are_read_with_each_accepted_content_type_and_415_otherwise
 async fn a_chunked_body_crossing_16_kib_is_413_and_one_of_16_kib_is_read() {
     let sys = demo(Infra::shared(), &[]).await;
     let token = sys.token().await;
-    let port = sys.port(Svc::Alarm);
+    let port = sys.port(Svc::ALARM);
     // {"item_id": 5, "pad": "xxx..."}, exactly `len` bytes
     let body_of = |len: usize| {
         let head = r#"{"item_id": 5, "pad": ""#;
@@ -198,10 +198,10 @@ async fn a_chunked_body_crossing_16_kib_is_413_and_one_of_16_kib_is_read() {
     let answer = raw(port, chunked(&body_of(16 * 1024 + 1)).as_bytes(), Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "16 KiB + 1 byte, chunked: {answer:.300}");
     assert!(answer.contains(r#""result":"Payload Too Large""#), "the error body: {answer:.300}");
-    assert!(sys.get(Svc::Alarm, "/", &token).await.ids().is_empty(), "nothing written");
+    assert!(sys.get(Svc::ALARM, "/", &token).await.ids().is_empty(), "nothing written");
     let answer = raw(port, chunked(&body_of(16 * 1024)).as_bytes(), Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 201"), "exactly 16 KiB, chunked: {answer:.300}");
-    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![5]);
+    assert_eq!(sys.get(Svc::ALARM, "/", &token).await.ids(), vec![5]);
 }
 
 /// docs/operations.md, "Configuration": `CACHE_ENTRIES` is the most entries each of the user
@@ -214,13 +214,13 @@ async fn the_caches_hold_at_most_cache_entries_and_an_evicted_user_is_asked_agai
     let users = sys.users(12).await;
     let misses = |entity: &'static str| {
         let sys = &sys;
-        async move { sys.counter_sum(Svc::Item, "moa_cache_misses_total", &format!("entity=\"{entity}\"")).await }
+        async move { sys.counter_sum(Svc::ITEM, "moa_cache_misses_total", &format!("entity=\"{entity}\"")).await }
     };
     for (_, token) in &users {
-        assert_eq!(sys.get(Svc::Item, "/", token).await.status, 200);
+        assert_eq!(sys.get(Svc::ITEM, "/", token).await.status, 200);
     }
     for entity in ["user", "alarm"] {
-        let held = sys.counter_sum(Svc::Item, "moa_cache_entries", &format!("entity=\"{entity}\"")).await;
+        let held = sys.counter_sum(Svc::ITEM, "moa_cache_entries", &format!("entity=\"{entity}\"")).await;
         assert!(
             held >= 1.0 && held <= ENTRIES as f64,
             "{entity} cache holds at most CACHE_ENTRIES = {ENTRIES} after 12 users: {held}"
@@ -228,7 +228,7 @@ async fn the_caches_hold_at_most_cache_entries_and_an_evicted_user_is_asked_agai
     }
     // The first user was evicted long ago: its next request misses and asks again.
     let asked = misses("user").await;
-    assert_eq!(sys.get(Svc::Item, "/", &users[0].1).await.status, 200);
+    assert_eq!(sys.get(Svc::ITEM, "/", &users[0].1).await.status, 200);
     assert!(misses("user").await > asked, "an evicted token is asked again");
 }
 
@@ -240,31 +240,31 @@ async fn the_caches_hold_at_most_cache_entries_and_an_evicted_user_is_asked_agai
 async fn a_graceful_stop_flushes_the_outbox_before_exit() {
     let mut sys = demo(Infra::shared(), &[("OUTBOX_POLL_MS", "600000")]).await;
     let token = sys.token().await;
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 8}"#).await.assert_empty(201);
+    sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 8}"#).await.assert_empty(201);
     // The change: a price the alarm service's replica of the catalog will show.
     let before = alarm_list_price(&sys, &token).await;
     assert!(before.is_i64() && before != 4242, "{before}");
     sys.sql(
-        Svc::Item,
+        Svc::ITEM,
         "WITH s AS (SELECT set_config('moa.request_id', 'flush-test', true))
          UPDATE item SET price = 4242 FROM s WHERE id = 8",
     )
     .await;
     let backlog = "SELECT count(*) FROM moa_outbox";
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let waiting = sys.sql(Svc::Item, backlog).await[0].get::<_, i64>(0);
+    let waiting = sys.sql(Svc::ITEM, backlog).await[0].get::<_, i64>(0);
     assert_eq!(waiting, 1, "the row waits in item_db's outbox (nothing woke the relay)");
     assert_eq!(alarm_list_price(&sys, &token).await, before, "and was not sent");
-    assert_eq!(sys.stop(Svc::Item), vec![Some(0)], "SIGTERM is a clean exit");
-    let waiting = sys.sql(Svc::Item, backlog).await[0].get::<_, i64>(0);
+    assert_eq!(sys.stop(Svc::ITEM), vec![Some(0)], "SIGTERM is a clean exit");
+    let waiting = sys.sql(Svc::ITEM, backlog).await[0].get::<_, i64>(0);
     assert_eq!(waiting, 0, "the outbox was flushed before the exit");
-    let log = sys.log(Svc::Item);
+    let log = sys.log(Svc::ITEM);
     assert!(log.contains("outbox relay: flushed 1 events before exit"), "{log}");
     eventually(BACK, "the flushed change reaches the alarm service", || async {
         alarm_list_price(&sys, &token).await == 4242
     })
     .await;
-    sys.restart(Svc::Item).await;
+    sys.restart(Svc::ITEM).await;
 }
 
 /// docs/operations.md's drill `scripts/down rabbitmq` with a graceful stop (SIGTERM) of the
@@ -275,41 +275,41 @@ async fn a_graceful_stop_flushes_the_outbox_before_exit() {
 async fn rabbitmq_stopped_gracefully_writes_wait_in_the_counted_backlog_and_arrive_after() {
     let sys = demo(Infra::shared().with_own_rabbit(), &[]).await;
     let token = sys.token().await;
-    for (svc, path) in [(Svc::Item, "/"), (Svc::Alarm, "/"), (Svc::User, "/visit")] {
+    for (svc, path) in [(Svc::ITEM, "/"), (Svc::ALARM, "/"), (Svc::USER, "/visit")] {
         assert_eq!(sys.get(svc, path, &token).await.status, 200);
     }
     let backlog = |svc: Svc| {
         let sys = &sys;
         async move { sys.counter_sum(svc, "moa_outbox_backlog", "").await }
     };
-    assert_eq!(backlog(Svc::Alarm).await, 0.0, "nothing waits before the stop");
+    assert_eq!(backlog(Svc::ALARM).await, 0.0, "nothing waits before the stop");
     // The item service's read models (every user, every alarm set) are complete before the stop.
     eventually(BACK, "the item service's read models are complete", || async {
-        let r = sys.request(Method::GET, sys.port(Svc::Item), "/ready", None, None).await;
+        let r = sys.request(Method::GET, sys.port(Svc::ITEM), "/ready", None, None).await;
         let models = &r.json["checks"]["read_models"];
         models["user"] == "complete" && models["alarm"] == "complete"
     })
     .await;
     let (_, never_seen) = sys.users(9).await.remove(8);
     sys.infra.stop_rabbit();
-    for (svc, path) in [(Svc::Item, "/"), (Svc::Item, "/5"), (Svc::Alarm, "/"), (Svc::User, "/visit")] {
+    for (svc, path) in [(Svc::ITEM, "/"), (Svc::ITEM, "/5"), (Svc::ALARM, "/"), (Svc::USER, "/visit")] {
         assert_eq!(sys.get(svc, path, &token).await.status, 200, "{svc:?} {path} with the broker stopped");
     }
     for item in [6, 7] {
-        sys.post(Svc::Alarm, "/", &token, &format!(r#"{{"item_id": {item}}}"#)).await.assert_empty(201);
+        sys.post(Svc::ALARM, "/", &token, &format!(r#"{{"item_id": {item}}}"#)).await.assert_empty(201);
     }
-    assert_eq!(backlog(Svc::Alarm).await, 2.0, "the two alarm changes wait in alarm_db's outbox");
-    assert!(backlog(Svc::Item).await >= 1.0, "the view waits in item_db's outbox");
-    let ready = sys.request(Method::GET, sys.port(Svc::Alarm), "/ready", None, None).await;
+    assert_eq!(backlog(Svc::ALARM).await, 2.0, "the two alarm changes wait in alarm_db's outbox");
+    assert!(backlog(Svc::ITEM).await >= 1.0, "the view waits in item_db's outbox");
+    let ready = sys.request(Method::GET, sys.port(Svc::ALARM), "/ready", None, None).await;
     assert_eq!(ready.status, 503, "{ready:?}");
     never_seen_token_while_rabbitmq_is_down(&sys, &never_seen).await;
     sys.infra.start_rabbit();
     eventually(BACK, "the backlog is published", || async {
-        backlog(Svc::Alarm).await == 0.0 && backlog(Svc::Item).await == 0.0
+        backlog(Svc::ALARM).await == 0.0 && backlog(Svc::ITEM).await == 0.0
     })
     .await;
     eventually(BACK, "the alarms set meanwhile reach the item list", || async {
-        sys.get(Svc::Item, "/", &token).await.alarmed_ids() == vec![7, 6]
+        sys.get(Svc::ITEM, "/", &token).await.alarmed_ids() == vec![7, 6]
     })
     .await;
 }
@@ -321,13 +321,13 @@ async fn rabbitmq_stopped_gracefully_writes_wait_in_the_counted_backlog_and_arri
 async fn never_seen_token_while_rabbitmq_is_down(sys: &System, real: &str) {
     for attempt in 0..3 {
         let started = Instant::now();
-        let r = sys.get(Svc::Item, "/", &format!("never-seen-while-rabbitmq-down-{attempt}")).await;
+        let r = sys.get(Svc::ITEM, "/", &format!("never-seen-while-rabbitmq-down-{attempt}")).await;
         let took = started.elapsed();
         r.assert_error(401, "Unauthorized");
         assert!(took < e2e::rpc_timeout(), "answered at once from the read model, not after an RPC timeout: {took:?}");
     }
     let started = Instant::now();
-    let r = sys.get(Svc::Item, "/", real).await;
+    let r = sys.get(Svc::ITEM, "/", real).await;
     assert_eq!(r.status, 200, "a real user never seen, from the read models: {r:?}");
     assert!(started.elapsed() < e2e::rpc_timeout() + MARGIN, "at once: {:?}", started.elapsed());
 }
@@ -339,31 +339,31 @@ async fn never_seen_token_while_rabbitmq_is_down(sys: &System, real: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_stopped_gracefully_is_503_naming_it_and_recovered_without_a_restart() {
     const DB_BOUND: Duration = Duration::from_millis(2000);
-    let sys = demo(Infra::shared().with_own_pg(&[Svc::Alarm]), &[]).await;
+    let sys = demo(Infra::shared().with_own_pg(&[Svc::ALARM]), &[]).await;
     let token = sys.token().await;
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 3}"#).await.assert_empty(201);
-    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![3]);
-    sys.infra.stop_pg(Svc::Alarm);
+    sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 3}"#).await.assert_empty(201);
+    assert_eq!(sys.get(Svc::ALARM, "/", &token).await.ids(), vec![3]);
+    sys.infra.stop_pg(Svc::ALARM);
     for _ in 0..3 {
         let started = Instant::now();
-        let r = sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 4}"#).await;
+        let r = sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 4}"#).await;
         let took = started.elapsed();
         r.assert_unavailable("alarm service's database");
         // the stated margin, as in faults.rs: MARGIN plus a tenth of the bound
         assert!(took <= DB_BOUND + MARGIN + DB_BOUND / 10, "503 within DB_TIMEOUT_MS: {took:?}");
     }
     let started = Instant::now();
-    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![3], "the alarm list from memory");
+    assert_eq!(sys.get(Svc::ALARM, "/", &token).await.ids(), vec![3], "the alarm list from memory");
     assert!(started.elapsed() <= e2e::OWN_READ_TIMEOUT + MARGIN, "within OWN_READ_TIMEOUT_MS: {:?}", started.elapsed());
-    let ready = sys.request(Method::GET, sys.port(Svc::Alarm), "/ready", None, None).await;
+    let ready = sys.request(Method::GET, sys.port(Svc::ALARM), "/ready", None, None).await;
     assert_eq!((ready.status, ready.json["checks"]["database"].as_str()), (503, Some("down")), "{ready:?}");
-    sys.infra.start_pg(Svc::Alarm);
+    sys.infra.start_pg(Svc::ALARM);
     eventually(BACK, "alarm writes work again", || async {
-        sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 4}"#).await.status == 201
+        sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 4}"#).await.status == 201
     })
     .await;
     eventually(BACK, "the item list shows both", || async {
-        sys.get(Svc::Item, "/", &token).await.alarmed_ids() == vec![4, 3]
+        sys.get(Svc::ITEM, "/", &token).await.alarmed_ids() == vec![4, 3]
     })
     .await;
 }
@@ -371,5 +371,5 @@ async fn a_database_stopped_gracefully_is_503_naming_it_and_recovered_without_a_
 /// The price of the first item of the user's alarm list (the alarm service's replica of the
 /// catalog, not item_db).
 async fn alarm_list_price(sys: &System, token: &str) -> serde_json::Value {
-    sys.get(Svc::Alarm, "/", token).await.json["payload"][0]["price"].clone()
+    sys.get(Svc::ALARM, "/", token).await.json["payload"][0]["price"].clone()
 }

@@ -56,47 +56,47 @@ async fn demo_owner_tier(infra: Infra) -> System {
 async fn alarm_service_down_item_list_flags_stay_right() {
     let mut sys = demo_owner_tier(Infra::shared()).await;
     let token = sys.token().await;
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 11}"#).await.assert_empty(201);
+    sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 11}"#).await.assert_empty(201);
     eventually(Duration::from_secs(1), "flag visible", || async {
-        sys.get(Svc::Item, "/", &token).await.alarmed_ids() == vec![11]
+        sys.get(Svc::ITEM, "/", &token).await.alarmed_ids() == vec![11]
     })
     .await;
-    assert_eq!(sys.get(Svc::Item, "/11", &token).await.status, 200);
+    assert_eq!(sys.get(Svc::ITEM, "/11", &token).await.status, 200);
     // The user service has this user's alarms in its cache too (a /visit before the outage).
     eventually(Duration::from_secs(2), "/visit with the flag", || async {
-        sys.get(Svc::User, "/visit", &token).await.alarmed_ids() == vec![11]
+        sys.get(Svc::USER, "/visit", &token).await.alarmed_ids() == vec![11]
     })
     .await;
     let stopping = Instant::now();
-    assert_eq!(sys.stop(Svc::Alarm), vec![Some(0)], "SIGTERM is a clean exit");
+    assert_eq!(sys.stop(Svc::ALARM), vec![Some(0)], "SIGTERM is a clean exit");
     // Quickly, and with every background task stopped by its owner (common::tasks): none
     // failed, none had to be aborted.
     assert!(stopping.elapsed() < Duration::from_secs(6), "stopped in {:?}", stopping.elapsed());
-    let log = sys.log(Svc::Alarm);
+    let log = sys.log(Svc::ALARM);
     assert!(log.contains("bye"), "a graceful stop ends with its last line: {log}");
     // Every loop is the service's own task (the broker connection's and each per-connection
     // component's included): stopped, none left.
     assert!(log.contains(" own tasks stopped, 0 left running"), "nothing outlives the stop: {log}");
     assert!(!log.contains("background task"), "a background task failed or outlived the stop: {log}");
-    assert_eq!(sys.get(Svc::Item, "/", &token).await.alarmed_ids(), vec![11]);
-    assert_eq!(sys.get(Svc::Item, "/11", &token).await.json["payload"]["is_alarm_set"], true);
+    assert_eq!(sys.get(Svc::ITEM, "/", &token).await.alarmed_ids(), vec![11]);
+    assert_eq!(sys.get(Svc::ITEM, "/11", &token).await.json["payload"]["is_alarm_set"], true);
     eventually(Duration::from_secs(2), "/visit from caches", || async {
-        sys.get(Svc::User, "/visit", &token).await.alarmed_ids() == vec![11]
+        sys.get(Svc::USER, "/visit", &token).await.alarmed_ids() == vec![11]
     })
     .await;
     // A user whose alarms were never asked for: cannot be told, so 503 naming the alarm service.
     let (_, other) = sys.users(2).await.remove(1);
-    let r = sys.get(Svc::Item, "/", &other).await;
+    let r = sys.get(Svc::ITEM, "/", &other).await;
     r.assert_unavailable("alarm service");
     // The item service crashed and restarted while the alarm service is down: the persisted
     // hot copy of its cache.
-    sys.kill(Svc::Item);
-    sys.restart(Svc::Item).await;
-    assert_eq!(sys.get(Svc::Item, "/", &token).await.alarmed_ids(), vec![11], "flags right after a restart");
-    sys.restart(Svc::Alarm).await;
-    sys.delete(Svc::Alarm, "/", &token, r#"{"item_id": 11}"#).await.assert_empty(200);
+    sys.kill(Svc::ITEM);
+    sys.restart(Svc::ITEM).await;
+    assert_eq!(sys.get(Svc::ITEM, "/", &token).await.alarmed_ids(), vec![11], "flags right after a restart");
+    sys.restart(Svc::ALARM).await;
+    sys.delete(Svc::ALARM, "/", &token, r#"{"item_id": 11}"#).await.assert_empty(200);
     eventually(Duration::from_secs(1), "cleared after the alarm service returned", || async {
-        sys.get(Svc::Item, "/", &token).await.alarmed_ids().is_empty()
+        sys.get(Svc::ITEM, "/", &token).await.alarmed_ids().is_empty()
     })
     .await;
 }
@@ -105,51 +105,51 @@ async fn alarm_service_down_item_list_flags_stay_right() {
 async fn user_service_crashed_known_tokens_work_and_views_wait() {
     let mut sys = demo_owner_tier(Infra::shared()).await;
     let token = sys.token().await;
-    assert_eq!(sys.get(Svc::Item, "/", &token).await.status, 200); // the token is now known to the item service
-    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.status, 200);
-    sys.kill(Svc::User);
-    assert_eq!(sys.get(Svc::Item, "/", &token).await.status, 200);
-    assert_eq!(sys.get(Svc::Item, "/2", &token).await.status, 200, "a view while the user service is down");
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 2}"#).await.assert_empty(201);
+    assert_eq!(sys.get(Svc::ITEM, "/", &token).await.status, 200); // the token is now known to the item service
+    assert_eq!(sys.get(Svc::ALARM, "/", &token).await.status, 200);
+    sys.kill(Svc::USER);
+    assert_eq!(sys.get(Svc::ITEM, "/", &token).await.status, 200);
+    assert_eq!(sys.get(Svc::ITEM, "/2", &token).await.status, 200, "a view while the user service is down");
+    sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 2}"#).await.assert_empty(201);
     // A token never seen: cannot be told, so 503 naming the user service, within the RPC timeout.
     for attempt in 0..3 {
-        let (r, took) = timed(sys.get(Svc::Item, "/", &format!("never-seen-token-{attempt}"))).await;
+        let (r, took) = timed(sys.get(Svc::ITEM, "/", &format!("never-seen-token-{attempt}"))).await;
         r.assert_unavailable("user service");
         assert_within(took, rpc_bound(), "a never-seen token with the user service down");
     }
     // Said once at warn, not once per failed request.
-    let log = sys.log(Svc::Item);
+    let log = sys.log(Svc::ITEM);
     let warned = log.matches("user cache: the user service did not answer a miss").count();
     assert_eq!(warned, 1, "three failed misses in a row are one warning: {log}");
-    sys.restart(Svc::User).await;
+    sys.restart(Svc::USER).await;
     eventually(BACK, "the view made meanwhile shows in /visit", || async {
-        let v = sys.get(Svc::User, "/visit", &token).await;
+        let v = sys.get(Svc::USER, "/visit", &token).await;
         v.ids() == vec![2] && v.alarmed_ids() == vec![2]
     })
     .await;
-    sys.get(Svc::Item, "/", "never-seen-token-0").await.assert_error(401, "Unauthorized");
+    sys.get(Svc::ITEM, "/", "never-seen-token-0").await.assert_error(401, "Unauthorized");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_service_crashed_alarms_on_known_items_still_work() {
     let mut sys = demo(Infra::shared()).await;
     let token = sys.token().await;
-    sys.kill(Svc::Item);
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 3}"#).await.assert_empty(201);
-    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![3]);
+    sys.kill(Svc::ITEM);
+    sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 3}"#).await.assert_empty(201);
+    assert_eq!(sys.get(Svc::ALARM, "/", &token).await.ids(), vec![3]);
     // Unknown item with its owner down: 503 naming it, not a 404 that may be wrong, within
     // the RPC timeout.
-    let (r, took) = timed(sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 5000}"#)).await;
+    let (r, took) = timed(sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 5000}"#)).await;
     r.assert_unavailable("item service");
     assert_within(took, rpc_bound(), "an unknown item with the item service down");
     // The alarm service restarted (after a crash) while the item service is down still knows the items.
-    sys.kill(Svc::Alarm);
-    sys.restart(Svc::Alarm).await;
-    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![3]);
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 4}"#).await.assert_empty(201);
-    sys.restart(Svc::Item).await;
+    sys.kill(Svc::ALARM);
+    sys.restart(Svc::ALARM).await;
+    assert_eq!(sys.get(Svc::ALARM, "/", &token).await.ids(), vec![3]);
+    sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 4}"#).await.assert_empty(201);
+    sys.restart(Svc::ITEM).await;
     eventually(Duration::from_secs(1), "item list shows both", || async {
-        sys.get(Svc::Item, "/", &token).await.alarmed_ids() == vec![4, 3]
+        sys.get(Svc::ITEM, "/", &token).await.alarmed_ids() == vec![4, 3]
     })
     .await;
 }
@@ -158,40 +158,40 @@ async fn item_service_crashed_alarms_on_known_items_still_work() {
 async fn rabbitmq_crashed_gets_serve_writes_commit_and_everything_arrives_after() {
     let sys = demo(Infra::shared().with_own_rabbit()).await;
     let token = sys.token().await;
-    assert_eq!(sys.get(Svc::Item, "/1", &token).await.status, 200);
-    eventually(BACK, "first view stored", || async { sys.get(Svc::User, "/visit", &token).await.ids() == vec![1] })
+    assert_eq!(sys.get(Svc::ITEM, "/1", &token).await.status, 200);
+    eventually(BACK, "first view stored", || async { sys.get(Svc::USER, "/visit", &token).await.ids() == vec![1] })
         .await;
     // Every service has seen this user (cached users keep working without RabbitMQ; others
     // would be a 503: their owner cannot be asked).
-    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.status, 200);
+    assert_eq!(sys.get(Svc::ALARM, "/", &token).await.status, 200);
     sys.infra.kill_rabbit();
-    for (svc, path) in [(Svc::Item, "/"), (Svc::Item, "/5"), (Svc::Alarm, "/"), (Svc::User, "/"), (Svc::User, "/visit")]
+    for (svc, path) in [(Svc::ITEM, "/"), (Svc::ITEM, "/5"), (Svc::ALARM, "/"), (Svc::USER, "/"), (Svc::USER, "/visit")]
     {
         assert_eq!(sys.get(svc, path, &token).await.status, 200, "{svc:?} {path} while RabbitMQ is down");
     }
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 6}"#).await.assert_empty(201);
-    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![6], "own write visible at once");
+    sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 6}"#).await.assert_empty(201);
+    assert_eq!(sys.get(Svc::ALARM, "/", &token).await.ids(), vec![6], "own write visible at once");
     // The connection's loss is noticed when its socket closes: waited for, not assumed at once.
     eventually(Duration::from_secs(2), "/ready reports RabbitMQ down", || async {
-        sys.request(Method::GET, sys.port(Svc::Item), "/ready", None, None).await.status == 503
+        sys.request(Method::GET, sys.port(Svc::ITEM), "/ready", None, None).await.status == 503
     })
     .await;
     sys.infra.start_rabbit();
     eventually(BACK, "the alarm set during the outage reaches the item service", || async {
-        sys.get(Svc::Item, "/", &token).await.alarmed_ids() == vec![6]
+        sys.get(Svc::ITEM, "/", &token).await.alarmed_ids() == vec![6]
     })
     .await;
     eventually(BACK, "the view made during the outage reaches /visit", || async {
-        sys.get(Svc::User, "/visit", &token).await.ids() == vec![5, 1]
+        sys.get(Svc::USER, "/visit", &token).await.ids() == vec![5, 1]
     })
     .await;
-    for svc in Svc::ALL {
+    for svc in Svc::all() {
         sys.wait_ready(svc).await;
     }
     // Consumers, QoS and topology are back: a new change still flows.
-    sys.sql(Svc::Item, "UPDATE item SET price = 31337 WHERE id = 6").await;
+    sys.sql(Svc::ITEM, "UPDATE item SET price = 31337 WHERE id = 6").await;
     eventually(BACK, "a change after recovery flows", || async {
-        sys.get(Svc::Alarm, "/", &token).await.json["payload"][0]["price"] == 31337
+        sys.get(Svc::ALARM, "/", &token).await.json["payload"][0]["price"] == 31337
     })
     .await;
 }
@@ -199,12 +199,12 @@ async fn rabbitmq_crashed_gets_serve_writes_commit_and_everything_arrives_after(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_database_crashed_is_503_within_the_timeout_and_the_others_go_on() {
     // Each domain's database on a server of its own: a crash of one leaves the others up.
-    let sys = demo(Infra::shared().with_own_pg(&Svc::ALL)).await;
+    let sys = demo(Infra::shared().with_own_pg(&Svc::all())).await;
     let token = sys.token().await;
-    assert_eq!(sys.get(Svc::Item, "/", &token).await.ids().len(), 100);
+    assert_eq!(sys.get(Svc::ITEM, "/", &token).await.ids().len(), 100);
     // Every service has this user cached (the alarm list also refreshes the user's alarms).
-    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.status, 200);
-    assert_eq!(sys.get(Svc::User, "/visit", &token).await.status, 200);
+    assert_eq!(sys.get(Svc::ALARM, "/", &token).await.status, 200);
+    assert_eq!(sys.get(Svc::USER, "/visit", &token).await.status, 200);
     let database_down = |svc: Svc| {
         let sys = &sys;
         async move {
@@ -218,57 +218,57 @@ async fn own_database_crashed_is_503_within_the_timeout_and_the_others_go_on() {
     };
 
     // item_db crashes: the list comes from memory; a view cannot be recorded, so 503.
-    sys.infra.crash_pg(Svc::Item);
-    assert_eq!(sys.get(Svc::Item, "/", &token).await.ids().len(), 100, "the list is served from memory");
+    sys.infra.crash_pg(Svc::ITEM);
+    assert_eq!(sys.get(Svc::ITEM, "/", &token).await.ids().len(), 100, "the list is served from memory");
     for _ in 0..3 {
-        let (r, took) = timed(sys.get(Svc::Item, "/5", &token)).await;
+        let (r, took) = timed(sys.get(Svc::ITEM, "/5", &token)).await;
         r.assert_unavailable("database");
         assert_within(took, DB_BOUND, "a view with item_db down");
     }
-    database_down(Svc::Item).await;
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 5}"#).await.assert_empty(201);
-    sys.infra.start_pg(Svc::Item);
+    database_down(Svc::ITEM).await;
+    sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 5}"#).await.assert_empty(201);
+    sys.infra.start_pg(Svc::ITEM);
     eventually(BACK, "item_db is back: views are recorded again", || async {
-        sys.get(Svc::Item, "/5", &token).await.status == 200
+        sys.get(Svc::ITEM, "/5", &token).await.status == 200
     })
     .await;
     // alarm_db crashes: alarm writes are 503, the alarm list comes from memory, views go on.
-    sys.infra.crash_pg(Svc::Alarm);
+    sys.infra.crash_pg(Svc::ALARM);
     for _ in 0..3 {
-        let (r, took) = timed(sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 6}"#)).await;
+        let (r, took) = timed(sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 6}"#)).await;
         r.assert_unavailable("database");
         assert_within(took, DB_BOUND, "an alarm write with alarm_db down");
     }
-    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![5], "the alarm list is served from memory");
+    assert_eq!(sys.get(Svc::ALARM, "/", &token).await.ids(), vec![5], "the alarm list is served from memory");
     // A user whose list this instance never read: not cached, so 503 naming the database.
     let (_, other) = sys.users(2).await.remove(1);
-    let (r, took) = timed(sys.get(Svc::Alarm, "/", &other)).await;
+    let (r, took) = timed(sys.get(Svc::ALARM, "/", &other)).await;
     r.assert_unavailable("database");
     assert_within(took, DB_BOUND, "an uncached alarm list with alarm_db down");
-    assert_eq!(sys.get(Svc::Item, "/6", &token).await.status, 200);
-    database_down(Svc::Alarm).await;
-    sys.infra.start_pg(Svc::Alarm);
+    assert_eq!(sys.get(Svc::ITEM, "/6", &token).await.status, 200);
+    database_down(Svc::ALARM).await;
+    sys.infra.start_pg(Svc::ALARM);
     eventually(BACK, "alarm_db is back: alarm writes work again", || async {
-        sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 6}"#).await.status == 201
+        sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 6}"#).await.status == 201
     })
     .await;
 
     // user_db crashes: /visit comes from memory; a view is recorded (200) and waits.
-    sys.infra.crash_pg(Svc::User);
-    assert_eq!(sys.get(Svc::User, "/visit", &token).await.ids(), vec![6, 5], "/visit from the visit book");
+    sys.infra.crash_pg(Svc::USER);
+    assert_eq!(sys.get(Svc::USER, "/visit", &token).await.ids(), vec![6, 5], "/visit from the visit book");
     // The user list is read from user_db as it streams (user/src/list.rs): 503 naming it.
-    let (r, took) = timed(sys.get(Svc::User, "/", &token)).await;
+    let (r, took) = timed(sys.get(Svc::USER, "/", &token)).await;
     r.assert_unavailable("user service's database");
     assert_within(took, DB_BOUND, "the user list with user_db down");
-    assert_eq!(sys.get(Svc::Item, "/7", &token).await.status, 200, "views are recorded in item_db");
-    database_down(Svc::User).await;
-    sys.infra.start_pg(Svc::User);
+    assert_eq!(sys.get(Svc::ITEM, "/7", &token).await.status, 200, "views are recorded in item_db");
+    database_down(Svc::USER).await;
+    sys.infra.start_pg(Svc::USER);
     eventually(BACK, "every view and alarm shows in /visit", || async {
-        let v = sys.get(Svc::User, "/visit", &token).await;
+        let v = sys.get(Svc::USER, "/visit", &token).await;
         v.ids() == vec![7, 6, 5] && v.alarmed_ids() == vec![6, 5]
     })
     .await;
-    assert_eq!(sys.get(Svc::User, "/", &token).await.ids().len(), 50, "the user list is back");
+    assert_eq!(sys.get(Svc::USER, "/", &token).await.ids().len(), 50, "the user list is back");
     assert_eq!(sys.dead_letters_now().await, 0, "no view was dead-lettered");
 }
 
@@ -278,35 +278,35 @@ const WRITE_BOUND: Duration = Duration::from_millis(2000);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_database_hung_is_503_within_the_timeout() {
-    let infra = Infra::shared().with_own_pg(&[Svc::Item, Svc::Alarm]);
+    let infra = Infra::shared().with_own_pg(&[Svc::ITEM, Svc::ALARM]);
     let sys = System::start_on(infra, Seed::Demo, &[("WRITE_TIMEOUT_MS", "2000")])
         .await
         .expect("the demo seed is part of the repository");
     let token = sys.token().await;
-    assert_eq!(sys.get(Svc::Item, "/5", &token).await.status, 200);
-    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.status, 200, "the list read once: cached");
+    assert_eq!(sys.get(Svc::ITEM, "/5", &token).await.status, 200);
+    assert_eq!(sys.get(Svc::ALARM, "/", &token).await.status, 200, "the list read once: cached");
     // A database that hangs (every server process stopped) rather than refuses: a refused
     // connection is answered at once, a hung one only by the timeout the docs give.
-    sys.infra.freeze_pg(Svc::Item);
-    sys.infra.freeze_pg(Svc::Alarm);
+    sys.infra.freeze_pg(Svc::ITEM);
+    sys.infra.freeze_pg(Svc::ALARM);
     for _ in 0..2 {
-        let (r, took) = timed(sys.get(Svc::Item, "/5", &token)).await;
+        let (r, took) = timed(sys.get(Svc::ITEM, "/5", &token)).await;
         r.assert_unavailable("database");
         assert_within(took, WRITE_BOUND, "a view with item_db hung");
-        let (r, took) = timed(sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 5}"#)).await;
+        let (r, took) = timed(sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 5}"#)).await;
         r.assert_unavailable("database");
         assert_within(took, WRITE_BOUND, "an alarm write with alarm_db hung");
         // The list is read from alarm_db first; hung, it is answered from the cache after OWN_READ_TIMEOUT_MS.
-        let (r, took) = timed(sys.get(Svc::Alarm, "/", &token)).await;
+        let (r, took) = timed(sys.get(Svc::ALARM, "/", &token)).await;
         assert_eq!(r.status, 200, "{r:?}");
         assert!(r.ids().is_empty(), "{r:?}");
         assert_within(took, OWN_READ_BOUND, "the alarm list with alarm_db hung");
     }
-    sys.infra.thaw_pg(Svc::Item);
-    sys.infra.thaw_pg(Svc::Alarm);
+    sys.infra.thaw_pg(Svc::ITEM);
+    sys.infra.thaw_pg(Svc::ALARM);
     eventually(BACK, "the databases resumed: writes work again", || async {
-        sys.get(Svc::Item, "/5", &token).await.status == 200
-            && sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 5}"#).await.status == 201
+        sys.get(Svc::ITEM, "/5", &token).await.status == 200
+            && sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 5}"#).await.status == 201
     })
     .await;
 }
@@ -354,18 +354,18 @@ async fn malformed_messages_are_dead_lettered_and_consumers_go_on() {
         sys.dead_letters_script(&["count"]).trim() == "6"
     })
     .await;
-    assert_eq!(sys.get(Svc::Item, "/9", &token).await.status, 200);
+    assert_eq!(sys.get(Svc::ITEM, "/9", &token).await.status, 200);
     eventually(Duration::from_secs(2), "consumers go on", || async {
-        sys.get(Svc::User, "/visit", &token).await.ids() == vec![9]
+        sys.get(Svc::USER, "/visit", &token).await.ids() == vec![9]
     })
     .await;
     // A good change event after the bad ones, through every replica queue: once each replica
     // has applied it, each has handled the bad messages queued before it, so a 7th dead letter
     // would be there now.
-    sys.sql(Svc::Item, "UPDATE item SET price = 777 WHERE id = 9").await;
+    sys.sql(Svc::ITEM, "UPDATE item SET price = 777 WHERE id = 9").await;
     eventually(Duration::from_secs(5), "the good event after them is applied", || async {
-        sys.get(Svc::Alarm, "/", &token).await.status == 200
-            && sys.get(Svc::User, "/visit", &token).await.json["payload"][0]["price"] == 777
+        sys.get(Svc::ALARM, "/", &token).await.status == 200
+            && sys.get(Svc::USER, "/visit", &token).await.json["payload"][0]["price"] == 777
     })
     .await;
     assert_eq!(sys.dead_letters_now().await, 6, "exactly the malformed messages are dead-lettered");
@@ -375,18 +375,18 @@ async fn malformed_messages_are_dead_lettered_and_consumers_go_on() {
 async fn tokens_never_reach_logs_hints_or_metrics() {
     let mut sys = demo(Infra::shared()).await;
     let token = sys.token().await;
-    assert_eq!(sys.get(Svc::Item, "/", &token).await.status, 200);
-    assert_eq!(sys.get(Svc::Item, "/3", &token).await.status, 200);
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 3}"#).await.assert_empty(201);
-    let bad = sys.get(Svc::Item, "/", "secret-wrong-token-123").await;
+    assert_eq!(sys.get(Svc::ITEM, "/", &token).await.status, 200);
+    assert_eq!(sys.get(Svc::ITEM, "/3", &token).await.status, 200);
+    sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 3}"#).await.assert_empty(201);
+    let bad = sys.get(Svc::ITEM, "/", "secret-wrong-token-123").await;
     assert!(!bad.text.contains("secret-wrong-token-123"));
-    for svc in Svc::ALL {
+    for svc in Svc::all() {
         let m = sys.request(Method::GET, sys.port(svc), "/metrics", None, None).await;
         assert_eq!(m.status, 200);
         assert!(m.text.contains("moa_http_requests_total"), "{svc:?} metrics");
         assert!(!m.text.contains(&token) && !m.text.contains("secret-wrong-token"));
     }
-    for svc in Svc::ALL {
+    for svc in Svc::all() {
         sys.stop(svc);
         let log = sys.log(svc);
         assert!(log.contains("GET") || log.contains("POST") || log.contains("consuming"), "{svc:?} logged something");
@@ -401,50 +401,50 @@ async fn a_restored_cache_entry_is_asked_again_before_use_and_serves_only_while_
     let mut sys = demo_owner_tier(Infra::shared()).await;
     let (user, token) = sys.users(1).await.remove(0);
     for item in [1, 2, 3] {
-        sys.post(Svc::Alarm, "/", &token, &format!(r#"{{"item_id": {item}}}"#)).await.assert_empty(201);
+        sys.post(Svc::ALARM, "/", &token, &format!(r#"{{"item_id": {item}}}"#)).await.assert_empty(201);
     }
     eventually(BACK, "the item list shows the alarms", || async {
-        sys.get(Svc::Item, "/", &token).await.alarmed_ids() == vec![3, 2, 1]
+        sys.get(Svc::ITEM, "/", &token).await.alarmed_ids() == vec![3, 2, 1]
     })
     .await;
     // An alarm entry is kept as {"<item id>": {"v": version, "d": cleared, "k": null}, ...}.
     let holds =
         |item: i64| format!("SELECT entry ? '{item}' FROM moa_cache_entry WHERE cache = 'alarm' AND grp = {user}");
     eventually(BACK, "the item service persisted the user's cache entry", || async {
-        sys.sql(Svc::Item, &holds(3)).await.first().is_some_and(|r| r.get::<_, bool>(0))
+        sys.sql(Svc::ITEM, &holds(3)).await.first().is_some_and(|r| r.get::<_, bool>(0))
     })
     .await;
     // The hot copy holds the entries of the users asked for (one), not every row of the owners.
     for cache in ["alarm", "user"] {
         let q = format!("SELECT count(*) FROM moa_cache_entry WHERE cache = '{cache}'");
-        assert_eq!(sys.sql(Svc::Item, &q).await[0].get::<_, i64>(0), 1, "{cache} entries persisted");
+        assert_eq!(sys.sql(Svc::ITEM, &q).await[0].get::<_, i64>(0), 1, "{cache} entries persisted");
     }
     let q = "SELECT count(*) FROM moa_replica WHERE entity IN ('user', 'alarm')";
-    assert_eq!(sys.sql(Svc::Item, q).await[0].get::<_, i64>(0), 0, "no full copy");
-    sys.stop(Svc::Item);
+    assert_eq!(sys.sql(Svc::ITEM, q).await[0].get::<_, i64>(0), 0, "no full copy");
+    sys.stop(Svc::ITEM);
     // What a missed event looks like in the hot copy: the alarm on item 2 gone from the entry.
     sys.sql(
-        Svc::Item,
+        Svc::ITEM,
         &format!("UPDATE moa_cache_entry SET entry = entry - '2' WHERE cache = 'alarm' AND grp = {user}"),
     )
     .await;
     // And a change made while the item service is down.
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 4}"#).await.assert_empty(201);
-    sys.restart(Svc::Item).await;
+    sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 4}"#).await.assert_empty(201);
+    sys.restart(Svc::ITEM).await;
     // The first request asks the owner: the restored entry is of an old generation.
-    assert_eq!(sys.get(Svc::Item, "/", &token).await.alarmed_ids(), vec![4, 3, 2, 1], "right at once");
+    assert_eq!(sys.get(Svc::ITEM, "/", &token).await.alarmed_ids(), vec![4, 3, 2, 1], "right at once");
     // Restored again, this time with the owner down: the old entry is served as it is.
     eventually(BACK, "the refreshed entry persisted", || async {
-        sys.sql(Svc::Item, &holds(4)).await.first().is_some_and(|r| r.get::<_, bool>(0))
+        sys.sql(Svc::ITEM, &holds(4)).await.first().is_some_and(|r| r.get::<_, bool>(0))
     })
     .await;
-    sys.stop(Svc::Item);
-    sys.stop(Svc::Alarm);
-    sys.restart(Svc::Item).await;
-    assert_eq!(sys.get(Svc::Item, "/", &token).await.alarmed_ids(), vec![4, 3, 2, 1], "owner down");
-    let stale = sys.counter_sum(Svc::Item, "moa_cache_stale_served_total", "entity=\"alarm\"").await;
+    sys.stop(Svc::ITEM);
+    sys.stop(Svc::ALARM);
+    sys.restart(Svc::ITEM).await;
+    assert_eq!(sys.get(Svc::ITEM, "/", &token).await.alarmed_ids(), vec![4, 3, 2, 1], "owner down");
+    let stale = sys.counter_sum(Svc::ITEM, "moa_cache_stale_served_total", "entity=\"alarm\"").await;
     assert!(stale >= 1.0, "the old entry served is counted: {stale}");
-    sys.restart(Svc::Alarm).await;
+    sys.restart(Svc::ALARM).await;
 }
 
 /// The RPC queues are transient classic queues each owner declares (a quorum queue delivered a
@@ -461,7 +461,7 @@ async fn an_rpc_queue_that_goes_away_is_declared_again_by_its_owner() {
     // A token the item service has not seen needs the user service.
     let (_, token) = sys.users(3).await.remove(2);
     let took = eventually(Duration::from_secs(3), "a first request answered after the queue went away", || async {
-        sys.get(Svc::Item, "/", &token).await.status == 200
+        sys.get(Svc::ITEM, "/", &token).await.status == 200
     })
     .await;
     eprintln!("first request answered {:.2} s after user.rpc was deleted", took.as_secs_f64());
@@ -470,8 +470,8 @@ async fn an_rpc_queue_that_goes_away_is_declared_again_by_its_owner() {
     // And consumed for good (not the management API's consumer count: it lags the broker by
     // seconds): another new user's first request is answered at its first try.
     let (_, other) = sys.users(4).await.remove(3);
-    assert_eq!(sys.get(Svc::Item, "/", &other).await.status, 200, "a first request once the queue is back");
-    let log = sys.log(Svc::User);
+    assert_eq!(sys.get(Svc::ITEM, "/", &other).await.status, 200, "a first request once the queue is back");
+    let log = sys.log(Svc::USER);
     assert!(log.contains("rpc server: user.rpc went away; declaring it again"), "{log}");
 }
 
@@ -485,24 +485,24 @@ async fn a_question_to_an_owner_with_no_rpc_queue_comes_back_at_once() {
     let mut sys = demo_owner_tier(Infra::shared()).await;
     // A user the item service has not seen: its alarms need the alarm service.
     let (_, token) = sys.users(3).await.remove(2);
-    assert_eq!(sys.stop(Svc::Alarm), vec![Some(0)]);
+    assert_eq!(sys.stop(Svc::ALARM), vec![Some(0)]);
     mgmt(sys.infra.mgmt_port, "DELETE", &format!("/api/queues/{}/alarm.rpc", sys.name), None);
     let calls = |outcome: &'static str| {
         let sys = &sys;
         async move {
-            sys.counter_sum(Svc::Item, "moa_rpc_calls_total", &format!("owner=\"alarm\",outcome=\"{outcome}\"")).await
+            sys.counter_sum(Svc::ITEM, "moa_rpc_calls_total", &format!("owner=\"alarm\",outcome=\"{outcome}\"")).await
         }
     };
     let timeouts = calls("timeout").await;
-    let r = sys.get(Svc::Item, "/", &token).await;
+    let r = sys.get(Svc::ITEM, "/", &token).await;
     r.assert_unavailable("alarm service");
     assert!(calls("no_owner").await >= 1.0, "the returned question is counted as no_owner");
     assert_eq!(calls("timeout").await, timeouts, "and not as a timeout");
-    let log = sys.log(Svc::Item);
+    let log = sys.log(Svc::ITEM);
     assert!(!log.contains("returned us a message"), "lapin's warning for a returned message is not logged: {log}");
-    sys.restart(Svc::Alarm).await;
+    sys.restart(Svc::ALARM).await;
     eventually(Duration::from_secs(3), "answered once the owner is back", || async {
-        sys.get(Svc::Item, "/", &token).await.status == 200
+        sys.get(Svc::ITEM, "/", &token).await.status == 200
     })
     .await;
 }
@@ -527,7 +527,7 @@ async fn a_returned_question_fails_its_own_call_only_when_questions_are_confirme
         .expect("the demo seed is part of the repository");
     let users = 20_001..=21_500;
     sys.sql(
-        Svc::User,
+        Svc::USER,
         &format!(
             "INSERT INTO \"user\" (id, name, access_token)
              SELECT g, 'u' || g, 'returned-' || g FROM generate_series({}, {}) g",
@@ -536,13 +536,13 @@ async fn a_returned_question_fails_its_own_call_only_when_questions_are_confirme
         ),
     )
     .await;
-    assert_eq!(sys.stop(Svc::Alarm), vec![Some(0)]);
+    assert_eq!(sys.stop(Svc::ALARM), vec![Some(0)]);
     mgmt(sys.infra.mgmt_port, "DELETE", &format!("/api/queues/{}/alarm.rpc", sys.name), None);
     let calls = |owner: &'static str, outcome: &'static str| {
         let sys = &sys;
         async move {
             let with = format!("owner=\"{owner}\",outcome=\"{outcome}\"");
-            sys.counter_sum(Svc::Item, "moa_rpc_calls_total", &with).await
+            sys.counter_sum(Svc::ITEM, "moa_rpc_calls_total", &with).await
         }
     };
     // An epoch probe of the item service's alarm cache sent while the stopped service's queue
@@ -553,7 +553,7 @@ async fn a_returned_question_fails_its_own_call_only_when_questions_are_confirme
     let timeouts_before = calls("alarm", "timeout").await;
     let tokens: Vec<String> = users.map(|id| format!("returned-{id}")).collect();
     for wave in tokens.chunks(250) {
-        let answers = futures_util::future::join_all(wave.iter().map(|t| sys.get(Svc::Item, "/", t))).await;
+        let answers = futures_util::future::join_all(wave.iter().map(|t| sys.get(Svc::ITEM, "/", t))).await;
         for r in answers {
             r.assert_unavailable("alarm service");
         }

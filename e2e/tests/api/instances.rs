@@ -7,19 +7,19 @@ use e2e::{eventually, system, Seed, Svc};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_item_instances_both_reflect_an_alarm_change() {
     let mut sys = system!(Seed::Demo);
-    let second = sys.spawn(Svc::Item, None);
-    sys.wait_ready_port(Svc::Item, second).await;
+    let second = sys.spawn(Svc::ITEM, None);
+    sys.wait_ready_port(Svc::ITEM, second).await;
     let token = sys.token().await;
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 5}"#).await.assert_empty(201);
-    for port in sys.ports(Svc::Item) {
+    sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 5}"#).await.assert_empty(201);
+    for port in sys.ports(Svc::ITEM) {
         eventually(Duration::from_secs(1), &format!("item instance :{port} shows the alarm"), || async {
             let r = sys.request(e2e::Method::GET, port, "/", Some(&token), None).await;
             r.alarmed_ids() == vec![5]
         })
         .await;
     }
-    sys.delete(Svc::Alarm, "/", &token, r#"{"item_id": 5}"#).await.assert_empty(200);
-    for port in sys.ports(Svc::Item) {
+    sys.delete(Svc::ALARM, "/", &token, r#"{"item_id": 5}"#).await.assert_empty(200);
+    for port in sys.ports(Svc::ITEM) {
         eventually(Duration::from_secs(1), &format!("item instance :{port} shows it cleared"), || async {
             let r = sys.request(e2e::Method::GET, port, "/", Some(&token), None).await;
             r.alarmed_ids().is_empty()
@@ -31,25 +31,25 @@ async fn two_item_instances_both_reflect_an_alarm_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_user_instances_share_the_views_without_storing_one_twice() {
     let mut sys = system!(Seed::Demo);
-    let second = sys.spawn(Svc::User, None);
-    sys.wait_ready_port(Svc::User, second).await;
+    let second = sys.spawn(Svc::USER, None);
+    sys.wait_ready_port(Svc::USER, second).await;
     let users = sys.users(5).await;
     let mut sent = 0i64;
     for (_, token) in &users {
         for id in 1..=8 {
-            assert_eq!(sys.get(Svc::Item, &format!("/{id}"), token).await.status, 200);
+            assert_eq!(sys.get(Svc::ITEM, &format!("/{id}"), token).await.status, 200);
             sent += 1;
         }
     }
     eventually(Duration::from_secs(3), "every view stored exactly once", || async {
-        sys.sql(Svc::User, "SELECT count(*), count(DISTINCT event_id) FROM visit").await[0].get::<_, i64>(0) == sent
+        sys.sql(Svc::USER, "SELECT count(*), count(DISTINCT event_id) FROM visit").await[0].get::<_, i64>(0) == sent
     })
     .await;
-    let row = &sys.sql(Svc::User, "SELECT count(*), count(DISTINCT event_id) FROM visit").await[0];
+    let row = &sys.sql(Svc::USER, "SELECT count(*), count(DISTINCT event_id) FROM visit").await[0];
     assert_eq!(row.get::<_, i64>(0), row.get::<_, i64>(1));
     // Each instance's visit book follows user.visits, which the instance that stored a view
     // publishes after its commit: both books reach the stored order, whoever stored what.
-    for port in sys.ports(Svc::User) {
+    for port in sys.ports(Svc::USER) {
         eventually(Duration::from_secs(2), &format!("instance :{port} shows 8, 7, 6"), || async {
             let r = sys.request(e2e::Method::GET, port, "/visit", Some(&users[0].1), None).await;
             r.ids() == vec![8, 7, 6]
@@ -86,15 +86,15 @@ fn connections_to(pid: u32, pg_port: u16) -> Vec<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_database_is_only_ever_connected_to_by_its_own_service() {
     // One server per domain, so a connection to the wrong server is visible too.
-    let sys = e2e::System::start_on(e2e::Infra::shared().with_own_pg(&Svc::ALL), Seed::Demo, &[])
+    let sys = e2e::System::start_on(e2e::Infra::shared().with_own_pg(&Svc::all()), Seed::Demo, &[])
         .await
         .expect("the demo seed is part of the repository");
     let token = sys.token().await;
     // Some traffic that needs each database: a view (item_db, then user_db), an alarm.
-    assert_eq!(sys.get(Svc::Item, "/4", &token).await.status, 200);
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 4}"#).await.assert_empty(201);
+    assert_eq!(sys.get(Svc::ITEM, "/4", &token).await.status, 200);
+    sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 4}"#).await.assert_empty(201);
     eventually(Duration::from_secs(3), "the view is stored", || async {
-        sys.get(Svc::User, "/visit", &token).await.ids() == vec![4]
+        sys.get(Svc::USER, "/visit", &token).await.ids() == vec![4]
     })
     .await;
     // A connection the test itself just closed may linger in pg_stat_activity for a moment:
@@ -113,7 +113,7 @@ async fn each_database_is_only_ever_connected_to_by_its_own_service() {
 /// Every connection that breaks the rule "a service connects to its own database only".
 async fn database_violations(sys: &e2e::System) -> Vec<String> {
     let mut violations = Vec::new();
-    for server in Svc::ALL {
+    for server in Svc::all() {
         let pg_port = sys.infra.pg_port(server);
         // What the server sees: every client connection to any database on it.
         let admin = e2e::pg(pg_port, "postgres").await;
@@ -137,7 +137,7 @@ async fn database_violations(sys: &e2e::System) -> Vec<String> {
                 violations.push(format!("{db} on the {} server, from port {port}", server.name()));
             }
         }
-        for other in Svc::ALL.into_iter().filter(|s| *s != server) {
+        for other in Svc::all().into_iter().filter(|s| *s != server) {
             for pid in sys.pids(other) {
                 if !connections_to(pid, pg_port).is_empty() {
                     violations.push(format!(
@@ -158,11 +158,11 @@ async fn an_instance_given_several_rabbitmq_nodes_connects_to_the_one_that_answe
     // Two nodes that refuse (nothing listens there) around the live one: whichever it tries
     // first, the instance must end up on the live node, with its queues and consumers.
     let dead = |port: u16| format!("amqp://item-service:x@127.0.0.1:{port}/{}", sys.name);
-    let nodes = format!("{},{},{}", dead(e2e::free_port()), sys.service_amqp_url(Svc::Item), dead(e2e::free_port()));
-    let port = sys.spawn_env(Svc::Item, None, &[("AMQP_URL", &nodes)]);
-    sys.wait_ready_port(Svc::Item, port).await;
+    let nodes = format!("{},{},{}", dead(e2e::free_port()), sys.service_amqp_url(Svc::ITEM), dead(e2e::free_port()));
+    let port = sys.spawn_env(Svc::ITEM, None, &[("AMQP_URL", &nodes)]);
+    sys.wait_ready_port(Svc::ITEM, port).await;
     let token = sys.token().await;
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 7}"#).await.assert_empty(201);
+    sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 7}"#).await.assert_empty(201);
     eventually(Duration::from_secs(1), "the instance hears of the alarm through the live node", || async {
         sys.request(e2e::Method::GET, port, "/", Some(&token), None).await.alarmed_ids() == vec![7]
     })
@@ -170,7 +170,7 @@ async fn an_instance_given_several_rabbitmq_nodes_connects_to_the_one_that_answe
     // Its views reach the user service through the same node.
     assert_eq!(sys.request(e2e::Method::GET, port, "/7", Some(&token), None).await.status, 200);
     eventually(Duration::from_secs(5), "the view is stored", || async {
-        sys.get(Svc::User, "/visit", &token).await.ids() == vec![7]
+        sys.get(Svc::USER, "/visit", &token).await.ids() == vec![7]
     })
     .await;
 }
@@ -178,8 +178,8 @@ async fn an_instance_given_several_rabbitmq_nodes_connects_to_the_one_that_answe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_instance_is_not_ready_but_serves_through_its_drain_then_exits_cleanly() {
     let mut sys = system!(Seed::Demo);
-    let port = sys.spawn_env(Svc::Alarm, None, &[("SHUTDOWN_DRAIN_MS", "1500")]);
-    sys.wait_ready_port(Svc::Alarm, port).await;
+    let port = sys.spawn_env(Svc::ALARM, None, &[("SHUTDOWN_DRAIN_MS", "1500")]);
+    sys.wait_ready_port(Svc::ALARM, port).await;
     let token = sys.token().await;
     let ready = |sys: &e2e::System| {
         let url = format!("http://127.0.0.1:{port}/ready");

@@ -14,7 +14,7 @@ async fn versions_follow_the_order_of_application_and_old_numbers_are_moved_not_
     let applied =
         |rows: Vec<tokio_postgres::Row>| -> Vec<(i32, String)> { rows.iter().map(|r| (r.get(0), r.get(1))).collect() };
     let q = "SELECT version, name FROM moa_migrations ORDER BY applied_at, version";
-    let in_order = applied(sys.sql(Svc::Alarm, q).await);
+    let in_order = applied(sys.sql(Svc::ALARM, q).await);
     let versions: Vec<i32> = in_order.iter().map(|(v, _)| *v).collect();
     let mut sorted = versions.clone();
     sorted.sort_unstable();
@@ -22,22 +22,22 @@ async fn versions_follow_the_order_of_application_and_old_numbers_are_moved_not_
     assert_eq!(versions, vec![1, 2, 3, 10, 11, 12, 20, 21, 22, 24, 25, 26]);
 
     // As a database migrated before the renumbering has it.
-    sys.stop(Svc::Alarm);
+    sys.stop(Svc::ALARM);
     let stamps = "SELECT name, applied_at::text FROM moa_migrations ORDER BY name";
     let before: Vec<(String, String)> =
-        sys.sql(Svc::Alarm, stamps).await.iter().map(|r| (r.get(0), r.get(1))).collect();
+        sys.sql(Svc::ALARM, stamps).await.iter().map(|r| (r.get(0), r.get(1))).collect();
     sys.sql(
-        Svc::Alarm,
+        Svc::ALARM,
         "UPDATE moa_migrations SET version = -CASE version WHEN 2 THEN 100 WHEN 3 THEN 101 WHEN 10 THEN 2
              WHEN 11 THEN 3 WHEN 12 THEN 4 WHEN 20 THEN 110 WHEN 21 THEN 102 ELSE version END",
     )
     .await;
-    sys.sql(Svc::Alarm, "UPDATE moa_migrations SET version = -version").await;
-    sys.restart(Svc::Alarm).await;
-    assert_eq!(applied(sys.sql(Svc::Alarm, q).await), in_order, "the current numbers again");
-    let after: Vec<(String, String)> = sys.sql(Svc::Alarm, stamps).await.iter().map(|r| (r.get(0), r.get(1))).collect();
+    sys.sql(Svc::ALARM, "UPDATE moa_migrations SET version = -version").await;
+    sys.restart(Svc::ALARM).await;
+    assert_eq!(applied(sys.sql(Svc::ALARM, q).await), in_order, "the current numbers again");
+    let after: Vec<(String, String)> = sys.sql(Svc::ALARM, stamps).await.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(after, before, "nothing applied a second time");
-    assert!(sys.log(Svc::Alarm).contains("renumbered 7 applied migrations"), "{}", sys.log(Svc::Alarm));
+    assert!(sys.log(Svc::ALARM).contains("renumbered 7 applied migrations"), "{}", sys.log(Svc::ALARM));
 }
 
 /// The function files `svc`'s database gets: the shared ones and its own, as name -> the body
@@ -83,7 +83,7 @@ async fn functions_in(sys: &System, svc: Svc) -> BTreeMap<String, String> {
 async fn a_fresh_database_gets_every_function_from_its_file() {
     let sys =
         System::start_on(Infra::shared(), Seed::Demo, &[]).await.expect("the demo seed is part of the repository");
-    for svc in Svc::ALL {
+    for svc in Svc::all() {
         assert_eq!(functions_in(&sys, svc).await, function_files(svc), "{} database", svc.name());
         let triggers = sys
             .sql(svc, "SELECT count(*) FROM pg_trigger WHERE tgfoid = 'moa_capture'::regproc AND NOT tgisinternal")
@@ -103,11 +103,11 @@ async fn a_database_migrated_before_the_function_files_keeps_working_and_the_fil
     let mut sys =
         System::start_on(Infra::shared(), Seed::Demo, &[]).await.expect("the demo seed is part of the repository");
     let token = sys.token().await;
-    sys.stop(Svc::Alarm);
-    sys.recreate_db(Svc::Alarm, Seed::Demo).await;
-    let db = e2e::pg(sys.infra.pg_port(Svc::Alarm), &sys.db_name(Svc::Alarm)).await;
+    sys.stop(Svc::ALARM);
+    sys.recreate_db(Svc::ALARM, Seed::Demo).await;
+    let db = e2e::pg(sys.infra.pg_port(Svc::ALARM), &sys.db_name(Svc::ALARM)).await;
     // As the migrations of that install ran: as the database's owner role.
-    db.batch_execute(&format!("SET ROLE {}", e2e::db_credentials(Svc::Alarm, e2e::DbRole::Owner).0))
+    db.batch_execute(&format!("SET ROLE {}", e2e::db_credentials(Svc::ALARM, e2e::DbRole::Owner).0))
         .await
         .expect("the owner role");
     db.batch_execute(include_str!("fixtures/alarm_db_before_function_files.sql"))
@@ -121,14 +121,14 @@ async fn a_database_migrated_before_the_function_files_keeps_working_and_the_fil
     .expect("an old body");
     let stamps = "SELECT version, name, applied_at::text FROM moa_migrations ORDER BY version";
     let row = |r: &tokio_postgres::Row| -> (i32, String, String) { (r.get(0), r.get(1), r.get(2)) };
-    let before: Vec<_> = sys.sql(Svc::Alarm, stamps).await.iter().map(row).collect();
+    let before: Vec<_> = sys.sql(Svc::ALARM, stamps).await.iter().map(row).collect();
     assert_eq!(before.len(), 10, "the fixture lists the versions an install had: {before:?}");
-    let old = functions_in(&sys, Svc::Alarm).await;
-    assert_ne!(old["moa_max_version"], function_files(Svc::Alarm)["moa_max_version"]);
+    let old = functions_in(&sys, Svc::ALARM).await;
+    assert_ne!(old["moa_max_version"], function_files(Svc::ALARM)["moa_max_version"]);
 
     // The functions a start created before its migrations, by name, in log order.
     let early = |sys: &System| -> Vec<String> {
-        sys.log(Svc::Alarm)
+        sys.log(Svc::ALARM)
             .lines()
             .filter_map(|l| {
                 l.split("creating SQL function ").nth(1)?.strip_suffix(" before the migrations that use it")
@@ -138,8 +138,8 @@ async fn a_database_migrated_before_the_function_files_keeps_working_and_the_fil
     };
     let created_early = early(&sys).len();
     assert!(created_early > 0, "the first start, on an empty database, created the functions first");
-    sys.restart(Svc::Alarm).await;
-    let after: Vec<_> = sys.sql(Svc::Alarm, stamps).await.iter().map(row).collect();
+    sys.restart(Svc::ALARM).await;
+    let after: Vec<_> = sys.sql(Svc::ALARM, stamps).await.iter().map(row).collect();
     assert_eq!(after[..before.len().min(after.len())], before[..], "no migration applied again");
     let added: Vec<i32> = after[before.len().min(after.len())..].iter().map(|(v, _, _)| *v).collect();
     assert_eq!(
@@ -147,7 +147,7 @@ async fn a_database_migrated_before_the_function_files_keeps_working_and_the_fil
         vec![25, 26],
         "only the migrations newer than the fixture (read models, token hashes) were applied"
     );
-    assert_eq!(functions_in(&sys, Svc::Alarm).await, function_files(Svc::Alarm), "every function is its file's");
+    assert_eq!(functions_in(&sys, Svc::ALARM).await, function_files(Svc::ALARM), "every function is its file's");
     // (The log holds every start of this system's alarm service: the first one, on an empty
     // database, created its functions early.)
     // Migration 25 (read models) was pending: only the functions the fixture's database did not
@@ -159,21 +159,21 @@ async fn a_database_migrated_before_the_function_files_keeps_working_and_the_fil
 
     // Writes go through moa_write_alarms and the capture it shares with moa_capture; the relay
     // publishes them and the item service shows them.
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 30}"#).await.assert_empty(201);
-    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![30]);
-    let max: i64 = sys.sql(Svc::Alarm, "SELECT moa_max_version()").await[0].get(0);
+    sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 30}"#).await.assert_empty(201);
+    assert_eq!(sys.get(Svc::ALARM, "/", &token).await.ids(), vec![30]);
+    let max: i64 = sys.sql(Svc::ALARM, "SELECT moa_max_version()").await[0].get(0);
     assert!(max > 0, "moa_max_version() has the file's body again: {max}");
     eventually(Duration::from_secs(10), "item list shows the alarm", || async {
-        sys.get(Svc::Item, "/", &token).await.alarmed_ids() == vec![30]
+        sys.get(Svc::ITEM, "/", &token).await.alarmed_ids() == vec![30]
     })
     .await;
     // An operator's change goes through the moa_capture trigger.
-    sys.sql(Svc::Alarm, "DELETE FROM alarm WHERE item_id = 30").await;
+    sys.sql(Svc::ALARM, "DELETE FROM alarm WHERE item_id = 30").await;
     eventually(Duration::from_secs(10), "item list shows the alarm cleared", || async {
-        sys.get(Svc::Item, "/", &token).await.alarmed_ids().is_empty()
+        sys.get(Svc::ITEM, "/", &token).await.alarmed_ids().is_empty()
     })
     .await;
-    let left: i64 = sys.sql(Svc::Alarm, "SELECT count(*) FROM moa_outbox").await[0].get(0);
+    let left: i64 = sys.sql(Svc::ALARM, "SELECT count(*) FROM moa_outbox").await[0].get(0);
     assert_eq!(left, 0, "the outbox drained");
 }
 
@@ -184,40 +184,41 @@ async fn a_database_migrated_before_the_function_files_keeps_working_and_the_fil
 /// answered, both after the change and after it is undone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prepared_statement_a_schema_change_altered_is_prepared_again_and_answers() {
-    // The owner tier (READ_MODELS=0): the item service asks the user service for each first
-    // token, as while its read model is being built; a complete one would answer from item_db.
-    let sys = System::start_on(Infra::shared(), Seed::Demo, &[("READ_MODELS", "0")])
-        .await
-        .expect("the demo seed is part of the repository");
-    let users = sys.users(60).await;
-    let mut next = users.iter();
-    // A user's first item list asks the user service for the token (a prepared statement
-    // reading moa_entity_version.data): a few, so that several pooled connections hold it.
-    let mut first_lists = |n: usize| {
-        let batch: Vec<_> = next.by_ref().take(n).cloned().collect();
+    let sys = System::start(Seed::Demo).await.expect("the demo seed is part of the repository");
+    let (_, token) = sys.users(1).await.remove(0);
+    let mut next_id = 1_000_000;
+    // An item id the catalog has never seen is asked of the item service's own database (a
+    // prepared statement reading moa_entity_version.data: `Query::Get`), each id once (a "no"
+    // is remembered briefly): a few at once, so that several pooled connections hold it.
+    let mut unknown_items = |n: usize| {
+        let ids: Vec<i64> = (next_id..next_id + n as i64).collect();
+        next_id += n as i64;
         let sys = &sys;
+        let token = token.clone();
         async move {
-            let lists = batch.iter().map(|(_, token)| sys.get(Svc::Item, "/", token));
-            let answers = futures_util::future::join_all(lists).await;
-            for ((id, _), r) in batch.iter().zip(&answers) {
-                assert_eq!(r.status, 200, "user {id}'s first item list: {r:?}");
+            let paths: Vec<String> = ids.iter().map(|id| format!("/{id}")).collect();
+            let views = paths.iter().map(|path| sys.get(Svc::ITEM, path, &token));
+            let answers = futures_util::future::join_all(views).await;
+            for r in &answers {
+                // `404 {}`: the item does not exist, and the database said so
+                r.assert_empty(404);
             }
         }
     };
-    first_lists(20).await;
+    unknown_items(20).await;
     for (to, from) in [("json", "jsonb"), ("jsonb", "json")] {
-        sys.sql(Svc::User, &format!("ALTER TABLE moa_entity_version ALTER COLUMN data TYPE {to} USING data::{to}"))
+        sys.sql(Svc::ITEM, &format!("ALTER TABLE moa_entity_version ALTER COLUMN data TYPE {to} USING data::{to}"))
             .await;
         let kind: String = sys
-            .sql(Svc::User, "SELECT format_type(atttypid, -1) FROM pg_attribute WHERE attrelid = 'moa_entity_version'::regclass AND attname = 'data'")
+            .sql(Svc::ITEM, "SELECT format_type(atttypid, -1) FROM pg_attribute WHERE attrelid = 'moa_entity_version'::regclass AND attname = 'data'")
             .await[0]
             .get(0);
         assert_eq!(kind, to, "the column was {from}");
-        first_lists(20).await;
+        unknown_items(20).await;
     }
     assert!(
-        sys.log(Svc::User).contains("a prepared statement is prepared again"),
+        sys.log(Svc::ITEM).contains("a prepared statement is prepared again"),
         "the statements were prepared before the change: {}",
-        sys.log(Svc::User)
+        sys.log(Svc::ITEM)
     );
 }

@@ -10,7 +10,7 @@ async fn a_request_id_follows_a_view_from_the_item_service_to_the_user_service()
     let token = sys.token().await;
     let r = sys
         .http
-        .get(format!("http://127.0.0.1:{}/5", sys.port(Svc::Item)))
+        .get(format!("http://127.0.0.1:{}/5", sys.port(Svc::ITEM)))
         .header("USER-TOKEN", &token)
         .header("x-request-id", "trace-abc-123")
         .send()
@@ -18,16 +18,16 @@ async fn a_request_id_follows_a_view_from_the_item_service_to_the_user_service()
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-request-id"], "trace-abc-123", "echoed to the caller");
-    let own = sys.get(Svc::Item, "/", &token).await;
+    let own = sys.get(Svc::ITEM, "/", &token).await;
     assert_eq!(own.status, 200);
     eventually(Duration::from_secs(2), "view stored", || async {
-        sys.get(Svc::User, "/visit", &token).await.ids() == vec![5]
+        sys.get(Svc::USER, "/visit", &token).await.ids() == vec![5]
     })
     .await;
-    sys.stop(Svc::Item);
-    sys.stop(Svc::User);
-    let item_log = sys.log(Svc::Item);
-    let user_log = sys.log(Svc::User);
+    sys.stop(Svc::ITEM);
+    sys.stop(Svc::USER);
+    let item_log = sys.log(Svc::ITEM);
+    let user_log = sys.log(Svc::USER);
     assert!(item_log.contains("[trace-abc-123] GET /5 -> 200"), "item access log:\n{item_log}");
     assert!(user_log.contains("[trace-abc-123] view of item 5"), "user log:\n{user_log}");
 }
@@ -36,12 +36,12 @@ async fn a_request_id_follows_a_view_from_the_item_service_to_the_user_service()
 async fn metrics_cover_requests_caches_rpc_outbox_events_and_replicas() {
     let sys = system!(Seed::Demo);
     let token = sys.token().await;
-    sys.get(Svc::Item, "/", &token).await;
-    sys.get(Svc::Item, "/3", &token).await;
-    sys.get(Svc::Item, "/", "unknown-token").await; // a miss: RPC to the user service
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 3}"#).await.assert_empty(201);
+    sys.get(Svc::ITEM, "/", &token).await;
+    sys.get(Svc::ITEM, "/3", &token).await;
+    sys.get(Svc::ITEM, "/", "unknown-token").await; // a miss: RPC to the user service
+    sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 3}"#).await.assert_empty(201);
     eventually(Duration::from_secs(1), "alarm applied", || async {
-        sys.get(Svc::Item, "/", &token).await.alarmed_ids() == vec![3]
+        sys.get(Svc::ITEM, "/", &token).await.alarmed_ids() == vec![3]
     })
     .await;
     let sys = &sys;
@@ -49,11 +49,11 @@ async fn metrics_cover_requests_caches_rpc_outbox_events_and_replicas() {
     // The view of item 3 is published by the item service's relay and stored by the user
     // service a moment after its 200: wait for both to show.
     eventually(Duration::from_secs(5), "the view published and stored", || async {
-        text(Svc::Item).await.text.contains("moa_outbox_publish_seconds_count ")
-            && text(Svc::User).await.text.contains("moa_views_total{outcome=\"stored\"} 1")
+        text(Svc::ITEM).await.text.contains("moa_outbox_publish_seconds_count ")
+            && text(Svc::USER).await.text.contains("moa_views_total{outcome=\"stored\"} 1")
     })
     .await;
-    let item = text(Svc::Item).await;
+    let item = text(Svc::ITEM).await;
     assert_eq!(item.status, 200);
     assert!(item.content_type.starts_with("text/plain"));
     for needle in [
@@ -73,12 +73,12 @@ async fn metrics_cover_requests_caches_rpc_outbox_events_and_replicas() {
     }
     // The cache counters are registered at start (at 0): the requests above moved them.
     for counter in ["moa_cache_hits_total", "moa_cache_misses_total"] {
-        let n = sys.counter_sum(Svc::Item, counter, "entity=\"user\"").await;
+        let n = sys.counter_sum(Svc::ITEM, counter, "entity=\"user\"").await;
         assert!(n >= 1.0, "{counter}{{entity=\"user\"}} is {n}");
     }
-    let alarm = text(Svc::Alarm).await;
+    let alarm = text(Svc::ALARM).await;
     assert!(alarm.text.contains("moa_outbox_published_total "), "{}", alarm.text);
-    let user = text(Svc::User).await;
+    let user = text(Svc::USER).await;
     assert!(user.text.contains("moa_views_total{outcome=\"stored\"} 1"), "{}", user.text);
 }
 
@@ -95,14 +95,14 @@ async fn drop_unroutable_on_the_dashboard_counts_the_rpc_replies_and_nothing_els
     let token = sys.token().await;
     // Traffic of every kind: misses answered over RPC, a view, an alarm set and cleared.
     for _ in 0..3 {
-        sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 100000}"#).await.assert_empty(404);
+        sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 100000}"#).await.assert_empty(404);
     }
-    sys.get(Svc::Item, "/", "unknown-token").await.assert_error(401, "Unauthorized");
-    sys.get(Svc::Item, "/5", &token).await;
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 5}"#).await.assert_empty(201);
-    sys.delete(Svc::Alarm, "/", &token, r#"{"item_id": 5}"#).await.assert_empty(200);
+    sys.get(Svc::ITEM, "/", "unknown-token").await.assert_error(401, "Unauthorized");
+    sys.get(Svc::ITEM, "/5", &token).await;
+    sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 5}"#).await.assert_empty(201);
+    sys.delete(Svc::ALARM, "/", &token, r#"{"item_id": 5}"#).await.assert_empty(200);
     eventually(Duration::from_secs(2), "view stored", || async {
-        sys.get(Svc::User, "/visit", &token).await.ids() == vec![5]
+        sys.get(Svc::USER, "/visit", &token).await.ids() == vec![5]
     })
     .await;
     // Answered calls each had a reply; a call that timed out (a busy test machine) may or may
@@ -111,7 +111,7 @@ async fn drop_unroutable_on_the_dashboard_counts_the_rpc_replies_and_nothing_els
     // again after each read of the dashboard, whose statistics lag: answered before it, all after.
     let rpc_calls = || async {
         let (mut answered, mut all) = (0.0, 0.0);
-        for svc in Svc::ALL {
+        for svc in Svc::all() {
             answered += sys.counter_sum(svc, "moa_rpc_calls_total", "outcome=\"ok\"").await;
             answered += sys.counter_sum(svc, "moa_rpc_calls_total", "outcome=\"error\"").await;
             all += sys.counter_sum(svc, "moa_rpc_calls_total", "").await;
@@ -131,7 +131,7 @@ async fn drop_unroutable_on_the_dashboard_counts_the_rpc_replies_and_nothing_els
         let dropped = stats["drop_unroutable"].as_f64().unwrap_or(-1.0);
         if answered <= dropped && dropped <= all {
             let mut no_owner = 0.0;
-            for svc in Svc::ALL {
+            for svc in Svc::all() {
                 no_owner += sys.counter_sum(svc, "moa_rpc_calls_total", "outcome=\"no_owner\"").await;
             }
             let returned = stats["return_unroutable"].as_f64().unwrap_or(0.0);
@@ -152,7 +152,7 @@ async fn drop_unroutable_on_the_dashboard_counts_the_rpc_replies_and_nothing_els
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_start_logs_no_warning_and_counts_no_error() {
     let sys = system!(Seed::Demo);
-    for svc in Svc::ALL {
+    for svc in Svc::all() {
         let log = sys.log(svc);
         let noisy: Vec<&str> =
             log.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ") || l.contains("NOTICE")).collect();

@@ -26,7 +26,7 @@ type Views = Vec<(i64, i64)>;
 async fn view_each(sys: &System, users: &[(i64, String)], items: std::ops::RangeInclusive<i64>, views: &mut Views) {
     for (user, token) in users {
         for item in items.clone() {
-            let r = sys.get(Svc::Item, &format!("/{item}"), token).await;
+            let r = sys.get(Svc::ITEM, &format!("/{item}"), token).await;
             assert_eq!(r.status, 200, "view of {item} by {user}: {r:?}");
             views.push((*user, item));
         }
@@ -42,7 +42,7 @@ fn redeliveries(sys: &System, queue: &str) -> i64 {
 async fn views_survive_a_long_user_db_crash_and_a_user_service_crash_and_none_is_dead_lettered() {
     let outage = outage();
     // user_db on a server of its own, so crashing it leaves item_db and alarm_db up.
-    let mut sys = System::start_on(Infra::shared().with_own_pg(&[Svc::User]), Seed::Demo, &[])
+    let mut sys = System::start_on(Infra::shared().with_own_pg(&[Svc::USER]), Seed::Demo, &[])
         .await
         .expect("the demo seed is part of the repository");
     let users = sys.users(5).await;
@@ -50,11 +50,11 @@ async fn views_survive_a_long_user_db_crash_and_a_user_service_crash_and_none_is
     // The users are cached in the item service and in the user service (with user_db down, the
     // tokens only the cache holds can be told).
     for (_, token) in &users {
-        assert_eq!(sys.get(Svc::Item, "/", token).await.status, 200);
-        assert_eq!(sys.get(Svc::User, "/visit", token).await.status, 200);
+        assert_eq!(sys.get(Svc::ITEM, "/", token).await.status, 200);
+        assert_eq!(sys.get(Svc::USER, "/visit", token).await.status, 200);
     }
 
-    sys.infra.crash_pg(Svc::User);
+    sys.infra.crash_pg(Svc::USER);
     let down_since = Instant::now();
     view_each(&sys, &users, 1..=6, &mut views).await;
     let first_burst = views.len() as i64;
@@ -71,10 +71,10 @@ async fn views_survive_a_long_user_db_crash_and_a_user_service_crash_and_none_is
     .await;
     assert_eq!(redeliveries(&sys, "user.views"), 0, "a view is never requeued because its store is down");
     assert_eq!(sys.dead_letters_now().await, 0, "no view is dead-lettered because its store is down");
-    assert_eq!(sys.get(Svc::User, "/visit", &users[0].1).await.status, 200, "/visit answers from memory");
+    assert_eq!(sys.get(Svc::USER, "/visit", &users[0].1).await.status, 200, "/visit answers from memory");
 
     // The user service crashes too: what it held goes back to user.views. Views go on.
-    sys.kill(Svc::User);
+    sys.kill(Svc::USER);
     view_each(&sys, &users, 7..=8, &mut views).await;
     // What RabbitMQ 3.10 counts when a consumer dies holding a message (docs/architecture.md):
     // each view the killed user service held comes back with x-delivery-count 1 (its one
@@ -104,7 +104,7 @@ async fn views_survive_a_long_user_db_crash_and_a_user_service_crash_and_none_is
         "the {first_burst} views held through the outage come back with x-delivery-count 1, the others with none"
     );
     // Back while user_db is still down: it cannot become ready, but it consumes and holds again.
-    let user_port = sys.start_again(Svc::User);
+    let user_port = sys.start_again(Svc::USER);
     eventually(Duration::from_secs(60), "the restarted user service is alive", || async {
         let health = sys.http.get(format!("http://127.0.0.1:{user_port}/health")).send().await;
         health.is_ok_and(|r| r.status() == 200)
@@ -113,17 +113,17 @@ async fn views_survive_a_long_user_db_crash_and_a_user_service_crash_and_none_is
     tokio::time::sleep(outage.saturating_sub(down_since.elapsed())).await;
     assert_eq!(sys.dead_letters_now().await, 0, "still nothing dead-lettered after {:?}", down_since.elapsed());
 
-    sys.infra.start_pg(Svc::User);
+    sys.infra.start_pg(Svc::USER);
     let sent = views.len() as i64;
     let took = eventually(Duration::from_secs(60), &format!("all {sent} views stored"), || async {
-        sys.sql(Svc::User, "SELECT count(*) FROM visit").await[0].get::<_, i64>(0) >= sent
+        sys.sql(Svc::USER, "SELECT count(*) FROM visit").await[0].get::<_, i64>(0) >= sent
     })
     .await;
     eprintln!("{sent} views made during a {outage:?} outage stored {took:?} after user_db returned");
-    let row = &sys.sql(Svc::User, "SELECT count(*), count(DISTINCT event_id) FROM visit").await[0];
+    let row = &sys.sql(Svc::USER, "SELECT count(*), count(DISTINCT event_id) FROM visit").await[0];
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (sent, sent), "each view stored exactly once");
     let stored: Vec<(i64, i64)> = sys
-        .sql(Svc::User, "SELECT user_id, item_id FROM visit ORDER BY user_id, item_id")
+        .sql(Svc::USER, "SELECT user_id, item_id FROM visit ORDER BY user_id, item_id")
         .await
         .iter()
         .map(|r| (r.get(0), r.get(1)))
@@ -131,10 +131,10 @@ async fn views_survive_a_long_user_db_crash_and_a_user_service_crash_and_none_is
     let mut expected = views.clone();
     expected.sort();
     assert_eq!(stored, expected, "the views stored are the views made");
-    sys.wait_ready(Svc::User).await;
+    sys.wait_ready(Svc::USER).await;
     for (user, token) in &users {
         eventually(Duration::from_secs(5), &format!("user {user}'s /visit"), || async {
-            sys.get(Svc::User, "/visit", token).await.ids() == vec![8, 7, 6]
+            sys.get(Svc::USER, "/visit", token).await.ids() == vec![8, 7, 6]
         })
         .await;
     }
@@ -154,9 +154,9 @@ async fn dead_lettered_views_are_put_back_by_scripts_dead_letters_replay() {
     let (token, other) = (&users[0].1, &users[1].1);
     // The item service has the users cached: with the user service down, nothing else can tell.
     for (_, t) in &users {
-        assert_eq!(sys.get(Svc::Item, "/", t).await.status, 200);
+        assert_eq!(sys.get(Svc::ITEM, "/", t).await.status, 200);
     }
-    sys.kill(Svc::User);
+    sys.kill(Svc::USER);
     // What the retired delivery limit did to views held through a long outage, reproduced
     // with a policy that dead-letters every view user.views receives.
     let policy = format!("/api/policies/{}/views-overflow", sys.name);
@@ -185,9 +185,9 @@ async fn dead_lettered_views_are_put_back_by_scripts_dead_letters_replay() {
         &format!("/api/exchanges/{}/amq.default/publish", sys.name),
         Some(&garbage.to_string()),
     );
-    sys.restart(Svc::User).await;
+    sys.restart(Svc::USER).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(sys.get(Svc::User, "/visit", token).await.ids().is_empty(), "the views are lost to /visit so far");
+    assert!(sys.get(Svc::USER, "/visit", token).await.ids().is_empty(), "the views are lost to /visit so far");
     eventually(Duration::from_secs(10), "4 dead letters", || async { sys.dead_letters_now().await == 4 }).await;
 
     let listed = sys.dead_letters_script(&["list"]);
@@ -200,12 +200,12 @@ async fn dead_lettered_views_are_put_back_by_scripts_dead_letters_replay() {
     let out = sys.dead_letters_script(&["replay", "--queue", "user.views"]);
     assert!(out.starts_with("replayed 3 message(s), left 1 in dead-letters"), "{out}");
     eventually(Duration::from_secs(5), "the replayed views show in /visit", || async {
-        sys.get(Svc::User, "/visit", token).await.ids() == vec![43, 42, 41]
+        sys.get(Svc::USER, "/visit", token).await.ids() == vec![43, 42, 41]
     })
     .await;
-    assert!(sys.get(Svc::User, "/visit", other).await.ids().is_empty());
+    assert!(sys.get(Svc::USER, "/visit", other).await.ids().is_empty());
     let per_item: BTreeMap<i64, i64> = sys
-        .sql(Svc::User, "SELECT item_id, count(*) FROM visit GROUP BY item_id")
+        .sql(Svc::USER, "SELECT item_id, count(*) FROM visit GROUP BY item_id")
         .await
         .iter()
         .map(|r| (r.get(0), r.get(1)))
@@ -227,5 +227,5 @@ async fn dead_lettered_views_are_put_back_by_scripts_dead_letters_replay() {
         listed.contains("from exchange 'item.views' (queue 'elsewhere', None) by None [x-moa-refused: replay: published by None, not by 'item-service'"),
         "{listed}"
     );
-    assert_eq!(sys.sql(Svc::User, "SELECT count(*) FROM visit").await[0].get::<_, i64>(0), 3);
+    assert_eq!(sys.sql(Svc::USER, "SELECT count(*) FROM visit").await[0].get::<_, i64>(0), 3);
 }

@@ -38,15 +38,15 @@ async fn a_database_behind_dropped_packets_is_503_within_the_deadline_and_answer
         System::start_on(Infra::shared(), Seed::Demo, &[]).await.expect("the demo seed is part of the repository");
     let token = sys.token().await;
     // The user service again, its runtime login through the proxy.
-    let proxy = BlackHoleProxy::start(sys.infra.pg_port(Svc::User)).await;
+    let proxy = BlackHoleProxy::start(sys.infra.pg_port(Svc::USER)).await;
     let url = sys
-        .database_url(Svc::User, e2e::DbRole::Service)
-        .replace(&format!("127.0.0.1:{}/", sys.infra.pg_port(Svc::User)), &format!("127.0.0.1:{}/", proxy.port));
-    sys.stop(Svc::User);
-    let port = sys.spawn_env(Svc::User, None, &[("USER_DATABASE_URL", &url)]);
-    sys.wait_ready_port(Svc::User, port).await;
+        .database_url(Svc::USER, e2e::DbRole::Service)
+        .replace(&format!("127.0.0.1:{}/", sys.infra.pg_port(Svc::USER)), &format!("127.0.0.1:{}/", proxy.port));
+    sys.stop(Svc::USER);
+    let port = sys.spawn_env(Svc::USER, None, &[("USER_DATABASE_URL", &url)]);
+    sys.wait_ready_port(Svc::USER, port).await;
     eventually(Duration::from_secs(20), "the user list through the proxy", || async {
-        sys.get(Svc::User, "/", &token).await.status == 200
+        sys.get(Svc::USER, "/", &token).await.status == 200
     })
     .await;
 
@@ -66,7 +66,7 @@ async fn a_database_behind_dropped_packets_is_503_within_the_deadline_and_answer
     // `/visit` answers from memory once the visit book is loaded, from user_db before that
     // (a fresh start under load may not have loaded it yet): 200, or 503 within the deadline.
     let started = Instant::now();
-    let r = sys.get(Svc::User, "/visit", &token).await;
+    let r = sys.get(Svc::USER, "/visit", &token).await;
     let took = started.elapsed();
     if r.status != 200 {
         r.assert_unavailable("database");
@@ -74,14 +74,14 @@ async fn a_database_behind_dropped_packets_is_503_within_the_deadline_and_answer
     }
     for _ in 0..2 {
         let started = Instant::now();
-        let r = sys.get(Svc::User, "/", &token).await;
+        let r = sys.get(Svc::USER, "/", &token).await;
         let took = started.elapsed();
         r.assert_unavailable("database");
         assert_within(took, DB_BOUND, "the user list with user_db behind dropped packets");
     }
     proxy.set_silent(false);
     eventually(Duration::from_secs(30), "the user list answers again once packets flow", || async {
-        sys.get(Svc::User, "/", &token).await.status == 200
+        sys.get(Svc::USER, "/", &token).await.status == 200
     })
     .await;
 }

@@ -90,23 +90,23 @@ async fn each_service_may_publish_only_its_own_events() {
     let sys = System::start(Seed::Demo).await.expect("the demo seed is part of the repository");
 
     // What each service does itself: allowed.
-    publish(&sys, Svc::Item, "item.events", "", NO_EVENTS).await.expect("item-service publishes item.events");
-    publish(&sys, Svc::Alarm, "alarm.events", "", NO_EVENTS).await.expect("alarm-service publishes alarm.events");
-    publish(&sys, Svc::User, "user.events", "", NO_EVENTS).await.expect("user-service publishes user.events");
+    publish(&sys, Svc::ITEM, "item.events", "", NO_EVENTS).await.expect("item-service publishes item.events");
+    publish(&sys, Svc::ALARM, "alarm.events", "", NO_EVENTS).await.expect("alarm-service publishes alarm.events");
+    publish(&sys, Svc::USER, "user.events", "", NO_EVENTS).await.expect("user-service publishes user.events");
 
     // A forged change event of another domain: refused by the broker.
     for (svc, exchange) in [
-        (Svc::Item, "user.events"),
-        (Svc::Alarm, "user.events"),
-        (Svc::Item, "alarm.events"),
-        (Svc::User, "item.events"),
-        (Svc::User, "alarm.events"),
-        (Svc::Alarm, "item.events"),
+        (Svc::ITEM, "user.events"),
+        (Svc::ALARM, "user.events"),
+        (Svc::ITEM, "alarm.events"),
+        (Svc::USER, "item.events"),
+        (Svc::USER, "alarm.events"),
+        (Svc::ALARM, "item.events"),
         // views come from the item service only
-        (Svc::Alarm, "item.views"),
-        (Svc::User, "item.views"),
+        (Svc::ALARM, "item.views"),
+        (Svc::USER, "item.views"),
         // recent-visit changes from the user service only
-        (Svc::Item, "user.visits"),
+        (Svc::ITEM, "user.visits"),
     ] {
         let forged = br#"[{"entity":"user","key":"1","version":9007199254740000,"row":null}]"#;
         assert_refused(
@@ -122,7 +122,7 @@ async fn no_service_can_read_or_reshape_what_others_rely_on() {
 
     // Read: another service's RPC requests, the views meant for the user service.
     for (svc, queue) in
-        [(Svc::Item, "user.views"), (Svc::Alarm, "user.views"), (Svc::Alarm, "item.rpc"), (Svc::Item, "user.rpc")]
+        [(Svc::ITEM, "user.views"), (Svc::ALARM, "user.views"), (Svc::ALARM, "item.rpc"), (Svc::ITEM, "user.rpc")]
     {
         let outcome = attempt(&sys, svc, |ch| async move {
             ch.basic_consume(queue.into(), "spy".into(), BasicConsumeOptions::default(), FieldTable::default())
@@ -134,7 +134,7 @@ async fn no_service_can_read_or_reshape_what_others_rely_on() {
     }
 
     // Read: binding a queue of its own to the views exchange (who viewed what).
-    let outcome = attempt(&sys, Svc::Alarm, |ch| async move {
+    let outcome = attempt(&sys, Svc::ALARM, |ch| async move {
         let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
         ch.queue_declare("alarm.replica.spy".into(), opts, FieldTable::default()).await?;
         ch.queue_bind(
@@ -150,37 +150,37 @@ async fn no_service_can_read_or_reshape_what_others_rely_on() {
     assert_refused("alarm-service binding a queue to item.views", outcome);
 
     // Configure: re-declaring, deleting or creating shared objects.
-    let outcome = attempt(&sys, Svc::Item, |ch| async move {
+    let outcome = attempt(&sys, Svc::ITEM, |ch| async move {
         let opts = ExchangeDeclareOptions { durable: true, ..Default::default() };
         ch.exchange_declare("user.events".into(), ExchangeKind::Fanout, opts, FieldTable::default()).await
     })
     .await;
     assert_refused("item-service declaring user.events", outcome);
-    let outcome = attempt(&sys, Svc::Alarm, |ch| async move {
+    let outcome = attempt(&sys, Svc::ALARM, |ch| async move {
         ch.queue_delete("user.views".into(), QueueDeleteOptions::default()).await.map(drop)
     })
     .await;
     assert_refused("alarm-service deleting user.views", outcome);
-    let outcome = attempt(&sys, Svc::Item, |ch| async move {
+    let outcome = attempt(&sys, Svc::ITEM, |ch| async move {
         let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
         ch.queue_declare("user.replica.fake".into(), opts, FieldTable::default()).await.map(drop)
     })
     .await;
     assert_refused("item-service declaring a queue in the user service's namespace", outcome);
     // Each owner declares its own RPC queue, and only its own.
-    let outcome = attempt(&sys, Svc::Item, |ch| async move {
+    let outcome = attempt(&sys, Svc::ITEM, |ch| async move {
         ch.queue_declare("user.rpc".into(), QueueDeclareOptions::default(), FieldTable::default()).await.map(drop)
     })
     .await;
     assert_refused("item-service declaring the user service's RPC queue", outcome);
-    let outcome = attempt(&sys, Svc::Alarm, |ch| async move {
+    let outcome = attempt(&sys, Svc::ALARM, |ch| async move {
         ch.queue_delete("user.rpc".into(), QueueDeleteOptions::default()).await.map(drop)
     })
     .await;
     assert_refused("alarm-service deleting the user service's RPC queue", outcome);
 
     // The operator's tools are out of reach: no tag, so no management API at all.
-    for svc in Svc::ALL {
+    for svc in Svc::all() {
         let (user, password) = service_credentials(svc);
         let out = Command::new("curl")
             .args([
@@ -210,21 +210,21 @@ async fn no_service_can_read_or_reshape_what_others_rely_on() {
 async fn the_services_run_normally_on_their_restricted_users() {
     let sys = System::start(Seed::Demo).await.expect("the demo seed is part of the repository");
     let token = sys.token().await; // tokens over RPC from the user service
-    let r = sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 7}"#).await; // alarm_db → alarm.events
+    let r = sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 7}"#).await; // alarm_db → alarm.events
     assert_eq!(r.status, 201, "{r:?}");
     eventually(Duration::from_secs(5), "the item service sees the alarm (alarm.events replica feed)", || async {
-        let r = sys.get(Svc::Item, "/", &token).await;
+        let r = sys.get(Svc::ITEM, "/", &token).await;
         r.status == 200 && r.alarmed_ids() == vec![7]
     })
     .await;
-    let r = sys.get(Svc::Item, "/7", &token).await; // item.views → user.views → user_db → user.visits
+    let r = sys.get(Svc::ITEM, "/7", &token).await; // item.views → user.views → user_db → user.visits
     assert_eq!(r.status, 200, "{r:?}");
     eventually(Duration::from_secs(5), "the view reaches /visit", || async {
-        let r = sys.get(Svc::User, "/visit", &token).await;
+        let r = sys.get(Svc::USER, "/visit", &token).await;
         r.status == 200 && r.ids() == vec![7]
     })
     .await;
-    for svc in Svc::ALL {
+    for svc in Svc::all() {
         let log = sys.log(svc);
         assert!(!log.contains("ACCESS_REFUSED"), "{} was refused something:\n{log}", svc.name());
         // Every message carried its owner's login, which the broker accepted.
@@ -271,7 +271,7 @@ async fn a_change_event_forged_through_the_default_exchange_is_not_applied() {
         .expect("the item service's replica queue")
         .to_string();
     let forged = br#"[{"event_id":"forged-1","entity":"user","key":"1","version":9007199254740000,"deleted":false,"data":{"id":1,"name":"forged","access_token":"forged-token"}}]"#;
-    publish(&sys, Svc::Alarm, "", &item_replica, forged).await.expect("the default exchange takes it");
+    publish(&sys, Svc::ALARM, "", &item_replica, forged).await.expect("the default exchange takes it");
     // The replica feed refuses it: dead-lettered (counted exactly, not from the statistics),
     // so it has been handled, and not applied.
     eventually(Duration::from_secs(10), "the forged event is dead-lettered", || async {
@@ -286,6 +286,6 @@ async fn a_change_event_forged_through_the_default_exchange_is_not_applied() {
         )),
         "{listed}"
     );
-    assert_eq!(sys.counter_sum(Svc::Item, "moa_amqp_refused_total", "reason=\"exchange\"").await, 1.0);
-    crate::publisher_identity::assert_unknown_token(&sys, Svc::Item, "forged-token").await;
+    assert_eq!(sys.counter_sum(Svc::ITEM, "moa_amqp_refused_total", "reason=\"exchange\"").await, 1.0);
+    crate::publisher_identity::assert_unknown_token(&sys, Svc::ITEM, "forged-token").await;
 }

@@ -76,22 +76,22 @@ fn dead_letter_headers(exchange: &str, queue: &str) -> FieldTable {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_event_planted_in_dead_letters_is_not_replayed_and_its_token_stays_unknown() {
     let sys = System::start(Seed::Demo).await.expect("the demo seed is part of the repository");
-    let item_replica = replica_queue(&sys, Svc::Item);
+    let item_replica = replica_queue(&sys, Svc::ITEM);
     let headers = dead_letter_headers("user.events", &item_replica);
     // With the forger's own user_id (the only one the broker lets it set), and with none.
     publish_with(
         &sys,
-        Svc::Alarm,
+        Svc::ALARM,
         "dead-letters",
         "",
         &forged_user_event("forged-a"),
-        stamped(Svc::Alarm).with_headers(headers.clone()),
+        stamped(Svc::ALARM).with_headers(headers.clone()),
     )
     .await
     .expect("every service may dead-letter");
     publish_with(
         &sys,
-        Svc::Alarm,
+        Svc::ALARM,
         "",
         "dead-letters",
         &forged_user_event("forged-b"),
@@ -113,7 +113,7 @@ async fn a_user_event_planted_in_dead_letters_is_not_replayed_and_its_token_stay
     let again = sys.dead_letters_script(&["replay"]);
     assert!(again.starts_with("replayed 0 message(s), left 2"), "{again}");
     for token in ["forged-a", "forged-b"] {
-        for svc in [Svc::Item, Svc::Alarm] {
+        for svc in [Svc::ITEM, Svc::ALARM] {
             assert_unknown_token(&sys, svc, token).await;
         }
     }
@@ -127,21 +127,21 @@ async fn the_broker_refuses_another_services_exchange_and_a_forged_user_id() {
     let forged = forged_user_event("forged-direct");
     assert_refused(
         "alarm-service publishing to user.events",
-        publish(&sys, Svc::Alarm, "user.events", "", &forged).await,
+        publish(&sys, Svc::ALARM, "user.events", "", &forged).await,
     );
     for (exchange, key) in [("alarm.events", ""), ("dead-letters", ""), ("", "user.rpc")] {
-        let outcome = publish_with(&sys, Svc::Alarm, exchange, key, &forged, stamped(Svc::User)).await;
+        let outcome = publish_with(&sys, Svc::ALARM, exchange, key, &forged, stamped(Svc::USER)).await;
         let err = outcome.expect_err("a user_id that is not the login must be refused");
         assert!(err.contains("PRECONDITION_FAILED") && err.contains("user_id"), "{exchange:?}: {err}");
     }
     // Its own exchange with its own login, carrying another domain's entity: the replicas
     // dead-letter it (a `user` event speaks for user-service only), and apply nothing of it.
-    publish(&sys, Svc::Alarm, "alarm.events", "", &forged).await.expect("alarm-service publishes alarm.events");
+    publish(&sys, Svc::ALARM, "alarm.events", "", &forged).await.expect("alarm-service publishes alarm.events");
     eventually(Duration::from_secs(10), "the three services' replicas dead-letter it", || async {
         sys.dead_letters_now().await == 3
     })
     .await;
-    for svc in [Svc::Item, Svc::Alarm] {
+    for svc in [Svc::ITEM, Svc::ALARM] {
         assert_unknown_token(&sys, svc, "forged-direct").await;
     }
 }
@@ -157,7 +157,7 @@ async fn a_view_not_published_by_the_item_service_is_refused_and_dead_lettered_w
     let view = format!(
         r#"{{"event_id":"0b6f6c1e-8a47-4f0e-9d1a-2f4c7f1e9a01","user_id":{user},"item_id":3,"viewed_at_us":1700000000000000,"seq":1}}"#
     );
-    publish(&sys, Svc::Alarm, "", "user.views", view.as_bytes()).await.expect("the default exchange takes it");
+    publish(&sys, Svc::ALARM, "", "user.views", view.as_bytes()).await.expect("the default exchange takes it");
     let body = serde_json::json!({"properties": {}, "routing_key": "", "payload": view, "payload_encoding": "string"});
     mgmt(
         sys.infra.mgmt_port,
@@ -166,11 +166,11 @@ async fn a_view_not_published_by_the_item_service_is_refused_and_dead_lettered_w
         Some(&body.to_string()),
     );
     eventually(Duration::from_secs(10), "both are refused", || async {
-        sys.counter_sum(Svc::User, "moa_amqp_refused_total", "consumer=\"view recorder\"").await == 2.0
+        sys.counter_sum(Svc::USER, "moa_amqp_refused_total", "consumer=\"view recorder\"").await == 2.0
     })
     .await;
-    assert_eq!(sys.counter_sum(Svc::User, "moa_amqp_refused_total", "reason=\"exchange\"").await, 1.0);
-    assert_eq!(sys.counter_sum(Svc::User, "moa_amqp_refused_total", "reason=\"publisher\"").await, 1.0);
+    assert_eq!(sys.counter_sum(Svc::USER, "moa_amqp_refused_total", "reason=\"exchange\"").await, 1.0);
+    assert_eq!(sys.counter_sum(Svc::USER, "moa_amqp_refused_total", "reason=\"publisher\"").await, 1.0);
     eventually(Duration::from_secs(10), "both are dead-lettered", || async { sys.dead_letters_now().await == 2 }).await;
     let listed = sys.dead_letters_script(&["list"]);
     assert!(
@@ -178,7 +178,7 @@ async fn a_view_not_published_by_the_item_service_is_refused_and_dead_lettered_w
         "{listed}"
     );
     assert!(listed.contains("published by '-' [x-moa-refused: item.views message without a user_id"), "{listed}");
-    assert!(sys.get(Svc::User, "/visit", token).await.ids().is_empty(), "a forged view was stored");
+    assert!(sys.get(Svc::USER, "/visit", token).await.ids().is_empty(), "a forged view was stored");
     // Refused dead letters are never replayed, whoever refused them.
     let out = sys.dead_letters_script(&["replay"]);
     assert!(out.starts_with("replayed 0 message(s), left 2"), "{out}");
@@ -215,12 +215,12 @@ fn login_of(owner: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rpc_server_answers_only_a_direct_reply_to_address() {
     let sys = System::start(Seed::Demo).await.expect("the demo seed is part of the repository");
-    let (conn, ch) = channel(&sys, Svc::Alarm).await;
+    let (conn, ch) = channel(&sys, Svc::ALARM).await;
     let drop_box = "alarm.replica.drop-box";
     let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
     ch.queue_declare(drop_box.into(), opts, FieldTable::default()).await.expect("alarm-service declares its own queue");
     let question = serde_json::json!({"method": "snapshot", "entity": "user", "after": null, "limit": 10});
-    let props = stamped(Svc::Alarm).with_reply_to(drop_box.into()).with_correlation_id("q-1".into());
+    let props = stamped(Svc::ALARM).with_reply_to(drop_box.into()).with_correlation_id("q-1".into());
     ch.basic_publish(
         "".into(),
         "user.rpc".into(),
@@ -231,7 +231,7 @@ async fn the_rpc_server_answers_only_a_direct_reply_to_address() {
     .await
     .expect("the question is published");
     eventually(Duration::from_secs(10), "the user service refuses the question", || async {
-        sys.counter_sum(Svc::User, "moa_amqp_refused_total", "reason=\"reply_to\"").await == 1.0
+        sys.counter_sum(Svc::USER, "moa_amqp_refused_total", "reason=\"reply_to\"").await == 1.0
     })
     .await;
     let depth = ch
@@ -246,7 +246,7 @@ async fn the_rpc_server_answers_only_a_direct_reply_to_address() {
     assert_eq!(depth, 0, "the owner answered into a queue of the asker's choosing");
     let _ = conn.close(200, "done".into()).await;
     // The same question with Direct Reply-to is answered.
-    let answer = ask(&sys, Svc::Alarm, "user", &question).await.expect("an answer");
+    let answer = ask(&sys, Svc::ALARM, "user", &question).await.expect("an answer");
     assert_eq!(answer["ok"], true, "{answer}");
 }
 
@@ -264,21 +264,21 @@ async fn an_oversized_rpc_question_gets_an_error_answer_and_pages_within_the_cap
         serde_json::json!({"method": "buckets", "entity": "user", "width": 1024, "buckets": [0], "after": 0, "limit": 1_000_000}),
     ];
     for (i, question) in oversized.iter().enumerate() {
-        let answer = ask(&sys, Svc::Alarm, "user", question).await.expect("an answer");
+        let answer = ask(&sys, Svc::ALARM, "user", question).await.expect("an answer");
         assert_eq!(answer["ok"], false, "{question}: {answer}");
         assert!(answer["error"].as_str().unwrap_or_default().starts_with("question too large"), "{answer}");
         assert_eq!(
-            sys.counter_sum(Svc::User, "moa_amqp_refused_total", "reason=\"oversized\"").await,
+            sys.counter_sum(Svc::USER, "moa_amqp_refused_total", "reason=\"oversized\"").await,
             (i + 1) as f64,
             "{question}"
         );
     }
     // Keyset pages within the cap: the second starts after the first's last key.
     let page = |after: serde_json::Value| serde_json::json!({"method": "snapshot", "entity": "user", "after": after, "limit": 2});
-    let first = ask(&sys, Svc::Alarm, "user", &page(serde_json::Value::Null)).await.expect("a first page");
+    let first = ask(&sys, Svc::ALARM, "user", &page(serde_json::Value::Null)).await.expect("a first page");
     let rows = first["rows"].as_array().expect("rows").clone();
     assert_eq!(rows.len(), 2, "{first}");
-    let second = ask(&sys, Svc::Alarm, "user", &page(rows[1]["key"].clone())).await.expect("a second page");
+    let second = ask(&sys, Svc::ALARM, "user", &page(rows[1]["key"].clone())).await.expect("a second page");
     assert_eq!(second["ok"], true, "{second}");
     assert_ne!(second["rows"][0]["key"], rows[0]["key"]);
 }
@@ -303,24 +303,24 @@ async fn dead_letters_refuse_messages_past_their_bound_and_the_refusing_service_
     let small = r#"{"pattern": "^dead-letters$", "definition": {"max-length": 2, "overflow": "reject-publish"}, "apply-to": "queues", "priority": 9}"#;
     mgmt(sys.infra.mgmt_port, "PUT", &policy, Some(small));
     eventually(Duration::from_secs(15), "the lowered bound applies", || async { effective("max-length") == 2 }).await;
-    let item_replica = replica_queue(&sys, Svc::Item);
+    let item_replica = replica_queue(&sys, Svc::ITEM);
     let forgeries = 6;
     for n in 0..forgeries {
-        publish(&sys, Svc::Alarm, "", &item_replica, &forged_user_event(&format!("overflow-{n}")))
+        publish(&sys, Svc::ALARM, "", &item_replica, &forged_user_event(&format!("overflow-{n}")))
             .await
             .expect("the default exchange takes it");
     }
     eventually(Duration::from_secs(20), "the item service refused every forgery", || async {
-        sys.counter_sum(Svc::Item, "moa_amqp_refused_total", "").await == forgeries as f64
+        sys.counter_sum(Svc::ITEM, "moa_amqp_refused_total", "").await == forgeries as f64
     })
     .await;
     // A quorum queue enforces its bound once it has reached it (a publish racing that may
     // still go in): what matters is that past the bound refusals are nacked, and counted by
     // the service that could not dead-letter them, which drops them.
     let kept = sys.dead_letters_now().await;
-    let not_taken = sys.counter_sum(Svc::Item, "moa_dead_letters_refused_total", "").await;
+    let not_taken = sys.counter_sum(Svc::ITEM, "moa_dead_letters_refused_total", "").await;
     assert!(not_taken >= 1.0, "dead-letters took all {forgeries} refusals past a bound of 2 ({kept} kept)");
     assert_eq!(kept as f64 + not_taken, forgeries as f64, "each refusal is kept, or counted as not taken");
-    assert_unknown_token(&sys, Svc::Item, "overflow-5").await;
+    assert_unknown_token(&sys, Svc::ITEM, "overflow-5").await;
     mgmt(sys.infra.mgmt_port, "DELETE", &policy, None);
 }

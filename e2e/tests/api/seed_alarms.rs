@@ -11,7 +11,7 @@ const WITHIN: Duration = Duration::from_secs(10);
 
 /// `(key, version, deleted)` of the alarm version rows, keys ascending.
 async fn version_rows(sys: &System) -> Vec<(String, i64, bool)> {
-    sys.sql(Svc::Alarm, "SELECT key, version, deleted FROM moa_entity_version WHERE entity = 'alarm' ORDER BY key")
+    sys.sql(Svc::ALARM, "SELECT key, version, deleted FROM moa_entity_version WHERE entity = 'alarm' ORDER BY key")
         .await
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
@@ -22,7 +22,7 @@ async fn version_rows(sys: &System) -> Vec<(String, i64, bool)> {
 async fn alarm_rows_of(sys: &System, prefixes: &[&str]) -> Vec<(String, i64, bool)> {
     let array = prefixes.iter().map(|p| format!("'{p}'")).collect::<Vec<_>>().join(", ");
     let q = format!("SELECT key, version, deleted FROM moa_alarm_rows(ARRAY[{array}]::text[]) ORDER BY key");
-    sys.sql(Svc::Alarm, &q).await.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+    sys.sql(Svc::ALARM, &q).await.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
 }
 
 async fn alarm_rows(sys: &System, prefix: &str) -> Vec<(String, i64, bool)> {
@@ -30,7 +30,7 @@ async fn alarm_rows(sys: &System, prefix: &str) -> Vec<(String, i64, bool)> {
 }
 
 async fn item_list_alarms(sys: &System, token: &str) -> BTreeSet<i64> {
-    sys.get(Svc::Item, "/", token).await.alarmed_ids().into_iter().collect()
+    sys.get(Svc::ITEM, "/", token).await.alarmed_ids().into_iter().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,10 +42,10 @@ async fn seed_alarms_get_no_version_rows_at_the_first_start_and_read_and_change_
     // A dump with alarms, loaded into a database no service has migrated yet: the rows come
     // without version rows (as `scripts/up --reset` with a seedgen seed has them). One row
     // names no item: no reader lists it.
-    sys.stop(Svc::Alarm);
-    sys.recreate_db(Svc::Alarm, Seed::Demo).await;
+    sys.stop(Svc::ALARM);
+    sys.recreate_db(Svc::ALARM, Seed::Demo).await;
     sys.sql(
-        Svc::Alarm,
+        Svc::ALARM,
         &format!(
             "INSERT INTO alarm (id, item_id, user_id, created) VALUES
                  (1, 3, {user}, '2020-01-01'), (2, 5, {user}, '2020-01-02'), (3, 7, {user}, '2020-01-03'),
@@ -53,9 +53,9 @@ async fn seed_alarms_get_no_version_rows_at_the_first_start_and_read_and_change_
         ),
     )
     .await;
-    sys.sql(Svc::Alarm, "SELECT setval('alarm_id_seq', 5)").await;
-    sys.restart(Svc::Alarm).await;
-    assert!(sys.log(Svc::Alarm).contains("applying migration 10"), "the capture migration ran at this start");
+    sys.sql(Svc::ALARM, "SELECT setval('alarm_id_seq', 5)").await;
+    sys.restart(Svc::ALARM).await;
+    assert!(sys.log(Svc::ALARM).contains("applying migration 10"), "the capture migration ran at this start");
     assert_eq!(version_rows(&sys).await, vec![], "the first start wrote no version row for the loaded alarms");
 
     // Read as version 0, with no data (the key says it all): by the owner's own list (its
@@ -66,12 +66,12 @@ async fn seed_alarms_get_no_version_rows_at_the_first_start_and_read_and_change_
         vec![(key(3), 0, false), (key(5), 0, false), (key(7), 0, false)]
     );
     let data: Option<serde_json::Value> = sys
-        .sql(Svc::Alarm, &format!("SELECT data FROM moa_alarm_rows(ARRAY['{user}:']) WHERE key = '{}'", key(5)))
+        .sql(Svc::ALARM, &format!("SELECT data FROM moa_alarm_rows(ARRAY['{user}:']) WHERE key = '{}'", key(5)))
         .await[0]
         .get(0);
     assert_eq!(data, None, "an unversioned alarm has no data, its key says it all (no jsonb built per alarm)");
-    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![7, 5, 3]);
-    assert_eq!(sys.get(Svc::Alarm, "/", &other_token).await.ids(), vec![3]);
+    assert_eq!(sys.get(Svc::ALARM, "/", &token).await.ids(), vec![7, 5, 3]);
+    assert_eq!(sys.get(Svc::ALARM, "/", &other_token).await.ids(), vec![3]);
     assert_eq!(item_list_alarms(&sys, &token).await, BTreeSet::from([3, 5, 7]));
     assert_eq!(item_list_alarms(&sys, &other_token).await, BTreeSet::from([3]));
     // Any other prefix gets the version rows only (none here), and no cast error.
@@ -92,7 +92,7 @@ async fn seed_alarms_get_no_version_rows_at_the_first_start_and_read_and_change_
     // paths of moa_write_alarms: distinct pairs, and a pair named twice).
     let answer = sys
         .sql(
-            Svc::Alarm,
+            Svc::ALARM,
             &format!(
                 "SELECT ord, key, version, deleted FROM moa_write_alarms(ARRAY[{user}]::int[], ARRAY[7]::int[],
                      ARRAY[true]::bool[], ARRAY['seed-1']::text[])"
@@ -104,7 +104,7 @@ async fn seed_alarms_get_no_version_rows_at_the_first_start_and_read_and_change_
     assert_eq!(answer, vec![(1, key(7), 0, false)]);
     let answer = sys
         .sql(
-            Svc::Alarm,
+            Svc::ALARM,
             &format!(
                 "SELECT ord, key, version, deleted FROM moa_write_alarms(ARRAY[{user}, {user}]::int[],
                      ARRAY[7, 7]::int[], ARRAY[true, true]::bool[], ARRAY['seed-2', 'seed-3']::text[])"
@@ -114,15 +114,15 @@ async fn seed_alarms_get_no_version_rows_at_the_first_start_and_read_and_change_
     let answer: Vec<(i32, String, i64, bool)> =
         answer.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
     assert_eq!(answer, vec![(1, key(7), 0, false), (2, key(7), 0, false)]);
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 3}"#).await.assert_empty(201);
+    sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 3}"#).await.assert_empty(201);
     assert_eq!(version_rows(&sys).await, vec![], "setting an alarm already set changes nothing");
-    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![7, 5, 3]);
+    assert_eq!(sys.get(Svc::ALARM, "/", &token).await.ids(), vec![7, 5, 3]);
 
     // A clear writes a tombstone (version > 0), which beats the version-0 row everywhere.
-    sys.delete(Svc::Alarm, "/", &token, r#"{"item_id": 5}"#).await.assert_empty(200);
+    sys.delete(Svc::ALARM, "/", &token, r#"{"item_id": 5}"#).await.assert_empty(200);
     let rows = version_rows(&sys).await;
     assert!(matches!(&rows[..], [(k, v, true)] if *k == key(5) && *v > 0), "one tombstone: {rows:?}");
-    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![7, 3]);
+    assert_eq!(sys.get(Svc::ALARM, "/", &token).await.ids(), vec![7, 3]);
     eventually(WITHIN, "the item list shows the seed alarm cleared", || async {
         item_list_alarms(&sys, &token).await == BTreeSet::from([3, 7])
     })
@@ -131,20 +131,20 @@ async fn seed_alarms_get_no_version_rows_at_the_first_start_and_read_and_change_
     assert_eq!(read.len(), 3, "the tombstone, and the two alarms still unversioned: {read:?}");
 
     // Set again: a new row with its own version.
-    sys.post(Svc::Alarm, "/", &token, r#"{"item_id": 5}"#).await.assert_empty(201);
-    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![7, 5, 3]);
+    sys.post(Svc::ALARM, "/", &token, r#"{"item_id": 5}"#).await.assert_empty(201);
+    assert_eq!(sys.get(Svc::ALARM, "/", &token).await.ids(), vec![7, 5, 3]);
     eventually(WITHIN, "the item list shows the alarm set again", || async {
         item_list_alarms(&sys, &token).await == BTreeSet::from([3, 5, 7])
     })
     .await;
 
     // An operator's change of a seed alarm goes through the capture trigger like any other.
-    sys.sql(Svc::Alarm, &format!("DELETE FROM alarm WHERE user_id = {user} AND item_id = 7")).await;
+    sys.sql(Svc::ALARM, &format!("DELETE FROM alarm WHERE user_id = {user} AND item_id = 7")).await;
     eventually(WITHIN, "the item list shows the operator's clear", || async {
         item_list_alarms(&sys, &token).await == BTreeSet::from([3, 5])
     })
     .await;
-    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![5, 3]);
+    assert_eq!(sys.get(Svc::ALARM, "/", &token).await.ids(), vec![5, 3]);
     assert_eq!(
         alarm_rows(&sys, &format!("{user}:")).await.iter().map(|(k, v, d)| (k.clone(), *v > 0, *d)).collect::<Vec<_>>(),
         vec![(key(3), false, false), (key(5), true, false), (key(7), true, true)],
@@ -152,8 +152,8 @@ async fn seed_alarms_get_no_version_rows_at_the_first_start_and_read_and_change_
     );
 
     // A restarted alarm service (and its cache's hot copy) reads the same.
-    sys.stop(Svc::Alarm);
-    sys.restart(Svc::Alarm).await;
-    assert_eq!(sys.get(Svc::Alarm, "/", &token).await.ids(), vec![5, 3]);
-    assert_eq!(sys.get(Svc::Alarm, "/", &other_token).await.ids(), vec![3]);
+    sys.stop(Svc::ALARM);
+    sys.restart(Svc::ALARM).await;
+    assert_eq!(sys.get(Svc::ALARM, "/", &token).await.ids(), vec![5, 3]);
+    assert_eq!(sys.get(Svc::ALARM, "/", &other_token).await.ids(), vec![3]);
 }

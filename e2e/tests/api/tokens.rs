@@ -55,17 +55,17 @@ async fn no_token_reaches_another_services_database() {
     let users = sys.users(50).await;
     // Every user looked up by the item and the alarm service: cached.
     for (_, token) in &users {
-        assert_eq!(sys.get(Svc::Item, "/", token).await.status, 200);
-        assert_eq!(sys.get(Svc::Alarm, "/", token).await.status, 200);
+        assert_eq!(sys.get(Svc::ITEM, "/", token).await.status, 200);
+        assert_eq!(sys.get(Svc::ALARM, "/", token).await.status, 200);
     }
     // A token changed after the read models were built travels as an event.
-    sys.sql(Svc::User, &format!("UPDATE \"user\" SET access_token = 'rotated-{0}' WHERE id = {0}", users[0].0)).await;
+    sys.sql(Svc::USER, &format!("UPDATE \"user\" SET access_token = 'rotated-{0}' WHERE id = {0}", users[0].0)).await;
     let rotated = format!("rotated-{}", users[0].0);
     eventually(Duration::from_secs(10), "the rotated token works at the item service", || async {
-        sys.get(Svc::Item, "/", &rotated).await.status == 200
+        sys.get(Svc::ITEM, "/", &rotated).await.status == 200
     })
     .await;
-    for svc in [Svc::Item, Svc::Alarm] {
+    for svc in [Svc::ITEM, Svc::ALARM] {
         eventually(Duration::from_secs(60), &format!("{}'s user read model complete", svc.name()), || async {
             read_models_complete(&sys, svc).await
         })
@@ -73,16 +73,16 @@ async fn no_token_reaches_another_services_database() {
     }
     // With a read model the caches keep no hot copy (every user is on disk already): what the
     // services hold of users is the read model, searched below with every other table.
-    for svc in [Svc::Item, Svc::Alarm] {
+    for svc in [Svc::ITEM, Svc::ALARM] {
         let n: i64 = sys.sql(svc, "SELECT count(*) FROM moa_cache_entry WHERE cache = 'user'").await[0].get(0);
         assert_eq!(n, 0, "{}'s user cache has a read model and keeps no hot copy", svc.name());
     }
 
     let all: Vec<String> =
-        sys.sql(Svc::User, "SELECT access_token FROM \"user\" ORDER BY id").await.iter().map(|r| r.get(0)).collect();
+        sys.sql(Svc::USER, "SELECT access_token FROM \"user\" ORDER BY id").await.iter().map(|r| r.get(0)).collect();
     // The search can find a token: user_db holds them all.
-    assert!(!rows_holding(&sys, Svc::User, &all).await.is_empty(), "the owner's tables hold the tokens");
-    for svc in [Svc::Item, Svc::Alarm] {
+    assert!(!rows_holding(&sys, Svc::USER, &all).await.is_empty(), "the owner's tables hold the tokens");
+    for svc in [Svc::ITEM, Svc::ALARM] {
         let found = rows_holding(&sys, svc, &all).await;
         assert!(found.is_empty(), "{} holds tokens: {found:?}", svc.name());
         // What they hold instead: each user's hash, which the services find them by.
@@ -111,7 +111,7 @@ async fn events_and_rpc_answers_carry_the_hash_not_the_token() {
     let q = "tokens-test.user-events";
     mgmt(port, "PUT", &format!("/api/queues/{vhost}/{q}"), Some(r#"{"durable":false,"auto_delete":false}"#));
     mgmt(port, "POST", &format!("/api/bindings/{vhost}/e/user.events/q/{q}"), Some(r#"{"routing_key":""}"#));
-    sys.sql(Svc::User, &format!("UPDATE \"user\" SET name = 'renamed' WHERE id = {id}")).await;
+    sys.sql(Svc::USER, &format!("UPDATE \"user\" SET name = 'renamed' WHERE id = {id}")).await;
     let mut body = String::new();
     eventually(Duration::from_secs(10), "the change is published", || {
         body = mgmt(
@@ -130,7 +130,7 @@ async fn events_and_rpc_answers_carry_the_hash_not_the_token() {
 
     // An RPC question by token, as the item service asks it (its login, Direct Reply-to):
     // the answer carries the hash.
-    let conn = Connection::connect(&sys.service_amqp_url(Svc::Item), ConnectionProperties::default())
+    let conn = Connection::connect(&sys.service_amqp_url(Svc::ITEM), ConnectionProperties::default())
         .await
         .expect("the broker");
     let ch = conn.create_channel().await.expect("a channel");
@@ -173,7 +173,7 @@ async fn the_user_list_can_leave_tokens_out() {
         unreachable!("the demo seed is part of the repository")
     };
     let (id, token) = sys.users(1).await.remove(0);
-    let r = sys.get(Svc::User, "/", &token).await;
+    let r = sys.get(Svc::USER, "/", &token).await;
     assert_eq!(r.status, 200);
     let payload = r.json["payload"].as_array().expect("a list");
     assert_eq!(payload.len() as i64, r.json["count"].as_i64().expect("a count"));
@@ -191,9 +191,9 @@ async fn the_user_list_can_leave_tokens_out() {
 async fn a_service_with_another_token_key_says_so_instead_of_answering_401() {
     let mut sys = e2e::system!(e2e::Seed::Demo);
     let (_, token) = sys.users(1).await.remove(0);
-    assert_eq!(sys.get(Svc::Item, "/1", &token).await.status, 200);
-    sys.kill(Svc::Item);
-    let port = sys.spawn_env(Svc::Item, None, &[("TOKEN_HASH_KEY", "a-key-nobody-else-has")]);
+    assert_eq!(sys.get(Svc::ITEM, "/1", &token).await.status, 200);
+    sys.kill(Svc::ITEM);
+    let port = sys.spawn_env(Svc::ITEM, None, &[("TOKEN_HASH_KEY", "a-key-nobody-else-has")]);
     e2e::eventually(Duration::from_secs(30), "/ready names the other key", || async {
         // Not listening yet at first: a refused connection is "not yet".
         let Ok(r) = sys.http.get(format!("http://127.0.0.1:{port}/ready")).send().await else { return false };
@@ -205,10 +205,10 @@ async fn a_service_with_another_token_key_says_so_instead_of_answering_401() {
     let r = sys.request(e2e::Method::GET, port, "/1", Some(&token), None).await;
     assert_eq!(r.status, 503, "{r:?}");
     assert!(r.text.contains("TOKEN_HASH_KEY"), "the answer names the cause: {}", r.text);
-    assert!(sys.log(Svc::Item).contains("another TOKEN_HASH_KEY"), "the mismatch is logged");
-    sys.kill(Svc::Item);
-    let port = sys.spawn(Svc::Item, None);
-    sys.wait_ready_port(Svc::Item, port).await;
+    assert!(sys.log(Svc::ITEM).contains("another TOKEN_HASH_KEY"), "the mismatch is logged");
+    sys.kill(Svc::ITEM);
+    let port = sys.spawn(Svc::ITEM, None);
+    sys.wait_ready_port(Svc::ITEM, port).await;
     let r = sys.request(e2e::Method::GET, port, "/1", Some(&token), None).await;
     assert_eq!(r.status, 200, "with the deployment's key: {r:?}");
 }

@@ -20,7 +20,7 @@ fn expected_body(users: &[(i64, String, String)]) -> String {
 }
 
 async fn users_in_db(sys: &System) -> Vec<(i64, String, String)> {
-    sys.sql(Svc::User, r#"SELECT id, name, access_token FROM "user" ORDER BY id DESC"#)
+    sys.sql(Svc::USER, r#"SELECT id, name, access_token FROM "user" ORDER BY id DESC"#)
         .await
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
@@ -34,29 +34,29 @@ async fn the_user_list_is_what_user_db_holds_byte_for_byte_over_several_pages() 
     // More users than three pages of 2,000, with names JSON must escape, added and one seed
     // user deleted by an operator: the list shows both at once (it reads user_db).
     sys.sql(
-        Svc::User,
+        Svc::USER,
         r#"INSERT INTO "user" (id, name, access_token)
            SELECT g, '이름 "' || g || E'"\\\t', 'token-' || g FROM generate_series(1000, 7499) g"#,
     )
     .await;
-    sys.sql(Svc::User, r#"DELETE FROM "user" WHERE id = 7"#).await;
+    sys.sql(Svc::USER, r#"DELETE FROM "user" WHERE id = 7"#).await;
     let users = users_in_db(&sys).await;
     assert_eq!(users.len(), 50 - 1 + 6500);
-    let r = sys.get(Svc::User, "/", &token).await;
+    let r = sys.get(Svc::USER, "/", &token).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.content_type, "application/json; charset=utf-8");
     assert!(r.text == expected_body(&users), "the streamed body is not the list user_db holds");
     // A page of the list that spans pages of the stream, and pages past the end.
     for (limit, offset) in [(2500, 1000), (3, 6540), (10, 6549), (10, 9000), (0, 0)] {
-        let r = sys.get(Svc::User, &format!("/?limit={limit}&offset={offset}"), &token).await;
+        let r = sys.get(Svc::USER, &format!("/?limit={limit}&offset={offset}"), &token).await;
         let end = (offset + limit).min(users.len());
         let want = expected_body(&users[offset.min(end)..end]);
         assert!(r.text == want, "?limit={limit}&offset={offset}: {:.200}", r.text);
     }
     // The deleted user and a new one, at once: no replica in between.
-    sys.sql(Svc::User, r#"INSERT INTO "user" (id, name, access_token) VALUES (9000, '새 사용자', 'new-token')"#).await;
-    sys.sql(Svc::User, r#"DELETE FROM "user" WHERE id = 1000"#).await;
-    let r = sys.get(Svc::User, "/", &token).await;
+    sys.sql(Svc::USER, r#"INSERT INTO "user" (id, name, access_token) VALUES (9000, '새 사용자', 'new-token')"#).await;
+    sys.sql(Svc::USER, r#"DELETE FROM "user" WHERE id = 1000"#).await;
+    let r = sys.get(Svc::USER, "/", &token).await;
     assert!(r.text == expected_body(&users_in_db(&sys).await), "a change made with psql shows at once");
     assert_eq!(r.ids()[0], 9000);
 
@@ -64,7 +64,7 @@ async fn the_user_list_is_what_user_db_holds_byte_for_byte_over_several_pages() 
     // more of them than lists may stream at once (a slot held by a dead stream would make
     // the next list wait DB_TIMEOUT_MS and answer 503), then a whole list is still answered.
     for _ in 0..24 {
-        let url = format!("http://127.0.0.1:{}/", sys.port(Svc::User));
+        let url = format!("http://127.0.0.1:{}/", sys.port(Svc::USER));
         let response = sys.http.get(url).header("USER-TOKEN", &token).send().await.expect("request sent");
         if response.status() != 200 {
             panic!(
@@ -75,6 +75,6 @@ async fn the_user_list_is_what_user_db_holds_byte_for_byte_over_several_pages() 
         }
         drop(response);
     }
-    let r = sys.get(Svc::User, "/", &token).await;
+    let r = sys.get(Svc::USER, "/", &token).await;
     assert_eq!(r.ids().len(), users.len(), "{:.200}", r.text);
 }

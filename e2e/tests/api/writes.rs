@@ -21,13 +21,13 @@ async fn write_batch(sys: &System, batch: &[Write<'_>]) -> Vec<(i32, String, i64
         list(&|w| w.2.to_string()),
         list(&|w| format!("'{}'", w.3)),
     );
-    sys.sql(Svc::Alarm, &sql).await.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
+    sys.sql(Svc::ALARM, &sql).await.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
 }
 
 /// (key, version, deleted, request_id) of every queued change event, in outbox order.
 async fn outbox(sys: &System) -> Vec<(String, i64, bool, Option<String>)> {
     sys.sql(
-        Svc::Alarm,
+        Svc::ALARM,
         "SELECT payload->>'key', (payload->>'version')::bigint, (payload->>'deleted')::bool, request_id
          FROM moa_outbox ORDER BY id",
     )
@@ -44,9 +44,9 @@ async fn a_batch_records_each_change_once_with_its_own_request_id_and_the_replic
     let key = |item: i64| format!("{user}:{item}");
     // Without the alarm service its relay does not drain the outbox, so what the writes
     // queued can be read. Alarms 3 and 5 exist before, set by an operator in psql.
-    sys.stop(Svc::Alarm);
+    sys.stop(Svc::ALARM);
     sys.sql(
-        Svc::Alarm,
+        Svc::ALARM,
         &format!("INSERT INTO alarm (item_id, user_id, created) VALUES (3, {user}, now()), (5, {user}, now())"),
     )
     .await;
@@ -99,7 +99,7 @@ async fn a_batch_records_each_change_once_with_its_own_request_id_and_the_replic
         answers.iter().zip(["a", "b", "c"]).map(|(a, r)| (a.2, Some(r.to_string()))).collect::<Vec<_>>()
     );
     let left = sys
-        .sql(Svc::Alarm, &format!("SELECT item_id FROM alarm WHERE user_id = {user} ORDER BY item_id"))
+        .sql(Svc::ALARM, &format!("SELECT item_id FROM alarm WHERE user_id = {user} ORDER BY item_id"))
         .await
         .iter()
         .map(|r| r.get::<_, i32>(0) as i64)
@@ -107,10 +107,10 @@ async fn a_batch_records_each_change_once_with_its_own_request_id_and_the_replic
     assert_eq!(left, vec![1, 2, 5, 6]);
 
     // The relay publishes the backlog and deletes it; the replicas end where the table is.
-    sys.restart(Svc::Alarm).await;
+    sys.restart(Svc::ALARM).await;
     eventually(WITHIN, "the outbox is drained and emptied", || async { outbox(&sys).await.is_empty() }).await;
     eventually(WITHIN, "the item list shows the batch's alarms", || async {
-        sys.get(Svc::Item, "/", &token).await.alarmed_ids().into_iter().collect::<BTreeSet<_>>()
+        sys.get(Svc::ITEM, "/", &token).await.alarmed_ids().into_iter().collect::<BTreeSet<_>>()
             == BTreeSet::from([1, 2, 5, 6])
     })
     .await;
@@ -136,9 +136,9 @@ async fn all_at_once(
 async fn concurrent_writes_from_two_alarm_instances_each_get_their_answer_and_all_converge() {
     let mut sys = system!(Seed::Demo);
     // Two instances: two coalescers and two relays sharing one outbox (FOR UPDATE SKIP LOCKED).
-    let second = sys.spawn(Svc::Alarm, None);
-    sys.wait_ready_port(Svc::Alarm, second).await;
-    let ports = sys.ports(Svc::Alarm);
+    let second = sys.spawn(Svc::ALARM, None);
+    sys.wait_ready_port(Svc::ALARM, second).await;
+    let ports = sys.ports(Svc::ALARM);
     let users = sys.users(5).await;
     let items: Vec<i64> = (1..=12).collect();
 
@@ -171,7 +171,7 @@ async fn concurrent_writes_from_two_alarm_instances_each_get_their_answer_and_al
 
     let odd: BTreeSet<i64> = items.iter().copied().filter(|i| i % 2 == 1).collect();
     for (user, token) in &users {
-        let rows = sys.sql(Svc::Alarm, &format!("SELECT item_id FROM alarm WHERE user_id = {user}")).await;
+        let rows = sys.sql(Svc::ALARM, &format!("SELECT item_id FROM alarm WHERE user_id = {user}")).await;
         let stored: BTreeSet<i64> = rows.iter().map(|r| r.get::<_, i32>(0) as i64).collect();
         assert_eq!(stored, odd, "user {user}: one row per alarm left");
         for port in &ports {
@@ -180,14 +180,14 @@ async fn concurrent_writes_from_two_alarm_instances_each_get_their_answer_and_al
             assert_eq!(listed, odd, "user {user}: alarm instance :{port} lists what is stored");
         }
         eventually(WITHIN, &format!("user {user}: the item list shows the odd items"), || async {
-            sys.get(Svc::Item, "/", token).await.alarmed_ids().into_iter().collect::<BTreeSet<_>>() == odd
+            sys.get(Svc::ITEM, "/", token).await.alarmed_ids().into_iter().collect::<BTreeSet<_>>() == odd
         })
         .await;
     }
     eventually(WITHIN, "both relays leave the outbox empty", || async { outbox(&sys).await.is_empty() }).await;
     let versions = sys
         .sql(
-            Svc::Alarm,
+            Svc::ALARM,
             "SELECT count(*) FILTER (WHERE NOT v.deleted) FROM moa_entity_version v WHERE v.entity = 'alarm'
                AND NOT EXISTS (SELECT 1 FROM alarm a WHERE a.user_id::text || ':' || a.item_id::text = v.key)",
         )
