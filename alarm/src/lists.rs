@@ -14,7 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{replica::AlarmBook, Error, Result};
+use alarm_kind::AlarmBook;
+use common::{Error, Result};
 
 /// After a failed read, how long lists go straight to the cache before alarm_db is tried
 /// again: an outage then costs one slow request a second, not one per request.

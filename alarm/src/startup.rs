@@ -1,11 +1,13 @@
 //! Wires the alarm service: the shared core (store, bus, RPC, relay, replicas) plus its routes.
 
+use alarm_kind::AlarmBook;
 use common::{
-    replica::{AlarmBook, ItemCatalog, UserDirectory},
     service::{Application, Core},
     settings::Settings,
     Result,
 };
+use item_kind::ItemCatalog;
+use user_kind::UserDirectory;
 
 use actix_web::web;
 

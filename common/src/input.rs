@@ -51,8 +51,15 @@ impl ItemId {
 }
 
 /// `?limit=&offset=` from a query string: non-negative integers; anything else is a 400.
-pub fn parse_page(query: &str) -> Result<crate::replica::Page, ApiError> {
-    let mut page = crate::replica::Page::default();
+/// `?limit=&offset=` of a list; absent means the whole list, as the contract asks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Page {
+    pub limit: Option<usize>,
+    pub offset: usize,
+}
+
+pub fn parse_page(query: &str) -> Result<Page, ApiError> {
+    let mut page = Page::default();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let number = || {
@@ -134,7 +141,6 @@ mod tests {
 
     #[test]
     fn paging_parameters_are_checked() {
-        use crate::replica::Page;
         assert_eq!(parse_page("").unwrap(), Page::default());
         assert_eq!(parse_page("limit=10&offset=20").unwrap(), Page { limit: Some(10), offset: 20 });
         assert_eq!(parse_page("x=1&offset=3").unwrap(), Page { limit: None, offset: 3 });

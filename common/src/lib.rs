@@ -1,16 +1,17 @@
-//! What the item, alarm and user services share: settings, the error body of the
-//! contract, the store actor that owns a database pool, the AMQP plumbing (connection
-//! supervisor, change-data fanout, RPC, outbox relay), the replica caches of other
-//! domains' data, and the `USER-TOKEN` check.
+//! The platform the item, alarm and user services are built on, naming no domain: settings,
+//! the error body of the contract, the store actor that owns a database pool, the AMQP
+//! plumbing (connection supervisor, change-data fanout, RPC, outbox relay), and the machinery of
+//! replicas, caches and read models that each domain's kinds (`item/kind`, `alarm/kind`,
+//! `user/kind`) are written over.
 
 pub mod amqp;
 pub mod api_document;
-pub mod auth;
 pub mod backoff;
 pub mod batch;
 pub mod db;
 pub mod entity;
 pub mod error;
+pub mod heap_meter;
 pub mod http;
 pub mod input;
 pub mod openapi;
@@ -24,9 +25,12 @@ pub mod token;
 
 pub use error::{ApiError, Error, Result};
 
-/// mimalloc for every binary built on this crate: loading a snapshot allocates and frees a
-/// few small buffers per row, and with glibc's allocator that was a third of start-up CPU.
-/// (The unit tests meter it: `replica::cache::heap_meter`.)
-#[cfg(not(test))]
+/// The allocator every service binary installs (`#[global_allocator]` in its `main.rs`):
+/// loading a snapshot allocates and frees a few small buffers per row, and with glibc's
+/// allocator that was a third of start-up CPU. Tests install [`heap_meter::Meter`], mimalloc
+/// metered.
+pub use mimalloc::MiMalloc as Allocator;
+
+#[cfg(test)]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static METER: heap_meter::Meter = heap_meter::Meter;

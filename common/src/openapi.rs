@@ -63,16 +63,6 @@ pub struct ItemEnvelope {
     pub payload: ItemView,
 }
 
-/// List envelope of users (the user entity is [`crate::entity::User`]).
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(examples(json!({"count": 1, "payload": [{"id": 10, "name": "...", "access_token": "..."}]})))]
-pub struct UserList {
-    /// The number of entries in `payload`.
-    pub count: u64,
-    pub payload: Vec<crate::entity::User>,
-}
-
 /// The body of `POST /` and `DELETE /` on the alarm service.
 #[derive(Debug, Deserialize, ToSchema)]
 #[schema(examples(json!({"item_id": 50}), json!({"item_id": "50"})))]
@@ -352,33 +342,4 @@ error_sets! {
         400 => BadRequest, 401 => Unauthorized, 404 => ItemNotFound, 408 => RequestTimeout,
         413 => PayloadTooLarge, 415 => UnsupportedMediaType, 500 => InternalError, 503 => Unavailable,
     ];
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeSet;
-
-    use super::*;
-    use crate::{entity::Item, replica::items::ItemCatalog, replica::Page};
-
-    #[test]
-    fn what_the_item_renderers_write_is_the_documented_types() {
-        let c = ItemCatalog::detached();
-        let item = Item { id: 7, name: "a\"b".into(), broadcaster: "x".into(), category: None, price: 0 };
-        let one: ItemEnvelope = serde_json::from_slice(&c.render_one(&item, true)).unwrap();
-        assert_eq!(one.payload.id, 7);
-        let item = Item { category: Some("패션·잡화".into()), id: 8, ..item };
-        assert_eq!(one.payload.category, None);
-        let row = crate::entity::VersionedRow {
-            key: "8".into(),
-            version: 1,
-            deleted: false,
-            data: crate::entity::raw_json(&serde_json::to_value(&item).unwrap()),
-            epoch: None,
-        };
-        c.apply_rows(&[row]);
-        let list: ItemList = serde_json::from_slice(&c.render_page(&BTreeSet::from([8]), Page::default())).unwrap();
-        assert_eq!(list.count, 1);
-        assert!(list.payload[0].is_alarm_set);
-    }
 }

@@ -1,7 +1,10 @@
 // The service of the domain that owns the item kind.
+#[global_allocator]
+static GLOBAL: common::Allocator = common::Allocator;
+
 fn main() -> std::process::ExitCode {
     common::service::main(
-        <common::entity::Item as common::entity::Entity>::OWNER,
+        <item_kind::Item as common::entity::Entity>::OWNER,
         &item_service::store::MIGRATIONS,
         item_service::startup::build,
     )

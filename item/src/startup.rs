@@ -1,12 +1,14 @@
 //! Wires the item service: the shared core (store, bus, RPC, relay, replicas) plus its routes.
 
 use actix_web::web;
+use alarm_kind::AlarmBook;
 use common::{
-    replica::{AlarmBook, ItemCatalog, UserDirectory},
     service::{Application, Core},
     settings::Settings,
     Result,
 };
+use item_kind::ItemCatalog;
+use user_kind::UserDirectory;
 
 use crate::{
     routes,

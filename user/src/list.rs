@@ -17,14 +17,14 @@ use std::{sync::Arc, time::Duration};
 
 use actix::prelude::*;
 use bytes::Bytes;
+use common::input::Page;
 use common::{
-    entity::User,
     error::{Error, Result},
-    replica::Page,
     store::{MigratedPool, Store},
 };
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::IsolationLevel;
+use user_kind::User;
 
 /// Users per page: a few hundred kB of JSON, one statement each.
 pub const PAGE_ROWS: i64 = 2000;
@@ -270,7 +270,7 @@ mod tests {
             streamed.extend_from_slice(LIST_TAIL);
             let whole = format!("{{\"count\":{n},\"payload\":{}}}", serde_json::to_string(&users[..n]).unwrap());
             assert_eq!(String::from_utf8(streamed.clone()).unwrap(), whole);
-            let list: common::openapi::UserList = serde_json::from_slice(&streamed).unwrap();
+            let list: user_kind::UserList = serde_json::from_slice(&streamed).unwrap();
             assert_eq!(list.count as usize, n);
         }
     }

@@ -9,7 +9,7 @@ use std::{
 
 use common::{
     amqp::{consume, topology},
-    entity::{parse_change_events, Entity, KnownUser},
+    entity::{parse_change_events, Entity},
     replica::{Index, Replica, Source},
     service::Core,
     settings::Domain,
@@ -17,6 +17,7 @@ use common::{
 use futures_util::future::BoxFuture;
 use lapin::message::Delivery;
 use serde::Deserialize;
+use user_kind::KnownUser;
 
 /// A row of `recent_visit`: the latest view of an item by a user.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -5,13 +5,14 @@ use std::time::Duration;
 use actix::prelude::*;
 use common::{
     db::Migration,
-    entity::{VersionedRow, ViewEvent},
+    entity::VersionedRow,
     store::{
         query::{to_rows_at, OwnEntity},
         query_untimed, Store,
     },
     Error, Result,
 };
+use item_kind::ViewEvent;
 
 /// Versioned migrations in the order they apply, then this domain's function files (the shared
 /// ones, `common::db::FUNCTIONS`, are applied by `common::db::migrate` itself).
@@ -48,7 +49,7 @@ pub static OWN_ENTITIES: [OwnEntity; 1] = [OwnEntity {
     snapshot: None,
     lookup: Some("moa_user_rows_by_token"),
     // No token leaves user_db but in the service's own list (docs/security.md).
-    outward: Some(common::entity::user_outward),
+    outward: Some(user_kind::user_outward),
 }];
 
 /// Stores one view, once: a duplicate event id changes nothing. Answers whether it was new

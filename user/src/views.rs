@@ -12,11 +12,12 @@ use std::sync::Arc;
 use actix::Addr;
 use common::{
     amqp::{consume, topology},
-    entity::{Entity, Item, ViewEvent},
+    entity::Entity,
     service::Core,
     store::Store,
 };
 use futures_util::future::BoxFuture;
+use item_kind::{Item, ViewEvent};
 use lapin::message::Delivery;
 
 use crate::{recent::VisitBook, store::RecordVisit};

@@ -20,7 +20,7 @@
 --
 -- An unversioned alarm has no data (SQL NULL, JSON null): its key says everything a reader
 -- uses. The caches keep only an alarm's key, version and tombstone flag
--- (common/src/replica/alarms.rs), and the contract shows no other column of an alarm. Until
+-- (alarm/kind/src/lib.rs), and the contract shows no other column of an alarm. Until
 -- 2026-12-01 the data was the whole row (`to_jsonb(a)`: a heap fetch per alarm on pages spread
 -- over the table, 10 per user at 10M alarms), then its key's columns, read index-only from
 -- alarm_user_item_key (`jsonb_build_object('user_id', .., 'item_id', ..)`). Measured at 1M

@@ -1,12 +1,8 @@
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
-use common::{
-    auth, http,
-    input::ItemId,
-    openapi,
-    replica::{AlarmBook, ItemCatalog, UserDirectory},
-    service::Core,
-    ApiError,
-};
+use alarm_kind::AlarmBook;
+use common::{http, input::ItemId, openapi, service::Core, ApiError};
+use item_kind::ItemCatalog;
+use user_kind::{auth, UserDirectory};
 
 use crate::{
     lists::AlarmLists,

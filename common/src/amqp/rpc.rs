@@ -213,16 +213,18 @@ impl RpcClient {
         client
     }
 
-    /// A client that is never connected: every call fails with [`Error::BusDown`] (unit tests).
-    #[cfg(test)]
-    pub(crate) fn detached() -> RpcClient {
+    /// A client that is never connected: every call fails with [`Error::BusDown`] (tests).
+    pub fn detached() -> RpcClient {
+        let domain = Domain::all()[0];
         RpcClient {
             channel: Arc::new(Mutex::new(None)),
             pending: Arc::new(Mutex::new(HashMap::new())),
             next_id: Arc::new(AtomicU64::new(1)),
             prefix: "test".into(),
             metrics: Metrics::default(),
-            identity: Identity::new(Domain::new("item"), "item-service", None).expect("the conventional identity"),
+            // A domain's conventional login with no overrides is always an identity.
+            identity: Identity::new(domain, &crate::amqp::identity::conventional_login(domain), None)
+                .unwrap_or_else(|_| unreachable!()),
         }
     }
 

@@ -10,9 +10,12 @@ use std::sync::Arc;
 use actix::Addr;
 use actix_web::web;
 
+use futures_util::future::BoxFuture;
+
 use super::{cache::Group, read_model::ReadModel, Known, Source};
 use crate::{
     amqp::rpc::RpcClient,
+    entity::VersionedRow,
     error::{Error, Result},
     replica::cache::hot_copy::SaveCacheEntries,
     settings::{Domain, Settings},
@@ -102,6 +105,66 @@ impl<G: Group> Replicated for super::GroupCache<G> {
         let source = cx.cached_source::<G>();
         let hot_copy = matches!(source, Source::Remote { .. }).then(|| (cx.store.clone(), cx.tasks));
         super::GroupCache::new(source, cx.settings, cx.metrics.clone(), hot_copy)
+    }
+}
+
+/// A kind with methods of its own around a catalog or cache ([`Wrapper`]).
+impl<W: Wrapper> Replicated for W {
+    fn build(cx: &KindContext<'_>) -> Self {
+        W::wrap(W::Inner::build(cx), cx)
+    }
+}
+
+/// A kind with methods of its own over a platform catalog or cache (a newtype over
+/// [`super::Replica`] or [`super::GroupCache`], written beside the kind's owner): known as the
+/// kind it wraps, and built from it ([`Wrapper::wrap`]). `apply_rows` and `restore` may add
+/// to the inner kind's (the user directory indexes its users' tokens).
+pub trait Wrapper: Send + Sync + 'static {
+    type Inner: Known + Replicated;
+    fn inner(&self) -> &Self::Inner;
+    /// This kind around an inner one built for the service.
+    fn wrap(inner: Self::Inner, cx: &KindContext<'_>) -> Self;
+    fn apply_rows(&self, rows: &[VersionedRow]) -> (usize, usize) {
+        self.inner().apply_rows(rows)
+    }
+    fn restore(&self) -> BoxFuture<'_, ()> {
+        self.inner().restore()
+    }
+}
+
+impl<W: Wrapper> Known for W {
+    fn kind(&self) -> &'static str {
+        self.inner().kind()
+    }
+    fn owner(&self) -> Domain {
+        self.inner().owner()
+    }
+    fn source_name(&self) -> &'static str {
+        self.inner().source_name()
+    }
+    fn is_warm(&self) -> bool {
+        self.inner().is_warm()
+    }
+    fn max_version(&self) -> i64 {
+        Known::max_version(self.inner())
+    }
+    fn apply_rows(&self, rows: &[VersionedRow]) -> (usize, usize) {
+        Wrapper::apply_rows(self, rows)
+    }
+    fn size(&self) -> (&'static str, f64) {
+        self.inner().size()
+    }
+    fn restore(&self) -> BoxFuture<'_, ()> {
+        Wrapper::restore(self)
+    }
+    fn watch_owner(&self) -> BoxFuture<'_, ()> {
+        self.inner().watch_owner()
+    }
+    fn resubscribed(&self) -> BoxFuture<'_, ()> {
+        self.inner().resubscribed()
+    }
+    fn read_model(&self) -> Option<String> {
+        self.inner().read_model()
     }
 }
 

@@ -270,10 +270,10 @@ mod tests {
         }
     }
 
-    /// Lookups by token as the user directory names them (`replica::users::Users`).
+    /// Lookups by token as the user directory names them (`user_kind::Users`).
     const USERS: LookupNames = LookupNames {
-        of_key: <crate::replica::users::Users as crate::replica::cache::Group>::lookup_name,
-        of_row: <crate::replica::users::Users as crate::replica::cache::Group>::lookup,
+        of_key: <crate::replica::fixtures::Named as crate::replica::cache::Group>::lookup_name,
+        of_row: <crate::replica::fixtures::Named as crate::replica::cache::Group>::lookup,
     };
 
     fn by_token(token: &str) -> Query {

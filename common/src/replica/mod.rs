@@ -6,18 +6,17 @@
 //! in any order and the replica converges on the owner's state: "bind, snapshot, then apply
 //! what arrived meanwhile" holds without buffering anything.
 
-pub mod alarms;
 pub mod cache;
 pub mod digest;
 pub mod feed;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod group;
-pub mod items;
 pub mod kinds;
 pub mod known;
 pub mod misses;
 pub mod persist;
 pub mod read_model;
-pub mod users;
 
 use std::{
     collections::HashMap,
@@ -39,12 +38,9 @@ use crate::{
     telemetry::Metrics,
 };
 
-pub use alarms::{AlarmBook, Alarms};
 pub use cache::GroupCache;
-pub use items::{ItemCatalog, ItemIndex, Page};
-pub use kinds::{Kinds, Replicas, Replicated};
+pub use kinds::{KindContext, Kinds, Replicas, Replicated, Wrapper};
 pub use known::Known;
-pub use users::{UserDirectory, Users};
 
 /// Where a replica's truth lives: this service's own store, or another domain over RPC.
 #[derive(Clone)]
@@ -241,13 +237,12 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
         self.restored.send_replace(true);
     }
 
-    /// A replica with no way to reach its owner (unit tests).
-    #[cfg(test)]
+    /// A replica with no way to reach its owner (tests).
     pub fn detached() -> Self
     where
         I: Default,
     {
-        let settings = Settings::from_lookup(Domain::new("item"), |_| None).unwrap_or_else(|_| unreachable!());
+        let settings = Settings::from_lookup(E::OWNER, |_| None).unwrap_or_else(|_| unreachable!());
         let rpc = RpcClient::detached();
         Replica::new(Source::Remote { rpc, owner: E::OWNER }, &settings, Metrics::default())
     }
@@ -673,7 +668,8 @@ impl<E: Entity, I: Index<E>> Replica<E, I> {
         Ok(rows)
     }
 
-    pub(crate) fn hit(&self) {
+    /// Counts a lookup answered from memory.
+    pub fn hit(&self) {
         self.counters.hits.increment(1);
     }
 }
@@ -750,7 +746,7 @@ pub fn row_value<E: Entity>(row: &VersionedRow) -> Option<E> {
 mod tests {
     use super::*;
     use crate::entity::raw_json;
-    use crate::entity::Item;
+    use crate::replica::fixtures::{Catalog, Priced};
     use serde_json::json;
 
     fn item_row(id: i64, version: i64, price: i32, deleted: bool) -> VersionedRow {
@@ -763,13 +759,13 @@ mod tests {
         }
     }
 
-    fn price(c: &ItemCatalog, id: i64) -> Option<i32> {
-        c.read().rows.get(&id).and_then(|s| s.value.as_ref()).map(|i: &Item| i.price)
+    fn price(c: &Catalog, id: i64) -> Option<i32> {
+        c.read().rows.get(&id).and_then(|s| s.value.as_ref()).map(|i: &Priced| i.price)
     }
 
     #[test]
     fn a_replica_below_the_owners_tombstone_horizon_rebuilds_and_one_at_or_above_it_does_not() {
-        let c = ItemCatalog::detached();
+        let c = Catalog::detached();
         c.apply_rows(&[item_row(1, 40, 100, false)]);
         let owner = |horizon| OwnerMark { epoch: Epoch::from("e"), max_version: 100, horizon };
         assert!(c.rebuild_reason(&owner(0), 40).is_none(), "no collection yet");
@@ -780,7 +776,7 @@ mod tests {
 
     #[test]
     fn newer_versions_win_whatever_the_arrival_order() {
-        let c = ItemCatalog::detached();
+        let c = Catalog::detached();
         c.apply_rows(&[item_row(1, 5, 500, false)]);
         assert_eq!(c.apply_rows(&[item_row(1, 3, 300, false)]), (0, 1), "older is dropped");
         assert_eq!(price(&c, 1), Some(500));
@@ -791,7 +787,7 @@ mod tests {
 
     #[test]
     fn a_tombstone_beats_a_late_older_upsert() {
-        let c = ItemCatalog::detached();
+        let c = Catalog::detached();
         c.apply_rows(&[item_row(2, 10, 1, true)]);
         c.apply_rows(&[item_row(2, 9, 900, false)]);
         assert_eq!(price(&c, 2), None);
@@ -802,7 +798,7 @@ mod tests {
 
     #[test]
     fn the_first_epoch_is_adopted_and_rows_of_another_are_not_mixed_in() {
-        let c = ItemCatalog::detached();
+        let c = Catalog::detached();
         let a: Epoch = "epoch-a".into();
         let b: Epoch = "epoch-b".into();
         let of = |epoch: &Epoch, row: VersionedRow| VersionedRow { epoch: Some(epoch.clone()), ..row };
@@ -820,7 +816,7 @@ mod tests {
 
     #[test]
     fn rows_of_the_wrong_shape_are_ignored() {
-        let c = ItemCatalog::detached();
+        let c = Catalog::detached();
         let bad = VersionedRow {
             key: "x".into(),
             version: 1,

@@ -1199,7 +1199,7 @@ fn changed_groups(before: &HashSet<RowState>, after: &[ReadRow]) -> Vec<i64> {
 mod tests {
     use super::*;
     use crate::entity::raw_json;
-    use crate::replica::{Alarms, Users};
+    use crate::replica::fixtures::{Named as Users, Pairs as Alarms};
     use serde_json::json;
 
     #[test]

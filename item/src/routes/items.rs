@@ -1,12 +1,14 @@
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use alarm_kind::AlarmBook;
 use common::{
-    auth, http,
+    http,
     input::{self, ItemId},
     openapi,
-    replica::{AlarmBook, ItemCatalog, UserDirectory},
     service::Core,
     ApiError,
 };
+use item_kind::ItemCatalog;
+use user_kind::{auth, UserDirectory};
 
 use crate::store::{RecordView, ViewWriter};
 

@@ -10,7 +10,7 @@ pub mod visits;
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(users::list, users::list_by_post, visits::recent),
-    components(schemas(common::openapi::UserList, common::entity::User))
+    components(schemas(user_kind::UserList, user_kind::User))
 )]
 pub struct UserApi;
 

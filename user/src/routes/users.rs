@@ -1,5 +1,6 @@
 use actix_web::{body::BodyStream, http::StatusCode, web, HttpRequest, HttpResponse};
-use common::{auth, http, input, openapi, replica::UserDirectory, service::Core, ApiError};
+use common::{http, input, openapi, service::Core, ApiError};
+use user_kind::{auth, UserDirectory};
 
 use crate::list::{StreamUsers, UserLists};
 
@@ -13,7 +14,7 @@ use crate::list::{StreamUsers, UserLists};
         ("offset" = Option<u64>, Query, description = "Skip this many users of the id-descending list (default 0).")
     ),
     responses(
-        (status = 200, description = "Every user (or one page)", body = openapi::UserList),
+        (status = 200, description = "Every user (or one page)", body = user_kind::UserList),
         openapi::InputReadErrors
     ))]
 pub async fn list(
@@ -72,7 +73,7 @@ pub async fn list(
         ("offset" = Option<u64>, Query, description = "Skip this many users of the id-descending list (default 0).")
     ),
     responses(
-        (status = 200, description = "Every user (or one page)", body = openapi::UserList),
+        (status = 200, description = "Every user (or one page)", body = user_kind::UserList),
         openapi::InputReadErrors
     ))]
 pub async fn list_by_post(

@@ -36,12 +36,12 @@ impl<G: Group> GroupCache<G> {
     }
 
     /// The hot copy is loaded (or given up on): the cache may report ready.
-    pub(crate) fn mark_restored(&self) {
+    pub fn mark_restored(&self) {
         self.restored.store(true, Ordering::Release);
     }
 
     /// Loads the hot copy into the cache; see [`Self::restore`].
-    pub(crate) async fn load_hot_copy(&self) -> Vec<G::View> {
+    pub async fn load_hot_copy(&self) -> Vec<G::View> {
         let mut views = Vec::new();
         let Some(p) = &self.persister else { return views };
         // Bounded: with the own database down the copy cannot be read, and the owner answers.
@@ -310,7 +310,7 @@ mod tests {
     #[test]
     fn the_hot_copy_format_round_trips_and_an_unreadable_entry_is_not_restored() {
         let mut members: Members<()> = Members::new();
-        merge::<crate::replica::alarms::Alarms>(&mut members, 5, &alarm_row(1, 5, 3));
+        merge::<crate::replica::fixtures::Pairs>(&mut members, 5, &alarm_row(1, 5, 3));
         let json = serde_json::to_string(&members).unwrap();
         assert_eq!(json, r#"{"5":{"v":3,"d":false,"k":null}}"#);
         assert_eq!(serde_json::from_str::<Members<()>>(&json).unwrap(), members);

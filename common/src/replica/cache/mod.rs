@@ -156,7 +156,7 @@ impl<V> quick_cache::Lifecycle<i64, V> for EvictedGroups {
 }
 
 /// A configured entry count (`CACHE_ENTRIES`) as quick_cache's item capacity.
-pub(crate) fn item_capacity(entries: u64) -> usize {
+pub fn item_capacity(entries: u64) -> usize {
     usize::try_from(entries).unwrap_or(usize::MAX).max(1)
 }
 
@@ -306,11 +306,9 @@ impl<G: Group> GroupCache<G> {
         }
     }
 
-    /// A cache with no way to reach its owner (unit tests).
-    #[cfg(test)]
+    /// A cache with no way to reach its owner (tests).
     pub fn detached() -> Self {
-        let settings =
-            Settings::from_lookup(crate::settings::Domain::new("item"), |_| None).unwrap_or_else(|_| unreachable!());
+        let settings = Settings::from_lookup(G::OWNER, |_| None).unwrap_or_else(|_| unreachable!());
         let rpc = crate::amqp::rpc::RpcClient::detached();
         GroupCache::new(Source::Remote { rpc, owner: G::OWNER }, &settings, Metrics::default(), None)
     }
@@ -353,7 +351,7 @@ impl<G: Group> GroupCache<G> {
         self.len() == 0
     }
 
-    pub(crate) fn current_generation(&self) -> u64 {
+    pub fn current_generation(&self) -> u64 {
         // Both only grow: an entry read before either moved is of an older generation.
         let model = self.read_model.as_ref().map_or(0, |m| m.revision());
         self.generation.load(Ordering::Acquire) + model
@@ -478,7 +476,7 @@ impl<G: Group> GroupCache<G> {
 
     /// Stores the owner's answer for `groups` (asked in generation `generation`), merged with
     /// the events of the last moments, and answers each group's entry.
-    pub(crate) fn fill(&self, groups: &[i64], answer: &[VersionedRow], generation: u64) -> Vec<(i64, Arc<Entry<G>>)> {
+    pub fn fill(&self, groups: &[i64], answer: &[VersionedRow], generation: u64) -> Vec<(i64, Arc<Entry<G>>)> {
         let mut filled = Vec::new();
         {
             let _guard = self.lock();
@@ -596,11 +594,13 @@ impl<G: Group> GroupCache<G> {
         }
     }
 
-    pub(crate) fn hit(&self) {
+    /// Counts a lookup answered from memory.
+    pub fn hit(&self) {
         self.counters.hits.increment(1);
     }
 
-    pub(crate) fn served_stale(&self, why: &Error) {
+    /// Counts (and logs at debug) an old entry served because the owner did not answer.
+    pub fn served_stale(&self, why: &Error) {
         log::debug!("{} cache: an entry of an older generation served: {why}", G::KIND);
         self.counters.stale_served.increment(1);
     }
@@ -617,62 +617,10 @@ impl<G: Group> GroupCache<G> {
     }
 }
 
-/// Counts the heap bytes a closure leaves allocated on its own thread, for the cache memory
-/// test: only the calling thread is metered, so tests running beside it do not count.
-#[cfg(test)]
-pub(crate) mod heap_meter {
-    use std::alloc::{GlobalAlloc, Layout};
-    use std::cell::Cell;
-
-    thread_local! {
-        // Const-initialized and without a destructor: safe to touch from inside the allocator.
-        static METERED: Cell<Option<isize>> = const { Cell::new(None) };
-    }
-
-    struct Meter;
-
-    fn add(bytes: isize) {
-        let _ = METERED.try_with(|m| {
-            if let Some(n) = m.get() {
-                m.set(Some(n + bytes));
-            }
-        });
-    }
-
-    // SAFETY: every call is passed on to mimalloc (the services' allocator) unchanged; the metering only
-    // adds to a thread-local integer, which allocates nothing.
-    unsafe impl GlobalAlloc for Meter {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            add(layout.size() as isize);
-            unsafe { mimalloc::MiMalloc.alloc(layout) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            add(-(layout.size() as isize));
-            unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            add(new_size as isize - layout.size() as isize);
-            unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
-        }
-    }
-
-    #[global_allocator]
-    static METER: Meter = Meter;
-
-    /// `f`'s result and the bytes it left allocated (allocated minus freed, on this thread).
-    pub fn net_bytes<R>(f: impl FnOnce() -> R) -> (R, isize) {
-        METERED.with(|m| m.set(Some(0)));
-        let r = f();
-        let n = METERED.with(|m| m.replace(None)).unwrap_or(0);
-        (r, n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::entity::{pair_key, raw_json};
-    use crate::replica::alarms::AlarmBook;
     use serde_json::json;
 
     pub(super) fn alarm_row(user: i64, item: i64, version: i64) -> VersionedRow {
@@ -711,28 +659,5 @@ mod tests {
         // 12 s on: the events of t0 are gone, the one of 9 s is held.
         recent.note(&alarm_row(1, 12, 9), t0 + Duration::from_secs(12), window);
         assert_eq!(held(&recent), [("1:11".into(), 8), ("1:12".into(), 9)]);
-    }
-
-    /// An entry keeps what the view needs, not the rows as sent: 10,000 users with 10 alarms
-    /// each must stay under 1 KiB per user, everything counted (the cache's bookkeeping, the
-    /// member map, the view). Keeping the rows as sent took ~3.1 KiB per user (docs/performance.md).
-    #[test]
-    fn a_users_alarm_entry_costs_a_few_hundred_bytes_not_its_rows() {
-        let users = 10_000_i64;
-        let book = AlarmBook::detached();
-        let g = book.current_generation();
-        let answers: Vec<Vec<VersionedRow>> =
-            (0..users).map(|u| (0..10).map(|i| alarm_row(u, 1000 + i * 7, u * 10 + i + 1)).collect()).collect();
-        let ((), bytes) = heap_meter::net_bytes(|| {
-            for (u, rows) in answers.iter().enumerate() {
-                book.fill(&[u as i64], rows, g);
-            }
-        });
-        assert_eq!(book.len(), users as u64);
-        let per_user = bytes / users as isize;
-        println!("alarm cache: {bytes} bytes for {users} users x 10 alarms = {per_user} bytes per user");
-        assert!(per_user < 1024, "{per_user} bytes per user");
-        let Some(Found::Current(e)) = book.cached(7) else { panic!("user 7 cached") };
-        assert_eq!(e.view.len(), 10);
     }
 }

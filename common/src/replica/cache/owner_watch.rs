@@ -142,13 +142,13 @@ impl<G: Group> GroupCache<G> {
 #[cfg(test)]
 mod tests {
     use super::super::{tests::alarm_row, Found};
-    use crate::replica::alarms::AlarmBook;
+    use crate::replica::{fixtures::Pairs, GroupCache};
 
     /// Owner wins, for the entries that hold a version the owner never handed out, and only
     /// for them: the rest of the cache stays (a reset would be a denial of service).
     #[test]
     fn a_version_above_the_owners_newest_drops_that_entry_alone() {
-        let book = AlarmBook::detached();
+        let book = GroupCache::<Pairs>::detached();
         let g = book.current_generation();
         book.fill(&[1], &[alarm_row(1, 5, 3)], g);
         book.fill(&[2], &[alarm_row(2, 5, 4), alarm_row(2, 6, 900)], g);

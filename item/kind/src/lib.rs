@@ -1,16 +1,73 @@
-//! The item catalog: items by id, each kept with its JSON already serialized so a list
-//! response is a concatenation plus the caller's `is_alarm_set` flags.
+//! The item domain's entity kinds: [`Item`] (owned by the item service, replicated whole by
+//! the alarm and user services as the [`ItemCatalog`]) and the [`ViewEvent`] the item service
+//! records and the user service stores.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::{
-    entity::{Entity, Item, VersionedRow},
-    error::Result,
-    replica::{row_value, Index, Replica},
+use common::{
+    entity::{Entity, VersionedRow},
+    input::Page,
+    replica::{row_value, Index, KindContext, Replica, Wrapper},
+    settings::Domain,
     store::query::Query,
+    Result,
 };
+use serde::{Deserialize, Serialize};
 
-pub type ItemCatalog = Replica<Item, ItemIndex>;
+/// `item(id bigint pk, name varchar not null, broadcaster varchar not null, category varchar NULL, price integer not null)`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Item {
+    pub id: i64,
+    pub name: String,
+    pub broadcaster: String,
+    pub category: Option<String>,
+    pub price: i32,
+}
+
+impl Entity for Item {
+    const KIND: &'static str = "item";
+    const OWNER: Domain = Domain::new("item");
+    type Key = i64;
+    fn key(&self) -> Option<i64> {
+        Some(self.id)
+    }
+    fn parse_key(key: &str) -> Option<i64> {
+        key.parse().ok()
+    }
+}
+
+/// A view of an item by a user, recorded by the item service and stored by the user service.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ViewEvent {
+    pub event_id: String,
+    pub user_id: i64,
+    pub item_id: i64,
+    /// Microseconds since the Unix epoch, from the item database's clock.
+    pub viewed_at_us: i64,
+    /// The item outbox's sequence: orders views recorded in the same microsecond.
+    pub seq: i64,
+}
+
+/// Every item, whole, in memory (the catalog is small and every list reads all of it), each
+/// kept with its JSON already serialized: a [`Replica`] with the item list's own index.
+pub struct ItemCatalog(Replica<Item, ItemIndex>);
+
+impl std::ops::Deref for ItemCatalog {
+    type Target = Replica<Item, ItemIndex>;
+    fn deref(&self) -> &Replica<Item, ItemIndex> {
+        &self.0
+    }
+}
+
+impl Wrapper for ItemCatalog {
+    type Inner = Replica<Item, ItemIndex>;
+    fn inner(&self) -> &Replica<Item, ItemIndex> {
+        &self.0
+    }
+    fn wrap(inner: Replica<Item, ItemIndex>, _: &KindContext<'_>) -> Self {
+        ItemCatalog(inner)
+    }
+}
 
 #[derive(Default)]
 pub struct ItemIndex {
@@ -44,13 +101,6 @@ fn push_item(out: &mut Vec<u8>, frag: &str, alarm_set: bool) {
     out.extend_from_slice(if alarm_set { b"true}" } else { b"false}" });
 }
 
-/// `?limit=&offset=` of a list; absent means the whole list, as the contract asks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Page {
-    pub limit: Option<usize>,
-    pub offset: usize,
-}
-
 /// What the catalog knows of an id.
 pub enum Known {
     Live(Item),
@@ -59,6 +109,11 @@ pub enum Known {
 }
 
 impl ItemCatalog {
+    /// A catalog with no way to reach its owner (tests).
+    pub fn detached() -> Self {
+        ItemCatalog(Replica::detached())
+    }
+
     fn known(&self, id: i64) -> Known {
         match self.read().rows.get(&id) {
             Some(slot) => match &slot.value {
@@ -144,7 +199,7 @@ impl ItemCatalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entity::raw_json;
+    use common::entity::raw_json;
     use serde_json::{json, Value};
 
     fn row(id: i64, v: i64, category: Option<&str>) -> VersionedRow {
@@ -200,5 +255,34 @@ mod tests {
             v,
             json!({"payload": {"id": 7, "name": "a\"b", "broadcaster": "x", "category": null, "price": 0, "is_alarm_set": true}})
         );
+    }
+
+    #[test]
+    fn what_the_item_renderers_write_is_the_documented_types() {
+        use common::openapi::{ItemEnvelope, ItemList};
+        let c = ItemCatalog::detached();
+        let item = Item { id: 7, name: "a\"b".into(), broadcaster: "x".into(), category: None, price: 0 };
+        let one: ItemEnvelope = serde_json::from_slice(&c.render_one(&item, true)).unwrap();
+        assert_eq!(one.payload.id, 7);
+        let item = Item { category: Some("패션·잡화".into()), id: 8, ..item };
+        assert_eq!(one.payload.category, None);
+        let row = VersionedRow {
+            key: "8".into(),
+            version: 1,
+            deleted: false,
+            data: raw_json(&serde_json::to_value(&item).unwrap()),
+            epoch: None,
+        };
+        c.apply_rows(&[row]);
+        let list: ItemList = serde_json::from_slice(&c.render_page(&BTreeSet::from([8]), Page::default())).unwrap();
+        assert_eq!(list.count, 1);
+        assert!(list.payload[0].is_alarm_set);
+    }
+
+    #[test]
+    fn the_kind_is_named_and_owned_by_its_row_type() {
+        assert_eq!(<ItemCatalog as common::replica::Known>::kind(&ItemCatalog::detached()), "item");
+        assert_eq!(Item::OWNER, Domain::new("item"));
+        assert_eq!(Item::parse_key("17"), Some(17));
     }
 }

@@ -2,7 +2,9 @@
 
 use actix_web::HttpRequest;
 
-use crate::{entity::KnownUser, error::ApiError, replica::UserDirectory, token::token_fingerprint};
+use common::{error::ApiError, token::token_fingerprint};
+
+use crate::{KnownUser, UserDirectory};
 
 pub const HEADER: &str = "USER-TOKEN";
 /// Longer tokens are refused without a lookup (ours are 36 characters).

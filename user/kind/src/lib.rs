@@ -1,21 +1,109 @@
-//! The user directory: who a `USER-TOKEN` belongs to. A bounded cache of users (one entry
-//! per user), found by the token's keyed hash through an index; see [`super::cache`]. No
-//! token is held here: the user service sends [`KnownUser`]s (hash, not token), and a
-//! request's token is hashed once to be looked up ([`crate::token::token_hash`]).
+//! The user domain's entity kind: [`KnownUser`], a user as every service knows it (the user
+//! service's [`User`] row with its token replaced by a keyed hash, [`user_outward`]), and the
+//! user directory, who a `USER-TOKEN` belongs to: a bounded cache of users (one entry per user),
+//! found by the token's keyed hash through an index (see `common::replica::cache`). No token is
+//! held here: the user service sends [`KnownUser`]s (hash, not token), and a request's token is
+//! hashed once to be looked up (`common::token::token_hash`). Every service replicates it;
+//! [`auth`] is the `USER-TOKEN` check every endpoint makes over it.
+
+pub mod auth;
 
 use std::sync::Arc;
 
-use crate::{
-    entity::{KnownUser, VersionedRow},
+use common::{
+    entity::{raw_json, Entity, RawJson, VersionedRow},
     error::Error,
-    error::Result,
     replica::{
         cache::{item_capacity, Found, Group, GroupCache, Members},
-        row_value,
+        row_value, KindContext, Wrapper,
     },
+    settings::Domain,
     store::query::Query,
     token::token_hash,
+    Result,
 };
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The cache memory tests count what an entry costs (`common::heap_meter`).
+#[cfg(test)]
+#[global_allocator]
+static METER: common::heap_meter::Meter = common::heap_meter::Meter;
+
+/// `"user"(id bigint pk, name varchar not null, access_token varchar not null)`; also the
+/// user service's list entries, as they are written (see [`UserList`]).
+#[derive(Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[schema(examples(json!({"id": 10, "name": "...", "access_token": "..."})))]
+pub struct User {
+    #[schema(examples(10))]
+    pub id: i64,
+    pub name: String,
+    pub access_token: String,
+}
+
+impl std::fmt::Debug for User {
+    // Tokens never reach logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("access_token", &common::token::token_fingerprint(&self.access_token))
+            .finish()
+    }
+}
+
+/// A user as every service knows it (the user row is not an [`Entity`]: it never leaves
+/// user_db as it is): the user service's row with its token replaced by
+/// [`common::token::token_hash`] (see [`user_outward`]). What events, RPC answers, caches, hot copies
+/// and read models carry, in every service (the user service's own directory included).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KnownUser {
+    pub id: i64,
+    pub name: String,
+    pub token_hash: String,
+}
+
+impl Entity for KnownUser {
+    const KIND: &'static str = "user";
+    const OWNER: Domain = Domain::new("user");
+    type Key = i64;
+    fn key(&self) -> Option<i64> {
+        Some(self.id)
+    }
+    fn parse_key(key: &str) -> Option<i64> {
+        key.parse().ok()
+    }
+}
+
+/// A user row as it may leave user_db: its token replaced by its hash, a [`KnownUser`]. The user
+/// service declares it its user entity's [`common::store::query::OwnEntity::outward`], so it is
+/// applied to every change event the relay publishes and every row the store answers a
+/// [`common::store::query::Query`] with, and no token travels beyond the user service but in its
+/// own list (the contract's `GET /`). A user row that does not read as one (none should) loses
+/// its data rather than carry a token.
+pub fn user_outward(data: &RawJson) -> RawJson {
+    let known = serde_json::from_str::<User>(data.get()).ok().map(|u| KnownUser {
+        id: u.id,
+        name: u.name,
+        token_hash: common::token::token_hash(&u.access_token),
+    });
+    match known {
+        Some(k) => serde_json::value::to_raw_value(&k).unwrap_or_else(|_| raw_json(&serde_json::Value::Null)),
+        None => raw_json(&serde_json::Value::Null),
+    }
+}
+
+/// List envelope of users: the user service's `GET /` (its entries are [`User`]s, as they are
+/// written).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(examples(json!({"count": 1, "payload": [{"id": 10, "name": "...", "access_token": "..."}]})))]
+pub struct UserList {
+    /// The number of entries in `payload`.
+    pub count: u64,
+    pub payload: Vec<User>,
+}
 
 pub struct Users;
 
@@ -77,10 +165,21 @@ impl std::ops::Deref for UserDirectory {
     }
 }
 
-/// The user cache and its token index, as big as the cache.
-impl super::kinds::Replicated for UserDirectory {
-    fn build(cx: &super::kinds::KindContext<'_>) -> Self {
-        UserDirectory::new(super::kinds::Replicated::build(cx), cx.settings.cache_entries)
+/// The user cache and its token index, as big as the cache; the restore and events also fill
+/// the index.
+impl Wrapper for UserDirectory {
+    type Inner = GroupCache<Users>;
+    fn inner(&self) -> &GroupCache<Users> {
+        &self.cache
+    }
+    fn wrap(cache: GroupCache<Users>, cx: &KindContext<'_>) -> Self {
+        UserDirectory::new(cache, cx.settings.cache_entries)
+    }
+    fn apply_rows(&self, rows: &[VersionedRow]) -> (usize, usize) {
+        UserDirectory::apply_rows(self, rows)
+    }
+    fn restore(&self) -> BoxFuture<'_, ()> {
+        Box::pin(UserDirectory::restore(self))
     }
 }
 
@@ -143,7 +242,7 @@ impl UserDirectory {
     pub async fn by_token(&self, token: &str) -> Result<Option<KnownUser>> {
         // Hashed with another key than the owner's, no token is found, and "no" would be a 401
         // to every user: a 503 that says why instead (token::note_peer_key logged it).
-        let other_keys = crate::token::peers_with_other_keys();
+        let other_keys = common::token::peers_with_other_keys();
         if !other_keys.is_empty() {
             return Err(Error::TokenKeyMismatch(other_keys.join(", ")));
         }
@@ -196,7 +295,6 @@ impl UserDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entity::raw_json;
     use serde_json::json;
 
     fn row(id: i64, v: i64, token: &str, deleted: bool) -> VersionedRow {
@@ -224,7 +322,7 @@ mod tests {
         let g = d.current_generation();
         let rows: Vec<VersionedRow> =
             (0..users).map(|u| row(u, u + 1, &format!("{:08x}-5a3e-4d0c-9f6b-{u:012x}", u * 7919), false)).collect();
-        let ((), bytes) = crate::replica::cache::heap_meter::net_bytes(|| {
+        let ((), bytes) = common::heap_meter::net_bytes(|| {
             for r in &rows {
                 d.fill(&[r.key.parse().unwrap()], std::slice::from_ref(r), g);
                 d.index(std::slice::from_ref(r));
@@ -288,5 +386,28 @@ mod tests {
         d.fill(&[1], &[row(1, 1, "t", false)], 0);
         d.index(&[row(1, 1, "t", false)]);
         assert_eq!(d.by_token("t").await.unwrap().map(|u| u.id), Some(1));
+    }
+
+    #[test]
+    fn a_user_row_leaves_with_the_tokens_hash_and_a_malformed_one_with_nothing() {
+        let row = raw_json(&serde_json::json!({"id": 3, "name": "n", "access_token": "secret-token"}));
+        let out = user_outward(&row);
+        assert!(!out.get().contains("secret-token"), "{}", out.get());
+        let known: KnownUser = serde_json::from_str(out.get()).unwrap();
+        assert_eq!(known, KnownUser { id: 3, name: "n".into(), token_hash: token_hash("secret-token") });
+        let odd = raw_json(&serde_json::json!({"access_token": "secret-token"}));
+        assert_eq!(user_outward(&odd).get(), "null");
+    }
+
+    #[test]
+    fn user_debug_output_hides_the_token() {
+        let u = User { id: 1, name: "a".into(), access_token: "secret-token-value".into() };
+        assert!(!format!("{u:?}").contains("secret-token-value"));
+    }
+
+    #[test]
+    fn the_kind_is_named_and_owned_by_its_row_type() {
+        assert_eq!(Users::KIND, KnownUser::KIND, "a group's kind is its row's");
+        assert_eq!(Users::OWNER, Domain::new("user"));
     }
 }
