@@ -7,9 +7,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use common::{
-    entity::{pair_key, parse_pair_key, Entity, VersionedRow},
+    entity::{parse_pair_key, Entity},
     replica::{
-        cache::{members_of, Entry, Found, Group, GroupCache, Members},
+        cache::{members_of, Entry, Found, Group, GroupCache},
+        group::PairSet,
         KindContext, Wrapper,
     },
     settings::Domain,
@@ -44,29 +45,9 @@ impl Entity for Alarm {
     }
 }
 
-pub struct Alarms;
-
-impl Group for Alarms {
-    type Row = Alarm;
-    /// The item ids with an alarm.
-    type View = Arc<BTreeSet<i64>>;
-    /// Nothing: the key says which item, the version and tombstone flag whether it is set.
-    type Kept = ();
-
-    fn place(key: &str) -> Option<(i64, i64)> {
-        parse_pair_key(key)
-    }
-
-    fn keep(_: &VersionedRow) {}
-
-    fn key(group: i64, member: i64) -> String {
-        pair_key(group, member)
-    }
-
-    fn view(members: &Members<()>) -> Arc<BTreeSet<i64>> {
-        Arc::new(members.iter().filter(|(_, m)| !m.deleted).map(|(item, _)| item).collect())
-    }
-}
+/// One user's alarms: the pairs `"<user_id>:<item_id>"`, viewed as the item ids with an alarm
+/// (nothing kept but each pair's version and tombstone flag).
+pub type Alarms = PairSet<Alarm>;
 
 /// The alarm book: a [`GroupCache`] of [`Alarms`], one entry per user.
 pub struct AlarmBook(GroupCache<Alarms>);
@@ -151,7 +132,7 @@ impl AlarmBook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::entity::raw_json;
+    use common::entity::{pair_key, raw_json, VersionedRow};
     use serde_json::json;
 
     fn row(id: i64, user: i64, item: i64, v: i64, deleted: bool) -> VersionedRow {

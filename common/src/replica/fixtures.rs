@@ -3,7 +3,7 @@
 //! group of pairs ([`Pairs`], one user's alarms) and a group found by a second key ([`Named`],
 //! a user by its token's hash). Their owners are real domains of `domains.tsv`.
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +12,7 @@ use super::{
     row_value, Index, Replica,
 };
 use crate::{
-    entity::{pair_key, parse_pair_key, Entity, VersionedRow},
+    entity::{parse_pair_key, Entity, VersionedRow},
     settings::Domain,
 };
 
@@ -63,24 +63,8 @@ impl Entity for PairRow {
     }
 }
 
-/// One user's pairs: the items, nothing kept but the versions.
-pub struct Pairs;
-
-impl Group for Pairs {
-    type Row = PairRow;
-    type View = Arc<BTreeSet<i64>>;
-    type Kept = ();
-    fn place(key: &str) -> Option<(i64, i64)> {
-        parse_pair_key(key)
-    }
-    fn keep(_: &VersionedRow) {}
-    fn key(group: i64, member: i64) -> String {
-        pair_key(group, member)
-    }
-    fn view(members: &Members<()>) -> Arc<BTreeSet<i64>> {
-        Arc::new(members.iter().filter(|(_, m)| !m.deleted).map(|(item, _)| item).collect())
-    }
-}
+/// One user's pairs: the items.
+pub type Pairs = super::group::PairSet<PairRow>;
 
 /// A user as replicas know it: the token's hash, never the token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,7 +106,7 @@ impl Group for Named {
         group.to_string()
     }
     fn lookup(row: &VersionedRow) -> Option<String> {
-        row_value::<NamedRow>(row).map(|u| u.token_hash)
+        row.parse::<NamedRow>().ok().map(|u| u.token_hash)
     }
     fn lookup_name(token: &str) -> String {
         crate::token::token_hash(token)

@@ -2,12 +2,16 @@
 //! what it keeps of each) and the entry's [`Members`]. A leaf of the replica module: the
 //! caches (`cache/`) and the read models (`read_model.rs`) are both written over it.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    marker::PhantomData,
+    sync::Arc,
+};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::{
-    entity::{Entity, VersionedRow},
+    entity::{pair_key, parse_pair_key, Entity, VersionedRow},
     settings::Domain,
 };
 
@@ -39,8 +43,10 @@ pub trait Group: Send + Sync + 'static {
     }
     /// The owner's key of a group's member: the inverse of [`Group::place`].
     fn key(group: i64, member: i64) -> String;
-    /// The name a read model finds a live row by besides its group (a user's token's hash),
-    /// as the owner's rows carry it.
+    /// The name a row is found by besides its group (a user's token's hash), as the owner's
+    /// rows carry it: a tombstone's too (its data is the last state), so that a merged lookup
+    /// gives each asker the tombstone its own question would have got. The read model keeps
+    /// the name of live rows only.
     fn lookup(_row: &VersionedRow) -> Option<String> {
         None
     }
@@ -48,6 +54,32 @@ pub trait Group: Send + Sync + 'static {
     /// [`Group::lookup`] gives them (a token's hash, for a token; the key itself by default).
     fn lookup_name(key: &str) -> String {
         key.to_string()
+    }
+}
+
+/// A kind of pairs keyed `"<group>:<member>"` (one user's alarms: user id, item id), viewed
+/// as the set of members a live row pairs with the group. An entry keeps nothing of a row but
+/// its version and tombstone flag: the key says everything the view needs.
+pub struct PairSet<R>(PhantomData<R>);
+
+impl<R: Entity> Group for PairSet<R> {
+    type Row = R;
+    /// The members with a live row.
+    type View = Arc<BTreeSet<i64>>;
+    type Kept = ();
+
+    fn place(key: &str) -> Option<(i64, i64)> {
+        parse_pair_key(key)
+    }
+
+    fn keep(_: &VersionedRow) {}
+
+    fn key(group: i64, member: i64) -> String {
+        pair_key(group, member)
+    }
+
+    fn view(members: &Members<()>) -> Arc<BTreeSet<i64>> {
+        Arc::new(members.iter().filter(|(_, m)| !m.deleted).map(|(member, _)| member).collect())
     }
 }
 

@@ -296,6 +296,11 @@ mod tests {
         let mut gone = user(4, "t-a");
         gone.data = raw_json(&json!(null));
         assert_eq!(keys(split(std::slice::from_ref(&b), &[gone], USERS)), [Vec::<String>::new()]);
+        // A tombstone carries its last state: it answers the lookup of its token, as it would
+        // have answered that question alone (the caller keeps it as the user's deleted entry).
+        let mut deleted = user(5, "t-a");
+        deleted.deleted = true;
+        assert_eq!(keys(split(std::slice::from_ref(&b), &[deleted], USERS)), [vec!["5"]]);
 
         let p1 = Query::Prefix { entity: "alarm".into(), prefixes: vec!["1:".into()] };
         let p12 = Query::Prefix { entity: "alarm".into(), prefixes: vec!["12:".into()] };

@@ -131,7 +131,13 @@ impl Group for Users {
     }
 
     fn lookup(row: &VersionedRow) -> Option<String> {
-        row_value::<KnownUser>(row).map(|u| u.token_hash)
+        // Only the hash, borrowed: every row of a merged lookup's answer is looked at once.
+        #[derive(Deserialize)]
+        struct TokenHashOf<'a> {
+            #[serde(borrow)]
+            token_hash: Option<std::borrow::Cow<'a, str>>,
+        }
+        serde_json::from_str::<TokenHashOf>(row.data.get()).ok()?.token_hash.map(|h| h.into_owned())
     }
 
     /// The owner's rows carry a token's hash, never the token.
@@ -397,6 +403,17 @@ mod tests {
         assert_eq!(known, KnownUser { id: 3, name: "n".into(), token_hash: token_hash("secret-token") });
         let odd = raw_json(&serde_json::json!({"access_token": "secret-token"}));
         assert_eq!(user_outward(&odd).get(), "null");
+    }
+
+    #[test]
+    fn a_row_is_found_by_its_tokens_hash_tombstone_or_not() {
+        let mut r = row(7, 3, "t", false);
+        assert_eq!(Users::lookup(&r), Some(token_hash("t")));
+        r.deleted = true;
+        assert_eq!(Users::lookup(&r), Some(token_hash("t")), "a tombstone's data is its last state");
+        r.data = raw_json(&serde_json::Value::Null);
+        assert_eq!(Users::lookup(&r), None);
+        assert_eq!(Users::lookup_name("t"), token_hash("t"));
     }
 
     #[test]
