@@ -582,6 +582,193 @@ async fn every_service_container_is_given_longer_to_stop_than_its_graceful_stop_
     }
 }
 
+// ---------------------------------------------------------------- rendered from domains.tsv
+
+/// `scripts/render-containers` with `args`, from the repository: its output (stdout, then
+/// stderr) and whether it succeeded.
+fn render_containers(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let repo = &e2e::env().repo_dir;
+    let out = Command::new(repo.join("scripts/render-containers"))
+        .args(args)
+        .current_dir(repo)
+        .output()
+        .expect("scripts/render-containers runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// The three container files are not written by hand: they are what `scripts/render-containers`
+/// makes of domains.tsv (docs/architecture.md, "Adding an entity kind"). A row added to
+/// domains.tsv without rendering them again fails here, with the diff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_container_files_are_the_ones_rendered_from_the_domain_list() {
+    let (ok, output) = render_containers(&["--check".as_ref()]);
+    assert!(ok, "the container files differ from their rendering from domains.tsv:\n{output}");
+}
+
+/// A domain added to the list (`review 8001 5435`) gets every block the others have: its
+/// database (or formation of two members), network, service (or two instances), RabbitMQ
+/// password, published port and the balancer's frontend and backends. Rendered into a
+/// directory of this test's own: the repository's files are left as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_domain_gets_its_database_service_and_balancer_blocks() {
+    let e = e2e::env();
+    let dir = e.state_dir.join(format!("render-containers-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("render dir");
+    let mut domains = std::fs::read_to_string(e.repo_dir.join("domains.tsv")).expect("domains.tsv");
+    if !domains.ends_with('\n') {
+        domains.push('\n');
+    }
+    domains.push_str("review\t8001\t5435\n");
+    let domains_file = dir.join("domains.tsv");
+    std::fs::write(&domains_file, domains).expect("domains file written");
+    let out = dir.join("out");
+    let committed = std::fs::read_to_string(e.repo_dir.join("docker-compose.yml")).expect("docker-compose.yml");
+    let (ok, output) =
+        render_containers(&["--domains".as_ref(), domains_file.as_os_str(), "--out".as_ref(), out.as_os_str()]);
+    assert!(
+        ok,
+        "scripts/render-containers --domains {} --out {} failed:\n{output}",
+        domains_file.display(),
+        out.display()
+    );
+    assert_eq!(
+        std::fs::read_to_string(e.repo_dir.join("docker-compose.yml")).expect("docker-compose.yml"),
+        committed,
+        "--out renders elsewhere: the repository's file is left as it is"
+    );
+    let read = |file: &str| std::fs::read_to_string(out.join(file)).unwrap_or_else(|e| panic!("{file} rendered: {e}"));
+    let mut all: Vec<&str> = e2e::domains();
+    all.push("review");
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap_or_else(|| panic!("a list: {v}"))
+            .iter()
+            .map(|s| s.as_str().expect("a string").into())
+            .collect()
+    };
+    let keys = |v: &Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap_or_else(|| panic!("a map: {v}")).keys().cloned().collect();
+        k.sort_unstable();
+        k
+    };
+
+    // docker-compose.yml: the database on its own network, the service given its own URL, user
+    // and port, the broker its password.
+    let compose = yaml_to_json(read("docker-compose.yml").as_bytes());
+    let services = &compose["services"];
+    let mut names = keys(services);
+    names.retain(|n| n != "rabbitmq");
+    let mut expected: Vec<String> = all.iter().flat_map(|d| [d.to_string(), format!("{d}-db")]).collect();
+    expected.sort_unstable();
+    assert_eq!(names, expected, "a service and a database per domain, the new one too");
+    assert!(compose["networks"].get("review-data").is_some(), "the review-data network: {}", compose["networks"]);
+    let db = &services["review-db"];
+    assert_eq!(networks_of(db), ["review-data"], "review-db is on its own network only");
+    assert_eq!(db["build"]["args"]["DOMAIN"], "review", "review-db is built with its seed");
+    assert_eq!(db["image"], "homeshopping-moa/review-db");
+    assert_eq!(
+        env_str(&env_of(db), "MOA_DB_SERVICE_PASSWORD"),
+        "${REVIEW_DB_SERVICE_PASSWORD:?set REVIEW_DB_SERVICE_PASSWORD (see docs/security.md)}"
+    );
+    assert!(db["healthcheck"]["test"].to_string().contains("\"review_db\""), "{}", db["healthcheck"]);
+    let review = &services["review"];
+    assert_eq!(networks_of(review), ["bus", "review-data"]);
+    assert_eq!(review["build"]["args"]["SERVICE"], "review");
+    let env = env_of(review);
+    let url = env_str(&env, "REVIEW_DATABASE_URL");
+    assert!(
+        url.starts_with("postgres://review_service:${REVIEW_DB_SERVICE_PASSWORD:?")
+            && url.ends_with("}@review-db:5432/review_db"),
+        "review's database URL: {url}"
+    );
+    let migrate = env_str(&env, "REVIEW_DATABASE_MIGRATE_URL");
+    assert!(migrate.starts_with("postgres://review_owner:${REVIEW_DB_OWNER_PASSWORD:?"), "{migrate}");
+    assert!(
+        env_str(&env, "AMQP_URL").starts_with("amqp://review-service:${REVIEW_AMQP_PASSWORD:?"),
+        "review logs in to RabbitMQ as review-service: {}",
+        env_str(&env, "AMQP_URL")
+    );
+    assert_eq!(env_str(&env, "REVIEW_HTTP_PORT"), "8001");
+    assert_eq!(strings(&review["ports"]), ["${MOA_REVIEW_PORT:-8001}:8001"]);
+    assert_eq!(keys(&review["depends_on"]), ["rabbitmq", "review-db"]);
+    assert!(
+        review["healthcheck"]["test"].to_string().contains("http://127.0.0.1:8001/ready"),
+        "{}",
+        review["healthcheck"]
+    );
+    assert!(env_of(&services["rabbitmq"]).contains_key("REVIEW_AMQP_PASSWORD"), "the broker creates review-service");
+
+    // docker-compose.cluster.yml: a formation of two members, two instances, the monitor's
+    // formations, the balancer's port and dependencies, every node given the password.
+    let cluster = yaml_to_json(read("docker-compose.cluster.yml").as_bytes());
+    let services = &cluster["services"];
+    assert_eq!(env_str(&env_of(&services["pg-monitor"]), "MOA_PG_FORMATIONS"), all.join(" "));
+    for k in 1..=2 {
+        let name = format!("review-db-{k}");
+        let member = &services[&name];
+        assert_eq!(networks_of(member), ["pg-control", "review-data"], "{name}");
+        assert_eq!(member["build"]["args"]["DOMAIN"], "review", "{name}");
+        let env = env_of(member);
+        assert_eq!(env_str(&env, "MOA_PG_FORMATION"), "review", "{name}");
+        assert_eq!(env_str(&env, "MOA_PG_NAME"), name);
+        assert_eq!(env_str(&env, "MOA_PG_ROLE"), "member", "{name} merges the members' environment");
+        let expected_deps: &[&str] = if k == 1 { &["pg-monitor"] } else { &["pg-monitor", "review-db-1"] };
+        assert_eq!(keys(&member["depends_on"]), expected_deps, "{name}");
+
+        let name = format!("review-{k}");
+        let instance = &services[&name];
+        assert_eq!(networks_of(instance), ["bus", "review-data", "web"], "{name}");
+        assert!(instance.get("ports").is_none(), "{name} publishes nothing");
+        let env = env_of(instance);
+        let url = env_str(&env, "REVIEW_DATABASE_URL");
+        assert!(
+            url.ends_with("@review-db-1:5432,review-db-2:5432/review_db?target_session_attrs=read-write"),
+            "{name}: {url}"
+        );
+        let amqp: Vec<&str> = env_str(&env, "AMQP_URL").split(',').collect();
+        assert_eq!(amqp.len(), 3, "{name} is given every node: {amqp:?}");
+        assert!(amqp.iter().all(|u| u.starts_with("amqp://review-service:${REVIEW_AMQP_PASSWORD")), "{amqp:?}");
+        assert_eq!(env_str(&env, "REVIEW_HTTP_PORT"), "8001", "{name}");
+        assert_eq!(
+            keys(&instance["depends_on"]),
+            ["rabbitmq-1", "rabbitmq-2", "rabbitmq-3", "review-db-1", "review-db-2"],
+            "{name}"
+        );
+    }
+    for node in ["rabbitmq-1", "rabbitmq-2", "rabbitmq-3"] {
+        assert!(env_of(&services[node]).contains_key("REVIEW_AMQP_PASSWORD"), "{node} creates review-service");
+    }
+    let lb = &services["lb"];
+    assert!(strings(&lb["ports"]).contains(&"${MOA_REVIEW_PORT:-8001}:8001".to_string()), "{}", lb["ports"]);
+    let lb_deps = keys(&lb["depends_on"]);
+    assert!(lb_deps.contains(&"review-1".into()) && lb_deps.contains(&"review-2".into()), "{lb_deps:?}");
+    assert_eq!(lb_deps.len(), 2 * all.len(), "the balancer waits for every instance: {lb_deps:?}");
+
+    // docker/haproxy.cfg: the frontend on the new port and both backends naming both instances.
+    let cfg = read("docker/haproxy.cfg");
+    let block = |head: &str| -> String {
+        let start = cfg.find(&format!("\n{head}\n")).unwrap_or_else(|| panic!("haproxy.cfg has no `{head}`:\n{cfg}"));
+        let rest = &cfg[start + 1..];
+        rest[..rest.find("\n\n").unwrap_or(rest.len())].to_string()
+    };
+    let frontend = block("frontend review");
+    assert!(frontend.contains("\n    bind :8001\n"), "{frontend}");
+    assert!(
+        frontend.contains("default_backend review\n") || frontend.ends_with("default_backend review"),
+        "{frontend}"
+    );
+    assert!(frontend.contains("use_backend review-alive if { nbsrv(review) eq 0 }"), "{frontend}");
+    for backend in ["backend review", "backend review-alive"] {
+        let b = block(backend);
+        for k in 1..=2 {
+            assert!(b.contains(&format!("    server review-{k} review-{k}:8001")), "{b}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // ---------------------------------------------------------------- brought up for real
 
 /// A compose file brought up by `podman-compose` under this test's own project name, with the
