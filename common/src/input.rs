@@ -1,53 +1,42 @@
-//! Checked client input: item ids from paths and bodies.
+//! Checked client input: integers (ids) from paths and bodies, and the list page.
 
 use serde_json::Value;
 
 use crate::error::ApiError;
 
-/// An item id as the client sent it, checked to be an integer of the `bigint` range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ItemId(pub i64);
+/// An integer of the `bigint` range from a path segment (`/50` → 50), or a 400 naming it as
+/// `what` ("item id must be an integer, got \"abc\"").
+pub fn path_integer(segment: &str, what: &str) -> Result<i64, ApiError> {
+    if !is_integer_text(segment) {
+        return Err(ApiError::BadRequest(format!("{what} must be an integer, got {:?}", shorten(segment))));
+    }
+    segment.parse::<i64>().map_err(|_| ApiError::BadRequest(format!("{what} is out of range for a 64-bit integer")))
+}
+
+/// The integer `field` of a JSON body: a number (`50`) or a string of digits (`"50"`), as
+/// clients send ids; anything else (missing, a float, null, another type) is a 400 naming it.
+pub fn body_integer(body: &serde_json::Map<String, Value>, field: &str) -> Result<i64, ApiError> {
+    let out_of_range = || ApiError::BadRequest(format!("{field} is out of range for a 64-bit integer"));
+    match body.get(field) {
+        None => Err(ApiError::BadRequest(format!("{field} is missing from the request body"))),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(id) => Ok(id),
+            None if n.is_f64() => Err(ApiError::BadRequest(format!("{field} must be an integer, got {n}"))),
+            None => Err(out_of_range()),
+        },
+        Some(Value::String(s)) if is_integer_text(s) => s.parse::<i64>().map_err(|_| out_of_range()),
+        Some(Value::String(s)) => {
+            Err(ApiError::BadRequest(format!("{field} must be a number or a string of digits, got {:?}", shorten(s))))
+        }
+        Some(other) => {
+            Err(ApiError::BadRequest(format!("{field} must be a number or a string of digits, got {}", kind(other))))
+        }
+    }
+}
 
 fn is_integer_text(s: &str) -> bool {
     let digits = s.strip_prefix('-').unwrap_or(s);
     !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
-}
-
-impl ItemId {
-    /// From a path segment: `/50` → 50; anything but an integer is a 400.
-    pub fn from_path(segment: &str) -> Result<ItemId, ApiError> {
-        if !is_integer_text(segment) {
-            return Err(ApiError::BadRequest(format!("item id must be an integer, got {:?}", shorten(segment))));
-        }
-        segment
-            .parse::<i64>()
-            .map(ItemId)
-            .map_err(|_| ApiError::BadRequest("item id is out of range for a 64-bit integer".into()))
-    }
-
-    /// From the `item_id` field of a JSON body: a number (`50`) or a string of digits (`"50"`).
-    pub fn from_body(body: &serde_json::Map<String, Value>) -> Result<ItemId, ApiError> {
-        match body.get("item_id") {
-            None => Err(ApiError::BadRequest("item_id is missing from the request body".into())),
-            Some(Value::Number(n)) => match n.as_i64() {
-                Some(id) => Ok(ItemId(id)),
-                None if n.is_f64() => Err(ApiError::BadRequest(format!("item_id must be an integer, got {n}"))),
-                None => Err(ApiError::BadRequest("item_id is out of range for a 64-bit integer".into())),
-            },
-            Some(Value::String(s)) if is_integer_text(s) => s
-                .parse::<i64>()
-                .map(ItemId)
-                .map_err(|_| ApiError::BadRequest("item_id is out of range for a 64-bit integer".into())),
-            Some(Value::String(s)) => Err(ApiError::BadRequest(format!(
-                "item_id must be a number or a string of digits, got {:?}",
-                shorten(s)
-            ))),
-            Some(other) => Err(ApiError::BadRequest(format!(
-                "item_id must be a number or a string of digits, got {}",
-                kind(other)
-            ))),
-        }
-    }
 }
 
 /// `?limit=&offset=` from a query string: non-negative integers; anything else is a 400.
@@ -101,41 +90,44 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn body(v: Value) -> Result<ItemId, ApiError> {
+    fn body(v: Value) -> Result<i64, ApiError> {
         match v {
-            Value::Object(m) => ItemId::from_body(&m),
+            Value::Object(m) => body_integer(&m, "thing_id"),
             _ => unreachable!(),
         }
     }
 
     #[test]
     fn path_ids_must_be_integers() {
-        assert_eq!(ItemId::from_path("50").unwrap(), ItemId(50));
-        assert_eq!(ItemId::from_path("-3").unwrap(), ItemId(-3));
+        assert_eq!(path_integer("50", "thing id").unwrap(), 50);
+        assert_eq!(path_integer("-3", "thing id").unwrap(), -3);
         for bad in ["abc", "", "1.5", "+5", " 5", "5a", "-", "99999999999999999999", "１"] {
-            assert!(matches!(ItemId::from_path(bad), Err(ApiError::BadRequest(_))), "{bad:?}");
+            let e = path_integer(bad, "thing id").unwrap_err();
+            assert!(matches!(&e, ApiError::BadRequest(h) if h.starts_with("thing id ")), "{bad:?}: {e}");
         }
     }
 
     #[test]
     fn body_ids_may_be_numbers_or_digit_strings() {
-        assert_eq!(body(json!({"item_id": 50})).unwrap(), ItemId(50));
-        assert_eq!(body(json!({"item_id": "50"})).unwrap(), ItemId(50));
+        assert_eq!(body(json!({"thing_id": 50})).unwrap(), 50);
+        assert_eq!(body(json!({"thing_id": "50"})).unwrap(), 50);
         for bad in [
             json!({}),
-            json!({"item_id": null}),
-            json!({"item_id": 1.5}),
-            json!({"item_id": 50.0}),
-            json!({"item_id": [50]}),
-            json!({"item_id": {"id": 50}}),
-            json!({"item_id": true}),
-            json!({"item_id": "5O"}),
-            json!({"item_id": ""}),
-            json!({"item_id": 18446744073709551615u64}),
-            json!({"item_id": "99999999999999999999"}),
-            json!({"item_id": "1; DROP TABLE alarm"}),
+            json!({"other": 50}),
+            json!({"thing_id": null}),
+            json!({"thing_id": 1.5}),
+            json!({"thing_id": 50.0}),
+            json!({"thing_id": [50]}),
+            json!({"thing_id": {"id": 50}}),
+            json!({"thing_id": true}),
+            json!({"thing_id": "5O"}),
+            json!({"thing_id": ""}),
+            json!({"thing_id": 18446744073709551615u64}),
+            json!({"thing_id": "99999999999999999999"}),
+            json!({"thing_id": "1; DROP TABLE alarm"}),
         ] {
-            assert!(matches!(body(bad.clone()), Err(ApiError::BadRequest(_))), "{bad}");
+            let e = body(bad.clone()).unwrap_err();
+            assert!(matches!(&e, ApiError::BadRequest(h) if h.starts_with("thing_id ")), "{bad}: {e}");
         }
     }
 
@@ -152,7 +144,7 @@ mod tests {
     #[test]
     fn hints_do_not_echo_long_input() {
         let long = "x".repeat(10_000);
-        let e = ItemId::from_path(&long).unwrap_err();
+        let e = path_integer(&long, "thing id").unwrap_err();
         assert!(e.to_string().len() < 200);
     }
 }

@@ -10,97 +10,18 @@
 //! examples are the contract's (`../shared/spec/api.md`). The document is assembled from them
 //! in [`crate::api_document`].
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+// For the exported macros, so a kind crate needs no utoipa import of its own for them.
 use serde_json::json;
+pub use utoipa;
 use utoipa::{
     openapi::{
         header::HeaderBuilder,
-        schema::{KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type},
+        schema::{ObjectBuilder, Type},
         ContentBuilder, RefOr, Response, ResponseBuilder,
     },
-    ToResponse, ToSchema,
+    ToSchema,
 };
-
-/// The contract's item example (api.md, "Item object, everywhere it appears").
-pub(crate) fn item_example() -> serde_json::Value {
-    json!({"id": 50, "name": "...", "broadcaster": "cjmall", "category": "패션·잡화", "price": 78900, "is_alarm_set": true})
-}
-
-/// An item, the same wherever it appears: the item list, one item, the alarm list, `/visit`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = Item, examples(item_example))]
-pub struct ItemView {
-    #[schema(examples(50))]
-    pub id: i64,
-    pub name: String,
-    #[schema(examples("cjmall"))]
-    pub broadcaster: String,
-    /// `null` for an item without one (always present).
-    #[schema(required = true, examples("패션·잡화"))]
-    pub category: Option<String>,
-    #[schema(examples(78900))]
-    pub price: i32,
-    /// Whether the calling user has an alarm on this item (always true in the alarm list).
-    pub is_alarm_set: bool,
-}
-
-/// List envelope of items.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(examples(json!({"count": 1, "payload": [item_example()]})))]
-pub struct ItemList {
-    /// The number of entries in `payload`.
-    pub count: u64,
-    pub payload: Vec<ItemView>,
-}
-
-/// Single envelope of an item.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(examples(json!({"payload": item_example()})))]
-pub struct ItemEnvelope {
-    pub payload: ItemView,
-}
-
-/// The body of `POST /` and `DELETE /` on the alarm service.
-#[derive(Debug, Deserialize, ToSchema)]
-#[schema(examples(json!({"item_id": 50}), json!({"item_id": "50"})))]
-pub struct AlarmRequest {
-    // described by ItemIdValue's schema (a doc comment here would wrap it in another oneOf)
-    #[schema(inline)]
-    pub item_id: ItemIdValue,
-}
-
-/// An item id in a request body: a number or a string of digits.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum ItemIdValue {
-    Number(i64),
-    Digits(String),
-}
-
-// By hand: the derive cannot put a pattern on an enum variant.
-impl utoipa::PartialSchema for ItemIdValue {
-    fn schema() -> RefOr<Schema> {
-        OneOfBuilder::new()
-            .description(Some(
-                "An existing item's id, as a JSON number or a string of digits (the original specification \
-                 sends a string). Floats, null, booleans, arrays, objects, non-digit strings and values beyond \
-                 64 bits are 400; ids beyond the alarm table's `integer` range (2147483647) are 400 too; ids of \
-                 no item (negative ones included) are `404 {}`.",
-            ))
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::Integer)
-                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64))),
-            )
-            .item(ObjectBuilder::new().schema_type(Type::String).pattern(Some("^-?[0-9]+$")).max_length(Some(20)))
-            .into()
-    }
-}
-
-impl ToSchema for ItemIdValue {}
 
 /// Exactly `{}`: the contract's body of 201/200 on alarm writes and of 404 on unknown items.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -201,25 +122,27 @@ pub(crate) fn request_id_header() -> utoipa::openapi::header::Header {
 }
 
 /// An error response: the error body (or `{}`), with an example of it.
-fn error_response(description: &str, schema: &str, example: Option<serde_json::Value>) -> RefOr<Response> {
+pub fn error_response(description: &str, schema: &str, example: Option<serde_json::Value>) -> RefOr<Response> {
     let content =
         ContentBuilder::new().schema(Some(utoipa::openapi::Ref::from_schema_name(schema))).example(example).build();
     ResponseBuilder::new().description(description).content("application/json", content).into()
 }
 
-fn error(result: &str, hint: &str) -> Option<serde_json::Value> {
+pub fn error(result: &str, hint: &str) -> Option<serde_json::Value> {
     Some(json!({"result": result, "hint": hint}))
 }
 
 /// Declares unit structs naming the shared responses (`#/components/responses/<Name>`), each
 /// built by the expression given, for handlers' `responses((status = 401, response = Unauthorized))`.
+/// Exported for the kinds' own responses (`item_kind::api::ItemNotFound`).
+#[macro_export]
 macro_rules! responses {
     ($($(#[$doc:meta])* $name:ident => $build:expr;)*) => {
         $(
             $(#[$doc])*
             pub struct $name;
-            impl<'r> ToResponse<'r> for $name {
-                fn response() -> (&'r str, RefOr<Response>) {
+            impl<'r> $crate::openapi::utoipa::ToResponse<'r> for $name {
+                fn response() -> (&'r str, $crate::openapi::utoipa::openapi::RefOr<$crate::openapi::utoipa::openapi::Response>) {
                     (stringify!($name), $build)
                 }
             }
@@ -239,12 +162,6 @@ responses! {
         "Malformed input; the hint says what.",
         "ErrorBody",
         error("Bad Request", "item id must be an integer, got \"abc\""),
-    );
-    /// 404 `{}`: the contract's answer for an unknown item.
-    ItemNotFound => error_response(
-        "No item with this id (also negative ids and 0): exactly `{}`.",
-        "Empty",
-        Some(json!({})),
     );
     /// 405, on any path, for a method the path does not list.
     MethodNotAllowed => error_response(
@@ -308,17 +225,24 @@ responses! {
 
 /// Declares the shared error-response sets for handlers' `responses(...)`: each a unit struct
 /// whose [`utoipa::IntoResponses`] lists `status => response` pairs, every one a reference to
-/// the shared response of that name (`#/components/responses/<Name>`, declared above).
+/// the shared response of that name (`#/components/responses/<Name>`, declared above, or a
+/// kind's own). Exported for the kinds' own sets (`item_kind::api::ItemErrors`).
+#[macro_export]
 macro_rules! error_sets {
     ($($(#[$doc:meta])* $name:ident = [$($status:literal => $response:ident),* $(,)?];)*) => {
         $(
             $(#[$doc])*
             pub struct $name;
-            impl utoipa::IntoResponses for $name {
-                fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
+            impl $crate::openapi::utoipa::IntoResponses for $name {
+                fn responses() -> std::collections::BTreeMap<
+                    String,
+                    $crate::openapi::utoipa::openapi::RefOr<$crate::openapi::utoipa::openapi::Response>,
+                > {
                     [$((
                         $status.to_string(),
-                        RefOr::Ref(utoipa::openapi::Ref::from_response_name(stringify!($response))),
+                        $crate::openapi::utoipa::openapi::RefOr::Ref(
+                            $crate::openapi::utoipa::openapi::Ref::from_response_name(stringify!($response)),
+                        ),
                     )),*]
                     .into_iter()
                     .collect()
@@ -333,13 +257,4 @@ error_sets! {
     ReadErrors = [401 => Unauthorized, 500 => InternalError, 503 => Unavailable];
     /// A read with input (a page, an item id in the path): [`ReadErrors`] and 400.
     InputReadErrors = [400 => BadRequest, 401 => Unauthorized, 500 => InternalError, 503 => Unavailable];
-    /// One item by id: [`InputReadErrors`] and the contract's `404 {}`.
-    ItemErrors = [
-        400 => BadRequest, 401 => Unauthorized, 404 => ItemNotFound, 500 => InternalError, 503 => Unavailable,
-    ];
-    /// A write with a JSON body naming an item: [`ItemErrors`] and the body's own failures.
-    ItemWriteErrors = [
-        400 => BadRequest, 401 => Unauthorized, 404 => ItemNotFound, 408 => RequestTimeout,
-        413 => PayloadTooLarge, 415 => UnsupportedMediaType, 500 => InternalError, 503 => Unavailable,
-    ];
 }

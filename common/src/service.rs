@@ -20,7 +20,9 @@ use actix_web::{
 use serde_json::json;
 
 use crate::{
-    amqp::{identity::Identity, outbox::OutboxBacklog, relay::OutboxRelay, rpc, rpc::RpcClient, Bus},
+    amqp::{
+        identity::Identity, outbox::OutboxBacklog, relay::OutboxRelay, rpc, rpc::RpcClient, topology::WorkStream, Bus,
+    },
     db::Migration,
     error::{Error, Result},
     http,
@@ -53,11 +55,11 @@ pub struct Core {
 /// Builds the kinds the service declared (`declare`, its `startup.rs`): its own from its
 /// store, the others from their owners (see [`crate::replica::kinds`]); then restores their
 /// persisted copies and watches their owners' epochs for as long as the service runs.
-fn replicas_for(cx: KindContext<'_>, declare: impl FnOnce(&mut Kinds<'_>)) -> Result<Replicas> {
+fn replicas_for(cx: KindContext<'_>, declare: impl FnOnce(&mut Kinds<'_>)) -> Result<(Replicas, Vec<WorkStream>)> {
     let tasks = cx.tasks.clone();
     let mut kinds = Kinds::new(cx);
     declare(&mut kinds);
-    let replicas = kinds.finish()?;
+    let (replicas, work) = kinds.finish()?;
     let r = replicas.clone();
     tasks.spawn_once("replica restore", async move {
         futures_util::future::join_all(r.all().iter().map(|k| k.restore())).await;
@@ -66,7 +68,7 @@ fn replicas_for(cx: KindContext<'_>, declare: impl FnOnce(&mut Kinds<'_>)) -> Re
     tasks.spawn("owner epoch watch", async move {
         futures_util::future::join_all(r.all().iter().map(|k| k.watch_owner())).await;
     });
-    Ok(replicas)
+    Ok((replicas, work))
 }
 
 impl Core {
@@ -116,9 +118,9 @@ impl Core {
         let name = format!("{}-service {}", settings.domain.name(), settings.instance_id);
         let bus = Bus::start(&settings.amqp_urls, name, identity, &tasks);
         let rpc = RpcClient::start(&bus, &settings.instance_id, metrics.clone());
-        let relay = OutboxRelay::start(&bus, store.clone(), wake, settings.outbox_poll, metrics.clone());
         let cx = KindContext { settings: &settings, store: &store, rpc: &rpc, metrics: &metrics, tasks: &tasks };
-        let replicas = replicas_for(cx, declare)?;
+        let (replicas, work) = replicas_for(cx, declare)?;
+        let relay = OutboxRelay::start(&bus, store.clone(), &work, wake, settings.outbox_poll, metrics.clone());
         // The owner answers the kinds it declared its own, and no other.
         let owned = replicas.owned_by(settings.domain);
         rpc::serve(&bus, settings.domain, owned, store.clone(), migrated, settings.prefetch, metrics.clone());

@@ -238,9 +238,6 @@ pub struct Settings {
     /// `TOKEN_HASH_KEY`: the secret every service of a deployment shares to hash access tokens
     /// (`crate::token::token_hash`); unset, the local development key (a warning at start).
     pub token_hash_key: Option<String>,
-    /// `USER_LIST_TOKENS`: whether the user list (`GET :7001/`) shows each user's
-    /// `access_token`, as the contract says, default 1; 0 leaves it out (docs/security.md).
-    pub user_list_tokens: bool,
     /// `READ_MODELS`: keep a complete read model of every other domain's kind this service
     /// caches (users, alarm sets) in its own database, behind the bounded caches
     /// (`common::replica::read_model`), default 1; 0 leaves misses to the owner alone.
@@ -394,6 +391,25 @@ pub fn env_var_names(domain: Domain) -> Vec<String> {
     names
 }
 
+/// A non-negative integer setting, or the error naming it.
+fn parse_number(k: &str, v: &str) -> Result<u64, Error> {
+    v.trim().parse::<u64>().map_err(|_| Error::Config(format!("{k} must be a non-negative integer, got {v:?}")))
+}
+
+/// An on/off setting that one service alone reads (the user service's `USER_LIST_TOKENS`):
+/// `0` is off, any other non-negative integer on, unset or empty the default.
+pub fn flag(get: impl Fn(&str) -> Option<String>, name: &str, default: bool) -> Result<bool, Error> {
+    match get(name).filter(|v| !v.trim().is_empty()) {
+        None => Ok(default),
+        Some(v) => Ok(parse_number(name, &v)? != 0),
+    }
+}
+
+/// [`flag`] from the process's environment.
+pub fn flag_from_env(name: &str, default: bool) -> Result<bool, Error> {
+    flag(|k| std::env::var(k).ok(), name, default)
+}
+
 impl Settings {
     pub fn from_env(domain: Domain) -> Result<Self, Error> {
         Self::from_lookup(domain, |k| std::env::var(k).ok())
@@ -403,15 +419,7 @@ impl Settings {
     pub fn from_lookup(domain: Domain, get: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let p = domain.env_prefix();
         let var = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        let num = |k: &str, default: u64| -> Result<u64, Error> {
-            match var(k) {
-                None => Ok(default),
-                Some(v) => v
-                    .trim()
-                    .parse::<u64>()
-                    .map_err(|_| Error::Config(format!("{k} must be a non-negative integer, got {v:?}"))),
-            }
-        };
+        let num = |k: &str, default: u64| var(k).map_or(Ok(default), |v| parse_number(k, &v));
         let http_port_key = format!("{p}_HTTP_PORT");
         let http_port = num(&http_port_key, domain.default_http_port().into())?;
         let http_port =
@@ -477,7 +485,6 @@ impl Settings {
             cache_entries: positive("CACHE_ENTRIES", 80_000)?,
             cache_restore_entries: num("CACHE_RESTORE_ENTRIES", 50_000)?,
             token_hash_key: var("TOKEN_HASH_KEY"),
-            user_list_tokens: num("USER_LIST_TOKENS", 1)? != 0,
             read_models: num("READ_MODELS", 1)? != 0,
             read_model_page_rows: u32::try_from(positive("READ_MODEL_PAGE_ROWS", 10_000)?.min(100_000))
                 .unwrap_or(100_000),
@@ -490,6 +497,20 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_services_own_flag_is_an_integer_with_a_default() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        assert!(flag(env(&[]), "SHOW", true).unwrap());
+        assert!(!flag(env(&[]), "SHOW", false).unwrap());
+        assert!(!flag(env(&[("SHOW", "0")]), "SHOW", true).unwrap());
+        assert!(flag(env(&[("SHOW", " 2 ")]), "SHOW", false).unwrap());
+        assert!(flag(env(&[("SHOW", "")]), "SHOW", true).unwrap());
+        let e = flag(env(&[("SHOW", "yes")]), "SHOW", true).unwrap_err().to_string();
+        assert!(e.contains("SHOW must be a non-negative integer"), "{e}");
+    }
     use std::collections::HashMap;
 
     #[test]

@@ -16,9 +16,10 @@ use crate::{
 };
 
 pub fn build(settings: Settings) -> Result<Application> {
-    // The item service owns items; it replicates users (the token) and alarm sets (the flags).
+    // The item service owns items; it replicates users (the token) and alarm sets (the flags);
+    // it publishes views, which the user service stores.
     let core = Core::start(settings, &MIGRATIONS, |kinds| {
-        kinds.own::<ItemCatalog>().replicate::<UserDirectory>().replicate::<AlarmBook>();
+        kinds.own::<ItemCatalog>().replicate::<UserDirectory>().replicate::<AlarmBook>().publish_work(item_kind::VIEWS);
     })?;
     let views = web::Data::new(view_writer(core.store.clone(), core.settings.write_lanes, &core.tasks));
     Application::build(core, &routes::openapi(), move |cfg| {

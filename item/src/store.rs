@@ -1,7 +1,8 @@
 //! The item domain's messages to its store actor: recording views, coalesced.
 
 use actix::prelude::*;
-use common::{amqp::topology::VIEWS_EXCHANGE, batch::Coalescer, db::Migration, store::Store, Result};
+use common::{batch::Coalescer, db::Migration, store::Store, Result};
+use item_kind::VIEWS;
 use tokio_postgres::types::Type;
 
 /// Versioned migrations in the order they apply (the shared function files,
@@ -63,7 +64,7 @@ impl Handler<RecordViews> for Store {
                  FROM unnest($2, $3, $4, $5) WITH ORDINALITY AS v(user_id, item_id, request_id, key, n)
                  ORDER BY v.n",
                 &[
-                    (&VIEWS_EXCHANGE, Type::TEXT),
+                    (&VIEWS.exchange, Type::TEXT),
                     (&users, Type::INT8_ARRAY),
                     (&items, Type::INT8_ARRAY),
                     (&request_ids, Type::TEXT_ARRAY),

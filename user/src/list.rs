@@ -38,12 +38,15 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct UserLists {
     permits: Arc<Semaphore>,
     wait: Duration,
+    /// `USER_LIST_TOKENS`: whether each user's `access_token` is listed, as the contract says,
+    /// default 1; 0 leaves it out (docs/security.md).
+    pub tokens: bool,
 }
 
 impl UserLists {
     /// At most half the pool, at least one; a list waits at most `wait` (DB_TIMEOUT_MS) for a turn.
-    pub fn new(pool_size: u32, wait: Duration) -> Self {
-        UserLists { permits: Arc::new(Semaphore::new((pool_size as usize / 2).max(1))), wait }
+    pub fn new(pool_size: u32, wait: Duration, tokens: bool) -> Self {
+        UserLists { permits: Arc::new(Semaphore::new((pool_size as usize / 2).max(1))), wait, tokens }
     }
 
     /// A turn to stream a list, or "the database is busy" after `wait`.

@@ -8,7 +8,7 @@ use std::{
 };
 
 use common::{
-    amqp::{consume, topology},
+    amqp::consume,
     entity::{parse_change_events, Entity},
     replica::{Index, Replica, Source},
     service::Core,
@@ -18,6 +18,10 @@ use futures_util::future::BoxFuture;
 use lapin::message::Delivery;
 use serde::Deserialize;
 use user_kind::KnownUser;
+
+/// Fanout exchange of changes to users' recent views (`recent_visit`'s capture, migration
+/// 0012), in `rabbitmq/definitions.json.in`; bound by user service instances only.
+pub const VISITS_EXCHANGE: &str = "user.visits";
 
 /// A row of `recent_visit`: the latest view of an item by a user.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -98,7 +102,7 @@ impl consume::Handler for VisitFeed {
         Box::pin(async move {
             // Only what came through user.visits (which only the user service may publish to),
             // with the user service's login.
-            if let Err((reason, why)) = consume::check_origin(delivery, topology::VISITS_EXCHANGE, &self.publisher) {
+            if let Err((reason, why)) = consume::check_origin(delivery, VISITS_EXCHANGE, &self.publisher) {
                 return consume::Outcome::Refuse(reason, why);
             }
             let (events, mut bad) = parse_change_events(&delivery.data);
@@ -129,7 +133,7 @@ pub fn start(core: &Core) -> Arc<VisitBook> {
     let book = Arc::new(VisitBook::new(Source::Local(core.store.clone()), &core.settings, core.metrics.clone()));
     let source = consume::Source::Instance {
         name: format!("user.visits.{}", core.settings.instance_id),
-        bind_to: vec![topology::VISITS_EXCHANGE],
+        bind_to: vec![VISITS_EXCHANGE],
     };
     consume::start(
         &core.bus,

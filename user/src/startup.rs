@@ -19,6 +19,8 @@ use crate::{
 };
 
 pub fn build(settings: Settings) -> Result<Application> {
+    // Read before anything starts, so that a bad value stops the service at once.
+    let list_tokens = common::settings::flag_from_env("USER_LIST_TOKENS", true)?;
     // The user service owns users; it replicates items and alarm sets (`/visit`'s items with
     // their flags).
     let core = Core::start_with_reads(settings, &MIGRATIONS, &OWN_ENTITIES, |kinds| {
@@ -29,7 +31,7 @@ pub fn build(settings: Settings) -> Result<Application> {
     core.tasks
         .spawn("visit trim", store::trim_visits_periodically(core.store.clone(), routes::visits::RECENT_LIMIT as i32));
     let visits = web::Data::from(visits);
-    let lists = web::Data::new(UserLists::new(core.settings.db_pool_size, core.settings.db_timeout));
+    let lists = web::Data::new(UserLists::new(core.settings.db_pool_size, core.settings.db_timeout, list_tokens));
     Application::build(core, &routes::openapi(), move |cfg| {
         cfg.app_data(visits.clone()).app_data(lists.clone());
         routes::configure(cfg);

@@ -10,14 +10,9 @@
 use std::sync::Arc;
 
 use actix::Addr;
-use common::{
-    amqp::{consume, topology},
-    entity::Entity,
-    service::Core,
-    store::Store,
-};
+use common::{amqp::consume, entity::Entity, service::Core, store::Store};
 use futures_util::future::BoxFuture;
-use item_kind::{Item, ViewEvent};
+use item_kind::{Item, ViewEvent, VIEWS};
 use lapin::message::Delivery;
 
 use crate::{recent::VisitBook, store::RecordVisit};
@@ -71,7 +66,7 @@ impl consume::Handler for ViewRecorder {
             // Only the item service records views: a message put into user.views another way
             // (the default exchange reaches any queue by name), or published without the item
             // service's login, is not one (docs/security.md).
-            if let Err((reason, why)) = consume::check_origin(delivery, topology::VIEWS_EXCHANGE, &self.publisher) {
+            if let Err((reason, why)) = consume::check_origin(delivery, VIEWS.exchange, &self.publisher) {
                 return consume::Outcome::Refuse(reason, why);
             }
             let view = match parse_view(&delivery.data) {
@@ -111,7 +106,7 @@ pub fn start(core: &Core, visits: Arc<VisitBook>) {
     consume::start(
         &core.bus,
         "view recorder",
-        consume::Source::Shared(topology::VIEWS_QUEUE),
+        consume::Source::Shared(VIEWS.queue),
         core.settings.prefetch,
         // Views are independent (stored once by event id, latest view wins): store many at once.
         VIEW_CONCURRENCY,

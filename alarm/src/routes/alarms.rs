@@ -1,8 +1,13 @@
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use alarm_kind::AlarmBook;
-use common::{http, input::ItemId, openapi, service::Core, ApiError};
-use item_kind::ItemCatalog;
+use common::{http, openapi, service::Core, ApiError};
+use item_kind::{
+    api::{ItemId, ItemIdValue, ItemList, ItemWriteErrors},
+    ItemCatalog,
+};
+use serde::Deserialize;
 use user_kind::{auth, UserDirectory};
+use utoipa::ToSchema;
 
 use crate::{
     lists::AlarmLists,
@@ -13,6 +18,18 @@ use crate::{
 /// the caller's alarms.
 type Reads = (web::Data<UserDirectory>, web::Data<ItemCatalog>, web::Data<AlarmBook>);
 
+/// The body of `POST /` and `DELETE /` on the alarm service.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"item_id": 50}), json!({"item_id": "50"})))]
+// The document's description only: the handler reads the raw body with `ItemId::from_body`, so
+// that a bad id gets the contract's hint rather than serde's.
+#[allow(dead_code)]
+pub struct AlarmRequest {
+    // described by ItemIdValue's schema (a doc comment here would wrap it in another oneOf)
+    #[schema(inline)]
+    pub item_id: ItemIdValue,
+}
+
 /// The body of a set and of a clear, as the documents describe it.
 const ALARM_BODY: &str = "`item_id` as a JSON number or as a string of digits (the original specification sends a \
     string). Sent with `Content-Type: application/json`; `application/x-www-form-urlencoded` (curl -d's default) \
@@ -22,11 +39,11 @@ const ALARM_BODY: &str = "`item_id` as a JSON number or as a string of digits (t
 #[utoipa::path(post, path = "/", tag = "contract", operation_id = "setAlarm", security(("UserToken" = [])),
     summary = "Set the caller's alarm on an item (idempotent)",
     description = "Setting an alarm that is already set is still `201 {}` and leaves one alarm row.",
-    request_body(content = openapi::AlarmRequest, description = ALARM_BODY,
+    request_body(content = AlarmRequest, description = ALARM_BODY,
         examples(("number" = (value = json!({"item_id": 50}))), ("string" = (value = json!({"item_id": "50"}))))),
     responses(
         (status = 201, description = "Set: exactly `{}`", body = openapi::Empty),
-        openapi::ItemWriteErrors
+        ItemWriteErrors
     ))]
 pub async fn set(
     req: HttpRequest,
@@ -43,11 +60,11 @@ pub async fn set(
 #[utoipa::path(delete, path = "/", tag = "contract", operation_id = "clearAlarm", security(("UserToken" = [])),
     summary = "Clear the caller's alarm on an item (idempotent)",
     description = "Clearing an alarm that is not set is also `200 {}`.",
-    request_body(content = openapi::AlarmRequest, description = ALARM_BODY,
+    request_body(content = AlarmRequest, description = ALARM_BODY,
         examples(("number" = (value = json!({"item_id": 50}))), ("string" = (value = json!({"item_id": "50"}))))),
     responses(
         (status = 200, description = "Cleared (or was not set): exactly `{}`", body = openapi::Empty),
-        openapi::ItemWriteErrors
+        ItemWriteErrors
     ))]
 pub async fn clear(
     req: HttpRequest,
@@ -91,7 +108,7 @@ async fn write(
     description = "Items deleted from item_db are left out. Read from alarm_db, so every instance gives the same \
         answer at once after a write; while alarm_db is down, from this instance's memory.",
     responses(
-        (status = 200, description = "The alarmed items", body = openapi::ItemList),
+        (status = 200, description = "The alarmed items", body = ItemList),
         openapi::ReadErrors
     ))]
 pub async fn list(

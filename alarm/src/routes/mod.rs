@@ -7,13 +7,13 @@ mod alarms;
 
 /// The alarm service's own operations; [`common::api_document::document`] adds the shared ones.
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(alarms::set, alarms::list, alarms::clear), components(schemas(common::openapi::AlarmRequest)))]
+#[openapi(paths(alarms::set, alarms::list, alarms::clear), components(schemas(alarms::AlarmRequest)))]
 pub struct AlarmApi;
 
 /// This service's OpenAPI document, served at `GET /openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     common::api_document::document(
-        <AlarmApi as utoipa::OpenApi>::openapi(),
+        <AlarmApi as utoipa::OpenApi>::openapi().merge_from(<item_kind::api::ItemShapes as utoipa::OpenApi>::openapi()),
         "HomeShopping Moa alarm service",
         "The calling user's alarms on items (alarm_db).",
         6001,

@@ -78,14 +78,14 @@ pub enum DrainRows {
     Due,
 }
 
-/// Which of the outbox's rows a relay lane publishes (`amqp::relay`): views apart from the
-/// change events, so that slow views never hold up a change event.
+/// Which of the outbox's rows a relay lane publishes (`amqp::relay`): work (such as views)
+/// apart from the change events, so that slow work never holds up a change event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboxLane {
-    /// Rows of every exchange but the views'.
+    /// Rows of every exchange but the work streams'.
     Changes,
-    /// Rows of the views exchange.
-    Views,
+    /// Rows of the service's work streams ([`crate::amqp::topology::WorkStream`]).
+    Work,
 }
 
 /// Publishes outbox rows through `publish` and deletes them once the broker has confirmed
@@ -100,6 +100,8 @@ pub enum OutboxLane {
 #[rtype(result = "Result<(usize, Published)>")]
 pub struct DrainOutbox {
     pub lane: OutboxLane,
+    /// The exchanges of the work streams this service publishes (the rest are change events).
+    pub work: std::sync::Arc<[&'static str]>,
     pub rows: DrainRows,
     pub limit: i64,
     pub publish: Box<dyn FnOnce(Vec<OutboxRow>) -> futures_util::future::LocalBoxFuture<'static, Published> + Send>,
@@ -123,18 +125,18 @@ impl Handler<DrainOutbox> for Store {
             // since the last vacuum, and the index on id reaches the oldest live ones at once.
             // Fresh rows walk the primary key past the (few) backing-off ones; due rows come
             // from the partial index `moa_outbox_retry`.
-            // Each lane skips the other's rows ($2: the views exchange, $3: this lane is views').
+            // Each lane skips the other's rows ($2: the work exchanges, $3: this lane is work's).
             let pick = match msg.rows {
                 DrainRows::Fresh => {
-                    "SELECT id FROM moa_outbox WHERE attempts = 0 AND (exchange = $2) = $3
+                    "SELECT id FROM moa_outbox WHERE attempts = 0 AND (exchange = ANY($2)) = $3
                      ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
                 }
                 DrainRows::Due => {
-                    "SELECT id FROM moa_outbox WHERE attempts > 0 AND next_attempt_at <= now() AND (exchange = $2) = $3
+                    "SELECT id FROM moa_outbox WHERE attempts > 0 AND next_attempt_at <= now() AND (exchange = ANY($2)) = $3
                      ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED"
                 }
             };
-            let views = msg.lane == OutboxLane::Views;
+            let work = msg.lane == OutboxLane::Work;
             let sql = format!(
                 "DELETE FROM moa_outbox o
                  WHERE o.id = ANY(ARRAY({pick}))
@@ -147,7 +149,7 @@ impl Handler<DrainOutbox> for Store {
             );
             let drain = conn.prepared(&sql).await?;
             let tx = bookkeeping_with(&mut conn, "SET LOCAL enable_seqscan = off;").await?;
-            let rows = match tx.query(&drain, &[&msg.limit, &crate::amqp::topology::VIEWS_EXCHANGE, &views]).await {
+            let rows = match tx.query(&drain, &[&msg.limit, &&*msg.work, &work]).await {
                 Ok(rows) => rows,
                 Err(e) => {
                     drop(tx);

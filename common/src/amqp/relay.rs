@@ -2,7 +2,8 @@
 //! `moa_outbox`, with publisher confirms, and deletes rows only after the broker acked
 //! them (see `outbox::DrainOutbox`). Wakes on NOTIFY and also polls, so a missed notification delays nothing for long.
 //!
-//! Views and change events go through lanes of their own (see [`Lane`]).
+//! Work (a [`topology::WorkStream`]: views) and change events go through lanes of their own
+//! (see [`Lane`]).
 //!
 //! Rows the broker refuses never hold back the others: they back off in the outbox and are
 //! retried one at a time (see `outbox::DrainOutbox`), while fresh rows keep flowing.
@@ -27,7 +28,8 @@ use crate::{
     amqp::{
         identity::Identity,
         outbox::{DrainOutbox, DrainRows, OutboxLane, OutboxRow, Published},
-        topology, Bus,
+        topology::{self, WorkStream},
+        Bus,
     },
     error::{Error, Result},
     store::Store,
@@ -42,10 +44,10 @@ const RETRIES_PER_ROUND: usize = 100;
 /// its rows stay in the outbox for the next drain on a fresh channel).
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Views and change events are drained and published apart, each by a lane of its own with
+/// Work and change events are drained and published apart, each by a lane of its own with
 /// its own channel: a drain waits for the broker's confirms of everything it sent, so a slow
-/// `user.views` (a quorum queue fsyncing) would otherwise hold up the change events behind it,
-/// and with them every replica's invalidation.
+/// work queue (the views', a quorum queue fsyncing) would otherwise hold up the change events
+/// behind it, and with them every replica's invalidation.
 struct Lane {
     name: &'static str,
     rows: OutboxLane,
@@ -70,13 +72,22 @@ impl Lane {
 pub struct OutboxRelay {
     store: Addr<Store>,
     lanes: Arc<[Lane; 2]>,
+    /// The exchanges of the work streams this service publishes; every other row is a change event.
+    work: Arc<[&'static str]>,
     metrics: Metrics,
     /// Every message carries this service's login as `user_id` (see [`Identity`]).
     identity: Identity,
 }
 
 impl OutboxRelay {
-    pub fn start(bus: &Bus, store: Addr<Store>, wake: Arc<Notify>, poll: Duration, metrics: Metrics) -> OutboxRelay {
+    pub fn start(
+        bus: &Bus,
+        store: Addr<Store>,
+        work: &[WorkStream],
+        wake: Arc<Notify>,
+        poll: Duration,
+        metrics: Metrics,
+    ) -> OutboxRelay {
         let lane = |name, rows| Lane {
             name,
             rows,
@@ -89,8 +100,9 @@ impl OutboxRelay {
             store,
             lanes: Arc::new([
                 lane("outbox relay (change events)", OutboxLane::Changes),
-                lane("outbox relay (views)", OutboxLane::Views),
+                lane("outbox relay (work)", OutboxLane::Work),
             ]),
+            work: work.iter().map(|w| w.exchange).collect(),
             metrics,
             identity: bus.identity().clone(),
         };
@@ -181,10 +193,11 @@ impl OutboxRelay {
         };
         let metrics = self.metrics.clone();
         let identity = self.identity.clone();
+        let work = self.work.clone();
         let publish = move |rows: Vec<OutboxRow>| -> LocalBoxFuture<'static, Published> {
             Box::pin(async move {
-                let published = match tokio::time::timeout(CONFIRM_TIMEOUT, publish_batch(&ch, &identity, &rows)).await
-                {
+                let sent = publish_batch(&ch, &identity, &work, &rows);
+                let published = match tokio::time::timeout(CONFIRM_TIMEOUT, sent).await {
                     Ok(p) => p,
                     Err(_) => Published { error: Some(Error::BusDown), ..Published::default() },
                 };
@@ -192,7 +205,7 @@ impl OutboxRelay {
                 published
             })
         };
-        let drain = DrainOutbox { lane: lane.rows, rows, limit, publish: Box::new(publish) };
+        let drain = DrainOutbox { lane: lane.rows, work: self.work.clone(), rows, limit, publish: Box::new(publish) };
         let (n, published) = match self.store.send(drain).await {
             Ok(Ok(drained)) => drained,
             Ok(Err(Error::NotMigrated)) => {
@@ -247,12 +260,13 @@ struct Message<'a> {
 }
 
 /// Groups rows into messages: consecutive change events of one exchange become one array
-/// (in outbox order); a view is a message of its own (the views consumer acks each view
+/// (in outbox order); a row of a work stream (`work`: a view) is a message of its own (its
+/// consumer acks each
 /// after storing it, so a bad one can be dead-lettered without taking others along).
-fn messages(rows: &[OutboxRow]) -> Vec<Message<'_>> {
+fn messages<'a>(rows: &'a [OutboxRow], work: &[&str]) -> Vec<Message<'a>> {
     let mut out: Vec<Message<'_>> = Vec::new();
     for row in rows {
-        if row.exchange == topology::VIEWS_EXCHANGE {
+        if work.contains(&row.exchange.as_str()) {
             out.push(Message::new(row, row.body.clone()));
             continue;
         }
@@ -299,9 +313,9 @@ impl<'a> Message<'a> {
 /// not exist) refuses every row not yet confirmed: which message caused it cannot be told,
 /// and each is then retried alone, so only the culprit keeps failing. Any other error (the
 /// connection lost) refuses nothing: the rows are simply published again.
-async fn publish_batch(ch: &Channel, identity: &Identity, rows: &[OutboxRow]) -> Published {
+async fn publish_batch(ch: &Channel, identity: &Identity, work: &[&str], rows: &[OutboxRow]) -> Published {
     let mut out = Published::default();
-    let msgs = messages(rows);
+    let msgs = messages(rows, work);
     let mut confirms = Vec::with_capacity(msgs.len());
     let mut unconfirmed: Vec<i64> = Vec::new();
     let mut channel_refused = None;
@@ -335,9 +349,9 @@ async fn publish_batch(ch: &Channel, identity: &Identity, rows: &[OutboxRow]) ->
         match confirm.await {
             Ok(c) if c.is_ack() => {
                 // Unroutable: change events with no replica queue bound are fine to drop (every
-                // replica re-syncs from a snapshot when it subscribes); a view is not, it stays.
+                // replica re-syncs from a snapshot when it subscribes); work is not, it stays.
                 let unroutable = c.take_message().is_some();
-                if unroutable && m.exchange == topology::VIEWS_EXCHANGE {
+                if unroutable && work.contains(&m.exchange) {
                     out.refused.extend(m.ids.iter().copied());
                     out.refused_because = format!("no queue is bound to {}", m.exchange);
                 } else {
@@ -390,25 +404,26 @@ mod tests {
     }
 
     #[test]
-    fn change_events_of_one_exchange_share_a_message_and_views_do_not() {
+    fn change_events_of_one_exchange_share_a_message_and_work_does_not() {
+        const VIEWS: &str = "priced.views";
         let rows = [
             row(1, "alarm.events", Some("r1")),
             row(2, "alarm.events", Some("r1")),
-            row(3, topology::VIEWS_EXCHANGE, Some("v")),
-            row(4, topology::VIEWS_EXCHANGE, None),
+            row(3, VIEWS, Some("v")),
+            row(4, VIEWS, None),
             row(5, "alarm.events", Some("r2")),
             row(6, "alarm.events", Some("r3")),
             row(7, "user.events", None),
         ];
-        let m = messages(&rows);
+        let m = messages(&rows, &[VIEWS]);
         let shape: Vec<(&str, Vec<i64>, &str)> =
             m.iter().map(|m| (m.exchange, m.ids.clone(), std::str::from_utf8(&m.body).unwrap())).collect();
         assert_eq!(
             shape,
             vec![
                 ("alarm.events", vec![1, 2], r#"[{"n":1},{"n":2}]"#),
-                (topology::VIEWS_EXCHANGE, vec![3], r#"{"n":3}"#),
-                (topology::VIEWS_EXCHANGE, vec![4], r#"{"n":4}"#),
+                (VIEWS, vec![3], r#"{"n":3}"#),
+                (VIEWS, vec![4], r#"{"n":4}"#),
                 ("alarm.events", vec![5, 6], r#"[{"n":5},{"n":6}]"#),
                 ("user.events", vec![7], r#"[{"n":7}]"#),
             ]
@@ -420,7 +435,7 @@ mod tests {
     #[test]
     fn a_message_holds_at_most_events_per_message() {
         let rows: Vec<OutboxRow> = (0..EVENTS_PER_MESSAGE as i64 + 1).map(|i| row(i, "item.events", None)).collect();
-        let m = messages(&rows);
+        let m = messages(&rows, &[]);
         assert_eq!(m.iter().map(|m| m.ids.len()).collect::<Vec<_>>(), vec![EVENTS_PER_MESSAGE, 1]);
         let parsed: Vec<serde_json::Value> = serde_json::from_slice(&m[0].body).unwrap();
         assert_eq!(parsed.len(), EVENTS_PER_MESSAGE);

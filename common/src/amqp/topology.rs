@@ -28,12 +28,19 @@ pub fn rpc_queue(d: Domain) -> &'static str {
     d.rpc_queue()
 }
 
-/// Fanout exchange the item service publishes views to.
-pub const VIEWS_EXCHANGE: &str = "item.views";
-/// Durable quorum queue of views, shared by all user service instances.
-pub const VIEWS_QUEUE: &str = "user.views";
-/// Fanout exchange of changes to users' recent views, bound by user service instances only.
-pub const VISITS_EXCHANGE: &str = "user.visits";
+/// A stream of work: messages a service publishes (through its outbox) for another to do
+/// each exactly once, such as the item service's views for the user service to store. Unlike
+/// change events, each row is a message of its own (the consumer acks, or dead-letters, each
+/// alone), drained by a relay lane of its own, and never dropped when no queue is bound: its
+/// durable queue, shared by the consumer's instances, is in `rabbitmq/definitions.json.in`.
+/// The publishing service declares it in its `startup.rs` ([`crate::replica::Kinds::publish_work`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkStream {
+    /// The fanout exchange the publisher sends to.
+    pub exchange: &'static str,
+    /// The durable quorum queue bound to it, shared by every consumer instance.
+    pub queue: &'static str,
+}
 /// Where rejected (malformed, unprocessable) messages go, and the queue that keeps them.
 pub const DEAD_LETTERS: &str = "dead-letters";
 
@@ -44,14 +51,15 @@ pub fn dead_letter_args() -> FieldTable {
     args
 }
 
-/// Every shared exchange (all durable fanouts), as `rabbitmq/definitions.json.in` declares them:
-/// each domain's events, and the views', visits' and dead letters'.
+/// The platform's shared exchanges (durable fanouts), as `rabbitmq/definitions.json.in`
+/// declares them: each domain's events and the dead letters'. A domain's own streams (work
+/// streams, other change feeds) are in that file too, and checked by the code that uses them.
 pub fn shared_exchanges() -> Vec<&'static str> {
-    Domain::all().iter().map(|d| d.events_exchange()).chain([VIEWS_EXCHANGE, VISITS_EXCHANGE, DEAD_LETTERS]).collect()
+    Domain::all().iter().map(|d| d.events_exchange()).chain([DEAD_LETTERS]).collect()
 }
-/// Every shared durable queue, as `rabbitmq/definitions.json.in` declares them. Not the RPC
-/// queues: each owner declares its own ([`declare_rpc_queue`]).
-pub const SHARED_QUEUES: [&str; 2] = [VIEWS_QUEUE, DEAD_LETTERS];
+/// The platform's shared durable queues, as `rabbitmq/definitions.json.in` declares them. Not
+/// the RPC queues: each owner declares its own ([`declare_rpc_queue`]).
+pub const SHARED_QUEUES: [&str; 1] = [DEAD_LETTERS];
 
 /// Declares `domain`'s RPC queue on the node `ch` is connected to, if no node has it: a
 /// transient classic queue. A question needs no durability (its asker gives up after
@@ -159,8 +167,13 @@ mod tests {
             v.sort();
             v
         };
-        assert_eq!(names("exchanges"), sorted(&shared_exchanges()));
-        assert_eq!(names("queues"), sorted(&SHARED_QUEUES));
+        let (exchanges, queues) = (names("exchanges"), names("queues"));
+        for name in sorted(&shared_exchanges()) {
+            assert!(exchanges.contains(&name), "{name} is not in definitions.json.in: {exchanges:?}");
+        }
+        for name in sorted(&SHARED_QUEUES) {
+            assert!(queues.contains(&name), "{name} is not in definitions.json.in: {queues:?}");
+        }
         for d in Domain::all().iter().copied() {
             assert!(shared_exchanges().contains(&events_exchange(d)));
             // Declared by its owner, transient: never a durable queue the broker imports.

@@ -14,7 +14,7 @@ use futures_util::future::BoxFuture;
 
 use super::{cache::Group, read_model::ReadModel, Known, Source};
 use crate::{
-    amqp::rpc::RpcClient,
+    amqp::{rpc::RpcClient, topology::WorkStream},
     entity::VersionedRow,
     error::{Error, Result},
     replica::cache::hot_copy::SaveCacheEntries,
@@ -228,12 +228,13 @@ impl Replicas {
 pub struct Kinds<'a> {
     cx: KindContext<'a>,
     replicas: Replicas,
+    work: Vec<WorkStream>,
     wrong: Vec<String>,
 }
 
 impl<'a> Kinds<'a> {
     pub(crate) fn new(cx: KindContext<'a>) -> Self {
-        Kinds { cx, replicas: Replicas::default(), wrong: Vec::new() }
+        Kinds { cx, replicas: Replicas::default(), work: Vec::new(), wrong: Vec::new() }
     }
 
     /// A kind this service owns: read from its own store.
@@ -244,6 +245,13 @@ impl<'a> Kinds<'a> {
     /// Another domain's kind this service keeps a replica of.
     pub fn replicate<R: Replicated>(&mut self) -> &mut Self {
         self.add::<R>(false)
+    }
+
+    /// A stream of work this service publishes through its outbox (the item service's views):
+    /// each row a message of its own, on a relay lane of its own, kept until it is routed.
+    pub fn publish_work(&mut self, stream: WorkStream) -> &mut Self {
+        self.work.push(stream);
+        self
     }
 
     fn add<R: Replicated>(&mut self, owned: bool) -> &mut Self {
@@ -257,9 +265,10 @@ impl<'a> Kinds<'a> {
     }
 
     /// The kinds declared, or what is wrong with the declaration.
-    pub(crate) fn finish(self) -> Result<Replicas> {
+    /// The declared kinds, and the work streams the service publishes.
+    pub(crate) fn finish(self) -> Result<(Replicas, Vec<WorkStream>)> {
         if self.wrong.is_empty() {
-            Ok(self.replicas)
+            Ok((self.replicas, self.work))
         } else {
             Err(Error::Config(format!(
                 "the {} service's kinds: {}",

@@ -67,8 +67,19 @@ async fn a_copy_away_while_tombstones_were_collected_forgets_the_deleted_rows() 
 
     sys.restart(Svc::ITEM).await;
     sys.restart(Svc::ALARM).await;
-    // The cache: the restored entry is asked again at its first use.
-    assert_eq!(sys.get(Svc::ITEM, "/", &gone_token).await.status, 401, "the deleted user's token");
+    // The cache: the restored entry is asked again at its first use. It is served as it is
+    // only when the owner does not answer in time (a just-restarted service on a loaded
+    // machine can miss the RPC timeout once): then that is counted, and the next use asks again.
+    let first = sys.get(Svc::ITEM, "/", &gone_token).await.status;
+    if first != 401 {
+        assert_eq!(first, 200, "the deleted user's token");
+        let stale = sys.counter_sum(Svc::ITEM, "moa_cache_stale_served_total", "entity=\"user\"").await;
+        assert!(stale >= 1.0, "a restored entry answered 200 without the owner failing to answer");
+        eventually(CONVERGE, "the deleted user's token is refused once the owner answers", || async {
+            sys.get(Svc::ITEM, "/", &gone_token).await.status == 401
+        })
+        .await;
+    }
     assert_eq!(sys.get(Svc::ITEM, "/", "newer-token").await.status, 200);
     assert_eq!(sys.get(Svc::ITEM, "/", &token).await.status, 200);
     // The catalog: rebuilt at the restart.

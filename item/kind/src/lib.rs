@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::{
+    amqp::topology::WorkStream,
     entity::{Entity, VersionedRow},
     input::Page,
     replica::{row_value, Index, KindContext, Replica, Wrapper},
@@ -13,6 +14,8 @@ use common::{
     Result,
 };
 use serde::{Deserialize, Serialize};
+
+pub mod api;
 
 /// `item(id bigint pk, name varchar not null, broadcaster varchar not null, category varchar NULL, price integer not null)`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -35,6 +38,10 @@ impl Entity for Item {
         key.parse().ok()
     }
 }
+
+/// Where views go: the item service records each in its outbox for `item.views`; the user
+/// service's instances share the durable `user.views` queue and store each once.
+pub const VIEWS: WorkStream = WorkStream { exchange: "item.views", queue: "user.views" };
 
 /// A view of an item by a user, recorded by the item service and stored by the user service.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -259,7 +266,7 @@ mod tests {
 
     #[test]
     fn what_the_item_renderers_write_is_the_documented_types() {
-        use common::openapi::{ItemEnvelope, ItemList};
+        use crate::api::{ItemEnvelope, ItemList};
         let c = ItemCatalog::detached();
         let item = Item { id: 7, name: "a\"b".into(), broadcaster: "x".into(), category: None, price: 0 };
         let one: ItemEnvelope = serde_json::from_slice(&c.render_one(&item, true)).unwrap();

@@ -1,13 +1,10 @@
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use alarm_kind::AlarmBook;
-use common::{
-    http,
-    input::{self, ItemId},
-    openapi,
-    service::Core,
-    ApiError,
+use common::{http, input, openapi, service::Core, ApiError};
+use item_kind::{
+    api::{ItemEnvelope, ItemErrors, ItemId, ItemList},
+    ItemCatalog,
 };
-use item_kind::ItemCatalog;
 use user_kind::{auth, UserDirectory};
 
 use crate::store::{RecordView, ViewWriter};
@@ -23,7 +20,7 @@ use crate::store::{RecordView, ViewWriter};
         ("offset" = Option<u64>, Query, description = "Skip this many items of the id-descending list (default 0).")
     ),
     responses(
-        (status = 200, description = "Every item (or one page)", body = openapi::ItemList),
+        (status = 200, description = "Every item (or one page)", body = ItemList),
         openapi::InputReadErrors
     ))]
 pub async fn list(
@@ -47,8 +44,8 @@ pub async fn list(
     params(("item_id" = i64, Path, example = 50,
         description = "Item id: an integer (optionally negative) of the 64-bit range; anything else is 400.")),
     responses(
-        (status = 200, description = "The item in the single envelope", body = openapi::ItemEnvelope),
-        openapi::ItemErrors
+        (status = 200, description = "The item in the single envelope", body = ItemEnvelope),
+        ItemErrors
     ))]
 pub async fn detail(
     req: HttpRequest,

@@ -13,7 +13,7 @@ pub struct ItemApi;
 /// This service's OpenAPI document, served at `GET /openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     common::api_document::document(
-        <ItemApi as utoipa::OpenApi>::openapi(),
+        <ItemApi as utoipa::OpenApi>::openapi().merge_from(<item_kind::api::ItemShapes as utoipa::OpenApi>::openapi()),
         "HomeShopping Moa item service",
         "Items (item_db), each with the calling user's `is_alarm_set`. Opening an item records a view for \
          the user service's `GET /visit`.",

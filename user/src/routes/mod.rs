@@ -17,7 +17,7 @@ pub struct UserApi;
 /// This service's OpenAPI document, served at `GET /openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     common::api_document::document(
-        <UserApi as utoipa::OpenApi>::openapi(),
+        <UserApi as utoipa::OpenApi>::openapi().merge_from(<item_kind::api::ItemShapes as utoipa::OpenApi>::openapi()),
         "HomeShopping Moa user service",
         "Users (user_db) and each user's recently viewed items.",
         7001,

@@ -30,7 +30,7 @@ pub async fn list(
     // user_db's first answer within DB_TIMEOUT_MS: a database that stopped answering is a 503
     // by then (the producer ends when its connection does: db::TCP_USER_TIMEOUT, the
     // keepalive). Writing the first page after that answer is not held to it.
-    let tokens = core.settings.user_list_tokens;
+    let tokens = lists.tokens;
     let (answered, first_answer) = tokio::sync::oneshot::channel();
     let mut open = std::pin::pin!(async {
         core.store.send(StreamUsers { page, turn, tokens, answered }).await.map_err(common::Error::from)?

@@ -1,7 +1,7 @@
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use alarm_kind::AlarmBook;
 use common::{http, openapi, service::Core, ApiError};
-use item_kind::ItemCatalog;
+use item_kind::{api::ItemList, ItemCatalog};
 use user_kind::{auth, UserDirectory};
 
 use crate::{
@@ -18,7 +18,7 @@ pub const RECENT_LIMIT: i64 = 3;
     description = "Repeated views of an item show it once, at its latest view (A, B, A → A, B). Items deleted \
         from item_db are left out (the list may then hold fewer than 3).",
     responses(
-        (status = 200, description = "The recently viewed items", body = openapi::ItemList,
+        (status = 200, description = "The recently viewed items", body = ItemList,
             example = json!({"count": 0, "payload": []})),
         openapi::ReadErrors
     ))]
