@@ -526,8 +526,8 @@ mod tests {
             assert!(d.default_database_url().contains(&format!("{}_service:", d.name())), "its own login role");
             assert!(d.default_amqp_url().contains(&format!("//{}-service:", d.name())), "its own broker user");
         }
-        assert_eq!(Domain::named("review"), None);
-        assert!(!Domain::new("review").is_listed());
+        assert_eq!(Domain::named("unlisted"), None);
+        assert!(!Domain::new("unlisted").is_listed());
     }
 
     #[test]

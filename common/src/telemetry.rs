@@ -26,11 +26,17 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 
 use crate::error::{Error, Result};
 
-/// Targets (module paths) of our own code: only these may log below `info`.
-const OWN_TARGETS: [&str; 5] = ["moa", "common", "item", "alarm", "user"];
+/// Targets (module paths) of the platform's own code: only these and each domain's crates
+/// (`<domain>` the binary, `<domain>_service` its library, `<domain>_kind` its kinds, for every
+/// domain of `domains.tsv`) may log below `info`.
+const OWN_TARGETS: [&str; 2] = ["moa", "common"];
 
 fn is_own(target: &str) -> bool {
-    OWN_TARGETS.iter().any(|own| target.strip_prefix(own).is_some_and(|rest| rest.is_empty() || rest.starts_with("::")))
+    let krate = target.split("::").next().unwrap_or(target);
+    OWN_TARGETS.contains(&krate)
+        || crate::settings::Domain::all()
+            .iter()
+            .any(|d| krate.strip_prefix(d.name()).is_some_and(|rest| matches!(rest, "" | "_service" | "_kind")))
 }
 
 /// The most a record of `target` may show: anything for our code, `info` for libraries.
@@ -336,8 +342,13 @@ mod tests {
         assert_eq!(cap("actix_http::h1::dispatcher"), LevelFilter::Info);
         assert_eq!(cap("common::amqp::relay"), LevelFilter::Trace);
         assert_eq!(cap("moa::access"), LevelFilter::Trace);
-        assert_eq!(cap("user"), LevelFilter::Trace);
+        for d in crate::settings::Domain::all() {
+            for krate in [d.name().to_string(), format!("{}_service::store", d.name()), format!("{}_kind", d.name())] {
+                assert_eq!(cap(&krate), LevelFilter::Trace, "{krate}");
+            }
+        }
         // A library whose name starts like ours is still a library.
         assert_eq!(cap("users_lib::x"), LevelFilter::Info);
+        assert_eq!(cap("item_services::x"), LevelFilter::Info);
     }
 }

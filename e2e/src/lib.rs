@@ -591,6 +591,17 @@ pub fn test_name() -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '.' }).collect()
 }
 
+/// `svc`'s dump in the seed `dir`; a domain the seed has no dump of (the provided seed and
+/// seedgen's hold item, alarm and user only) starts from its demo seed, as `scripts/up` does.
+fn seed_file(dir: &std::path::Path, svc: Svc) -> PathBuf {
+    let file = dir.join(svc.name()).join("init_database.sql");
+    if file.exists() {
+        file
+    } else {
+        env().repo_dir.join("seed/demo").join(svc.name()).join("init_database.sql")
+    }
+}
+
 /// Loads a seed dump into `db` as `svc`'s owner role, as `scripts/infra pg-load` does: the
 /// dump's `OWNER TO postgres` becomes the loading role, so nothing in the database is the
 /// superuser's.
@@ -730,7 +741,7 @@ impl System {
         for svc in Svc::all() {
             let admin = pg(infra.pg_port(svc), "postgres").await;
             let db = format!("{name}_{}", svc.name());
-            let seed_file = dir.join(svc.name()).join("init_database.sql");
+            let seed_file = seed_file(&dir, svc);
             if infra.own_pg.contains(&svc) {
                 // a server of the test's own: used once, loaded directly
                 create_db(&admin, &db, svc, None).await;
@@ -1123,7 +1134,7 @@ impl System {
         let admin = pg(self.infra.pg_port(svc), "postgres").await;
         admin.batch_execute(&format!("DROP DATABASE \"{db}\" WITH (FORCE)")).await.expect("drop database");
         create_db(&admin, &db, svc, None).await;
-        load_seed(self.infra.pg_port(svc), &db, &dir.join(svc.name()).join("init_database.sql"), svc);
+        load_seed(self.infra.pg_port(svc), &db, &seed_file(&dir, svc), svc);
     }
 }
 

@@ -119,14 +119,14 @@ mod tests {
         let i = Identity::new(Domain::new("item"), "item-service", None).unwrap();
         assert_eq!(
             Domain::all().iter().map(|&d| i.owner(d).to_string()).collect::<Vec<_>>(),
-            ["item-service", "alarm-service", "user-service"]
+            Domain::all().iter().map(|d| format!("{}-service", d.name())).collect::<Vec<_>>()
         );
         assert!(!i.shared());
         // A development broker where every service logs in as guest: all domains are guest's.
         let dev = Identity::new(Domain::new("user"), "guest", None).unwrap();
         assert_eq!(
             Domain::all().iter().map(|&d| dev.owner(d).to_string()).collect::<Vec<_>>(),
-            ["guest", "guest", "guest"]
+            vec!["guest"; Domain::all().len()]
         );
         assert!(dev.shared());
         let one = Identity::new(Domain::new("alarm"), "moa", Some("moa")).unwrap();
@@ -134,7 +134,14 @@ mod tests {
         let named = Identity::new(Domain::new("alarm"), "alarms", Some("alarm=alarms, user = people")).unwrap();
         assert_eq!(
             Domain::all().iter().map(|&d| named.owner(d).to_string()).collect::<Vec<_>>(),
-            ["item-service", "alarms", "people"]
+            Domain::all()
+                .iter()
+                .map(|d| match d.name() {
+                    "alarm" => "alarms".to_string(),
+                    "user" => "people".to_string(),
+                    other => format!("{other}-service"),
+                })
+                .collect::<Vec<_>>()
         );
     }
 

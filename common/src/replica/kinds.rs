@@ -316,8 +316,8 @@ mod tests {
             Some("item is declared replicated, but its owner is the item service")
         );
         assert_eq!(
-            misdeclared(&[], "review", Domain::new("review"), false, Domain::new("item")).as_deref(),
-            Some("review's owner review is not a domain of domains.tsv")
+            misdeclared(&[], "unlisted", Domain::new("unlisted"), false, Domain::new("item")).as_deref(),
+            Some("unlisted's owner unlisted is not a domain of domains.tsv")
         );
     }
 }

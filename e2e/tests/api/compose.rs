@@ -620,7 +620,10 @@ async fn a_new_domain_gets_its_database_service_and_balancer_blocks() {
     if !domains.ends_with('\n') {
         domains.push('\n');
     }
-    domains.push_str("review\t8001\t5435\n");
+    // (Once review is a domain of the list, the list as it is.)
+    if !e2e::domains().contains(&"review") {
+        domains.push_str("review\t8001\t5435\n");
+    }
     let domains_file = dir.join("domains.tsv");
     std::fs::write(&domains_file, domains).expect("domains file written");
     let out = dir.join("out");
@@ -640,7 +643,9 @@ async fn a_new_domain_gets_its_database_service_and_balancer_blocks() {
     );
     let read = |file: &str| std::fs::read_to_string(out.join(file)).unwrap_or_else(|e| panic!("{file} rendered: {e}"));
     let mut all: Vec<&str> = e2e::domains();
-    all.push("review");
+    if !all.contains(&"review") {
+        all.push("review");
+    }
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
             .unwrap_or_else(|| panic!("a list: {v}"))

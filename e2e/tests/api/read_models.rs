@@ -18,7 +18,9 @@ async fn read_models(sys: &System, svc: Svc) -> Value {
     r.json["checks"]["read_models"].clone()
 }
 
-/// The read models each service keeps: of every other domain's kind it caches.
+/// The read models each service keeps at least: of every other domain's kind it caches. A kind
+/// added later (say a new domain's reviews, cached by the item service) adds its own; none is
+/// ever of the service's own domain, nor of the items (a catalog kept whole in memory).
 fn kinds(svc: Svc) -> &'static [&'static str] {
     match svc {
         Svc::ITEM => &["alarm", "user"],
@@ -32,7 +34,8 @@ fn kinds(svc: Svc) -> &'static [&'static str] {
 async fn wait_complete(sys: &System, svc: Svc) {
     eventually(Duration::from_secs(60), &format!("{}'s read models complete and current", svc.name()), || async {
         let m = read_models(sys, svc).await;
-        kinds(svc).iter().all(|k| m[*k] == "complete")
+        let all_complete = m.as_object().is_some_and(|o| o.values().all(|v| v == "complete"));
+        all_complete && kinds(svc).iter().all(|k| m[*k] == "complete")
     })
     .await;
 }
@@ -40,14 +43,13 @@ async fn wait_complete(sys: &System, svc: Svc) {
 async fn wait_all_complete(sys: &System) {
     for svc in Svc::all() {
         let m = read_models(sys, svc).await;
-        let mut shown: Vec<&str> = m.as_object().map(|o| o.keys().map(|k| k.as_str()).collect()).unwrap_or_default();
-        shown.sort_unstable();
-        assert_eq!(
-            shown,
-            kinds(svc),
-            "{} keeps a read model of exactly the kinds it caches of other domains",
-            svc.name()
-        );
+        let shown: Vec<&str> = m.as_object().map(|o| o.keys().map(|k| k.as_str()).collect()).unwrap_or_default();
+        for k in kinds(svc) {
+            assert!(shown.contains(k), "{} keeps a read model of {k}: {m}", svc.name());
+        }
+        for not in [svc.name(), "item"] {
+            assert!(!shown.contains(&not), "{} keeps no read model of {not}: {m}", svc.name());
+        }
         wait_complete(sys, svc).await;
     }
 }

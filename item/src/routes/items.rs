@@ -9,6 +9,10 @@ use user_kind::{auth, UserDirectory};
 
 use crate::store::{RecordView, ViewWriter};
 
+/// What the item routes read of each kind the service declares: the caller (by token), the
+/// items, the caller's alarms. A kind declared later joins this tuple.
+type Reads = (web::Data<UserDirectory>, web::Data<ItemCatalog>, web::Data<AlarmBook>);
+
 /// `GET /`: every item, id descending, with the caller's `is_alarm_set`
 /// (optionally one page: `?limit=&offset=`).
 #[utoipa::path(get, path = "/", tag = "contract", operation_id = "listItems", security(("UserToken" = [])),
@@ -23,12 +27,8 @@ use crate::store::{RecordView, ViewWriter};
         (status = 200, description = "Every item (or one page)", body = ItemList),
         openapi::InputReadErrors
     ))]
-pub async fn list(
-    req: HttpRequest,
-    users: web::Data<UserDirectory>,
-    alarms: web::Data<AlarmBook>,
-    items: web::Data<ItemCatalog>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list(req: HttpRequest, reads: Reads) -> Result<HttpResponse, ApiError> {
+    let (users, items, alarms) = reads;
     let user = auth::authenticate(&req, &users).await?;
     let page = input::parse_page(req.query_string())?;
     let alarmed =
@@ -50,12 +50,11 @@ pub async fn list(
 pub async fn detail(
     req: HttpRequest,
     path: web::Path<String>,
-    users: web::Data<UserDirectory>,
-    alarms: web::Data<AlarmBook>,
-    items: web::Data<ItemCatalog>,
+    reads: Reads,
     views: web::Data<ViewWriter>,
     core: web::Data<Core>,
 ) -> Result<HttpResponse, ApiError> {
+    let (users, items, alarms) = reads;
     let user = auth::authenticate(&req, &users).await?;
     let ItemId(id) = ItemId::from_path(&path)?;
     let item =
