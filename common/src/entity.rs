@@ -111,15 +111,16 @@ pub trait Entity: DeserializeOwned + Clone + Send + Sync + 'static {
     fn parse_key(key: &str) -> Option<Self::Key>;
 }
 
-/// Parses the key text of a (user, item) pair (see [`pair_key`]).
+/// Parses the key text of a pair (see [`pair_key`]).
 pub fn parse_pair_key(key: &str) -> Option<(i64, i64)> {
-    let (user, item) = key.split_once(':')?;
-    Some((user.parse().ok()?, item.parse().ok()?))
+    let (group, member) = key.split_once(':')?;
+    Some((group.parse().ok()?, member.parse().ok()?))
 }
 
-/// The key text the capture trigger writes for a (user, item) pair: alarms, recent visits.
-pub fn pair_key(user_id: i64, item_id: i64) -> String {
-    format!("{user_id}:{item_id}")
+/// The key text the capture trigger writes for a pair of ids, `"<group>:<member>"` (an alarm:
+/// user and item; a recent visit: user and item).
+pub fn pair_key(group: i64, member: i64) -> String {
+    format!("{group}:{member}")
 }
 
 #[cfg(test)]

@@ -799,15 +799,11 @@ impl ReadModel {
     }
 }
 
+/// `read model <kind>` or `read model <kind> writer`: a task's name is `'static`, and a read
+/// model is built once per kind and process, so the few bytes are leaked once each.
 fn task_name(kind: &'static str, writer: bool) -> &'static str {
-    match (kind, writer) {
-        ("user", false) => "read model user",
-        ("user", true) => "read model user writer",
-        ("alarm", false) => "read model alarm",
-        ("alarm", true) => "read model alarm writer",
-        (_, false) => "read model",
-        (_, true) => "read model writer",
-    }
+    let name = if writer { format!("read model {kind} writer") } else { format!("read model {kind}") };
+    Box::leak(name.into_boxed_str())
 }
 
 /// A backfill's progress, said every [`PROGRESS_EVERY`].
