@@ -151,8 +151,8 @@ fn describe_metrics(m: &Metrics) {
         ("moa_events_dead_lettered_total", "counter", "messages sent to the dead-letter queue"),
         ("moa_amqp_refused_total", "counter", "messages refused as not their owner's, and RPC questions refused"),
         ("moa_dead_letters_refused_total", "counter", "refused messages the dead-letter queue did not take"),
-        ("moa_replica_rows", "gauge", "live rows in the item catalog"),
-        ("moa_cache_entries", "gauge", "entries in the user and alarm caches (one per user)"),
+        ("moa_replica_rows", "gauge", "live rows in each whole replicated catalog"),
+        ("moa_cache_entries", "gauge", "entries in each bounded cache (one per group)"),
         ("moa_cache_resets_total", "counter", "caches emptied because the owner's epoch or history changed"),
         (
             "moa_cache_repaired_total",
@@ -167,7 +167,6 @@ fn describe_metrics(m: &Metrics) {
         ("moa_replica_version", "gauge", "newest owner version applied to each replica"),
         ("moa_replica_warm", "gauge", "1 once a replica or cache can answer (loaded, or its owner answers)"),
         ("moa_outbox_publish_seconds", "histogram", "from commit to broker confirm, per event"),
-        ("moa_views_total", "counter", "views consumed by the user service, stored or duplicate"),
         ("moa_replica_rows_applied_total", "counter", "rows applied to replicas (events, snapshots, RPC)"),
         ("moa_replica_rows_stale_total", "counter", "rows dropped by replicas as not newer"),
         ("moa_replica_rows_other_epoch_total", "counter", "rows dropped by replicas as of another owner epoch"),

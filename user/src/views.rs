@@ -101,6 +101,7 @@ impl consume::Handler for ViewRecorder {
 const VIEW_CONCURRENCY: usize = 32;
 
 pub fn start(core: &Core, visits: Arc<VisitBook>) {
+    core.metrics.describe("moa_views_total", "counter", "views consumed by the user service, stored or duplicate");
     let publisher = core.bus.identity().owner(Item::OWNER).to_string();
     let recorder = ViewRecorder { store: core.store.clone(), visits, metrics: core.metrics.clone(), publisher };
     consume::start(
