@@ -11,8 +11,8 @@
 //! in [`crate::api_document`].
 
 use serde::Deserialize;
-// For the exported macros, so a kind crate needs no utoipa import of its own for them.
 use serde_json::json;
+// For the exported macros, so a kind crate needs no utoipa import of its own for them.
 pub use utoipa;
 use utoipa::{
     openapi::{

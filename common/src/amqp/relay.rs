@@ -71,7 +71,8 @@ impl Lane {
 #[derive(Clone)]
 pub struct OutboxRelay {
     store: Addr<Store>,
-    lanes: Arc<[Lane; 2]>,
+    /// The change events' lane, and the work's when the service declared a work stream.
+    lanes: Arc<[Lane]>,
     /// The exchanges of the work streams this service publishes; every other row is a change event.
     work: Arc<[&'static str]>,
     metrics: Metrics,
@@ -96,12 +97,14 @@ impl OutboxRelay {
             db_failing: AtomicBool::new(false),
             nudge: Notify::new(),
         };
+        let mut lanes = vec![lane("outbox relay (change events)", OutboxLane::Changes)];
+        // A service that publishes no work has no work rows: no lane drains nothing for it.
+        if !work.is_empty() {
+            lanes.push(lane("outbox relay (work)", OutboxLane::Work));
+        }
         let relay = OutboxRelay {
             store,
-            lanes: Arc::new([
-                lane("outbox relay (change events)", OutboxLane::Changes),
-                lane("outbox relay (work)", OutboxLane::Work),
-            ]),
+            lanes: lanes.into(),
             work: work.iter().map(|w| w.exchange).collect(),
             metrics,
             identity: bus.identity().clone(),
@@ -116,7 +119,7 @@ impl OutboxRelay {
                 let bus = bus2.clone();
                 async move {
                     let lane = &r.lanes[i];
-                    let other = &r.lanes[1 - i];
+                    let other = r.lanes.get(1 - i);
                     let ch = link.conn.create_channel().await?;
                     topology::declare_shared(&ch).await?;
                     ch.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -126,8 +129,12 @@ impl OutboxRelay {
                             r.drain_lane(lane).await?;
                             tokio::select! {
                                 // One wake-up (a NOTIFY) is one permit, taken by one lane:
-                                // that lane passes it on to the other.
-                                _ = wake.notified() => other.nudge.notify_one(),
+                                // that lane passes it on to the other, if there is one.
+                                _ = wake.notified() => {
+                                    if let Some(other) = other {
+                                        other.nudge.notify_one();
+                                    }
+                                }
                                 _ = lane.nudge.notified() => {}
                                 _ = tokio::time::sleep(poll) => {}
                                 _ = bus.lost(link.generation) => return Ok(()),
@@ -261,8 +268,8 @@ struct Message<'a> {
 
 /// Groups rows into messages: consecutive change events of one exchange become one array
 /// (in outbox order); a row of a work stream (`work`: a view) is a message of its own (its
-/// consumer acks each
-/// after storing it, so a bad one can be dead-lettered without taking others along).
+/// consumer acks each after storing it, so a bad one can be dead-lettered without taking
+/// others along).
 fn messages<'a>(rows: &'a [OutboxRow], work: &[&str]) -> Vec<Message<'a>> {
     let mut out: Vec<Message<'_>> = Vec::new();
     for row in rows {

@@ -25,7 +25,7 @@ use utoipa::{
 pub struct ItemShapes;
 
 /// The contract's item example (api.md, "Item object, everywhere it appears").
-pub fn item_example() -> serde_json::Value {
+fn item_example() -> serde_json::Value {
     json!({"id": 50, "name": "...", "broadcaster": "cjmall", "category": "패션·잡화", "price": 78900, "is_alarm_set": true})
 }
 
