@@ -152,15 +152,19 @@ async fn a_forged_event_with_a_version_the_owner_never_handed_out_is_corrected()
     );
     // Seen at first (it looks legitimate), then corrected by the epoch watch: the owner's
     // newest version is below it, so the entry holding it is dropped and asked again (owner
-    // wins), and the read model's digest check puts the owner's row back.
-    let took = eventually(CONVERGE, "the real token works again and the forged one does not", || async {
-        let real = sys.get(Svc::ITEM, "/", &token).await.status;
-        let fake = sys.get(Svc::ITEM, "/", "forged-token-0000").await.status;
-        real == 200 && fake == 401
-    })
-    .await;
+    // wins), and the read model's digest check puts the owner's row back. The publish is
+    // asynchronous: before the forged event arrives the tokens answer as after the repair, so
+    // the repair is waited for too (its counter), not the answers alone.
+    let repaired = || sys.counter_sum(Svc::ITEM, "moa_cache_repaired_total", "entity=\"user\"");
+    let took =
+        eventually(CONVERGE, "the forged entry repaired, the real token works, the forged one does not", || async {
+            let real = sys.get(Svc::ITEM, "/", &token).await.status;
+            let fake = sys.get(Svc::ITEM, "/", "forged-token-0000").await.status;
+            repaired().await >= 1.0 && real == 200 && fake == 401
+        })
+        .await;
     eprintln!("forged row corrected after {took:?}");
-    let repaired = sys.counter_sum(Svc::ITEM, "moa_cache_repaired_total", "entity=\"user\"").await;
+    let repaired = repaired().await;
     assert!(repaired >= 1.0, "the dropped entry is counted: {repaired}");
     // Only that entry: the cache was not emptied, the other user is still answered from memory.
     assert_eq!(sys.counter_sum(Svc::ITEM, "moa_cache_resets_total", "entity=\"user\"").await, 0.0, "no reset");
